@@ -1,0 +1,50 @@
+# Two commands matter: `make demo` and `make test` (see README.md).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DAGSTER_HOME := $(CURDIR)/.dagster_home
+DEMO_START := 2026-09-01
+DEMO_DAYS := 60
+DEMO_END := 2026-10-30
+DEMO_LINES := 5000
+
+.PHONY: install install-dev demo ui test bench validate clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+$(DAGSTER_HOME)/dagster.yaml: deployments/local/dagster.yaml
+	mkdir -p $(DAGSTER_HOME)
+	cp $< $@
+
+demo: install $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/cost-pipeline sample --days $(DEMO_DAYS) --lines-per-day $(DEMO_LINES) --start $(DEMO_START) --out data
+	DAGSTER_HOME=$(DAGSTER_HOME) $(BIN)/cost-pipeline run --start $(DEMO_START) --end $(DEMO_END)
+	@echo "Open the runs in the UI with: make ui"
+
+ui: install $(DAGSTER_HOME)/dagster.yaml
+	DAGSTER_HOME=$(DAGSTER_HOME) $(BIN)/dagster dev -w workspace.yaml
+
+validate: install
+	$(BIN)/dagster definitions validate -w workspace.yaml
+
+test: install-dev
+	$(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/python -m cost_pipeline_tests.bench
+
+clean:
+	rm -rf lake data $(DAGSTER_HOME)

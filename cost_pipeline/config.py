@@ -1,0 +1,159 @@
+"""The one YAML configuration file, validated with pydantic.
+
+Unknown keys are errors (``extra="forbid"``), so a typo such as ``lake_url`` fails at load with the
+key's path instead of silently falling back to a default. Secrets never live here: they are read from
+environment variables named by the config (e.g. ``slack.token_env``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+CONFIG_ENV = "COST_PIPELINE_CONFIG"
+BillingFormat = Literal["aws_cur2", "aws_cur_legacy", "focus", "gcp_billing_export"]
+
+
+class ConfigError(ValueError):
+    """A configuration file that cannot be used; the message names the file and the key."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BillingSource(_Model):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    format: BillingFormat
+    uri: str
+
+
+class UsageConfig(_Model):
+    extracts_uri: str | None = None
+    prometheus_url: str | None = None
+
+
+class SlackConfig(_Model):
+    outbox_uri: str | None = None
+    token_env: str = "SLACK_BOT_TOKEN"
+
+
+class TagKey(_Model):
+    """One canonical tag of the schema and the rules its values must follow."""
+
+    key: str
+    column: str = Field(pattern=r"^[a-z_]+$")
+    required: bool = True
+    required_when: dict[str, str] | None = None
+    allowed: list[str] | None = None
+    pattern: str | None = None
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            re.compile(value)
+        return value
+
+
+def _default_tag_keys() -> list[TagKey]:
+    return [
+        TagKey(key="ml-team", column="team"),
+        TagKey(key="ml-project", column="project", pattern=r"^[a-z0-9][a-z0-9-]{0,62}$"),
+        TagKey(
+            key="ml-workload-type",
+            column="workload_type",
+            allowed=["training", "inference", "data-processing", "notebook"],
+        ),
+        TagKey(key="ml-environment", column="environment", allowed=["dev", "staging", "prod"]),
+        TagKey(
+            key="ml-experiment-id",
+            column="experiment_id",
+            required=False,
+            required_when={"ml-workload-type": "training"},
+            pattern=r"^[a-z0-9][a-z0-9._-]{0,127}$",
+        ),
+    ]
+
+
+class Team(_Model):
+    slack_channel: str | None = None
+    owners: list[str] = []
+
+
+class TaggingConfig(_Model):
+    keys: list[TagKey] = Field(default_factory=_default_tag_keys)
+    teams: dict[str, Team] = {}
+    untagged_warn_share: float = Field(default=0.15, ge=0, le=1)
+    untagged_error_share: float = Field(default=0.40, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _team_key_present(self) -> "TaggingConfig":
+        columns = [k.column for k in self.keys]
+        if "team" not in columns:
+            raise ValueError("tagging.keys must define the key whose column is 'team'")
+        if len(set(columns)) != len(columns):
+            raise ValueError("tagging.keys: two keys map to the same column")
+        return self
+
+
+class AllocationConfig(_Model):
+    pools: list[dict] = []
+
+
+class Settings(_Model):
+    lake_uri: str
+    partitions_start_date: dt.date = dt.date(2026, 1, 1)
+    billing_sources: list[BillingSource] = Field(min_length=1)
+    usage: UsageConfig = UsageConfig()
+    slack: SlackConfig = SlackConfig()
+    tagging: TaggingConfig = TaggingConfig()
+    allocation: AllocationConfig = AllocationConfig()
+    source_path: str | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _unique_sources(self) -> "Settings":
+        names = [s.name for s in self.billing_sources]
+        if len(set(names)) != len(names):
+            raise ValueError(f"billing_sources: duplicate name in {names}")
+        return self
+
+    @property
+    def rules_version(self) -> str:
+        """Content hash of the rules that decide who pays: changing them makes old days stale."""
+        rules = {"tagging": self.tagging.model_dump(), "allocation": self.allocation.model_dump()}
+        blob = json.dumps(rules, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def bundled_config_path() -> Path:
+    return Path(str(resources.files("cost_pipeline") / "demo.yaml"))
+
+
+def load_settings(path: str | os.PathLike | None = None) -> Settings:
+    """Load the file given, else ``$COST_PIPELINE_CONFIG``, else the bundled demo config."""
+    path = Path(path or os.environ.get(CONFIG_ENV) or bundled_config_path())
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: config must be a mapping of keys, got {type(raw).__name__}")
+    try:
+        return Settings.model_validate({**raw, "source_path": str(path)})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"{path}: invalid config: {problems}") from None

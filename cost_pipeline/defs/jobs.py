@@ -1,0 +1,21 @@
+"""Jobs and the daily schedule: the daily tables for a day (or a range), then the report folder."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from cost_pipeline.defs.partitions import DAILY
+
+DAILY_ASSETS = ["cost_lines", "untagged_spend", "allocated_costs", "team_daily_costs"]
+
+daily_costs_job = dg.define_asset_job(
+    "daily_costs_job",
+    selection=dg.AssetSelection.assets(*DAILY_ASSETS),
+    partitions_def=DAILY,
+    description="Every daily table for the chosen day(s); ranged runs are single-run backfills.",
+)
+reports_job = dg.define_asset_job("reports_job", selection=dg.AssetSelection.assets("team_reports"))
+
+# Billing exports land several times a day; running at 06:00 UTC covers yesterday with the data AWS
+# has delivered overnight (restatements are picked up by re-running the affected days).
+daily_schedule = dg.build_schedule_from_partitioned_job(daily_costs_job, hour_of_day=6)

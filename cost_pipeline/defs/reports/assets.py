@@ -1,0 +1,40 @@
+"""Team-facing tables and files: daily costs per team, and the report folder people open."""
+
+import dagster as dg
+
+from cost_pipeline.defs.metadata import day_metadata
+from cost_pipeline.defs.partitions import DAILY, SINGLE_RUN, partition_days
+from cost_pipeline.defs.resources import PipelineConfig
+from cost_pipeline.lib.reports import team_daily_costs as daily_costs_of
+from cost_pipeline.lib.report_files import write_reports
+
+
+@dg.asset(
+    partitions_def=DAILY,
+    backfill_policy=SINGLE_RUN,
+    group_name="reports",
+    kinds={"polars", "parquet"},
+    deps=["allocated_costs"],
+)
+def team_daily_costs(context: dg.AssetExecutionContext, pipeline: PipelineConfig) -> dg.MaterializeResult:
+    """What each team cost each day: direct, shared and unattributed, plus a cent total that adds up."""
+    lake = pipeline.lake()
+    for day in partition_days(context):
+        table = daily_costs_of(lake.scan_days("allocated_costs", [day]).collect())
+        path = lake.write_day("team_daily_costs", day, table)
+        context.add_asset_metadata(day_metadata(table, str(path), ["total"]), partition_key=day.isoformat())
+    return dg.MaterializeResult()
+
+
+@dg.asset(group_name="reports", kinds={"csv", "markdown"}, deps=["team_daily_costs", "untagged_spend"])
+def team_reports(pipeline: PipelineConfig) -> dg.MaterializeResult:
+    """The report folder: an organisation summary and one CSV per team holding only that team's rows."""
+    written = write_reports(pipeline.lake())
+    return dg.MaterializeResult(
+        metadata={
+            "summary": dg.MetadataValue.path(str(written.summary)),
+            "teams": len(written.team_files),
+            "report_dir": dg.MetadataValue.path(str(written.folder)),
+            "preview": dg.MetadataValue.md(written.summary.read_text()[:4000]),
+        }
+    )

@@ -1,0 +1,1 @@
+"""Domain logic: plain functions over Polars frames, testable without Dagster."""

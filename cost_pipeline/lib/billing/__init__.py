@@ -1,0 +1,1 @@
+"""Billing exports as delivered by each provider, turned into normalized cost lines."""

@@ -1,0 +1,49 @@
+"""The normalized ``cost_lines`` table: FOCUS-aligned names, one row per charge.
+
+Column names follow FOCUS 1.x in snake case (BilledCost → billed_cost, ChargeCategory →
+charge_category, SubAccountId → sub_account_id ...) so the lake reads naturally next to any
+FOCUS export. Raw provider tags are kept as a map; canonical tags are derived later by compliance.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from cost_pipeline.lib.money import MONEY
+
+UTC_TS = pl.Datetime("us", "UTC")
+
+COST_LINES_SCHEMA: dict[str, pl.DataType] = {
+    "date": pl.Date(),
+    "provider": pl.String(),
+    "source": pl.String(),
+    "billing_account_id": pl.String(),
+    "sub_account_id": pl.String(),
+    "line_item_id": pl.String(),
+    "charge_type": pl.String(),
+    "charge_category": pl.String(),
+    "charge_period_start": UTC_TS,
+    "charge_period_end": UTC_TS,
+    "service": pl.String(),
+    "usage_type": pl.String(),
+    "region": pl.String(),
+    "resource_id": pl.String(),
+    "usage_quantity": pl.Float64(),
+    "list_cost": MONEY,
+    "billed_cost": MONEY,
+    "effective_cost": MONEY,
+    "currency": pl.String(),
+    "invoice_id": pl.String(),
+    "is_final": pl.Boolean(),
+    "tags": pl.Map(pl.String(), pl.String()),
+    "source_file": pl.String(),
+}
+
+
+def conform(frame: pl.LazyFrame) -> pl.LazyFrame:
+    """Select and order the contract's columns with their exact types."""
+    return frame.select([pl.col(name).cast(dtype) for name, dtype in COST_LINES_SCHEMA.items()])
+
+
+def empty_cost_lines() -> pl.DataFrame:
+    return pl.DataFrame(schema=COST_LINES_SCHEMA)

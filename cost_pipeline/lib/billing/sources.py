@@ -1,0 +1,28 @@
+"""Dispatch each configured billing source to the reader of its provider's export format."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+
+import polars as pl
+
+from cost_pipeline.config import BillingSource
+from cost_pipeline.lib.billing.cur2 import read_cur2_day
+from cost_pipeline.lib.billing.schema import empty_cost_lines
+from cost_pipeline.lib.errors import InputError
+
+READERS: dict[str, Callable[[str, dt.date, str], pl.DataFrame]] = {
+    "aws_cur2": read_cur2_day,
+}
+
+
+def read_billing_day(sources: list[BillingSource], day: dt.date) -> pl.DataFrame:
+    """Every source's charges for one day, as one cost_lines frame. Any bad source fails the day."""
+    frames = []
+    for source in sources:
+        reader = READERS.get(source.format)
+        if reader is None:
+            raise InputError(f"billing source {source.name!r}", f"format {source.format!r} is not readable yet")
+        frames.append(reader(source.uri, day, source.name))
+    return pl.concat(frames) if frames else empty_cost_lines()

@@ -1,0 +1,49 @@
+"""Money arithmetic: exact decimals in the lake, cents only at presentation.
+
+Costs are stored as Decimal(38, 10) (CUR carries up to 10 decimal places), so day totals and
+allocations add up exactly. Rounding to cents happens once, when showing numbers to people, with
+largest-remainder rounding so that the rounded parts still add up to the rounded whole.
+"""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_EVEN, Decimal
+
+import polars as pl
+
+MONEY = pl.Decimal(38, 10)
+SCALE = 10
+CENT = Decimal("0.01")
+
+
+def to_money(expr: pl.Expr) -> pl.Expr:
+    """Float or string amounts from a bill, as exact decimals (rounded at the 10th place)."""
+    return expr.cast(MONEY)
+
+
+def zero() -> pl.Expr:
+    return pl.lit(0).cast(MONEY)
+
+
+def round_cents(value: Decimal) -> Decimal:
+    return Decimal(value).quantize(CENT, rounding=ROUND_HALF_EVEN)
+
+
+def largest_remainder(amounts: list[Decimal], unit: Decimal = CENT) -> list[Decimal]:
+    """Round each amount to ``unit`` so the results add up to the rounded total.
+
+    Each part is floored to the unit; the units left over go to the parts with the largest
+    remainders (ties to the earlier part, so the result is deterministic). Works for negative
+    amounts too, by flooring towards minus infinity.
+    """
+    if not amounts:
+        return []
+    units = [Decimal(a) / unit for a in amounts]
+    floors = [u.to_integral_value(rounding="ROUND_FLOOR") for u in units]
+    target = (sum(units, Decimal(0))).quantize(Decimal(1), rounding=ROUND_HALF_EVEN)
+    leftover = int(target - sum(floors, Decimal(0)))
+    order = sorted(range(len(units)), key=lambda i: (-(units[i] - floors[i]), i))
+    result = list(floors)
+    for i in order[:leftover]:
+        result[i] += 1
+    return [r * unit for r in result]

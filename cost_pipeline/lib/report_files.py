@@ -1,0 +1,99 @@
+"""The report folder under the lake: ``reports/summary.md`` and ``reports/teams/<team>.csv``.
+
+Each team's CSV holds only that team's rows, so it can be shared with the team as is. Team names
+reach file names, so only names that pass the schema's safe pattern are used as such; anything else
+would have been quarantined already, and is refused here as a second line of defence.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+import polars as pl
+
+from cost_pipeline.lib.allocate import UNATTRIBUTED_TEAM
+from cost_pipeline.lib.lake import Lake
+from cost_pipeline.lib.money import largest_remainder, round_cents
+from cost_pipeline.lib.tags import SAFE_TEAM
+
+
+@dataclass(frozen=True)
+class Summary:
+    first_day: str
+    last_day: str
+    totals: dict[str, Decimal]  # currency -> effective spend, to the cent
+    teams: list[tuple[str, str, Decimal]]  # (team, currency, amount to the cent), largest first
+    untagged_share: float
+    untagged_by_reason: list[tuple[str, Decimal]]
+
+
+@dataclass(frozen=True)
+class WrittenReports:
+    folder: Path
+    summary: Path
+    team_files: list[Path]
+
+
+def summarize(lake: Lake) -> Summary:
+    daily = lake.scan("team_daily_costs").collect()
+    untagged = lake.scan("untagged_spend").collect()
+    per_team = daily.group_by("team", "currency").agg(pl.col("total").sum()).sort(
+        ["currency", "total", "team"], descending=[False, True, False]
+    )
+    teams: list[tuple[str, str, Decimal]] = []
+    totals: dict[str, Decimal] = {}
+    for (currency,), group in per_team.group_by("currency", maintain_order=True):
+        cents = largest_remainder(group["total"].to_list())
+        teams.extend(zip(group["team"].to_list(), [currency] * group.height, cents))
+        totals[currency] = round_cents(sum(group["total"].to_list(), Decimal(0)))
+    grand = sum(daily["total"].to_list(), Decimal(0))
+    untagged_total = sum(untagged["amount"].to_list(), Decimal(0))
+    reasons = untagged.group_by("reason").agg(pl.col("amount").sum()).sort("amount", descending=True)
+    return Summary(
+        first_day=str(daily["date"].min()),
+        last_day=str(daily["date"].max()),
+        totals=totals,
+        teams=teams,
+        untagged_share=float(untagged_total / grand) if grand else 0.0,
+        untagged_by_reason=[(r, round_cents(a)) for r, a in reasons.iter_rows()],
+    )
+
+
+def render_text(summary: Summary) -> str:
+    lines = [f"Effective spend {summary.first_day} .. {summary.last_day}"]
+    for currency, total in summary.totals.items():
+        lines.append(f"  total: {total:,.2f} {currency}")
+    lines.append("Per team:")
+    for team, currency, amount in summary.teams:
+        lines.append(f"  {team:<22} {amount:>14,.2f} {currency}")
+    lines.append(f"Untagged (quarantined) share: {summary.untagged_share:.2%}")
+    for reason, amount in summary.untagged_by_reason:
+        lines.append(f"  {reason:<28} {amount:>12,.2f}")
+    return "\n".join(lines)
+
+
+def _team_file(folder: Path, team: str) -> Path:
+    if team == UNATTRIBUTED_TEAM:
+        return folder / "unattributed.csv"
+    if not re.fullmatch(SAFE_TEAM, team):
+        raise ValueError(f"refusing to use team name {team!r} as a file name")
+    return folder / f"{team}.csv"
+
+
+def write_reports(lake: Lake) -> WrittenReports:
+    folder = lake.root / "reports"
+    teams_dir = folder / "teams"
+    teams_dir.mkdir(parents=True, exist_ok=True)
+    summary = summarize(lake)
+    summary_path = folder / "summary.md"
+    summary_path.write_text("# Cloud cost summary\n\n```\n" + render_text(summary) + "\n```\n", encoding="utf-8")
+    daily = lake.scan("team_daily_costs").collect().sort("date", "team")
+    files = []
+    for (team,), rows in daily.group_by("team", maintain_order=True):
+        path = _team_file(teams_dir, team)
+        rows.with_columns(pl.col("direct", "shared", "unattributed", "total").round(2)).write_csv(path)
+        files.append(path)
+    return WrittenReports(folder=folder, summary=summary_path, team_files=files)

@@ -1,0 +1,44 @@
+"""``cost-pipeline sample``: billing, usage and ground truth for the fictional organisation."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+
+from cost_pipeline.sample import org
+from cost_pipeline.sample.cur2 import SampleSpec, write_cur2
+from cost_pipeline.sample.usage import write_usage
+
+
+def _anomalies(spec: SampleSpec) -> list[tuple[dt.date, str, float]]:
+    """Spikes on days with at least two weeks of history before them, so detectors have a baseline."""
+    rng = np.random.default_rng([spec.seed, 99])
+    if spec.days < 21 or spec.anomalies == 0:
+        return []
+    offsets = rng.choice(np.arange(14, spec.days), size=min(spec.anomalies, spec.days - 14), replace=False)
+    teams = org.WORKLOAD_TEAMS[:4]
+    return [
+        (spec.start + dt.timedelta(days=int(o)), teams[i % len(teams)], float(round(rng.uniform(3.0, 5.0), 2)))
+        for i, o in enumerate(sorted(offsets))
+    ]
+
+
+def generate(out: Path, start: dt.date, days: int, lines_per_day: int, seed: int) -> dict:
+    spec = SampleSpec(start=start, days=days, lines_per_day=lines_per_day, seed=seed)
+    spec.anomaly_days = _anomalies(spec)
+    truth = write_cur2(out / "billing" / "aws", spec)
+    write_usage(out / "usage", start, days, seed)
+    gt = out / "ground_truth"
+    gt.mkdir(parents=True, exist_ok=True)
+    with open(gt / "untagged_lines.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, ["date", "line_item_id", "defect", "expected_reason"])
+        writer.writeheader()
+        writer.writerows(truth)
+    with open(gt / "anomalies.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["date", "team", "factor"])
+        writer.writerows([(d.isoformat(), t, f) for d, t, f in spec.anomaly_days])
+    return {"billing": out / "billing" / "aws", "usage": out / "usage", "ground_truth": gt, "tag_defects": len(truth)}

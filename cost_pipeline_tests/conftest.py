@@ -1,0 +1,41 @@
+"""Shared fixtures: a small generated organisation and configs pointing at temporary lakes."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cost_pipeline.config import bundled_config_path
+from cost_pipeline.sample.generate import generate
+
+START = dt.date(2026, 9, 1)
+DAYS = 4
+LINES = 1500
+
+
+@pytest.fixture(scope="session")
+def sample_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("sample")
+    generate(out, START, DAYS, LINES, seed=11)
+    return out
+
+
+def write_config(tmp_path: Path, sample: Path, **overrides) -> Path:
+    """The demo config, re-pointed at a temporary lake and the given sample data."""
+    raw = yaml.safe_load(bundled_config_path().read_text())
+    raw["lake_uri"] = str(tmp_path / "lake")
+    raw["billing_sources"] = [{"name": "aws-main", "format": "aws_cur2", "uri": str(sample / "billing" / "aws")}]
+    raw["usage"] = {"extracts_uri": str(sample / "usage"), "prometheus_url": None}
+    raw["slack"] = {"outbox_uri": str(tmp_path / "lake" / "_outbox")}
+    raw.update(overrides)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.fixture
+def config_path(tmp_path, sample_dir) -> Path:
+    return write_config(tmp_path, sample_dir)

@@ -1,0 +1,107 @@
+"""The daily assets through Dagster itself: ranged single runs, metadata, checks, bad input."""
+
+import datetime as dt
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pytest
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+from cost_pipeline.defs.resources import PipelineConfig
+from cost_pipeline.definitions import defs
+from cost_pipeline_tests.conftest import DAYS, START, write_config
+
+DAILY = ["cost_lines", "untagged_spend", "allocated_costs", "team_daily_costs"]
+LAST = START + dt.timedelta(days=DAYS - 1)
+
+
+def _run(config: Path, instance, first=START, last=LAST, raise_on_error=True):
+    job = defs.resolve_job_def("daily_costs_job")
+    return job.execute_in_process(
+        instance=instance,
+        resources={"pipeline": PipelineConfig(config_path=str(config))},
+        tags={ASSET_PARTITION_RANGE_START_TAG: first.isoformat(), ASSET_PARTITION_RANGE_END_TAG: last.isoformat()},
+        raise_on_error=raise_on_error,
+    )
+
+
+def test_definitions_load():
+    assert {k.to_user_string() for k in defs.resolve_all_asset_keys()} >= {*DAILY, "team_reports"}
+
+
+def test_ranged_run_writes_every_day_and_reconciles(config_path, tmp_path):
+    instance = dg.DagsterInstance.ephemeral()
+    result = _run(config_path, instance)
+    assert result.success
+    lake = tmp_path / "lake"
+    for table in ["cost_lines", "untagged_spend", "allocated_costs"]:
+        days = sorted(p.name for p in (lake / table).iterdir())
+        assert days == [f"date={START + dt.timedelta(days=i)}" for i in range(DAYS)]
+    allocated = pl.read_parquet(lake / "allocated_costs" / "*" / "*.parquet")
+    assert allocated.columns[:11] == ["date", "team", "project", "workload_type", "environment", "experiment_id",
+                                      "allocation", "pool", "amount", "currency", "rules_version"]
+    lines = pl.read_parquet(lake / "cost_lines" / "*" / "*.parquet")
+    per_day = lambda f, c: f.group_by("date", "currency").agg(pl.col(c).sum()).sort("date")  # noqa: E731
+    assert per_day(allocated, "amount")["amount"].to_list() == per_day(lines, "effective_cost")["effective_cost"].to_list()
+
+    checks = [e for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+    assert [c.asset_check_evaluation_data.passed for c in checks] == [True]
+
+    # metadata is recorded per partition, with that partition's own numbers
+    records = instance.fetch_materializations(dg.AssetKey("cost_lines"), limit=10).records
+    by_day = {r.event_log_entry.asset_materialization.partition: r.event_log_entry.asset_materialization.metadata for r in records}
+    assert len(by_day) == DAYS
+    for day, meta in by_day.items():
+        day_rows = lines.filter(pl.col("date") == dt.date.fromisoformat(day))
+        assert meta["dagster/row_count"].value == day_rows.height
+        assert meta["effective_cost (USD)"].value == pytest.approx(float(round(day_rows["effective_cost"].sum(), 2)))
+        assert "billed_cost" in [c.name for c in meta["dagster/column_schema"].schema.columns]
+
+
+def test_bad_file_fails_the_run_and_keeps_the_previous_day(tmp_path, sample_dir):
+    billing = tmp_path / "aws"
+    shutil.copytree(sample_dir / "billing" / "aws", billing)
+    config = write_config(tmp_path, sample_dir, billing_sources=[{"name": "aws-main", "format": "aws_cur2", "uri": str(billing)}])
+    instance = dg.DagsterInstance.ephemeral()
+    assert _run(config, instance, START, START).success
+    good = (tmp_path / "lake" / "cost_lines" / f"date={START}" / "part-0.parquet").read_bytes()
+
+    bad = billing / "data" / f"BILLING_PERIOD={START:%Y-%m}" / f"acme-ml-cur2-{START.day:05d}.snappy.parquet"
+    bad.write_bytes(bad.read_bytes()[:1000])
+    result = _run(config, instance, START, START, raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert str(bad) in failure.step_failure_data.error.message
+    assert "not a readable Parquet file" in failure.step_failure_data.error.message
+    assert (tmp_path / "lake" / "cost_lines" / f"date={START}" / "part-0.parquet").read_bytes() == good
+    assert not list((tmp_path / "lake" / "cost_lines" / f"date={START}").glob(".tmp-*"))
+
+
+def test_cli_run_records_runs_in_dagster_home(tmp_path, config_path):
+    home = tmp_path / "home"
+    env = {**os.environ, "DAGSTER_HOME": str(home)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "cost_pipeline.cli", "run", "--config", str(config_path),
+         "--start", START.isoformat(), "--end", LAST.isoformat()],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Untagged (quarantined) share" in proc.stdout
+    assert (tmp_path / "lake" / "reports" / "summary.md").exists()
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        runs = instance.get_runs()
+        assert {r.job_name for r in runs} == {"daily_costs_job", "reports_job"}
+        assert all(r.is_success for r in runs)
+
+
+def test_definitions_validate_cli():
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "dagster"), "definitions", "validate", "-w", "workspace.yaml"],
+        capture_output=True, text=True, cwd=Path(__file__).parents[1], timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]

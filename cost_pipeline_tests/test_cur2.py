@@ -1,0 +1,90 @@
+"""Reading CUR 2.0 as delivered, including the ways a delivery can be broken."""
+
+import datetime as dt
+import shutil
+from decimal import Decimal
+
+import polars as pl
+import pyarrow.parquet as pq
+import pytest
+
+from cost_pipeline.lib.billing.cur2 import read_cur2_day
+from cost_pipeline.lib.errors import InputError
+from cost_pipeline_tests.conftest import START
+
+DAY = START + dt.timedelta(days=1)
+
+
+def _raw_day(billing, day):
+    """Independent oracle: sum the raw file with pyarrow, applying the amortization rules by hand."""
+    table = pq.read_table(billing / "data" / f"BILLING_PERIOD={day:%Y-%m}").to_pylist()
+    billed = effective = Decimal(0)
+    rows = 0
+    for r in table:
+        if r["line_item_usage_start_date"].date() != day:
+            continue
+        rows += 1
+        unblended = Decimal(repr(r["line_item_unblended_cost"]))
+        billed += unblended
+        kind = r["line_item_line_item_type"]
+        if kind == "SavingsPlanCoveredUsage":
+            effective += Decimal(repr(r["savings_plan_savings_plan_effective_cost"]))
+        elif kind == "SavingsPlanRecurringFee":
+            effective += Decimal(repr(r["savings_plan_total_commitment_to_date"])) - Decimal(repr(r["savings_plan_used_commitment"]))
+        elif kind != "SavingsPlanNegation":
+            effective += unblended
+    return rows, billed, effective
+
+
+def test_day_totals_match_an_independent_sum(sample_dir):
+    billing = sample_dir / "billing" / "aws"
+    lines = read_cur2_day(str(billing), DAY, "aws-main")
+    rows, billed, effective = _raw_day(billing, DAY)
+    assert lines.height == rows
+    assert lines["billed_cost"].sum() == billed
+    assert lines["effective_cost"].sum() == effective
+    assert lines["date"].unique().to_list() == [DAY]
+    assert set(lines["charge_type"]) == {"Usage", "SavingsPlanCoveredUsage", "SavingsPlanNegation", "SavingsPlanRecurringFee"}
+    assert isinstance(lines.schema["tags"], pl.Map)
+
+
+def test_a_day_without_files_is_empty(tmp_path):
+    assert read_cur2_day(str(tmp_path), DAY, "x").height == 0
+
+
+@pytest.fixture
+def billing_copy(tmp_path, sample_dir):
+    dest = tmp_path / "aws"
+    shutil.copytree(sample_dir / "billing" / "aws", dest)
+    return dest
+
+
+def _file_of(billing, day):
+    return billing / "data" / f"BILLING_PERIOD={day:%Y-%m}" / f"acme-ml-cur2-{day.day:05d}.snappy.parquet"
+
+
+def test_missing_required_column_names_file_and_column(billing_copy):
+    path = _file_of(billing_copy, DAY)
+    pq.write_table(pq.read_table(path).drop(["line_item_unblended_cost"]), path)
+    with pytest.raises(InputError) as err:
+        read_cur2_day(str(billing_copy), DAY, "aws-main")
+    assert str(path) in str(err.value) and "line_item_unblended_cost" in str(err.value)
+
+
+def test_truncated_parquet_names_the_file(billing_copy):
+    path = _file_of(billing_copy, DAY)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match="not a readable Parquet file") as err:
+        read_cur2_day(str(billing_copy), DAY, "aws-main")
+    assert str(path) in str(err.value)
+
+
+def test_wrong_type_names_the_column(billing_copy):
+    path = _file_of(billing_copy, DAY)
+    table = pq.read_table(path)
+    i = table.schema.get_field_index("resource_tags")
+    table = table.set_column(i, "resource_tags", table["line_item_usage_type"])
+    pq.write_table(table, path)
+    with pytest.raises(InputError, match="resource_tags has type"):
+        read_cur2_day(str(billing_copy), DAY, "aws-main")

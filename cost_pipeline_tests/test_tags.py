@@ -1,0 +1,80 @@
+"""The tag schema: key folding, value rules, and quarantine against the generator's ground truth."""
+
+import datetime as dt
+
+import polars as pl
+import pytest
+
+from cost_pipeline.config import TaggingConfig, Team
+from cost_pipeline.lib.billing.cur2 import read_cur2_day
+from cost_pipeline.lib.tags import apply_tag_schema, fold_key, quarantine
+from cost_pipeline.sample import org
+from cost_pipeline_tests.conftest import DAYS, START
+
+REGISTRY = TaggingConfig(teams={t: Team() for t in org.TEAMS})
+
+
+@pytest.mark.parametrize(
+    "raw", ["ml-team", "user:ml-team", "user_ml_team", "resourceTags/user:ml-team", "ML_Team", "resource_tags_user_ml_team", " ML-TEAM "]
+)
+def test_provider_spellings_fold_to_the_schema_key(raw):
+    assert fold_key(raw) == "ml-team"
+
+
+def _lines(tags: list[dict]) -> pl.DataFrame:
+    return pl.DataFrame(
+        {"tags": [list(t.items()) for t in tags], "effective_cost": [1.0] * len(tags)},
+        schema={"tags": pl.List(pl.Struct({"key": pl.String, "value": pl.String})), "effective_cost": pl.Float64},
+    ).with_columns(pl.col("tags").cast(pl.Map(pl.String, pl.String)))
+
+
+GOOD = {"user_ml_team": "fraud-detection", "user_ml_project": "txn-scoring", "user_ml_workload_type": "inference", "user_ml_environment": "prod"}
+
+
+@pytest.mark.parametrize(
+    ("tags", "reason"),
+    [
+        (GOOD, None),
+        ({**GOOD, "user_ml_team": "  Fraud-Detection "}, None),
+        ({**GOOD, "user_ml_workload_type": "training"}, "missing:ml-experiment-id"),
+        ({**GOOD, "user_ml_workload_type": "training", "user_ml_experiment_id": "exp-0042"}, None),
+        ({k: v for k, v in GOOD.items() if k != "user_ml_project"}, "missing:ml-project"),
+        ({**GOOD, "user_ml_team": "fraud-detecton"}, "unknown_team"),
+        ({**GOOD, "user_ml_environment": "production"}, "invalid:ml-environment"),
+        ({**GOOD, "user_ml_team": ""}, "missing:ml-team"),
+        ({}, "missing:ml-team"),
+    ],
+)
+def test_reason_is_the_first_failure(tags, reason):
+    out = apply_tag_schema(_lines([tags]), REGISTRY)
+    assert out["tag_reason"][0] == reason
+
+
+HOSTILE = ["../../etc", "<script>alert(1)</script>", "<!channel>", '=HYPERLINK("http://x","y")', "x" * 10_000, "fraud\x00detection", "fraud‐detection", "frаud-detection"]
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_hostile_team_values_are_quarantined_not_used(value):
+    out = apply_tag_schema(_lines([{**GOOD, "user_ml_team": value}]), REGISTRY)
+    assert out["tag_reason"][0] == "unknown_team"
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_hostile_values_fail_the_safe_pattern_without_a_registry(value):
+    out = apply_tag_schema(_lines([{**GOOD, "user_ml_team": value}]), TaggingConfig())
+    assert out["tag_reason"][0] == "invalid:ml-team"
+
+
+def test_quarantine_matches_ground_truth_line_for_line(sample_dir):
+    truth = pl.read_csv(sample_dir / "ground_truth" / "untagged_lines.csv", schema_overrides={"line_item_id": pl.String})
+    expected = truth.filter(pl.col("expected_reason").is_not_null()).select("line_item_id", "expected_reason")
+    got = []
+    for i in range(DAYS):
+        lines = read_cur2_day(str(sample_dir / "billing" / "aws"), START + dt.timedelta(days=i), "aws-main")
+        got.append(quarantine(apply_tag_schema(lines, REGISTRY)).select("line_item_id", "reason"))
+    got = pl.concat(got)
+    joined = expected.join(got, on="line_item_id", how="full", coalesce=True)
+    assert joined.height == expected.height == got.height > 100
+    assert joined.filter(pl.col("reason") != pl.col("expected_reason")).is_empty()
+    repaired = truth.filter(pl.col("defect") == "wrong_case")["line_item_id"]
+    assert repaired.len() > 0 and not got["line_item_id"].is_in(repaired.implode()).any()
