@@ -44,7 +44,7 @@ test: install-dev
 	$(BIN)/python -m pytest -q
 
 bench: install
-	$(BIN)/python -m cost_pipeline_tests.bench
+	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf lake data $(DAGSTER_HOME)

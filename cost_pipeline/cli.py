@@ -51,6 +51,11 @@ def _failed_steps(result) -> list[str]:
     return failures + checks
 
 
+def _log_config(level: str) -> dict:
+    """Dagster's console logger prints every event at DEBUG; operators want problems only."""
+    return {"loggers": {"console": {"config": {"log_level": level}}}}
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
@@ -67,7 +72,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     instance = _instance()
     tags = {ASSET_PARTITION_RANGE_START_TAG: args.start.isoformat(), ASSET_PARTITION_RANGE_END_TAG: args.end.isoformat()}
     for job_name, job_tags in (("daily_costs_job", tags), ("reports_job", {})):
-        result = defs.resolve_job_def(job_name).execute_in_process(instance=instance, tags=job_tags, raise_on_error=False)
+        result = defs.resolve_job_def(job_name).execute_in_process(
+            instance=instance, tags=job_tags, raise_on_error=False, run_config=_log_config(args.log_level)
+        )
         problems = _failed_steps(result)
         print(f"{job_name}: run {result.run_id} {'succeeded' if result.success and not problems else 'FAILED'}")
         if not result.success or problems:
@@ -108,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--config")
     run.add_argument("--start", type=_date, required=True)
     run.add_argument("--end", type=_date, required=True, help="last day, inclusive")
+    run.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     run.set_defaults(func=cmd_run)
 
     summary = sub.add_parser("summary", help="print spend per team and the untagged share from the lake")

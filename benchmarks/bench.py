@@ -1,0 +1,72 @@
+"""``make bench``: throughput of each stage, as ratios to a plain Parquet scan of the same files.
+
+Machines here are shared and noisy, so the numbers that matter are the ratios measured in one run:
+how much slower normalizing, tagging and allocating a day is than merely reading its bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import polars as pl
+
+from cost_pipeline.config import TaggingConfig, Team
+from cost_pipeline.lib.allocate import allocate
+from cost_pipeline.lib.billing.cur2 import period_files, read_cur2_day
+from cost_pipeline.lib.tags import apply_tag_schema, quarantine
+from cost_pipeline.sample import org
+from cost_pipeline.sample.generate import generate
+
+
+def _best(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--days", type=int, default=2)
+    parser.add_argument("--lines-per-day", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--out", default=None, help="keep the generated data here")
+    args = parser.parse_args()
+    start = dt.date(2026, 9, 1)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(args.out or tmp)
+        t = time.perf_counter()
+        generate(out, start, args.days, args.lines_per_day, seed=1)
+        gen = time.perf_counter() - t
+        uri = str(out / "billing" / "aws")
+        day = start
+        files = [f for f in period_files(uri, day) if f.name.endswith(f"{day.day:05d}.snappy.parquet")]
+        schema = TaggingConfig(teams={t: Team() for t in org.TEAMS})
+
+        plain = _best(lambda: pl.scan_parquet(files).select(pl.all().exclude("product", "cost_category")).collect(engine="streaming"), args.repeat)
+        lines = read_cur2_day(uri, day, "aws-main")
+        ingest = _best(lambda: read_cur2_day(uri, day, "aws-main"), args.repeat)
+        tagged = apply_tag_schema(lines, schema)
+        tag = _best(lambda: apply_tag_schema(lines, schema), args.repeat)
+        quar = _best(lambda: quarantine(tagged), args.repeat)
+        alloc = _best(lambda: allocate(tagged, "bench"), args.repeat)
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    n = lines.height
+    print(f"lines in day: {n:,} (generated {args.days} day(s) in {gen:.1f}s, {args.days * n / gen:,.0f} lines/s)")
+    print(f"{'stage':<28}{'seconds':>10}{'lines/s':>14}{'x plain scan':>14}")
+    for name, secs in [("plain parquet scan", plain), ("read + normalize + amortize", ingest), ("apply tag schema", tag), ("quarantine", quar), ("allocate", alloc)]:
+        print(f"{name:<28}{secs:>10.3f}{n / secs:>14,.0f}{secs / plain:>14.2f}")
+    total = ingest + tag + quar + alloc
+    print(f"{'whole day (sum of stages)':<28}{total:>10.3f}{n / total:>14,.0f}{total / plain:>14.2f}")
+    print(f"peak RSS: {rss:,.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
