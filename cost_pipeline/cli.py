@@ -41,14 +41,18 @@ def _instance():
     return dg.DagsterInstance.ephemeral()
 
 
+def _check_events(result, severity: str):
+    for event in result.all_events:
+        if event.event_type_value == "ASSET_CHECK_EVALUATION":
+            data = event.asset_check_evaluation_data
+            if not data.passed and data.severity.value == severity:
+                yield f"check {data.check_name} on {data.asset_key.to_user_string()}"
+
+
 def _failed_steps(result) -> list[str]:
-    failures = [e.step_key or "" for e in result.all_events if e.is_step_failure]
-    checks = [
-        f"check {e.asset_check_evaluation_data.check_name} on {e.asset_check_evaluation_data.asset_key.to_user_string()}"
-        for e in result.all_events
-        if e.event_type_value == "ASSET_CHECK_EVALUATION" and not e.asset_check_evaluation_data.passed
-    ]
-    return failures + checks
+    """Failed steps and failed ERROR checks; WARN checks are reported but do not fail the command."""
+    failures = [f"step {e.step_key}" for e in result.all_events if e.is_step_failure]
+    return failures + list(_check_events(result, "ERROR"))
 
 
 def _log_config(level: str) -> dict:
@@ -76,6 +80,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             instance=instance, tags=job_tags, raise_on_error=False, run_config=_log_config(args.log_level)
         )
         problems = _failed_steps(result)
+        for warning in _check_events(result, "WARN"):
+            print(f"  warning: {warning} did not pass (see the Dagster UI for details)")
         print(f"{job_name}: run {result.run_id} {'succeeded' if result.success and not problems else 'FAILED'}")
         if not result.success or problems:
             for problem in problems:

@@ -90,9 +90,48 @@ class Team(_Model):
     owners: list[str] = []
 
 
+class VirtualTagRule(_Model):
+    """Fill tags a line lacks from other columns; rules apply in order, first match wins per key.
+
+    Conditions (all given must hold): ``account_ids`` (usage account), ``services`` (product code),
+    ``resource_prefixes`` (resource id or bucket name prefix), ``tag_equals`` (raw provider tag →
+    value; keys are matched with the same folding as schema keys). Values come from ``set``
+    (constants) or ``set_from_tag`` (another raw tag's value, translated by ``value_map`` if given).
+    A filled value is validated like a real tag and its provenance is the rule's name.
+    """
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    set: dict[str, str] = {}
+    set_from_tag: dict[str, str] = {}
+    value_map: dict[str, str] | None = None
+    account_ids: list[str] | None = None
+    services: list[str] | None = None
+    resource_prefixes: list[str] | None = None
+    tag_equals: dict[str, str] | None = None
+
+    @model_validator(mode="after")
+    def _does_something(self) -> "VirtualTagRule":
+        if not self.set and not self.set_from_tag:
+            raise ValueError(f"virtual tag rule {self.name!r} sets nothing (give set or set_from_tag)")
+        if not any([self.account_ids, self.services, self.resource_prefixes, self.tag_equals, self.set_from_tag]):
+            raise ValueError(f"virtual tag rule {self.name!r} has no condition and would match every line")
+        return self
+
+
+class EnforcementConfig(_Model):
+    """What the generated guardrail policies cover (``cost-pipeline policies``)."""
+
+    aws_create_actions: dict[str, str] = {"ec2:RunInstances": "arn:aws:ec2:*:*:instance/*"}
+    aws_tag_policy_enforced_for: list[str] = ["ec2:instance"]
+    gcp_resource_types: list[str] = ["compute.googleapis.com/Instance"]
+
+
 class TaggingConfig(_Model):
     keys: list[TagKey] = Field(default_factory=_default_tag_keys)
+    aliases: dict[str, list[str]] = {}
     teams: dict[str, Team] = {}
+    virtual_tags: list[VirtualTagRule] = []
+    enforcement: EnforcementConfig = EnforcementConfig()
     untagged_warn_share: float = Field(default=0.15, ge=0, le=1)
     untagged_error_share: float = Field(default=0.40, ge=0, le=1)
 
@@ -103,7 +142,19 @@ class TaggingConfig(_Model):
             raise ValueError("tagging.keys must define the key whose column is 'team'")
         if len(set(columns)) != len(columns):
             raise ValueError("tagging.keys: two keys map to the same column")
+        known = {k.key for k in self.keys}
+        for where, used in [("aliases", self.aliases)] + [
+            (f"virtual_tags[{r.name}]", {**r.set, **r.set_from_tag}) for r in self.virtual_tags
+        ]:
+            unknown = sorted(set(used) - known)
+            if unknown:
+                raise ValueError(f"tagging.{where} names key(s) not in the schema: {unknown}")
+        if self.untagged_error_share < self.untagged_warn_share:
+            raise ValueError("tagging.untagged_error_share must be >= untagged_warn_share")
         return self
+
+    def key(self, name: str) -> TagKey:
+        return next(k for k in self.keys if k.key == name)
 
 
 class AllocationConfig(_Model):

@@ -11,6 +11,8 @@ import yaml
 from cost_pipeline.config import bundled_config_path
 from cost_pipeline.sample.generate import generate
 
+# The public billing samples: ../shared/data beside the checkout (as for developers and CI).
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 START = dt.date(2026, 9, 1)
 DAYS = 4
 LINES = 1500

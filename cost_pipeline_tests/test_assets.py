@@ -16,7 +16,7 @@ from cost_pipeline.defs.resources import PipelineConfig
 from cost_pipeline.definitions import defs
 from cost_pipeline_tests.conftest import DAYS, START, write_config
 
-DAILY = ["cost_lines", "untagged_spend", "allocated_costs", "team_daily_costs"]
+DAILY = ["cost_lines", "untagged_spend", "tag_compliance", "allocated_costs", "team_daily_costs"]
 LAST = START + dt.timedelta(days=DAYS - 1)
 
 
@@ -50,7 +50,9 @@ def test_ranged_run_writes_every_day_and_reconciles(config_path, tmp_path):
     assert per_day(allocated, "amount")["amount"].to_list() == per_day(lines, "effective_cost")["effective_cost"].to_list()
 
     checks = [e for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
-    assert [c.asset_check_evaluation_data.passed for c in checks] == [True]
+    assert {c.asset_check_evaluation_data.check_name: c.asset_check_evaluation_data.passed for c in checks} == {
+        "reconciles_to_bill": True, "untagged_share_below_warn": True, "untagged_share_below_error": True,
+    }
 
     # metadata is recorded per partition, with that partition's own numbers
     records = instance.fetch_materializations(dg.AssetKey("cost_lines"), limit=10).records
@@ -105,3 +107,37 @@ def test_definitions_validate_cli():
         capture_output=True, text=True, cwd=Path(__file__).parents[1], timeout=300,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+
+
+def _check_outcomes(result):
+    return {
+        e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data.passed
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    }
+
+
+def test_untagged_share_above_error_threshold_holds_back_reports(tmp_path, sample_dir):
+    import yaml
+    from cost_pipeline.config import bundled_config_path
+
+    tagging = yaml.safe_load(bundled_config_path().read_text())["tagging"]
+    config = write_config(tmp_path, sample_dir, tagging={**tagging, "untagged_warn_share": 0.01, "untagged_error_share": 0.05})
+    result = _run(config, dg.DagsterInstance.ephemeral(), START, START, raise_on_error=False)
+    outcomes = _check_outcomes(result)
+    assert outcomes["untagged_share_below_warn"] is False and outcomes["untagged_share_below_error"] is False
+    assert not result.success
+    assert (tmp_path / "lake" / "allocated_costs" / f"date={START}").exists()
+    assert not (tmp_path / "lake" / "team_daily_costs").exists()
+
+
+def test_untagged_share_above_warn_only_warns(tmp_path, sample_dir):
+    import yaml
+    from cost_pipeline.config import bundled_config_path
+
+    tagging = yaml.safe_load(bundled_config_path().read_text())["tagging"]
+    config = write_config(tmp_path, sample_dir, tagging={**tagging, "untagged_warn_share": 0.01})
+    result = _run(config, dg.DagsterInstance.ephemeral(), START, START)
+    assert result.success
+    assert _check_outcomes(result)["untagged_share_below_warn"] is False
+    assert (tmp_path / "lake" / "team_daily_costs" / f"date={START}").exists()

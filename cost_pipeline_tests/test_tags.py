@@ -5,13 +5,14 @@ import datetime as dt
 import polars as pl
 import pytest
 
-from cost_pipeline.config import TaggingConfig, Team
+from cost_pipeline.config import TaggingConfig, Team, VirtualTagRule, bundled_config_path, load_settings
 from cost_pipeline.lib.billing.cur2 import read_cur2_day
 from cost_pipeline.lib.tags import apply_tag_schema, fold_key, quarantine
 from cost_pipeline.sample import org
 from cost_pipeline_tests.conftest import DAYS, START
 
 REGISTRY = TaggingConfig(teams={t: Team() for t in org.TEAMS})
+DEMO = load_settings(bundled_config_path()).tagging
 
 
 @pytest.mark.parametrize(
@@ -21,10 +22,12 @@ def test_provider_spellings_fold_to_the_schema_key(raw):
     assert fold_key(raw) == "ml-team"
 
 
-def _lines(tags: list[dict]) -> pl.DataFrame:
+def _lines(tags: list[dict], **columns) -> pl.DataFrame:
+    n = len(tags)
+    base = {"sub_account_id": ["1"] * n, "service": ["AmazonEC2"] * n, "resource_id": ["i-1"] * n, **columns}
     return pl.DataFrame(
-        {"tags": [list(t.items()) for t in tags], "effective_cost": [1.0] * len(tags)},
-        schema={"tags": pl.List(pl.Struct({"key": pl.String, "value": pl.String})), "effective_cost": pl.Float64},
+        {"tags": [[{"key": k, "value": v} for k, v in t.items()] for t in tags], "effective_cost": [1.0] * n, **base},
+        schema_overrides={"tags": pl.List(pl.Struct({"key": pl.String, "value": pl.String}))},
     ).with_columns(pl.col("tags").cast(pl.Map(pl.String, pl.String)))
 
 
@@ -71,10 +74,48 @@ def test_quarantine_matches_ground_truth_line_for_line(sample_dir):
     got = []
     for i in range(DAYS):
         lines = read_cur2_day(str(sample_dir / "billing" / "aws"), START + dt.timedelta(days=i), "aws-main")
-        got.append(quarantine(apply_tag_schema(lines, REGISTRY)).select("line_item_id", "reason"))
+        got.append(quarantine(apply_tag_schema(lines, DEMO)).select("line_item_id", "reason"))
     got = pl.concat(got)
     joined = expected.join(got, on="line_item_id", how="full", coalesce=True)
     assert joined.height == expected.height == got.height > 100
     assert joined.filter(pl.col("reason") != pl.col("expected_reason")).is_empty()
     repaired = truth.filter(pl.col("defect") == "wrong_case")["line_item_id"]
     assert repaired.len() > 0 and not got["line_item_id"].is_in(repaired.implode()).any()
+
+
+def test_virtual_tags_fill_only_missing_values_and_record_the_rule():
+    schema = TaggingConfig(
+        teams={t: Team() for t in org.TEAMS},
+        virtual_tags=[
+            VirtualTagRule(name="platform-account", account_ids=["210000000005"], set={"ml-team": "platform"}),
+            VirtualTagRule(
+                name="namespace-owner",
+                set_from_tag={"ml-team": "kubernetes-namespace"},
+                value_map={"fraud-training": "fraud-detection"},
+            ),
+        ],
+    )
+    no_team = {k: v for k, v in GOOD.items() if k != "user_ml_team"}
+    lines = _lines(
+        [no_team, GOOD, {**no_team, "user_kubernetes_namespace": "fraud-training"}, {**no_team, "user_kubernetes_namespace": "other"}],
+        sub_account_id=["210000000005", "210000000005", "1", "1"],
+    )
+    out = apply_tag_schema(lines, schema)
+    assert out["team"].to_list() == ["platform", "fraud-detection", "fraud-detection", None]
+    assert out["tag_source"].to_list() == ["ml-team=platform-account", "tag", "ml-team=namespace-owner", "tag"]
+    assert out["tag_reason"].to_list() == [None, None, None, "missing:ml-team"]
+
+
+def test_virtual_tag_values_are_validated_like_tags():
+    schema = TaggingConfig(
+        teams={"platform": Team()},
+        virtual_tags=[VirtualTagRule(name="bad", services=["AmazonEC2"], set={"ml-team": "marketing"})],
+    )
+    out = apply_tag_schema(_lines([{k: v for k, v in GOOD.items() if k != "user_ml_team"}]), schema)
+    assert out["tag_reason"][0] == "unknown_team" and out["tag_source"][0] == "ml-team=bad"
+
+
+def test_configured_aliases_are_matched():
+    schema = TaggingConfig(aliases={"ml-team": ["owner-team"]})
+    lines = _lines([{**{k: v for k, v in GOOD.items() if k != "user_ml_team"}, "Owner_Team": "search-ranking"}])
+    assert apply_tag_schema(lines, schema)["team"][0] == "search-ranking"

@@ -28,15 +28,18 @@ ALLOCATED_SCHEMA: dict[str, pl.DataType] = {
     "currency": pl.String(),
     "rules_version": pl.String(),
     "reason": pl.String(),
+    "tag_source": pl.String(),
 }
 
 
 def allocate(tagged: pl.DataFrame, rules_version: str) -> pl.DataFrame:
     """Aggregate tagged cost lines into allocation rows (direct or unattributed)."""
     compliant = pl.col(TAG_COLUMNS_REASON).is_null()
+    # a schema may define fewer keys than the five dimensions; absent ones stay null
+    tagged = tagged.with_columns([pl.lit(None, pl.String).alias(d) for d in DIMENSIONS if d not in tagged.columns])
     direct = (
         tagged.filter(compliant)
-        .group_by(["date", *DIMENSIONS, "currency"])
+        .group_by(["date", *DIMENSIONS, "tag_source", "currency"])
         .agg(pl.col("effective_cost").sum().alias("amount"))
         .with_columns(allocation=pl.lit("direct"), pool=pl.lit(None, pl.String), reason=pl.lit(None, pl.String))
     )
@@ -50,12 +53,13 @@ def allocate(tagged: pl.DataFrame, rules_version: str) -> pl.DataFrame:
             allocation=pl.lit("unattributed"),
             pool=pl.lit(None, pl.String),
             reason=pl.col(TAG_COLUMNS_REASON),
+            tag_source=pl.lit(None, pl.String),
         )
     )
     rows = pl.concat([direct, unattributed], how="diagonal_relaxed").with_columns(rules_version=pl.lit(rules_version))
     return (
         rows.select([pl.col(c).cast(t) for c, t in ALLOCATED_SCHEMA.items()])
-        .sort(["date", "currency", "allocation", *DIMENSIONS, "reason"], nulls_last=True)
+        .sort(["date", "currency", "allocation", *DIMENSIONS, "tag_source", "reason"], nulls_last=True)
     )
 
 

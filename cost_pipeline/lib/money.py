@@ -1,6 +1,6 @@
 """Money arithmetic: exact decimals in the lake, cents only at presentation.
 
-Costs are stored as Decimal(38, 10) (CUR carries up to 10 decimal places), so day totals and
+Costs are stored as Decimal(38, 12) (CUR carries up to 10 decimal places, FOCUS files up to 11), so day totals and
 allocations add up exactly. Rounding to cents happens once, when showing numbers to people, with
 largest-remainder rounding so that the rounded parts still add up to the rounded whole.
 """
@@ -11,13 +11,13 @@ from decimal import ROUND_HALF_EVEN, Decimal
 
 import polars as pl
 
-MONEY = pl.Decimal(38, 10)
-SCALE = 10
+MONEY = pl.Decimal(38, 12)
+SCALE = 12
 CENT = Decimal("0.01")
 
 
 def to_money(expr: pl.Expr) -> pl.Expr:
-    """Float or string amounts from a bill, as exact decimals (rounded at the 10th place)."""
+    """Float or string amounts from a bill, as exact decimals (rounded at the 12th place)."""
     return expr.cast(MONEY)
 
 

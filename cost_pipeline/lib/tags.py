@@ -12,7 +12,7 @@ import re
 
 import polars as pl
 
-from cost_pipeline.config import TaggingConfig
+from cost_pipeline.config import TaggingConfig, VirtualTagRule
 
 _PREFIXES = ("resourcetags/user:", "resource_tags_user_", "resourcetags/", "tags/", "user:", "user_")
 SAFE_TEAM = r"[a-z0-9][a-z0-9-]{0,62}"
@@ -29,15 +29,74 @@ def fold_key(raw: str) -> str:
     return re.sub(r"[_:\s]+", "-", key)
 
 
-def key_aliases(raw_keys: list[str], schema: TaggingConfig) -> dict[str, list[str]]:
-    """For each schema key, the raw keys present in the data that mean it (exact spelling first)."""
-    wanted = {fold_key(k.key): k.key for k in schema.keys}
-    aliases: dict[str, list[str]] = {k.key: [] for k in schema.keys}
-    for raw in sorted(raw_keys, key=lambda r: (r not in aliases, r)):
-        canonical = wanted.get(fold_key(raw))
-        if canonical is not None:
-            aliases[canonical].append(raw)
-    return aliases
+def _tag_value(raw_keys: list[str], names: list[str]) -> pl.Expr:
+    """The value of the first raw tag whose folded key is one of ``names`` (exact spelling first)."""
+    folded = {fold_key(n) for n in names}
+    exact = set(names)
+    matching = sorted((r for r in raw_keys if fold_key(r) in folded), key=lambda r: (r not in exact, r))
+    if not matching:
+        return pl.lit(None, dtype=pl.String)
+    return pl.coalesce([pl.col("tags").map.get(raw) for raw in matching])
+
+
+def _clean(value: pl.Expr) -> pl.Expr:
+    """The only value normalization: trim and lower-case; empty means absent."""
+    value = value.str.strip_chars().str.to_lowercase()
+    return pl.when(value.str.len_chars() > 0).then(value)
+
+
+def _rule_condition(rule: VirtualTagRule, raw_keys: list[str]) -> pl.Expr:
+    cond = pl.lit(True)
+    if rule.account_ids:
+        cond &= pl.col("sub_account_id").is_in(rule.account_ids)
+    if rule.services:
+        cond &= pl.col("service").is_in(rule.services)
+    if rule.resource_prefixes:
+        resource = pl.col("resource_id").fill_null("")
+        cond &= pl.any_horizontal([resource.str.starts_with(p) for p in rule.resource_prefixes])
+    for key, expected in (rule.tag_equals or {}).items():
+        cond &= (_tag_value(raw_keys, [key]) == expected).fill_null(False)
+    return cond
+
+
+def _rule_value(rule: VirtualTagRule, key: str, raw_keys: list[str]) -> pl.Expr | None:
+    if key in rule.set:
+        return pl.lit(rule.set[key])
+    if key in rule.set_from_tag:
+        value = _tag_value(raw_keys, [rule.set_from_tag[key]])
+        if rule.value_map is not None:
+            value = value.replace_strict(rule.value_map, default=None, return_dtype=pl.String)
+        return value
+    return None
+
+
+def canonical_tags(lines: pl.DataFrame, schema: TaggingConfig) -> pl.DataFrame:
+    """Add one column per schema key and ``tag_source`` (``tag``, or ``key=rule`` for filled keys)."""
+    raw_keys = (
+        lines.select(pl.col("tags").map.keys().explode().drop_nulls().unique()).to_series().to_list()
+        if lines.height
+        else []
+    )
+    values, sources = {}, {}
+    conditions = {rule.name: _rule_condition(rule, raw_keys) for rule in schema.virtual_tags}
+    for key in schema.keys:
+        tagged = _clean(_tag_value(raw_keys, [key.key, *schema.aliases.get(key.key, [])]))
+        options, origin = [tagged], [pl.when(tagged.is_not_null()).then(pl.lit("tag"))]
+        for rule in schema.virtual_tags:
+            value = _rule_value(rule, key.key, raw_keys)
+            if value is None:
+                continue
+            filled = pl.when(conditions[rule.name]).then(_clean(value))
+            options.append(filled)
+            origin.append(pl.when(filled.is_not_null()).then(pl.lit(f"{key.key}={rule.name}")))
+        values[key.column] = pl.coalesce(options)
+        sources[key.column] = pl.coalesce(origin)
+    provenance = pl.concat_str(
+        [pl.when(src != "tag").then(src) for src in sources.values()], separator=",", ignore_nulls=True
+    )
+    return lines.with_columns(**values).with_columns(
+        tag_source=pl.when(provenance.str.len_chars() > 0).then(provenance).otherwise(pl.lit("tag"))
+    )
 
 
 def _fullmatch(expr: pl.Expr, pattern: str) -> pl.Expr:
@@ -45,32 +104,18 @@ def _fullmatch(expr: pl.Expr, pattern: str) -> pl.Expr:
 
 
 def apply_tag_schema(lines: pl.DataFrame, schema: TaggingConfig) -> pl.DataFrame:
-    """Add one column per schema key (canonical values) and ``tag_reason`` (null when compliant).
+    """Canonical tags (see :func:`canonical_tags`) and ``tag_reason``, null when compliant.
 
     The reason is the first failure in schema order: ``missing:<key>``, ``invalid:<key>``, or
     ``unknown_team`` for a team value that is not in the team registry.
     """
-    raw_keys = (
-        lines.select(pl.col("tags").map.keys().explode().drop_nulls().unique()).to_series().to_list()
-        if lines.height
-        else []
-    )
-    aliases = key_aliases(raw_keys, schema)
-    values = {}
-    for key in schema.keys:
-        getters = [pl.col("tags").map.get(raw) for raw in aliases[key.key]]
-        value = pl.coalesce(getters) if getters else pl.lit(None, dtype=pl.String)
-        value = value.str.strip_chars().str.to_lowercase()
-        values[key.key] = pl.when(value.str.len_chars() > 0).then(value)
-    with_values = lines.with_columns(**{k.column: values[k.key] for k in schema.keys})
-
+    with_values = canonical_tags(lines, schema)
     checks = []
     for key in schema.keys:
         col = pl.col(key.column)
         required = pl.lit(key.required)
         for other, expected in (key.required_when or {}).items():
-            other_col = next(k.column for k in schema.keys if k.key == other)
-            required = required | (pl.col(other_col) == expected).fill_null(False)
+            required = required | (pl.col(schema.key(other).column) == expected).fill_null(False)
         checks.append(pl.when(col.is_null() & required).then(pl.lit(f"missing:{key.key}")))
         if key.column == "team":
             if schema.teams:

@@ -15,7 +15,7 @@ from cost_pipeline.lib.tags import apply_tag_schema
     backfill_policy=SINGLE_RUN,
     group_name="allocation",
     kinds={"polars", "parquet"},
-    deps=["cost_lines", "untagged_spend"],
+    deps=["cost_lines"],
     check_specs=[RECONCILES],
     code_version=SETTINGS.rules_version,
 )

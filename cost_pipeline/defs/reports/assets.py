@@ -14,7 +14,7 @@ from cost_pipeline.lib.report_files import write_reports
     backfill_policy=SINGLE_RUN,
     group_name="reports",
     kinds={"polars", "parquet"},
-    deps=["allocated_costs"],
+    deps=["allocated_costs", "untagged_spend"],
 )
 def team_daily_costs(context: dg.AssetExecutionContext, pipeline: PipelineConfig) -> dg.MaterializeResult:
     """What each team cost each day: direct, shared and unattributed, plus a cent total that adds up."""

@@ -9,11 +9,13 @@ import polars as pl
 
 from cost_pipeline.config import BillingSource
 from cost_pipeline.lib.billing.cur2 import read_cur2_day
+from cost_pipeline.lib.billing.focus import read_focus_day
 from cost_pipeline.lib.billing.schema import empty_cost_lines
 from cost_pipeline.lib.errors import InputError
 
 READERS: dict[str, Callable[[str, dt.date, str], pl.DataFrame]] = {
     "aws_cur2": read_cur2_day,
+    "focus": read_focus_day,
 }
 
 

@@ -1,0 +1,109 @@
+"""Header and value parsing shared by the text-based export readers (FOCUS, legacy CUR, GCP files).
+
+Exports spell one column many ways (``BilledCost``, ``billed_cost``, ``lineItem/UnblendedCost``,
+``lineitem_unblendedcost``, a BOM before the first header). Headers are folded to lower-case
+alphanumerics before matching, so every variant finds its column, and a truly missing column is
+reported by its documented name together with the file.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import polars as pl
+
+from cost_pipeline.lib.errors import InputError
+from cost_pipeline.lib.money import MONEY
+
+
+def fold_column(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lstrip("\ufeff").lower())
+
+
+def select_columns(frame: pl.DataFrame, wanted: dict[str, str], required: list[str], source: str) -> pl.DataFrame:
+    """Rename columns found under any spelling to the names in ``wanted`` (documented → target).
+
+    Columns not present and not required come back as nulls, so readers can treat optional FOCUS
+    columns (e.g. ``InvoiceId``, new in 1.2) uniformly.
+    """
+    by_fold: dict[str, str] = {}
+    for column in frame.columns:
+        by_fold.setdefault(fold_column(column), column)
+    missing = [doc for doc in required if fold_column(doc) not in by_fold]
+    if missing:
+        raise InputError(source, f"missing required column(s): {', '.join(missing)}")
+    return frame.select(
+        [
+            pl.col(by_fold[fold_column(doc)]).alias(target)
+            if fold_column(doc) in by_fold
+            else pl.lit(None, dtype=pl.String).alias(target)
+            for doc, target in wanted.items()
+        ]
+    )
+
+
+def _first_bad(frame: pl.DataFrame, raw: str, parsed: pl.Expr) -> tuple[int, str] | None:
+    bad = frame.with_row_index("_row").filter(pl.col(raw).is_not_null() & parsed.is_null())
+    if bad.is_empty():
+        return None
+    return int(bad["_row"][0]), str(bad[raw][0])
+
+
+def parse_money(frame: pl.DataFrame, columns: list[str], source: str, header_rows: int = 1) -> pl.DataFrame:
+    """Cast amount columns to exact decimals; an unparseable value names the file, row and column."""
+    for column in columns:
+        if frame.schema[column] != pl.String:
+            frame = frame.with_columns(pl.col(column).cast(pl.String))
+        parsed = pl.col(column).str.strip_chars().cast(MONEY, strict=False)
+        bad = _first_bad(frame, column, parsed)
+        if bad:
+            raise InputError(source, f"row {bad[0] + header_rows + 1}: column {column} is not a number: {bad[1][:60]!r}")
+        frame = frame.with_columns(parsed.alias(column))
+    return frame
+
+
+def parse_timestamps(frame: pl.DataFrame, columns: list[str], source: str, header_rows: int = 1) -> pl.DataFrame:
+    """ISO-8601 timestamps with or without ``T``/``Z``/offset, as UTC; a bad one names file and row."""
+    for column in columns:
+        if isinstance(frame.schema[column], pl.Datetime):
+            dtype = frame.schema[column]
+            expr = pl.col(column) if dtype.time_zone else pl.col(column).dt.replace_time_zone("UTC")
+            frame = frame.with_columns(expr.dt.convert_time_zone("UTC").cast(pl.Datetime("us", "UTC")))
+            continue
+        text = pl.col(column).cast(pl.String).str.strip_chars().str.replace(r"Z$", "+00:00").str.replace(" ", "T")
+        with_zone = text.str.contains(r"[+-]\d\d:?\d\d$")
+        parsed = (
+            pl.when(with_zone)
+            .then(text.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f%z", strict=False, time_unit="us"))
+            .otherwise(text.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f", strict=False, time_unit="us").dt.replace_time_zone("UTC"))
+            .dt.convert_time_zone("UTC")
+        )
+        bad = _first_bad(frame, column, parsed)
+        if bad:
+            raise InputError(source, f"row {bad[0] + header_rows + 1}: column {column} is not a timestamp: {bad[1][:60]!r}")
+        frame = frame.with_columns(parsed.alias(column))
+    return frame
+
+
+MAP_DTYPE = pl.Map(pl.String, pl.String)
+_ENTRIES = pl.List(pl.Struct({"key": pl.String, "value": pl.String}))
+
+
+def json_tags(frame: pl.DataFrame, column: str, source: str) -> pl.DataFrame:
+    """A JSON-object column (FOCUS ``Tags``) as a string map; parsed once per distinct value."""
+    distinct = frame.select(pl.col(column).drop_nulls().unique()).to_series().to_list()
+    parsed: dict[str, list[dict]] = {}
+    for text in distinct:
+        try:
+            obj = json.loads(text) if text.strip() else {}
+        except json.JSONDecodeError as exc:
+            raise InputError(source, f"column {column}: not a JSON object: {text[:60]!r} ({exc.msg})") from None
+        if not isinstance(obj, dict):
+            raise InputError(source, f"column {column}: expected a JSON object, got {type(obj).__name__}")
+        parsed[text] = [{"key": str(k), "value": v if isinstance(v, str) else json.dumps(v)} for k, v in obj.items()]
+    lookup = pl.DataFrame(
+        {column: list(parsed), "_tags": list(parsed.values())}, schema={column: pl.String, "_tags": _ENTRIES}
+    )
+    joined = frame.join(lookup, on=column, how="left", nulls_equal=False, maintain_order="left")
+    return joined.with_columns(pl.col("_tags").fill_null(pl.lit([], dtype=_ENTRIES)).cast(MAP_DTYPE).alias(column)).drop("_tags")

@@ -1,0 +1,91 @@
+"""FOCUS 1.0–1.2 exports (CSV, CSV.gz or Parquet) from any provider.
+
+FOCUS already defines billed and effective cost, so no amortization is applied here: a line's
+effective cost is its ``EffectiveCost``. Note that some real FOCUS exports leave ``EffectiveCost``
+at 0 on most rows (the FOCUS-Sample-Data 1.0 AWS rows do); we keep what the file says.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import polars as pl
+
+from cost_pipeline.lib.billing.columns import json_tags, parse_money, parse_timestamps, select_columns
+from cost_pipeline.lib.billing.schema import conform, empty_cost_lines
+from cost_pipeline.lib.errors import InputError
+
+COLUMNS = {
+    "BillingAccountId": "billing_account_id",
+    "SubAccountId": "sub_account_id",
+    "ChargeCategory": "charge_category",
+    "ChargeClass": "charge_class",
+    "ChargePeriodStart": "charge_period_start",
+    "ChargePeriodEnd": "charge_period_end",
+    "ServiceName": "service",
+    "SkuId": "usage_type",
+    "RegionId": "region",
+    "ResourceId": "resource_id",
+    "ConsumedQuantity": "usage_quantity",
+    "ListCost": "list_cost",
+    "BilledCost": "billed_cost",
+    "EffectiveCost": "effective_cost",
+    "BillingCurrency": "currency",
+    "InvoiceId": "invoice_id",
+    "ProviderName": "provider",
+    "Tags": "tags",
+}
+REQUIRED = ["BilledCost", "EffectiveCost", "BillingCurrency", "ChargePeriodStart", "ChargePeriodEnd", "ChargeCategory", "BillingAccountId"]
+SUFFIXES = (".csv", ".csv.gz", ".parquet")
+
+
+def focus_files(uri: str) -> list[Path]:
+    root = Path(uri)
+    if root.is_file():
+        return [root]
+    return sorted(p for p in root.rglob("*") if p.name.lower().endswith(SUFFIXES) and not p.name.startswith((".", "_")))
+
+
+def read_focus_file(path: Path, source: str) -> pl.DataFrame:
+    """One FOCUS file as cost_lines (all days). Bad headers or values name the file and row."""
+    where = str(path)
+    try:
+        if path.name.lower().endswith(".parquet"):
+            raw = pl.read_parquet(path)
+        else:
+            raw = pl.read_csv(path, infer_schema=False, null_values=["NULL", ""], encoding="utf8-lossy")
+    except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file, reported by name
+        raise InputError(where, f"cannot read FOCUS file: {exc}") from None
+    if raw.is_empty():
+        return empty_cost_lines()
+    frame = select_columns(raw, COLUMNS, REQUIRED, where)
+    frame = parse_money(frame, ["list_cost", "billed_cost", "effective_cost"], where)
+    frame = parse_timestamps(frame, ["charge_period_start", "charge_period_end"], where)
+    if frame.schema["tags"] == pl.String:
+        frame = json_tags(frame, "tags", where)
+    missing_currency = frame.with_row_index("_row").filter(pl.col("currency").is_null())
+    if missing_currency.height:
+        row = int(missing_currency["_row"][0]) + 2
+        raise InputError(where, f"row {row}: BillingCurrency is empty ({missing_currency.height} line(s) in all)")
+    index = pl.int_range(pl.len()).cast(pl.String)
+    return conform(
+        frame.with_columns(
+            date=pl.col("charge_period_start").dt.date(),
+            provider=pl.col("provider").fill_null("unknown").str.to_lowercase(),
+            source=pl.lit(source),
+            line_item_id=pl.concat_str([pl.lit(f"{path.name}:"), index]),
+            charge_type=pl.col("charge_category"),
+            usage_quantity=pl.col("usage_quantity").cast(pl.Float64, strict=False),
+            is_final=pl.col("invoice_id").fill_null("").str.len_chars() > 0,
+            source_file=pl.lit(path.name),
+        )
+    )
+
+
+def read_focus_day(uri: str, day: dt.date, source: str) -> pl.DataFrame:
+    files = focus_files(uri)
+    if not files:
+        return empty_cost_lines()
+    frames = [read_focus_file(path, source).filter(pl.col("date") == day) for path in files]
+    return pl.concat(frames)

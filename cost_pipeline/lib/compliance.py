@@ -1,0 +1,70 @@
+"""How compliant each day's spend is with the tag schema, and where the untagged money sits.
+
+Shares are of effective cost (what teams are charged), per currency: a day's untagged share is
+quarantined effective cost over total effective cost of that day and currency.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from cost_pipeline.lib.money import MONEY
+from cost_pipeline.lib.tags import TAG_COLUMNS_REASON
+
+DIMENSIONS = {"account": "sub_account_id", "service": "service", "team": "team", "reason": TAG_COLUMNS_REASON}
+
+
+def compliance_breakdown(tagged: pl.DataFrame) -> pl.DataFrame:
+    """One row per day, dimension (account, service, team, reason), value and currency."""
+    zero = pl.lit(0).cast(MONEY)
+    untagged = pl.col(TAG_COLUMNS_REASON).is_not_null()
+    parts = []
+    for dimension, column in DIMENSIONS.items():
+        value = pl.col(column).cast(pl.String)
+        value = value.fill_null("compliant" if dimension == "reason" else "(none)")
+        parts.append(
+            tagged.group_by("date", "currency", value.alias("value"))
+            .agg(
+                pl.col("effective_cost").sum().alias("total"),
+                pl.col("effective_cost").filter(untagged).sum().alias("untagged"),
+                pl.len().alias("lines"),
+            )
+            .with_columns(dimension=pl.lit(dimension))
+        )
+    out = pl.concat(parts).with_columns(pl.col("untagged").fill_null(zero))
+    out = out.with_columns(
+        compliant=pl.col("total") - pl.col("untagged"),
+        compliant_share=pl.when(pl.col("total") != 0)
+        .then(1 - pl.col("untagged").cast(pl.Float64) / pl.col("total").cast(pl.Float64))
+        .otherwise(None),
+    )
+    return out.select(
+        "date", "dimension", "value", "currency", "lines", "total", "compliant", "untagged", "compliant_share"
+    ).sort("date", "dimension", "currency", "untagged", descending=[False, False, False, True])
+
+
+def untagged_shares(tagged: pl.DataFrame) -> pl.DataFrame:
+    """Per day and currency: total, untagged and the untagged share of effective cost."""
+    return (
+        tagged.group_by("date", "currency")
+        .agg(
+            pl.col("effective_cost").sum().alias("total"),
+            pl.col("effective_cost").filter(pl.col(TAG_COLUMNS_REASON).is_not_null()).sum().alias("untagged"),
+        )
+        .with_columns(
+            share=pl.when(pl.col("total") > 0)
+            .then(pl.col("untagged").cast(pl.Float64).fill_null(0) / pl.col("total").cast(pl.Float64))
+            .otherwise(0.0)
+        )
+        .sort("date", "currency")
+    )
+
+
+def top_untagged_resources(quarantined: pl.DataFrame, n: int = 10) -> pl.DataFrame:
+    """The resources whose untagged spend is largest: where tagging work pays off first."""
+    return (
+        quarantined.group_by("resource_id", "account_id", "service", "currency")
+        .agg(pl.col("amount").sum(), pl.col("reason").mode().first(), pl.len().alias("lines"))
+        .sort("amount", descending=True)
+        .head(n)
+    )

@@ -1,0 +1,130 @@
+"""FOCUS exports: the FinOps Foundation's real sample, header variants and broken files."""
+
+import csv
+import datetime as dt
+import json
+import re
+from collections import defaultdict
+from decimal import Decimal
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from cost_pipeline.config import TagKey, TaggingConfig
+from cost_pipeline.lib.allocate import allocate
+from cost_pipeline.lib.billing.focus import read_focus_day, read_focus_file
+from cost_pipeline.lib.errors import InputError
+from cost_pipeline.lib.tags import apply_tag_schema, quarantine
+
+from cost_pipeline_tests.conftest import SHARED_DATA
+
+SAMPLE = SHARED_DATA / "focus" / "focus_sample.csv"
+
+pytestmark = pytest.mark.skipif(not SAMPLE.exists(), reason="shared/data is not beside this checkout")
+
+
+def _rows():
+    with open(SAMPLE, encoding="utf-8-sig", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _dec(text):
+    return Decimal(0) if text == "NULL" else Decimal(text)
+
+
+def test_sample_totals_per_day_match_an_independent_sum():
+    billed, effective = defaultdict(Decimal), defaultdict(Decimal)
+    for r in _rows():
+        day = r["ChargePeriodStart"][:10]
+        billed[day] += _dec(r["BilledCost"])
+        effective[day] += _dec(r["EffectiveCost"])
+    lines = read_focus_file(SAMPLE, "focus")
+    assert lines.height == 1000
+    got = lines.group_by("date").agg(pl.col("billed_cost").sum(), pl.col("effective_cost").sum())
+    got = {str(d): (b, e) for d, b, e in got.iter_rows()}
+    assert got == {d: (billed[d], effective[d]) for d in billed}
+    assert sum(b for b, _ in got.values()) == Decimal("20.52022672899")
+    assert dict(lines.group_by("provider").len().iter_rows()) == {"aws": 942, "microsoft": 51, "oracle": 7}
+
+
+def test_read_by_day_filters_on_charge_period_start(tmp_path):
+    day = dt.date(2024, 9, 25)
+    (tmp_path / "2024-09").mkdir()
+    (tmp_path / "2024-09" / "export.csv").write_bytes(SAMPLE.read_bytes())
+    lines = read_focus_day(str(tmp_path), day, "focus")
+    assert lines.height == 49 and set(lines["date"]) == {day}
+
+
+SCHEMA = TaggingConfig(
+    keys=[TagKey(key="ml-team", column="team"), TagKey(key="ml-environment", column="environment", allowed=["dev", "staging", "prod"])],
+    aliases={"ml-team": ["business_unit", "CostCenter"], "ml-environment": ["environment", "env"]},
+)
+
+
+def test_sample_lines_without_required_tags_are_quarantined_and_totals_hold():
+    expected_bad, total = Decimal(0), Decimal(0)
+    expected_count = 0
+    for r in _rows():
+        total += _dec(r["EffectiveCost"])
+        tags = {} if r["Tags"] == "NULL" else json.loads(r["Tags"])
+        folded = {k.strip().lower(): v.strip().lower() for k, v in tags.items()}
+        team = folded.get("business_unit") or folded.get("costcenter")
+        env = folded.get("environment") or folded.get("env")
+        # a team name with a space ("Des MoinesIT") is not a safe team name: quarantined, not coerced
+        if not team or not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", team) or env not in {"dev", "staging", "prod"}:
+            expected_bad += _dec(r["EffectiveCost"])
+            expected_count += 1
+    lines = read_focus_file(SAMPLE, "focus")
+    tagged = apply_tag_schema(lines, SCHEMA)
+    quarantined = quarantine(tagged)
+    assert quarantined.height == expected_count >= 289
+    assert quarantined["amount"].sum() == expected_bad
+    allocated = allocate(tagged, "test")
+    attributed = allocated.filter(pl.col("allocation") == "direct")["amount"].sum()
+    assert attributed + quarantined["amount"].sum() == total == lines["effective_cost"].sum()
+    assert allocated["amount"].sum() == total
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+HEADER = "BilledCost,EffectiveCost,BillingCurrency,ChargePeriodStart,ChargePeriodEnd,ChargeCategory,BillingAccountId,Tags\n"
+
+
+def test_header_variants_are_recognized(tmp_path):
+    snake = "\ufeffbilled_cost,effective_cost,billing_currency,charge_period_start,charge_period_end,charge_category,billing_account_id,tags\n"
+    path = _write(tmp_path / "a.csv", snake + '1.25,1.00,USD,2024-09-01T00:00:00Z,2024-09-01T01:00:00Z,Usage,1,"{""ml-team"": ""x""}"\n')
+    lines = read_focus_file(path, "f")
+    assert lines["billed_cost"].to_list() == [Decimal("1.25")]
+    assert lines["tags"].map.get("ml-team").to_list() == ["x"]
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ("1.2.3,1,USD,2024-09-01 00:00:00,2024-09-01 01:00:00,Usage,1,NULL", r"row 3: column billed_cost is not a number: '1\.2\.3'"),
+        ("1,1,USD,yesterday,2024-09-01 01:00:00,Usage,1,NULL", r"row 3: column charge_period_start is not a timestamp"),
+        ('1,1,USD,2024-09-01 00:00:00,2024-09-01 01:00:00,Usage,1,"[1,2]"', r"expected a JSON object"),
+        ("1,1,NULL,2024-09-01 00:00:00,2024-09-01 01:00:00,Usage,1,NULL", r"row 3: BillingCurrency is empty"),
+    ],
+)
+def test_bad_values_name_file_and_row(tmp_path, row, message):
+    good = "1,1,USD,2024-09-01 00:00:00,2024-09-01 01:00:00,Usage,1,NULL\n"
+    path = _write(tmp_path / "bad.csv", HEADER + good + row + "\n")
+    with pytest.raises(InputError, match=message) as err:
+        read_focus_file(path, "f")
+    assert str(path) in str(err.value)
+
+
+def test_missing_column_is_named(tmp_path):
+    path = _write(tmp_path / "m.csv", "BilledCost,BillingCurrency\n1,USD\n")
+    with pytest.raises(InputError, match="EffectiveCost"):
+        read_focus_file(path, "f")
+
+
+def test_empty_file_is_an_empty_day(tmp_path):
+    path = _write(tmp_path / "e.csv", HEADER)
+    assert read_focus_file(path, "f").height == 0
