@@ -105,6 +105,15 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_policies(args: argparse.Namespace) -> int:
+    from cost_pipeline.lib.policies import write_policies
+
+    _use_config(args.config)
+    for name, path in write_policies(load_settings().tagging, Path(args.out)).items():
+        print(f"{name:<28} {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cost-pipeline", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -127,6 +136,11 @@ def main(argv: list[str] | None = None) -> int:
     summary = sub.add_parser("summary", help="print spend per team and the untagged share from the lake")
     summary.add_argument("--config")
     summary.set_defaults(func=cmd_summary)
+
+    policies = sub.add_parser("policies", help="write AWS SCP and tag policy, Azure Policy and GCP constraint from the tag schema")
+    policies.add_argument("--config")
+    policies.add_argument("--out", default="policies")
+    policies.set_defaults(func=cmd_policies)
 
     args = parser.parse_args(argv)
     try:

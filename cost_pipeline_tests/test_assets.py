@@ -39,7 +39,7 @@ def test_ranged_run_writes_every_day_and_reconciles(config_path, tmp_path):
     result = _run(config_path, instance)
     assert result.success
     lake = tmp_path / "lake"
-    for table in ["cost_lines", "untagged_spend", "allocated_costs"]:
+    for table in ["cost_lines", "untagged_spend", "tag_compliance", "allocated_costs", "team_daily_costs"]:
         days = sorted(p.name for p in (lake / table).iterdir())
         assert days == [f"date={START + dt.timedelta(days=i)}" for i in range(DAYS)]
     allocated = pl.read_parquet(lake / "allocated_costs" / "*" / "*.parquet")
@@ -53,6 +53,12 @@ def test_ranged_run_writes_every_day_and_reconciles(config_path, tmp_path):
     assert {c.asset_check_evaluation_data.check_name: c.asset_check_evaluation_data.passed for c in checks} == {
         "reconciles_to_bill": True, "untagged_share_below_warn": True, "untagged_share_below_error": True,
     }
+
+    untagged = instance.fetch_materializations(dg.AssetKey("untagged_spend"), limit=10).records
+    shares = [r.event_log_entry.asset_materialization.metadata["untagged_share"].value for r in untagged]
+    assert len(shares) == DAYS and all(0.02 < s < 0.2 for s in shares)
+    top = untagged[0].event_log_entry.asset_materialization.metadata["top_untagged_resources"].value
+    assert top.startswith("| resource | account |")
 
     # metadata is recorded per partition, with that partition's own numbers
     records = instance.fetch_materializations(dg.AssetKey("cost_lines"), limit=10).records

@@ -119,3 +119,17 @@ def test_configured_aliases_are_matched():
     schema = TaggingConfig(aliases={"ml-team": ["owner-team"]})
     lines = _lines([{**{k: v for k, v in GOOD.items() if k != "user_ml_team"}, "Owner_Team": "search-ranking"}])
     assert apply_tag_schema(lines, schema)["team"][0] == "search-ranking"
+
+
+def test_virtual_tag_repairs_in_the_sample_are_attributed_with_provenance(sample_dir):
+    truth = pl.read_csv(sample_dir / "ground_truth" / "untagged_lines.csv", schema_overrides={"line_item_id": pl.String})
+    repaired = truth.filter(pl.col("defect").str.ends_with("+virtual_tag"))
+    assert repaired.height > 0
+    tagged = pl.concat(
+        apply_tag_schema(read_cur2_day(str(sample_dir / "billing" / "aws"), START + dt.timedelta(days=i), "aws-main"), DEMO)
+        for i in range(DAYS)
+    )
+    rows = tagged.filter(pl.col("line_item_id").is_in(repaired["line_item_id"].implode()))
+    assert rows.height == repaired.height
+    assert rows["tag_reason"].is_null().all()
+    assert rows["tag_source"].str.contains("eks-cluster|data-lake-bucket").all()

@@ -15,6 +15,7 @@ from pathlib import Path
 import polars as pl
 
 from cost_pipeline.lib.allocate import UNATTRIBUTED_TEAM
+from cost_pipeline.lib.compliance import top_untagged_resources
 from cost_pipeline.lib.lake import Lake
 from cost_pipeline.lib.money import largest_remainder, round_cents
 from cost_pipeline.lib.tags import SAFE_TEAM
@@ -28,6 +29,8 @@ class Summary:
     teams: list[tuple[str, str, Decimal]]  # (team, currency, amount to the cent), largest first
     untagged_share: float
     untagged_by_reason: list[tuple[str, Decimal]]
+    top_untagged: list[tuple[str, str, str, Decimal]]  # resource, account, service, amount
+    virtual_tagged: list[tuple[str, Decimal]]  # virtual-tag rule, spend it helped attribute
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,13 @@ def summarize(lake: Lake) -> Summary:
     grand = sum(daily["total"].to_list(), Decimal(0))
     untagged_total = sum(untagged["amount"].to_list(), Decimal(0))
     reasons = untagged.group_by("reason").agg(pl.col("amount").sum()).sort("amount", descending=True)
+    top = top_untagged_resources(untagged, n=10)
+    allocated = lake.scan("allocated_costs").filter(pl.col("tag_source") != "tag").collect()
+    rules = pl.col("tag_source").str.split(",").list.eval(pl.element().str.split("=").list.last()).list.unique()
+    virtual = (
+        allocated.with_columns(rule=rules).explode("rule")
+        .group_by("rule").agg(pl.col("amount").sum()).sort("amount", descending=True)
+    )
     return Summary(
         first_day=str(daily["date"].min()),
         last_day=str(daily["date"].max()),
@@ -59,6 +69,8 @@ def summarize(lake: Lake) -> Summary:
         teams=teams,
         untagged_share=float(untagged_total / grand) if grand else 0.0,
         untagged_by_reason=[(r, round_cents(a)) for r, a in reasons.iter_rows()],
+        top_untagged=[(r["resource_id"], r["account_id"], r["service"], round_cents(r["amount"])) for r in top.iter_rows(named=True)],
+        virtual_tagged=[(src, round_cents(a)) for src, a in virtual.iter_rows()],
     )
 
 
@@ -72,7 +84,24 @@ def render_text(summary: Summary) -> str:
     lines.append(f"Untagged (quarantined) share: {summary.untagged_share:.2%}")
     for reason, amount in summary.untagged_by_reason:
         lines.append(f"  {reason:<28} {amount:>12,.2f}")
+    if summary.top_untagged:
+        lines.append("Top untagged resources:")
+        for resource, account, service, amount in summary.top_untagged:
+            lines.append(f"  {_plain(resource, 60):<60} {_plain(account, 13):<13} {_plain(service, 18):<18} {amount:>12,.2f}")
+    if summary.virtual_tagged:
+        lines.append("Spend attributed with help of virtual-tag rules:")
+        for source, amount in summary.virtual_tagged:
+            lines.append(f"  {_plain(source, 60):<60} {amount:>12,.2f}")
     return "\n".join(lines)
+
+
+def _plain(text: object, width: int) -> str:
+    """Untrusted text for a terminal or a code block: printable characters only, no backticks, bounded."""
+    value = "".join(ch if ch.isprintable() and ch != "`" else "?" for ch in str(text or ""))
+    if len(value) <= width:
+        return value
+    head = width // 3
+    return value[:head] + "…" + value[-(width - head - 1) :]
 
 
 def _team_file(folder: Path, team: str) -> Path:
