@@ -4,16 +4,31 @@ from __future__ import annotations
 
 import dagster as dg
 
+from cost_pipeline.config import Settings, load_settings
 from cost_pipeline.defs.allocation.assets import allocated_costs
 from cost_pipeline.defs.billing.assets import cost_lines
 from cost_pipeline.defs.compliance.assets import tag_compliance, untagged_spend
 from cost_pipeline.defs.jobs import daily_costs_job, daily_schedule, reports_job
 from cost_pipeline.defs.reports.assets import team_daily_costs, team_reports
 from cost_pipeline.defs.resources import PipelineConfig
+from cost_pipeline.defs.usage.assets import usage
 
-defs = dg.Definitions(
-    assets=[cost_lines, untagged_spend, tag_compliance, allocated_costs, team_daily_costs, team_reports],
-    jobs=[daily_costs_job, reports_job],
-    schedules=[daily_schedule],
-    resources={"pipeline": PipelineConfig()},
-)
+# Tables whose content depends on the tagging and allocation rules: their code version is the
+# rules' hash, so changing a rule shows every materialized day of them as stale in the UI.
+RULE_DEPENDENT = (untagged_spend, tag_compliance, allocated_costs)
+
+
+def build_defs(settings: Settings) -> dg.Definitions:
+    versioned = [
+        asset.map_asset_specs(lambda spec: spec.replace_attributes(code_version=settings.rules_version))
+        for asset in RULE_DEPENDENT
+    ]
+    return dg.Definitions(
+        assets=[cost_lines, usage, *versioned, team_daily_costs, team_reports],
+        jobs=[daily_costs_job, reports_job],
+        schedules=[daily_schedule],
+        resources={"pipeline": PipelineConfig(config_path=settings.source_path or "")},
+    )
+
+
+defs = build_defs(load_settings())

@@ -7,12 +7,15 @@ import pytest
 
 from cost_pipeline.config import TaggingConfig, Team, VirtualTagRule, bundled_config_path, load_settings
 from cost_pipeline.lib.billing.cur2 import read_cur2_day
+from cost_pipeline.lib.pools import classify
 from cost_pipeline.lib.tags import apply_tag_schema, fold_key, quarantine
 from cost_pipeline.sample import org
 from cost_pipeline_tests.conftest import DAYS, START
 
 REGISTRY = TaggingConfig(teams={t: Team() for t in org.TEAMS})
-DEMO = load_settings(bundled_config_path()).tagging
+DEMO_SETTINGS = load_settings(bundled_config_path())
+DEMO = DEMO_SETTINGS.tagging
+POOLS = DEMO_SETTINGS.allocation.pools
 
 
 @pytest.mark.parametrize(
@@ -74,7 +77,7 @@ def test_quarantine_matches_ground_truth_line_for_line(sample_dir):
     got = []
     for i in range(DAYS):
         lines = read_cur2_day(str(sample_dir / "billing" / "aws"), START + dt.timedelta(days=i), "aws-main")
-        got.append(quarantine(apply_tag_schema(lines, DEMO)).select("line_item_id", "reason"))
+        got.append(quarantine(classify(lines, DEMO, POOLS)).select("line_item_id", "reason"))
     got = pl.concat(got)
     joined = expected.join(got, on="line_item_id", how="full", coalesce=True)
     assert joined.height == expected.height == got.height > 100
@@ -121,15 +124,17 @@ def test_configured_aliases_are_matched():
     assert apply_tag_schema(lines, schema)["team"][0] == "search-ranking"
 
 
-def test_virtual_tag_repairs_in_the_sample_are_attributed_with_provenance(sample_dir):
+def test_virtual_tags_and_pools_in_the_sample_repair_what_the_truth_says(sample_dir):
     truth = pl.read_csv(sample_dir / "ground_truth" / "untagged_lines.csv", schema_overrides={"line_item_id": pl.String})
-    repaired = truth.filter(pl.col("defect").str.ends_with("+virtual_tag"))
-    assert repaired.height > 0
     tagged = pl.concat(
-        apply_tag_schema(read_cur2_day(str(sample_dir / "billing" / "aws"), START + dt.timedelta(days=i), "aws-main"), DEMO)
+        classify(read_cur2_day(str(sample_dir / "billing" / "aws"), START + dt.timedelta(days=i), "aws-main"), DEMO, POOLS)
         for i in range(DAYS)
     )
-    rows = tagged.filter(pl.col("line_item_id").is_in(repaired["line_item_id"].implode()))
-    assert rows.height == repaired.height
-    assert rows["tag_reason"].is_null().all()
-    assert rows["tag_source"].str.contains("eks-cluster|data-lake-bucket").all()
+    virtual = truth.filter(pl.col("defect").str.ends_with("+virtual_tag"))["line_item_id"]
+    rows = tagged.filter(pl.col("line_item_id").is_in(virtual.implode()))
+    assert rows.height == virtual.len() > 0
+    assert rows["tag_reason"].is_null().all() and rows["tag_source"].str.starts_with("ml-team=account-").all()
+    pooled = truth.filter(pl.col("defect").str.ends_with("+pool"))["line_item_id"]
+    rows = tagged.filter(pl.col("line_item_id").is_in(pooled.implode()))
+    assert rows.height == pooled.len() > 0
+    assert rows["tag_reason"].is_null().all() and rows["pool"].is_not_null().all()

@@ -1,4 +1,4 @@
-"""Who pays for each line: direct costs by tags, the rest kept visible as unattributed.
+"""Who pays for each line: direct costs by tags, shared pools by their drivers, the rest unattributed.
 
 Every cent of effective cost lands in exactly one row of ``allocated_costs``: per day and currency
 ``sum(amount) == sum(cost_lines.effective_cost)`` exactly, because amounts are exact decimals summed
@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import polars as pl
 
+from cost_pipeline.config import Pool
 from cost_pipeline.lib.money import MONEY
+from cost_pipeline.lib.pools import driver_shares, split_pool
 from cost_pipeline.lib.tags import TAG_COLUMNS_REASON
+from cost_pipeline.lib.usage import empty_samples
 
 UNATTRIBUTED_TEAM = "__unattributed__"
 DIMENSIONS = ["team", "project", "workload_type", "environment", "experiment_id"]
@@ -32,9 +35,21 @@ ALLOCATED_SCHEMA: dict[str, pl.DataType] = {
 }
 
 
-def allocate(tagged: pl.DataFrame, rules_version: str) -> pl.DataFrame:
-    """Aggregate tagged cost lines into allocation rows (direct or unattributed)."""
-    compliant = pl.col(TAG_COLUMNS_REASON).is_null()
+def allocate(
+    tagged: pl.DataFrame,
+    rules_version: str,
+    pools: list[Pool] = (),
+    samples: pl.DataFrame | None = None,
+    known_teams: set[str] = frozenset(),
+) -> pl.DataFrame:
+    """Allocation rows: direct (by tags), shared (pools by their drivers) and unattributed.
+
+    ``tagged`` comes from :func:`classify` (or :func:`apply_tag_schema` when there are no pools).
+    """
+    if "pool" not in tagged.columns:
+        tagged = tagged.with_columns(pool=pl.lit(None, pl.String))
+    unpooled = pl.col("pool").is_null()
+    compliant = pl.col(TAG_COLUMNS_REASON).is_null() & unpooled
     # a schema may define fewer keys than the five dimensions; absent ones stay null
     tagged = tagged.with_columns([pl.lit(None, pl.String).alias(d) for d in DIMENSIONS if d not in tagged.columns])
     direct = (
@@ -44,7 +59,7 @@ def allocate(tagged: pl.DataFrame, rules_version: str) -> pl.DataFrame:
         .with_columns(allocation=pl.lit("direct"), pool=pl.lit(None, pl.String), reason=pl.lit(None, pl.String))
     )
     unattributed = (
-        tagged.filter(~compliant)
+        tagged.filter(unpooled & ~compliant)
         .group_by(["date", "currency", TAG_COLUMNS_REASON])
         .agg(pl.col("effective_cost").sum().alias("amount"))
         .with_columns(
@@ -56,11 +71,37 @@ def allocate(tagged: pl.DataFrame, rules_version: str) -> pl.DataFrame:
             tag_source=pl.lit(None, pl.String),
         )
     )
-    rows = pl.concat([direct, unattributed], how="diagonal_relaxed").with_columns(rules_version=pl.lit(rules_version))
+    shared = _shared(tagged, list(pools), samples, known_teams, direct)
+    rows = pl.concat([direct, unattributed, shared], how="diagonal_relaxed").with_columns(rules_version=pl.lit(rules_version))
     return (
         rows.select([pl.col(c).cast(t) for c, t in ALLOCATED_SCHEMA.items()])
         .sort(["date", "currency", "allocation", *DIMENSIONS, "tag_source", "reason"], nulls_last=True)
     )
+
+
+def _shared(tagged, pools, samples, known_teams, direct) -> pl.DataFrame:
+    if not pools:
+        return pl.DataFrame(schema={"date": pl.Date, "amount": MONEY})
+    by_name = {p.name: p for p in pools}
+    pooled = tagged.filter(pl.col("pool").is_not_null()).group_by("date", "pool", "currency").agg(
+        pl.col("effective_cost").sum().alias("cost")
+    )
+    rows = []
+    for day, pool_name, currency, cost in pooled.sort("date", "pool", "currency").iter_rows():
+        day_samples = samples.filter(pl.col("date") == day) if samples is not None else empty_samples()
+        active = direct.filter((pl.col("date") == day) & (pl.col("currency") == currency))["team"].unique().to_list()
+        shares = driver_shares(by_name[pool_name], day_samples, known_teams, active)
+        if shares is None or shares.is_empty():
+            rows.append(
+                pl.DataFrame(
+                    {"team": [UNATTRIBUTED_TEAM], "amount": [cost], "allocation": ["unattributed"], "reason": [f"no_usage:{pool_name}"]},
+                    schema_overrides={"amount": MONEY},
+                )
+            )
+        else:
+            rows.append(split_pool(cost, shares).with_columns(allocation=pl.lit("shared"), reason=pl.lit(None, pl.String)))
+        rows[-1] = rows[-1].with_columns(date=pl.lit(day), pool=pl.lit(pool_name), currency=pl.lit(currency), tag_source=pl.lit(None, pl.String))
+    return pl.concat(rows, how="diagonal_relaxed") if rows else pl.DataFrame(schema={"date": pl.Date, "amount": MONEY})
 
 
 def reconcile(allocated: pl.DataFrame, cost_lines: pl.DataFrame) -> pl.DataFrame:

@@ -54,6 +54,20 @@ class Lake:
             tmp.unlink(missing_ok=True)
         return target
 
+    def write_file(self, table: str, day: dt.date, name: str, data: bytes) -> Path:
+        """Store a raw file of a day (e.g. an archived Prometheus response), replaced atomically."""
+        if "/" in name or name.startswith("."):
+            raise ValueError(f"unsafe file name {name!r}")
+        target = self.day_dir(table, day) / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.parent / f".tmp-{uuid.uuid4().hex}"
+        try:
+            tmp.write_bytes(data)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return target
+
     def has_day(self, table: str, day: dt.date) -> bool:
         return self.day_path(table, day).exists()
 

@@ -47,3 +47,27 @@ def largest_remainder(amounts: list[Decimal], unit: Decimal = CENT) -> list[Deci
     for i in order[:leftover]:
         result[i] += 1
     return [r * unit for r in result]
+
+
+def split_exact(total: Decimal, weights: list[float], scale: int = SCALE) -> list[Decimal]:
+    """Split ``total`` by ``weights`` into parts at the lake's precision that add up to it exactly.
+
+    Works in integer units of 10^-scale with exact rationals, then hands the leftover units to the
+    largest remainders (earlier parts win ties), so the result is deterministic and sums exactly.
+    """
+    from fractions import Fraction
+
+    if not weights or sum(weights) <= 0:
+        raise ValueError("split_exact needs weights with a positive sum")
+    unit = Decimal(1).scaleb(-scale)
+    units = int((Decimal(total) / unit).to_integral_value(rounding=ROUND_HALF_EVEN))
+    sign, units = (-1 if units < 0 else 1), abs(units)
+    exact_weights = [Fraction(w) for w in weights]
+    whole = sum(exact_weights)
+    raw = [units * w / whole for w in exact_weights]
+    floors = [int(r) for r in raw]  # raw >= 0, so int() floors
+    leftover = units - sum(floors)
+    order = sorted(range(len(raw)), key=lambda i: (-(raw[i] - floors[i]), i))
+    for i in order[:leftover]:
+        floors[i] += 1
+    return [Decimal(sign * f).scaleb(-scale) for f in floors]

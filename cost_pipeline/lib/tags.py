@@ -131,7 +131,11 @@ def apply_tag_schema(lines: pl.DataFrame, schema: TaggingConfig) -> pl.DataFrame
 
 
 def quarantine(tagged: pl.DataFrame) -> pl.DataFrame:
-    """The ``untagged_spend`` table: every line that fails the schema, with its reason."""
+    """The ``untagged_spend`` table: every line that fails the schema, with its reason.
+
+    Lines a shared pool takes over have no reason (see ``lib/pools.classify``): the pool's driver
+    decides who pays for them.
+    """
     return tagged.filter(pl.col(TAG_COLUMNS_REASON).is_not_null()).select(
         "date",
         "line_item_id",

@@ -196,9 +196,14 @@ def _day_chunk(rng: np.random.Generator, day: dt.date, n: int, first_index: int,
             tags["workload_type"][i] = "batch"
         elif name == "wrong_case":
             tags["team"][i] = f" {team[i].title()} "
-        # the demo config's virtual-tag rules refill dropped tags on EKS nodes and the data-lake bucket
-        if name.startswith("drop:") and (extra_eks[i] is not None or str(resource[i]).startswith(org.DATA_LAKE_BUCKET)):
+        # mirror the demo config: shared-pool lines are paid by their pool's driver, whatever their
+        # tags; on direct lines the account virtual tag refills a dropped ml-team
+        if kind[i] != 0:
+            name, reason = f"{name}+pool", None
+        elif name == "drop:team":
             name, reason = f"{name}+virtual_tag", None
+        elif name == "drop:all":
+            reason = "missing:ml-project"
         truth.append({"line_item_id": ids[i], "date": day.isoformat(), "defect": name, "expected_reason": reason})
     tag_cols = [(TAG_KEYS[c], v) for c, v in tags.items()]
     tag_cols.append(("aws_eks_cluster_name", extra_eks))

@@ -37,26 +37,37 @@ def _matrix(series: list[tuple[dict, np.ndarray]], start: float) -> dict:
 
 
 def day_extracts(day: dt.date, seed: int) -> dict[str, dict]:
+    """kube-state-metrics and cAdvisor style series per namespace, plus per-tenant pool metrics."""
     rng = np.random.default_rng([seed, day.toordinal(), 1])
     start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC).timestamp()
     hours = 24
-    out: dict[str, dict] = {}
-    k8s = {"cpu": [], "memory": [], "gpu": [], "cpu_usage": [], "memory_usage": []}
+    requests, cpu_usage, memory_usage = [], [], []
+    totals = {"cpu": np.zeros(hours), "memory": np.zeros(hours), "gpu": np.zeros(hours)}
     for ns, team in NAMESPACES.items():
         labels = {"namespace": ns, "label_ml_team": team}
         cpu_req = np.full(hours, float(rng.integers(4, 64)))
         mem_req = cpu_req * 4 * 2**30
-        k8s["cpu"].append(({**labels, "resource": "cpu"}, cpu_req))
-        k8s["memory"].append(({**labels, "resource": "memory"}, mem_req))
+        requests.append(({**labels, "resource": "cpu"}, cpu_req))
+        requests.append(({**labels, "resource": "memory"}, mem_req))
+        totals["cpu"] += cpu_req
+        totals["memory"] += mem_req
         if ns.endswith("training"):
-            k8s["gpu"].append(({**labels, "resource": "nvidia_com_gpu"}, np.full(hours, float(rng.integers(0, 5)))))
-        k8s["cpu_usage"].append((labels, cpu_req * rng.uniform(0.3, 1.2, hours)))
-        k8s["memory_usage"].append((labels, mem_req * rng.uniform(0.4, 1.1, hours)))
-    out["k8s_cpu_requests"] = _matrix(k8s["cpu"], start)
-    out["k8s_memory_requests"] = _matrix(k8s["memory"], start)
-    out["k8s_gpu_requests"] = _matrix(k8s["gpu"], start)
-    out["k8s_cpu_usage"] = _matrix(k8s["cpu_usage"], start)
-    out["k8s_memory_usage"] = _matrix(k8s["memory_usage"], start)
+            gpus = np.full(hours, float(rng.integers(0, 3)))
+            requests.append(({**labels, "resource": "nvidia_com_gpu"}, gpus))
+            totals["gpu"] += gpus
+        elif team == "search-ranking":  # a serving namespace on a MIG slice of a partitioned GPU
+            requests.append(({**labels, "resource": "nvidia_com_mig_1g_10gb"}, np.full(hours, 1.0)))
+            totals["gpu"] += 1 / 7
+        cpu_usage.append((labels, cpu_req * rng.uniform(0.3, 1.2, hours)))
+        memory_usage.append((labels, mem_req * rng.uniform(0.4, 1.1, hours)))
+    capacity = [({"resource": r}, np.ceil(v.max() * 1.25) * np.ones(hours)) for r, v in
+                (("cpu", totals["cpu"]), ("memory", totals["memory"]), ("nvidia_com_gpu", totals["gpu"]))]
+    out = {
+        "k8s_requests": _matrix(requests, start),
+        "k8s_cpu_usage": _matrix(cpu_usage, start),
+        "k8s_memory_usage": _matrix(memory_usage, start),
+        "k8s_node_capacity": _matrix(capacity, start),
+    }
     for name, (metric, label, base) in TENANT_METRICS.items():
         series = []
         for team in org.WORKLOAD_TEAMS:

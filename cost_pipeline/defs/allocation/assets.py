@@ -4,10 +4,12 @@ import dagster as dg
 
 from cost_pipeline.defs.allocation.checks import RECONCILES, reconciliation_result
 from cost_pipeline.defs.metadata import day_metadata
-from cost_pipeline.defs.partitions import DAILY, SETTINGS, SINGLE_RUN, partition_days
+from cost_pipeline.defs.partitions import DAILY, SINGLE_RUN, partition_days
 from cost_pipeline.defs.resources import PipelineConfig
+import polars as pl
+
 from cost_pipeline.lib.allocate import allocate
-from cost_pipeline.lib.tags import apply_tag_schema
+from cost_pipeline.lib.pools import classify
 
 
 @dg.asset(
@@ -15,12 +17,11 @@ from cost_pipeline.lib.tags import apply_tag_schema
     backfill_policy=SINGLE_RUN,
     group_name="allocation",
     kinds={"polars", "parquet"},
-    deps=["cost_lines"],
+    deps=["cost_lines", "usage"],
     check_specs=[RECONCILES],
-    code_version=SETTINGS.rules_version,
 )
 def allocated_costs(context: dg.AssetExecutionContext, pipeline: PipelineConfig) -> dg.MaterializeResult:
-    """Direct costs by canonical tags; spend failing the schema as ``unattributed`` with its reason.
+    """Direct costs by tags, shared pools by their drivers, the rest ``unattributed`` with a reason.
 
     ``rules_version`` (a hash of the tagging and allocation rules) is written into every row and is
     the asset's code version, so changing the rules marks materialized days stale.
@@ -28,9 +29,24 @@ def allocated_costs(context: dg.AssetExecutionContext, pipeline: PipelineConfig)
     settings = pipeline.settings()
     lake = pipeline.lake()
     days = partition_days(context)
+    pools = settings.allocation.pools
+    teams = set(settings.tagging.teams)
     for day in days:
         lines = lake.scan_days("cost_lines", [day]).collect()
-        allocated = allocate(apply_tag_schema(lines, settings.tagging), settings.rules_version)
+        samples = lake.scan_days("usage", [day]).collect() if pools else None
+        allocated = allocate(classify(lines, settings.tagging, pools), settings.rules_version, pools, samples, teams)
         path = lake.write_day("allocated_costs", day, allocated)
-        context.add_asset_metadata(day_metadata(allocated, str(path), ["amount"]), partition_key=day.isoformat())
+        no_usage = allocated.filter(pl.col("reason").str.starts_with("no_usage:"))["reason"].to_list()
+        for reason in no_usage:
+            context.log.warning(f"{day}: pool {reason.split(':', 1)[1]} has no usage data; its cost stays unattributed")
+        per_pool = allocated.filter(pl.col("pool").is_not_null()).group_by("pool", "allocation").agg(pl.col("amount").sum())
+        context.add_asset_metadata(
+            {
+                **day_metadata(allocated, str(path), ["amount"]),
+                "pools": dg.MetadataValue.json({f"{p} ({a})": float(round(v, 2)) for p, a, v in per_pool.sort("pool").iter_rows()}),
+                "pools_without_usage": ", ".join(r.split(":", 1)[1] for r in no_usage) or "none",
+                "rules_version": settings.rules_version,
+            },
+            partition_key=day.isoformat(),
+        )
     return dg.MaterializeResult(check_results=[reconciliation_result(lake, days)])

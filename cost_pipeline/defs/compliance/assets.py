@@ -10,7 +10,8 @@ from cost_pipeline.defs.partitions import DAILY, SINGLE_RUN, partition_days
 from cost_pipeline.defs.resources import PipelineConfig
 from cost_pipeline.lib.compliance import compliance_breakdown, top_untagged_resources, untagged_shares
 from cost_pipeline.lib.markdown import md_table
-from cost_pipeline.lib.tags import apply_tag_schema, quarantine
+from cost_pipeline.lib.pools import classify
+from cost_pipeline.lib.tags import quarantine
 
 
 @dg.asset(
@@ -31,7 +32,7 @@ def untagged_spend(context: dg.AssetExecutionContext, pipeline: PipelineConfig) 
     lake = pipeline.lake()
     shares = []
     for day in partition_days(context):
-        tagged = apply_tag_schema(lake.scan_days("cost_lines", [day]).collect(), settings.tagging)
+        tagged = classify(lake.scan_days("cost_lines", [day]).collect(), settings.tagging, settings.allocation.pools)
         quarantined = quarantine(tagged)
         path = lake.write_day("untagged_spend", day, quarantined)
         day_shares = untagged_shares(tagged)
@@ -67,7 +68,8 @@ def tag_compliance(context: dg.AssetExecutionContext, pipeline: PipelineConfig) 
     settings = pipeline.settings()
     lake = pipeline.lake()
     for day in partition_days(context):
-        table = compliance_breakdown(apply_tag_schema(lake.scan_days("cost_lines", [day]).collect(), settings.tagging))
+        lines = lake.scan_days("cost_lines", [day]).collect()
+        table = compliance_breakdown(classify(lines, settings.tagging, settings.allocation.pools))
         path = lake.write_day("tag_compliance", day, table)
         context.add_asset_metadata(day_metadata(table.filter(pl.col("dimension") == "reason"), str(path), ["untagged"]), partition_key=day.isoformat())
     return dg.MaterializeResult()

@@ -1,0 +1,64 @@
+"""The ``usage`` table: Prometheus samples per day, from extract files or a live Prometheus."""
+
+import datetime as dt
+import json
+
+import polars as pl
+
+import dagster as dg
+
+from cost_pipeline.config import Settings
+from cost_pipeline.defs.failures import input_errors_as_failures
+from cost_pipeline.defs.metadata import column_schema
+from cost_pipeline.defs.partitions import DAILY, SINGLE_RUN, partition_days
+from cost_pipeline.defs.resources import PipelineConfig
+from cost_pipeline.lib.lake import Lake
+from cost_pipeline.lib.prometheus import query_range_day
+from cost_pipeline.lib.usage import empty_samples, parse_query_range, read_extracts
+
+RAW_TABLE = "usage_raw"
+
+
+def _live(settings: Settings, lake: Lake, day: dt.date) -> pl.DataFrame:
+    """Query each configured query once per day; later reruns reuse the archived answers."""
+    archive = lake.day_dir(RAW_TABLE, day)
+    frames = []
+    for name, query in settings.usage.queries.items():
+        path = archive / f"{name}.json"
+        if not path.exists():
+            body = query_range_day(settings.usage.prometheus_url, query, day, settings.usage.step_seconds, settings.usage.timeout_seconds)
+            path = lake.write_file(RAW_TABLE, day, f"{name}.json", json.dumps(body).encode())
+        frames.append(parse_query_range(path.read_bytes(), name, day, str(path)))
+    return pl.concat(frames) if frames else empty_samples()
+
+
+@dg.asset(partitions_def=DAILY, backfill_policy=SINGLE_RUN, group_name="usage", kinds={"prometheus", "parquet"})
+def usage(context: dg.AssetExecutionContext, pipeline: PipelineConfig) -> dg.MaterializeResult:
+    """Usage samples (query, timestamp, value, labels) that drive shared-pool allocation.
+
+    With ``usage.prometheus_url`` the raw responses are archived under ``usage_raw/`` in the lake, so
+    a day is recomputed from exactly the data first used, even after Prometheus has dropped it.
+    """
+    settings = pipeline.settings()
+    lake = pipeline.lake()
+    for day in partition_days(context):
+        with input_errors_as_failures():
+            if settings.usage.prometheus_url:
+                samples = _live(settings, lake, day)
+            elif settings.usage.extracts_uri:
+                samples = read_extracts(settings.usage.extracts_uri, day)
+            else:
+                samples = empty_samples()
+        path = lake.write_day("usage", day, samples)
+        per_query = dict(samples.group_by("query").agg(pl.col("series").n_unique()).iter_rows())
+        context.add_asset_metadata(
+            {
+                "dagster/row_count": samples.height,
+                "dagster/column_schema": column_schema(samples),
+                "path": dg.MetadataValue.path(str(path)),
+                "series_per_query": dg.MetadataValue.json(per_query),
+                "source": "prometheus" if settings.usage.prometheus_url else "extracts",
+            },
+            partition_key=day.isoformat(),
+        )
+    return dg.MaterializeResult()

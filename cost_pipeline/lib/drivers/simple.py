@@ -1,0 +1,46 @@
+"""Drivers that need no cluster model: a per-tenant metric, fixed percentages, or an even split.
+
+``metric``: a tenant's share is the integral over the day of its series (query_range steps are
+uniform, so the sum of samples), e.g. Mimir active series per tenant for the monitoring stack,
+feature-store requests per team, S3 bytes stored per prefix for the data lake. The tenant label's
+value is translated by ``label_map`` (tenant id or prefix → team); a value that maps to no known
+team is ``unknown``, never guessed.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from cost_pipeline.config import EvenDriver, FixedDriver, MetricDriver
+from cost_pipeline.lib.drivers import UNKNOWN, recipients
+from cost_pipeline.lib.usage import label
+
+
+def metric_shares(samples: pl.DataFrame, driver: MetricDriver, known_teams: set[str]) -> pl.DataFrame | None:
+    series = samples.filter(pl.col("query") == driver.query)
+    if series.is_empty():
+        return None
+    per_tenant = series.group_by(label(driver.label).alias("tenant")).agg(pl.col("value").clip(lower_bound=0).sum())
+    rows: dict[str, float] = {}
+    for tenant, value in per_tenant.iter_rows():
+        team = driver.label_map.get(tenant, tenant) if tenant is not None else None
+        if team is None or (known_teams and team not in known_teams):
+            team = UNKNOWN
+        rows[team] = rows.get(team, 0.0) + value
+    if sum(rows.values()) <= 0:
+        return None
+    return recipients([{"team": t, "project": None, "workload_type": None, "environment": None, "weight": w} for t, w in rows.items()])
+
+
+def fixed_shares(driver: FixedDriver) -> pl.DataFrame:
+    return recipients(
+        [{"team": t, "project": None, "workload_type": None, "environment": None, "weight": p} for t, p in driver.shares.items()]
+    )
+
+
+def even_shares(_driver: EvenDriver, active_teams: list[str]) -> pl.DataFrame | None:
+    if not active_teams:
+        return None
+    return recipients(
+        [{"team": t, "project": None, "workload_type": None, "environment": None, "weight": 1.0} for t in sorted(active_teams)]
+    )

@@ -1,0 +1,69 @@
+"""Shared pools: which lines are shared, and how each pool's exact cost is split by its driver.
+
+A line belongs to the first pool (in config order) whose ``select`` matches it. Pool lines are
+not tag-compliance failures even when their tags are incomplete: the driver, not the tags, says
+who pays. Each pool's cost, per day and currency, is split with :func:`split_exact`, so the parts
+add up to the pool's cost to the last unit; a pool without usage data stays ``unattributed``
+with the reason ``no_usage:<pool>``.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import polars as pl
+
+from cost_pipeline.config import EvenDriver, FixedDriver, KubernetesDriver, MetricDriver, Pool, TaggingConfig
+from cost_pipeline.lib.drivers.kubernetes import kubernetes_shares
+from cost_pipeline.lib.drivers.simple import even_shares, fixed_shares, metric_shares
+from cost_pipeline.lib.money import split_exact
+
+
+def assign_pools(tagged: pl.DataFrame, pools: list[Pool], schema: TaggingConfig) -> pl.DataFrame:
+    """Add ``pool``: the name of the first pool selecting the line, else null."""
+    if not pools:
+        return tagged.with_columns(pool=pl.lit(None, pl.String))
+    choices = []
+    for pool in pools:
+        sel, cond = pool.select, pl.lit(True)
+        if sel.account_ids:
+            cond &= pl.col("sub_account_id").is_in(sel.account_ids)
+        if sel.services:
+            cond &= pl.col("service").is_in(sel.services)
+        if sel.resource_prefixes:
+            resource = pl.col("resource_id").fill_null("")
+            cond &= pl.any_horizontal([resource.str.starts_with(p) for p in sel.resource_prefixes])
+        for key, value in (sel.tags or {}).items():
+            cond &= (pl.col(schema.key(key).column) == value).fill_null(False)
+        choices.append(pl.when(cond).then(pl.lit(pool.name)))
+    return tagged.with_columns(pool=pl.coalesce(choices))
+
+
+def classify(lines: pl.DataFrame, schema: TaggingConfig, pools: list[Pool]) -> pl.DataFrame:
+    """Canonical tags, the pool of each line, and ``tag_reason`` for lines no pool takes over."""
+    from cost_pipeline.lib.tags import TAG_COLUMNS_REASON, apply_tag_schema
+
+    classified = assign_pools(apply_tag_schema(lines, schema), pools, schema)
+    return classified.with_columns(
+        pl.when(pl.col("pool").is_null()).then(pl.col(TAG_COLUMNS_REASON)).alias(TAG_COLUMNS_REASON)
+    )
+
+
+def driver_shares(pool: Pool, samples: pl.DataFrame, known_teams: set[str], active_teams: list[str]) -> pl.DataFrame | None:
+    driver = pool.driver
+    if isinstance(driver, KubernetesDriver):
+        return kubernetes_shares(samples, driver, pool.owner_team)
+    if isinstance(driver, MetricDriver):
+        return metric_shares(samples, driver, known_teams)
+    if isinstance(driver, FixedDriver):
+        return fixed_shares(driver)
+    if isinstance(driver, EvenDriver):
+        return even_shares(driver, active_teams)
+    raise TypeError(f"unknown driver {driver!r}")
+
+
+def split_pool(cost: Decimal, shares: pl.DataFrame) -> pl.DataFrame:
+    """The recipients with ``amount``: the exact split of ``cost`` by their weights."""
+    shares = shares.sort("team", "project", "workload_type", "environment", nulls_last=True)
+    amounts = split_exact(cost, shares["weight"].to_list())
+    return shares.with_columns(amount=pl.Series(amounts, dtype=pl.Decimal(38, 12))).drop("weight")

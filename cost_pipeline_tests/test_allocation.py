@@ -1,0 +1,125 @@
+"""Shared-pool allocation against numbers worked out by hand.
+
+Scenario (one day, two hourly samples, every value constant):
+  capacity: 10 cpu, 40 GiB memory, 2 GPUs (one whole, one partitioned into MIG slices)
+  ns a (fraud-detection): cpu request 4 / usage 2; memory request 8 GiB / usage 10 GiB
+                          (above its request); one whole GPU
+  ns b (search-ranking):  cpu request 2 / usage 3 (above its request); memory 8 GiB / usage 4 GiB;
+                          one MIG slice nvidia.com/mig-1g.10gb = 1/7 GPU
+  pool cost $100; GPUs present, so weights gpu:cpu:memory = 9:0.9:0.1 -> 0.9, 0.09, 0.01
+"""
+
+import datetime as dt
+from decimal import Decimal as D
+
+import polars as pl
+import pytest
+
+from cost_pipeline.config import KubernetesDriver, MetricDriver, Pool, PoolSelect, FixedDriver, EvenDriver, TaggingConfig, Team
+from cost_pipeline.lib.allocate import allocate
+from cost_pipeline.lib.money import split_exact
+from cost_pipeline.lib.pools import classify
+from cost_pipeline.lib.usage import parse_query_range
+
+DAY = dt.date(2026, 9, 2)
+T0 = dt.datetime(2026, 9, 2, tzinfo=dt.UTC).timestamp()
+GIB = 2**30
+
+
+def _body(series: list[tuple[dict, float]]) -> dict:
+    return {"status": "success", "data": {"resultType": "matrix", "result": [
+        {"metric": m, "values": [[T0, str(v)], [T0 + 3600, str(v)]]} for m, v in series
+    ]}}
+
+
+def _samples() -> pl.DataFrame:
+    a = {"namespace": "a", "label_ml_team": "fraud-detection", "label_ml_project": "txn-scoring"}
+    b = {"namespace": "b", "label_ml_team": "search-ranking"}
+    bodies = {
+        "k8s_requests": _body([
+            ({**a, "resource": "cpu"}, 4), ({**a, "resource": "memory"}, 8 * GIB), ({**a, "resource": "nvidia_com_gpu"}, 1),
+            ({**b, "resource": "cpu"}, 2), ({**b, "resource": "memory"}, 8 * GIB), ({**b, "resource": "nvidia_com_mig_1g_10gb"}, 1),
+        ]),
+        "k8s_cpu_usage": _body([(a, 2), (b, 3)]),
+        "k8s_memory_usage": _body([(a, 10 * GIB), (b, 4 * GIB)]),
+        "k8s_node_capacity": _body([({"resource": "cpu"}, 10), ({"resource": "memory"}, 40 * GIB), ({"resource": "nvidia_com_gpu"}, 2)]),
+    }
+    return pl.concat([parse_query_range(b, q, DAY, q) for q, b in bodies.items()])
+
+
+def _lines(cost: str) -> pl.DataFrame:
+    """One cost line of the cluster, split in two to check pools sum their lines exactly."""
+    half = D(cost) / 2
+    return pl.DataFrame(
+        {
+            "date": [DAY, DAY], "currency": ["USD", "USD"], "sub_account_id": ["1", "1"], "service": ["AmazonEC2"] * 2,
+            "resource_id": ["i-0eksnode1", "i-0eksnode2"], "effective_cost": [half, D(cost) - half],
+            "tags": [[], []],
+        },
+        schema_overrides={"effective_cost": pl.Decimal(38, 12), "tags": pl.List(pl.Struct({"key": pl.String, "value": pl.String}))},
+    ).with_columns(pl.col("tags").cast(pl.Map(pl.String, pl.String)))
+
+
+def _allocate(driver, cost="100", samples=None):
+    pool = Pool(name="eks", owner_team="platform", select=PoolSelect(resource_prefixes=["i-0eks"]), driver=driver)
+    schema = TaggingConfig()
+    out = allocate(classify(_lines(cost), schema, [pool]), "v", [pool], _samples() if samples is None else samples)
+    assert out["amount"].sum() == D(cost)  # every unit of the pool lands exactly once
+    return {(r["team"], r["project"]): round(r["amount"], 2) for r in out.iter_rows(named=True)}
+
+
+@pytest.mark.parametrize(
+    ("basis", "idle", "expected"),
+    [
+        # a = .9*1/2 + .09*4/10 + .01*10/40 = .4885; b = .9*(1/7)/2 + .09*3/10 + .01*8/40 = .0932857...
+        ("max_request_usage", "owner", {("fraud-detection", "txn-scoring"): D("48.85"), ("search-ranking", None): D("9.33"), ("platform", "__idle__"): D("41.82")}),
+        # a = .9*7/8 + .09*4/7 + .01*10/18 = .8444841...; b = .9*1/8 + .09*3/7 + .01*8/18 = .1555158...
+        ("max_request_usage", "share", {("fraud-detection", "txn-scoring"): D("84.45"), ("search-ranking", None): D("15.55")}),
+        # a = .9*1/2 + .09*4/10 + .01*8/40 = .488; b = .9/14 + .09*2/10 + .01*8/40 = .0842857...
+        ("requests", "owner", {("fraud-detection", "txn-scoring"): D("48.80"), ("search-ranking", None): D("8.43"), ("platform", "__idle__"): D("42.77")}),
+        # a = .9*7/8 + .09*4/6 + .01*8/16 = .8525; b = .9*1/8 + .09*2/6 + .01*8/16 = .1475
+        ("requests", "share", {("fraud-detection", "txn-scoring"): D("85.25"), ("search-ranking", None): D("14.75")}),
+    ],
+)
+def test_kubernetes_pool_matches_hand_computed_cents(basis, idle, expected):
+    assert _allocate(KubernetesDriver(kind="kubernetes", basis=basis, idle=idle)) == expected
+
+
+def test_configured_weights_and_namespace_mapping():
+    driver = KubernetesDriver(
+        kind="kubernetes", basis="requests", idle="share", weights={"cpu": 1, "memory": 1},
+        namespaces={"b": {"team": "forecasting", "project": "demand-forecast"}},
+    )
+    # cpu a 4/6 b 2/6, memory a 1/2 b 1/2, each half of the pool: a = 58.33..., b = 41.66...
+    assert _allocate(driver) == {("fraud-detection", "txn-scoring"): D("58.33"), ("forecasting", "demand-forecast"): D("41.67")}
+
+
+def test_pool_without_usage_stays_unattributed_with_a_reason():
+    pool_driver = KubernetesDriver(kind="kubernetes")
+    got = _allocate(pool_driver, samples=_samples().filter(pl.col("query") == "nothing"))
+    assert got == {("__unattributed__", None): D("100.00")}
+
+
+def test_metric_pool_splits_by_integral_and_maps_tenants():
+    body = _body([({"user": "tenant-1"}, 3.0), ({"user": "tenant-2"}, 1.0), ({"user": "stranger"}, 1.0)])
+    samples = parse_query_range(body, "series", DAY, "t")
+    driver = MetricDriver(kind="metric", query="series", label="user", label_map={"tenant-1": "fraud-detection", "tenant-2": "platform"})
+    pool = Pool(name="mon", select=PoolSelect(resource_prefixes=["i-0eks"]), driver=driver)
+    schema = TaggingConfig(teams={"fraud-detection": Team(), "platform": Team()})
+    out = allocate(classify(_lines("10"), schema, [pool]), "v", [pool], samples, known_teams={"fraud-detection", "platform"})
+    assert {r["team"]: r["amount"] for r in out.iter_rows(named=True)} == {"fraud-detection": D("6"), "platform": D("2"), "unknown": D("2")}
+
+
+def test_fixed_and_even_drivers():
+    fixed = _allocate(FixedDriver(kind="fixed", shares={"fraud-detection": 70, "platform": 30}), cost="33.33")
+    assert fixed == {("fraud-detection", None): D("23.33"), ("platform", None): D("10.00")}
+    with pytest.raises(ValueError, match="add up to 100"):
+        FixedDriver(kind="fixed", shares={"a": 50})
+    # even over teams with direct spend that day: none here, so the pool stays unattributed
+    assert _allocate(EvenDriver(kind="even")) == {("__unattributed__", None): D("100.00")}
+
+
+def test_split_exact_adds_up_to_the_last_unit():
+    parts = split_exact(D("100.000000000001"), [1, 1, 1])
+    assert sum(parts) == D("100.000000000001") and len(set(parts)) == 2
+    assert split_exact(D("-0.03"), [1, 2]) == [D("-0.01"), D("-0.02")]
