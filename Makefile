@@ -8,7 +8,7 @@ DEMO_DAYS := 60
 DEMO_END := 2026-10-30
 DEMO_LINES := 5000
 
-.PHONY: install install-dev demo ui test bench validate clean
+.PHONY: install install-dev demo ui test bench validate clean prometheus
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,7 +40,14 @@ ui: install $(DAGSTER_HOME)/dagster.yaml
 validate: install
 	$(BIN)/dagster definitions validate -w workspace.yaml
 
-test: install-dev
+# The usage tests run a real Prometheus (Debian package; promtool loads its data).
+prometheus:
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
+	  echo "installing Prometheus (Debian package) for the usage tests"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+
+test: install-dev prometheus
 	$(BIN)/python -m pytest -q
 
 bench: install

@@ -114,6 +114,27 @@ def cmd_policies(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rules_diff(args: argparse.Namespace) -> int:
+    from cost_pipeline.lib.lake import Lake
+    from cost_pipeline.lib.rules_diff import allocate_days, diff_allocations, render_diff
+
+    _use_config(args.config)
+    current = load_settings()
+    proposed = load_settings(args.proposed)
+    if args.end < args.start:
+        print(f"error: --end {args.end} is before --start {args.start}", file=sys.stderr)
+        return 2
+    days = [args.start + dt.timedelta(days=i) for i in range((args.end - args.start).days + 1)]
+    lake = Lake.from_uri(current.lake_uri)
+    try:
+        diff = diff_allocations(allocate_days(lake, current, days), allocate_days(lake, proposed, days))
+    except FileNotFoundError as exc:
+        print(f"error: {exc}; materialize cost_lines and usage for these days first", file=sys.stderr)
+        return 2
+    print(render_diff(diff, current.rules_version, proposed.rules_version, show_all=args.all))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cost-pipeline", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -141,6 +162,16 @@ def main(argv: list[str] | None = None) -> int:
     policies.add_argument("--config")
     policies.add_argument("--out", default="policies")
     policies.set_defaults(func=cmd_policies)
+
+    rules = sub.add_parser("rules", help="work with allocation and tagging rules")
+    rules_sub = rules.add_subparsers(dest="rules_command", required=True)
+    diff = rules_sub.add_parser("diff", help="per team and pool: amounts under current vs proposed rules (writes nothing)")
+    diff.add_argument("--config")
+    diff.add_argument("--proposed", required=True, help="a config file holding the proposed rules")
+    diff.add_argument("--start", type=_date, required=True)
+    diff.add_argument("--end", type=_date, required=True, help="last day, inclusive")
+    diff.add_argument("--all", action="store_true", help="also list rows that do not change")
+    diff.set_defaults(func=cmd_rules_diff)
 
     args = parser.parse_args(argv)
     try:

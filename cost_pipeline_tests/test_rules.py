@@ -1,0 +1,68 @@
+"""Rules as versioned code: a changed weight marks days stale, and `rules diff` previews the change."""
+
+import subprocess
+import sys
+
+import dagster as dg
+import polars as pl
+import yaml
+from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
+from dagster._core.loader import LoadingContextForTest
+
+from cost_pipeline.config import load_settings
+from cost_pipeline.definitions import build_defs
+from cost_pipeline.lib.lake import Lake
+from cost_pipeline.lib.rules_diff import allocate_days, diff_allocations
+from cost_pipeline_tests.conftest import START
+from cost_pipeline_tests.test_assets import _run
+
+
+def _proposed(config_path, tmp_path):
+    raw = yaml.safe_load(config_path.read_text())
+    eks = next(p for p in raw["allocation"]["pools"] if p["name"] == "eks-shared")
+    eks["driver"]["weights"] = {"cpu": 1, "memory": 1, "gpu": 1}  # was the default 9 : 0.9 : 0.1
+    path = tmp_path / "proposed.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def _status(defs, instance, key, partition):
+    resolver = CachingStaleStatusResolver(instance, defs.resolve_asset_graph(), LoadingContextForTest(instance))
+    return resolver.get_status(dg.AssetKey(key), partition)
+
+
+def test_changed_weight_marks_materialized_days_stale(config_path, tmp_path):
+    instance = dg.DagsterInstance.ephemeral()
+    assert _run(config_path, instance, START, START).success
+    current = build_defs(load_settings(config_path))
+    assert _status(current, instance, "allocated_costs", START.isoformat()) == StaleStatus.FRESH
+    proposed = build_defs(load_settings(_proposed(config_path, tmp_path)))
+    assert _status(proposed, instance, "allocated_costs", START.isoformat()) == StaleStatus.STALE
+    assert _status(proposed, instance, "cost_lines", START.isoformat()) == StaleStatus.FRESH
+
+
+def test_rules_diff_shows_the_expected_per_team_delta(config_path, tmp_path):
+    assert _run(config_path, dg.DagsterInstance.ephemeral(), START, START).success
+    current, proposed = load_settings(config_path), load_settings(_proposed(config_path, tmp_path))
+    lake = Lake.from_uri(current.lake_uri)
+    before, after = allocate_days(lake, current, [START]), allocate_days(lake, proposed, [START])
+    diff = diff_allocations(before, after)
+    # only the EKS pool moves, its total is unchanged, and the lake still holds the current rules
+    moved = diff.filter(pl.col("delta") != 0)
+    assert set(moved["pool"]) == {"eks-shared"} and moved.height >= 2
+    assert moved["delta"].sum() == 0
+    written = pl.read_parquet(lake.day_path("allocated_costs", START))
+    assert set(written["rules_version"]) == {current.rules_version}
+    expected = after.filter(pl.col("pool") == "eks-shared").group_by("team").agg(pl.col("amount").sum())
+    for team, amount in expected.iter_rows():
+        row = diff.filter((pl.col("team") == team) & (pl.col("pool") == "eks-shared"))
+        assert row["proposed"][0] == amount
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "cost_pipeline.cli", "rules", "diff", "--config", str(config_path),
+         "--proposed", str(_proposed(config_path, tmp_path)), "--start", START.isoformat(), "--end", START.isoformat()],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "eks-shared" in proc.stdout and "nothing was written" in proc.stdout
+    assert pl.read_parquet(lake.day_path("allocated_costs", START)).equals(written)
