@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 from pathlib import Path
 
 import pytest
@@ -11,8 +12,15 @@ import yaml
 from cost_pipeline.config import bundled_config_path
 from cost_pipeline.sample.generate import generate
 
-# The public billing samples: ../shared/data beside the checkout (as for developers and CI).
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# The public billing samples: ../shared/data beside the checkout (as for developers and CI), or
+# wherever COST_PIPELINE_SHARED_DATA points. Under CI their absence is an error, not a skip.
+SHARED_DATA = Path(os.environ.get("COST_PIPELINE_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
+
+
+def needs_shared_data(path: Path):
+    return pytest.mark.skipif(
+        not path.exists() and not os.environ.get("CI"), reason=f"{path} is not beside this checkout"
+    )
 START = dt.date(2026, 9, 1)
 DAYS = 4
 LINES = 1500

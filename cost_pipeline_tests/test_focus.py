@@ -17,11 +17,11 @@ from cost_pipeline.lib.billing.focus import read_focus_day, read_focus_file
 from cost_pipeline.lib.errors import InputError
 from cost_pipeline.lib.tags import apply_tag_schema, quarantine
 
-from cost_pipeline_tests.conftest import SHARED_DATA
+from cost_pipeline_tests.conftest import SHARED_DATA, needs_shared_data
 
 SAMPLE = SHARED_DATA / "focus" / "focus_sample.csv"
 
-pytestmark = pytest.mark.skipif(not SAMPLE.exists(), reason="shared/data is not beside this checkout")
+pytestmark = needs_shared_data(SAMPLE)
 
 
 def _rows():
