@@ -12,12 +12,25 @@ from __future__ import annotations
 import datetime as dt
 import os
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
 PART_NAME = "part-0.parquet"
+
+
+def _replace_atomically(target: Path, write: Callable[[Path], object]) -> Path:
+    """Write to a hidden sibling, then rename over ``target``: readers see old or new, never half."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".tmp-{uuid.uuid4().hex}{target.suffix}"
+    try:
+        write(tmp)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
 
 
 @dataclass(frozen=True)
@@ -41,32 +54,19 @@ class Lake:
 
     def write_day(self, table: str, day: dt.date, frame: pl.DataFrame | pl.LazyFrame) -> Path:
         """Replace one day of a table. The frame must already be that day's rows only."""
-        target = self.day_path(table, day)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.parent / f".tmp-{uuid.uuid4().hex}.parquet"
-        try:
+        def write(tmp: Path) -> None:
             if isinstance(frame, pl.LazyFrame):
                 frame.sink_parquet(tmp, engine="streaming")
             else:
                 frame.write_parquet(tmp)
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return target
+
+        return _replace_atomically(self.day_path(table, day), write)
 
     def write_file(self, table: str, day: dt.date, name: str, data: bytes) -> Path:
         """Store a raw file of a day (e.g. an archived Prometheus response), replaced atomically."""
         if "/" in name or name.startswith("."):
             raise ValueError(f"unsafe file name {name!r}")
-        target = self.day_dir(table, day) / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.parent / f".tmp-{uuid.uuid4().hex}"
-        try:
-            tmp.write_bytes(data)
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return target
+        return _replace_atomically(self.day_dir(table, day) / name, lambda tmp: tmp.write_bytes(data))
 
     def has_day(self, table: str, day: dt.date) -> bool:
         return self.day_path(table, day).exists()

@@ -17,6 +17,7 @@ from cost_pipeline.config import EvenDriver, FixedDriver, KubernetesDriver, Metr
 from cost_pipeline.lib.drivers.kubernetes import kubernetes_shares
 from cost_pipeline.lib.drivers.simple import even_shares, fixed_shares, metric_shares
 from cost_pipeline.lib.money import split_exact
+from cost_pipeline.lib.selectors import line_condition
 
 
 def assign_pools(tagged: pl.DataFrame, pools: list[Pool], schema: TaggingConfig) -> pl.DataFrame:
@@ -25,14 +26,8 @@ def assign_pools(tagged: pl.DataFrame, pools: list[Pool], schema: TaggingConfig)
         return tagged.with_columns(pool=pl.lit(None, pl.String))
     choices = []
     for pool in pools:
-        sel, cond = pool.select, pl.lit(True)
-        if sel.account_ids:
-            cond &= pl.col("sub_account_id").is_in(sel.account_ids)
-        if sel.services:
-            cond &= pl.col("service").is_in(sel.services)
-        if sel.resource_prefixes:
-            resource = pl.col("resource_id").fill_null("")
-            cond &= pl.any_horizontal([resource.str.starts_with(p) for p in sel.resource_prefixes])
+        sel = pool.select
+        cond = line_condition(sel.account_ids, sel.services, sel.resource_prefixes)
         for key, value in (sel.tags or {}).items():
             cond &= (pl.col(schema.key(key).column) == value).fill_null(False)
         choices.append(pl.when(cond).then(pl.lit(pool.name)))

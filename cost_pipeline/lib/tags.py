@@ -13,6 +13,7 @@ import re
 import polars as pl
 
 from cost_pipeline.config import TaggingConfig, VirtualTagRule
+from cost_pipeline.lib.selectors import line_condition
 
 _PREFIXES = ("resourcetags/user:", "resource_tags_user_", "resourcetags/", "tags/", "user:", "user_")
 SAFE_TEAM = r"[a-z0-9][a-z0-9-]{0,62}"
@@ -46,14 +47,7 @@ def _clean(value: pl.Expr) -> pl.Expr:
 
 
 def _rule_condition(rule: VirtualTagRule, raw_keys: list[str]) -> pl.Expr:
-    cond = pl.lit(True)
-    if rule.account_ids:
-        cond &= pl.col("sub_account_id").is_in(rule.account_ids)
-    if rule.services:
-        cond &= pl.col("service").is_in(rule.services)
-    if rule.resource_prefixes:
-        resource = pl.col("resource_id").fill_null("")
-        cond &= pl.any_horizontal([resource.str.starts_with(p) for p in rule.resource_prefixes])
+    cond = line_condition(rule.account_ids, rule.services, rule.resource_prefixes)
     for key, expected in (rule.tag_equals or {}).items():
         cond &= (_tag_value(raw_keys, [key]) == expected).fill_null(False)
     return cond
