@@ -47,7 +47,7 @@ def main() -> None:
         gen = time.perf_counter() - t
         uri = str(out / "billing" / "aws")
         day = start
-        files = [f for f in period_files(uri, day) if f.name.endswith(f"{day.day:05d}.snappy.parquet")]
+        files = [Path(f.uri) for f in period_files(uri, day) if f.name.endswith(f"{day.day:05d}.snappy.parquet")]
         schema = TaggingConfig(teams={t: Team() for t in org.TEAMS})
 
         plain = _best(lambda: pl.scan_parquet(files).select(pl.all().exclude("product", "cost_category")).collect(engine="streaming"), args.repeat)

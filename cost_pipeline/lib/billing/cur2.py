@@ -17,6 +17,7 @@ from cost_pipeline.lib.billing.amortize import AMORTIZATION_COLUMNS, charge_cate
 from cost_pipeline.lib.billing.schema import UTC_TS, conform, empty_cost_lines
 from cost_pipeline.lib.errors import InputError
 from cost_pipeline.lib.money import MONEY
+from cost_pipeline.lib.storage import Storage, StoredFile
 
 REQUIRED_COLUMNS = [
     "identity_line_item_id",
@@ -39,19 +40,24 @@ REQUIRED_COLUMNS = [
 ]
 
 
-def period_files(uri: str, day: dt.date) -> list[Path]:
-    folder = Path(uri) / "data" / f"BILLING_PERIOD={day:%Y-%m}"
-    return sorted(p for p in folder.glob("*.parquet") if not p.name.startswith((".", "_")))
+def period_files(uri: str, day: dt.date, storage: Storage | None = None) -> list[StoredFile]:
+    """The files AWS delivered last for the billing period holding ``day``."""
+    folder = f"data/BILLING_PERIOD={day:%Y-%m}/"
+    return [
+        f for f in (storage or Storage()).list(uri)
+        if f.name.startswith(folder) and f.name.endswith(".parquet") and "/" not in f.name[len(folder):]
+        and not f.name[len(folder):].startswith((".", "_"))
+    ]
 
 
-def _check_file(path: Path) -> None:
+def _check_file(path: Path, where: str) -> None:
     try:
         names = set(pq.read_schema(path).names)
     except Exception as exc:  # pyarrow raises several types for truncated or non-Parquet files
-        raise InputError(str(path), f"not a readable Parquet file ({exc})") from None
+        raise InputError(where, f"not a readable Parquet file ({exc})") from None
     missing = [c for c in REQUIRED_COLUMNS if c not in names]
     if missing:
-        raise InputError(str(path), f"missing required CUR 2.0 column(s): {', '.join(missing)}")
+        raise InputError(where, f"missing required CUR 2.0 column(s): {', '.join(missing)}")
 
 
 def normalize_cur2(frame: pl.LazyFrame, source: str, source_file: str) -> pl.LazyFrame:
@@ -86,7 +92,7 @@ def normalize_cur2(frame: pl.LazyFrame, source: str, source_file: str) -> pl.Laz
     )
 
 
-def _typed(frame: pl.LazyFrame, path: Path) -> pl.LazyFrame:
+def _typed(frame: pl.LazyFrame, path: str) -> pl.LazyFrame:
     """Coerce timestamps and amounts, so a string-typed export still reads; fail naming the column."""
     schema = frame.collect_schema()
     fixes = []
@@ -108,19 +114,21 @@ def _typed(frame: pl.LazyFrame, path: Path) -> pl.LazyFrame:
     return frame.with_columns(fixes)
 
 
-def read_cur2_day(uri: str, day: dt.date, source: str) -> pl.DataFrame:
+def read_cur2_day(uri: str, day: dt.date, source: str, storage: Storage | None = None) -> pl.DataFrame:
     """All charges whose usage started on ``day``, from the period folder AWS delivered last."""
-    files = period_files(uri, day)
+    storage = storage or Storage()
+    files = period_files(uri, day, storage)
     start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
     end = start + dt.timedelta(days=1)
     parts = []
-    for path in files:
-        _check_file(path)
-        lf = _typed(pl.scan_parquet(path), path)
+    for stored in files:
+        path = storage.fetch(stored)
+        _check_file(path, stored.uri)
+        lf = _typed(pl.scan_parquet(path), stored.uri)
         lf = lf.filter(
             (pl.col("line_item_usage_start_date") >= start) & (pl.col("line_item_usage_start_date") < end)
         )
-        parts.append(normalize_cur2(lf, source, str(path.relative_to(uri))))
+        parts.append(normalize_cur2(lf, source, stored.name))
     if not parts:
         return empty_cost_lines()
     try:

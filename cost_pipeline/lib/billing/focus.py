@@ -15,6 +15,7 @@ import polars as pl
 from cost_pipeline.lib.billing.columns import json_tags, parse_money, parse_timestamps, select_columns
 from cost_pipeline.lib.billing.schema import conform, empty_cost_lines
 from cost_pipeline.lib.errors import InputError
+from cost_pipeline.lib.storage import Storage, StoredFile
 
 COLUMNS = {
     "BillingAccountId": "billing_account_id",
@@ -40,16 +41,16 @@ REQUIRED = ["BilledCost", "EffectiveCost", "BillingCurrency", "ChargePeriodStart
 SUFFIXES = (".csv", ".csv.gz", ".parquet")
 
 
-def focus_files(uri: str) -> list[Path]:
-    root = Path(uri)
-    if root.is_file():
-        return [root]
-    return sorted(p for p in root.rglob("*") if p.name.lower().endswith(SUFFIXES) and not p.name.startswith((".", "_")))
+def focus_files(uri: str, storage: Storage) -> list[StoredFile]:
+    return [
+        f for f in storage.list(uri)
+        if f.name.lower().endswith(SUFFIXES) and not f.name.rsplit("/", 1)[-1].startswith((".", "_"))
+    ]
 
 
-def read_focus_file(path: Path, source: str) -> pl.DataFrame:
+def read_focus_file(path: Path, source: str, where: str | None = None) -> pl.DataFrame:
     """One FOCUS file as cost_lines (all days). Bad headers or values name the file and row."""
-    where = str(path)
+    where = where or str(path)
     try:
         if path.name.lower().endswith(".parquet"):
             raw = pl.read_parquet(path)
@@ -83,9 +84,10 @@ def read_focus_file(path: Path, source: str) -> pl.DataFrame:
     )
 
 
-def read_focus_day(uri: str, day: dt.date, source: str) -> pl.DataFrame:
-    files = focus_files(uri)
+def read_focus_day(uri: str, day: dt.date, source: str, storage: Storage | None = None) -> pl.DataFrame:
+    storage = storage or Storage()
+    files = focus_files(uri, storage)
     if not files:
         return empty_cost_lines()
-    frames = [read_focus_file(path, source).filter(pl.col("date") == day) for path in files]
+    frames = [read_focus_file(storage.fetch(f), source, f.uri).filter(pl.col("date") == day) for f in files]
     return pl.concat(frames)

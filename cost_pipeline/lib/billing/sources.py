@@ -12,19 +12,21 @@ from cost_pipeline.lib.billing.cur2 import read_cur2_day
 from cost_pipeline.lib.billing.focus import read_focus_day
 from cost_pipeline.lib.billing.schema import empty_cost_lines
 from cost_pipeline.lib.errors import InputError
+from cost_pipeline.lib.storage import Storage
 
-READERS: dict[str, Callable[[str, dt.date, str], pl.DataFrame]] = {
+READERS: dict[str, Callable[[str, dt.date, str, Storage], pl.DataFrame]] = {
     "aws_cur2": read_cur2_day,
     "focus": read_focus_day,
 }
 
 
-def read_billing_day(sources: list[BillingSource], day: dt.date) -> pl.DataFrame:
+def read_billing_day(sources: list[BillingSource], day: dt.date, storage: Storage | None = None) -> pl.DataFrame:
     """Every source's charges for one day, as one cost_lines frame. Any bad source fails the day."""
+    storage = storage or Storage()
     frames = []
     for source in sources:
         reader = READERS.get(source.format)
         if reader is None:
             raise InputError(f"billing source {source.name!r}", f"format {source.format!r} is not readable yet")
-        frames.append(reader(source.uri, day, source.name))
+        frames.append(reader(source.uri, day, source.name, storage))
     return pl.concat(frames) if frames else empty_cost_lines()
