@@ -53,6 +53,9 @@ def _first_bad(frame: pl.DataFrame, raw: str, parsed: pl.Expr) -> tuple[int, str
 def parse_money(frame: pl.DataFrame, columns: list[str], source: str, header_rows: int = 1) -> pl.DataFrame:
     """Cast amount columns to exact decimals; an unparseable value names the file, row and column."""
     for column in columns:
+        if frame.schema[column].is_numeric():
+            frame = frame.with_columns(pl.col(column).cast(MONEY))
+            continue
         if frame.schema[column] != pl.String:
             frame = frame.with_columns(pl.col(column).cast(pl.String))
         parsed = pl.col(column).str.strip_chars().cast(MONEY, strict=False)

@@ -9,6 +9,7 @@ import polars as pl
 
 from cost_pipeline.config import BillingSource
 from cost_pipeline.lib.billing.cur2 import read_cur2_day
+from cost_pipeline.lib.billing.cur_legacy import read_cur_legacy_day
 from cost_pipeline.lib.billing.focus import read_focus_day
 from cost_pipeline.lib.billing.schema import empty_cost_lines
 from cost_pipeline.lib.errors import InputError
@@ -16,6 +17,7 @@ from cost_pipeline.lib.storage import Storage
 
 READERS: dict[str, Callable[[str, dt.date, str, Storage], pl.DataFrame]] = {
     "aws_cur2": read_cur2_day,
+    "aws_cur_legacy": read_cur_legacy_day,
     "focus": read_focus_day,
 }
 
