@@ -40,6 +40,7 @@ def split_uri(uri: str) -> tuple[str, str, str]:
 class Storage:
     s3_client: Any = None
     gcs_client: Any = None
+    bq_client: Any = None
     cache_dir: Path = Path(tempfile.gettempdir()) / "cost_pipeline_cache"
 
     def list(self, root: str) -> list[StoredFile]:
@@ -82,6 +83,13 @@ class Storage:
         stat = path.stat()
         modified = dt.datetime.fromtimestamp(stat.st_mtime, dt.UTC)
         return StoredFile(str(path), name, stat.st_size, f"{stat.st_size}-{stat.st_mtime_ns}", modified)
+
+    def bigquery_client(self):
+        if self.bq_client is None:
+            from google.cloud import bigquery
+
+            self.bq_client = bigquery.Client()
+        return self.bq_client
 
     def _s3(self):
         if self.s3_client is None:

@@ -11,6 +11,7 @@ from cost_pipeline.config import BillingSource
 from cost_pipeline.lib.billing.cur2 import read_cur2_day
 from cost_pipeline.lib.billing.cur_legacy import read_cur_legacy_day
 from cost_pipeline.lib.billing.focus import read_focus_day
+from cost_pipeline.lib.billing.gcp import read_gcp_day
 from cost_pipeline.lib.billing.schema import empty_cost_lines
 from cost_pipeline.lib.errors import InputError
 from cost_pipeline.lib.storage import Storage
@@ -19,6 +20,7 @@ READERS: dict[str, Callable[[str, dt.date, str, Storage], pl.DataFrame]] = {
     "aws_cur2": read_cur2_day,
     "aws_cur_legacy": read_cur_legacy_day,
     "focus": read_focus_day,
+    "gcp_billing_export": read_gcp_day,
 }
 
 

@@ -1,0 +1,127 @@
+"""The GCP Cloud Billing detailed export: a BigQuery table, or its Parquet / JSONL extracts.
+
+Effective cost is ``cost + sum(credits.amount)`` (credits are negative: sustained and committed use
+discounts, free tier, promotions), which is how GCP's own reports show net cost. Resource labels
+(``labels``) and project labels (``project.labels``) are key/value records; a resource label wins
+over a project label of the same key. GCP marks no line as final, so a day counts as final once its
+invoice month is over.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import polars as pl
+
+from cost_pipeline.lib.billing.columns import parse_money, parse_timestamps
+from cost_pipeline.lib.billing.schema import conform, empty_cost_lines
+from cost_pipeline.lib.errors import InputError
+from cost_pipeline.lib.storage import Storage
+
+REQUIRED = ["billing_account_id", "service", "sku", "usage_start_time", "usage_end_time", "cost", "currency"]
+SUFFIXES = (".parquet", ".jsonl", ".json", ".ndjson", ".jsonl.gz")
+_ENTRIES = pl.List(pl.Struct({"key": pl.String, "value": pl.String}))
+
+
+def _field(column: str, field: str, schema: pl.Schema) -> pl.Expr:
+    dtype = schema.get(column)
+    if isinstance(dtype, pl.Struct) and field in [f.name for f in dtype.fields]:
+        return pl.col(column).struct.field(field).cast(pl.String)
+    return pl.lit(None, pl.String)
+
+
+def _labels(column: str, schema: pl.Schema, parent: str | None = None) -> pl.Expr:
+    dtype = schema.get(parent) if parent else schema.get(column)
+    if parent:
+        if not (isinstance(dtype, pl.Struct) and column in [f.name for f in dtype.fields]):
+            return pl.lit([], dtype=_ENTRIES)
+        expr = pl.col(parent).struct.field(column)
+    elif isinstance(dtype, pl.List):
+        expr = pl.col(column)
+    else:
+        return pl.lit([], dtype=_ENTRIES)
+    return expr.list.eval(pl.struct(key=pl.element().struct.field("key").cast(pl.String), value=pl.element().struct.field("value").cast(pl.String))).fill_null([])
+
+
+def normalize_gcp(raw: pl.DataFrame, source: str, where: str, name: str) -> pl.DataFrame:
+    missing = [c for c in REQUIRED if c not in raw.columns]
+    if missing:
+        raise InputError(where, f"missing required GCP billing export column(s): {', '.join(missing)}")
+    schema = raw.schema
+    credits = (
+        pl.col("credits").list.eval(pl.element().struct.field("amount").cast(pl.String).cast(pl.Decimal(38, 12))).list.sum()
+        if isinstance(schema.get("credits"), pl.List) else pl.lit(0)
+    )
+    frame = raw.with_row_index("_line").select(
+        "_line",
+        pl.col("billing_account_id").cast(pl.String),
+        _field("project", "id", schema).alias("sub_account_id"),
+        _field("service", "description", schema).alias("service"),
+        _field("sku", "description", schema).alias("usage_type"),
+        _field("location", "region", schema).alias("region"),
+        (_field("resource", "global_name", schema) if "resource" in raw.columns else pl.lit(None, pl.String)).alias("resource_id"),
+        pl.col("usage_start_time").alias("charge_period_start"),
+        pl.col("usage_end_time").alias("charge_period_end"),
+        pl.col("cost").alias("billed_cost"),
+        (pl.col("cost_at_list") if "cost_at_list" in raw.columns else pl.lit(None, pl.String)).alias("list_cost"),
+        credits.alias("credits"),
+        pl.col("currency").cast(pl.String),
+        (_field("usage", "amount", schema) if "usage" in raw.columns else pl.lit(None, pl.String)).alias("usage_quantity"),
+        _field("invoice", "month", schema).alias("invoice_id"),
+        (pl.col("cost_type").cast(pl.String) if "cost_type" in raw.columns else pl.lit("regular")).alias("cost_type"),
+        pl.concat_list(_labels("labels", schema), _labels("labels", schema, parent="project")).alias("tags"),
+    )
+    frame = frame.with_columns(pl.col("charge_period_start", "charge_period_end").cast(pl.String).str.replace(r" UTC$", "+00:00"))
+    frame = parse_timestamps(frame, ["charge_period_start", "charge_period_end"], where)
+    frame = parse_money(frame, ["billed_cost", "list_cost"], where)
+    # first key wins in a Parquet map read: put resource labels before project labels, drop later duplicates
+    tags = pl.col("tags").list.eval(pl.element().filter(pl.element().struct.field("key").is_first_distinct()))
+    category = pl.col("cost_type").replace_strict({"tax": "Tax", "adjustment": "Adjustment", "rounding_error": "Adjustment"}, default="Usage")
+    this_month = dt.datetime.now(dt.UTC).strftime("%Y%m")
+    return conform(
+        frame.with_columns(
+            date=pl.col("charge_period_start").dt.date(),
+            provider=pl.lit("gcp"),
+            source=pl.lit(source),
+            line_item_id=pl.concat_str([pl.lit(f"{name}:"), pl.col("_line").cast(pl.String)]),
+            charge_type=pl.col("cost_type"),
+            charge_category=category,
+            usage_quantity=pl.col("usage_quantity").cast(pl.Float64, strict=False),
+            effective_cost=pl.col("billed_cost") + pl.col("credits").fill_null(0).cast(pl.Decimal(38, 12)),
+            is_final=pl.col("invoice_id").fill_null(this_month) < this_month,
+            tags=tags.cast(_ENTRIES).cast(pl.Map(pl.String, pl.String)),
+            source_file=pl.lit(name),
+        )
+    )
+
+
+def read_gcp_file(path: Path, source: str, where: str, name: str) -> pl.DataFrame:
+    try:
+        raw = pl.read_parquet(path) if path.name.endswith(".parquet") else pl.read_ndjson(path, infer_schema_length=None)
+    except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file, reported by name
+        raise InputError(where, f"cannot read GCP billing export file: {exc}") from None
+    return empty_cost_lines() if raw.is_empty() else normalize_gcp(raw, source, where, name)
+
+
+def read_bigquery_day(table: str, day: dt.date, source: str, client) -> pl.DataFrame:
+    """Query one day of the export table; ``_PARTITIONTIME`` bounds keep the scan to a few days."""
+    from google.cloud import bigquery
+
+    sql = f"""
+        SELECT * FROM `{table}`
+        WHERE DATE(_PARTITIONTIME) BETWEEN DATE_SUB(@day, INTERVAL 1 DAY) AND DATE_ADD(@day, INTERVAL 5 DAY)
+          AND DATE(usage_start_time) = @day
+    """
+    job = client.query(sql, job_config=bigquery.QueryJobConfig(query_parameters=[bigquery.ScalarQueryParameter("day", "DATE", day)]))
+    raw = pl.from_arrow(job.to_arrow())
+    return empty_cost_lines() if raw.is_empty() else normalize_gcp(raw, source, f"bq://{table}", table)
+
+
+def read_gcp_day(uri: str, day: dt.date, source: str, storage: Storage | None = None) -> pl.DataFrame:
+    storage = storage or Storage()
+    if uri.startswith("bq://"):
+        return read_bigquery_day(uri[len("bq://"):], day, source, storage.bigquery_client())
+    files = [f for f in storage.list(uri) if f.name.lower().endswith(SUFFIXES)]
+    frames = [read_gcp_file(storage.fetch(f), source, f.uri, f.name).filter(pl.col("date") == day) for f in files]
+    return pl.concat(frames) if frames else empty_cost_lines()

@@ -1,0 +1,63 @@
+"""GCP billing export files, and a GCS bucket served by a local stand-in through google-cloud-storage."""
+
+import datetime as dt
+from decimal import Decimal
+
+import polars as pl
+import pytest
+
+from cost_pipeline.lib.billing.gcp import read_gcp_day, read_gcp_file
+from cost_pipeline.lib.errors import InputError
+from cost_pipeline.lib.storage import Storage
+from cost_pipeline.sample.gcp import gcp_rows, write_jsonl
+from cost_pipeline_tests.gcs_standin import gcs_standin
+
+DAY = dt.date(2026, 9, 3)
+
+
+def _expected(rows):
+    billed = sum(Decimal(repr(r["cost"])) for r in rows)
+    credits = sum(Decimal(repr(c["amount"])) for r in rows for c in r["credits"])
+    return billed, billed + credits
+
+
+def test_jsonl_export_totals_credits_and_labels(tmp_path):
+    rows = gcp_rows(DAY, 60, seed=1)
+    path = write_jsonl(tmp_path / "export" / "billing-000.jsonl", rows)
+    lines = read_gcp_file(path, "gcp", str(path), path.name)
+    billed, effective = _expected(rows)
+    assert (lines["billed_cost"].sum(), lines["effective_cost"].sum()) == (billed, effective)
+    assert billed != effective
+    first = lines.row(1, named=True)
+    assert first["tags"]["ml-team"] == rows[1]["labels"][0]["value"]  # resource label wins
+    assert first["tags"]["ml-project"] == rows[1]["project"]["labels"][0]["value"]  # project label fills the rest
+    assert set(lines["provider"]) == {"gcp"} and lines["date"].unique().to_list() == [DAY]
+
+
+def test_parquet_export_reads_the_same(tmp_path):
+    rows = gcp_rows(DAY, 30, seed=2)
+    jsonl = write_jsonl(tmp_path / "a.jsonl", rows)
+    parquet = tmp_path / "b.parquet"
+    pl.read_ndjson(jsonl).write_parquet(parquet)
+    a = read_gcp_file(jsonl, "gcp", "a", "x")
+    b = read_gcp_file(parquet, "gcp", "b", "x")
+    assert a.drop("tags").equals(b.drop("tags"))
+
+
+def test_missing_column_is_named(tmp_path):
+    rows = [{k: v for k, v in r.items() if k != "cost"} for r in gcp_rows(DAY, 3, seed=3)]
+    path = write_jsonl(tmp_path / "bad.jsonl", rows)
+    with pytest.raises(InputError, match="cost") as err:
+        read_gcp_file(path, "gcp", str(path), path.name)
+    assert str(path) in str(err.value)
+
+
+def test_gcs_bucket_through_the_client_library(tmp_path):
+    rows = gcp_rows(DAY, 40, seed=4)
+    body = "".join(__import__("json").dumps(r) + "\n" for r in rows).encode()
+    objects = {"exports/gcp/billing-000.jsonl": body, "exports/gcp/README.txt": b"not data"}
+    with gcs_standin(objects) as client:
+        storage = Storage(gcs_client=client, cache_dir=tmp_path / "cache")
+        lines = read_gcp_day("gs://billing-bucket/exports/gcp", DAY, "gcp", storage)
+    billed, effective = _expected(rows)
+    assert (lines.height, lines["billed_cost"].sum(), lines["effective_cost"].sum()) == (40, billed, effective)
