@@ -32,9 +32,20 @@ class _Model(BaseModel):
 
 
 class BillingSource(_Model):
+    """One export: a local folder, ``s3://bucket/prefix``, ``gs://bucket/prefix`` or ``bq://project.dataset.table``."""
+
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
     format: BillingFormat
     uri: str
+    endpoint_url: str | None = None  # S3-compatible endpoint (MinIO, a VPC endpoint, a test server)
+    region: str | None = None
+    gcp_project: str | None = None
+
+    @model_validator(mode="after")
+    def _scheme_fits(self) -> "BillingSource":
+        if self.uri.startswith("bq://") and self.format != "gcp_billing_export":
+            raise ValueError(f"billing source {self.name!r}: bq:// is only for format gcp_billing_export")
+        return self
 
 
 class UsageConfig(_Model):

@@ -43,7 +43,12 @@ class Storage:
     bq_client: Any = None
     cache_dir: Path = Path(tempfile.gettempdir()) / "cost_pipeline_cache"
 
-    def list(self, root: str) -> list[StoredFile]:
+    def list(self, root: str, since: dt.datetime | None = None) -> list[StoredFile]:
+        """Files under ``root``; with ``since``, only those modified after it (for sensors)."""
+        files = self._list(root, since)
+        return [f for f in files if since is None or f.modified > since]
+
+    def _list(self, root: str, since: dt.datetime | None) -> list[StoredFile]:
         scheme, bucket, prefix = split_uri(root)
         if scheme == "file":
             base = Path(root)
@@ -56,7 +61,7 @@ class Storage:
                 key=lambda f: f.name,
             )
         if scheme == "s3":
-            return self._list_s3(bucket, prefix)
+            return self._list_s3(bucket, prefix, since)
         if scheme == "gs":
             return self._list_gcs(bucket, prefix)
         raise ValueError(f"{root}: unsupported scheme {scheme}:// (use a path, s3:// or gs://)")
@@ -105,13 +110,14 @@ class Storage:
             self.gcs_client = storage.Client()
         return self.gcs_client
 
-    def _list_s3(self, bucket: str, prefix: str) -> list[StoredFile]:
+    def _list_s3(self, bucket: str, prefix: str, since: dt.datetime | None = None) -> list[StoredFile]:
         from dagster_aws.s3.sensor import get_objects
 
         base = prefix + "/" if prefix else ""
+        objects = get_objects(bucket, base, since_last_modified=since, client=self._s3())
         return [
             StoredFile(f"s3://{bucket}/{o['Key']}", o["Key"][len(base):], o["Size"], o["ETag"].strip('"'), o["LastModified"])
-            for o in sorted(get_objects(bucket, base, client=self._s3()), key=lambda o: o["Key"])
+            for o in sorted(objects, key=lambda o: o["Key"])
             if not o["Key"].endswith("/")
         ]
 

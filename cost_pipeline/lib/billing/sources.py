@@ -24,13 +24,16 @@ READERS: dict[str, Callable[[str, dt.date, str, Storage], pl.DataFrame]] = {
 }
 
 
-def read_billing_day(sources: list[BillingSource], day: dt.date, storage: Storage | None = None) -> pl.DataFrame:
+def read_source_day(source: BillingSource, day: dt.date, storage: Storage | None = None) -> pl.DataFrame:
+    reader = READERS.get(source.format)
+    if reader is None:
+        raise InputError(f"billing source {source.name!r}", f"format {source.format!r} is not readable yet")
+    return reader(source.uri, day, source.name, storage or Storage())
+
+
+def read_billing_day(
+    sources: list[BillingSource], day: dt.date, storage_for: Callable[[BillingSource], Storage] | None = None
+) -> pl.DataFrame:
     """Every source's charges for one day, as one cost_lines frame. Any bad source fails the day."""
-    storage = storage or Storage()
-    frames = []
-    for source in sources:
-        reader = READERS.get(source.format)
-        if reader is None:
-            raise InputError(f"billing source {source.name!r}", f"format {source.format!r} is not readable yet")
-        frames.append(reader(source.uri, day, source.name, storage))
+    frames = [read_source_day(s, day, storage_for(s) if storage_for else None) for s in sources]
     return pl.concat(frames) if frames else empty_cost_lines()

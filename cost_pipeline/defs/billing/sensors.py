@@ -1,0 +1,65 @@
+"""One sensor per billing source: new or re-delivered files → runs for exactly the changed days."""
+
+import datetime as dt
+import json
+
+import dagster as dg
+
+from cost_pipeline.config import BillingSource
+from cost_pipeline.defs.billing.resources import storage_for
+from cost_pipeline.defs.jobs import daily_costs_job
+from cost_pipeline.defs.partitions import DAILY
+from cost_pipeline.defs.resources import PipelineConfig
+from cost_pipeline.lib.billing.deliveries import affected_days
+from cost_pipeline.lib.billing.fingerprint import day_fingerprint
+from cost_pipeline.lib.billing.sources import read_source_day
+
+
+def _recorded_fingerprint(instance: dg.DagsterInstance, source: str, day: dt.date) -> str | None:
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("cost_lines"), asset_partitions=[day.isoformat()]), limit=1
+    ).records
+    materialization = records[0].event_log_entry.asset_materialization if records else None
+    if materialization is None:
+        return None
+    value = materialization.metadata.get(f"fingerprint/{source}")
+    return value.value if value is not None else None
+
+
+def build_delivery_sensor(source: BillingSource) -> dg.SensorDefinition:
+    @dg.sensor(
+        name=f"{source.name.replace('-', '_')}_deliveries",
+        job=daily_costs_job,
+        minimum_interval_seconds=300,
+        description=f"Watches {source.uri} ({source.format}) and re-runs the days whose charges changed.",
+    )
+    def delivery_sensor(context: dg.SensorEvaluationContext, pipeline: PipelineConfig):
+        storage = storage_for(source)
+        since = dt.datetime.fromisoformat(context.cursor) if context.cursor else None
+        changed = storage.list(source.uri, since=since)
+        if not changed:
+            return dg.SkipReason(f"no new files under {source.uri} since {since}")
+        partitions = {dt.date.fromisoformat(k) for k in DAILY.get_partition_keys()}
+        requests = []
+        for day in sorted(affected_days(source.format, changed, storage) & partitions):
+            fingerprint = day_fingerprint(read_source_day(source, day, storage))
+            recorded = _recorded_fingerprint(context.instance, source.name, day)
+            if fingerprint == recorded or (recorded is None and fingerprint == "empty"):
+                continue
+            requests.append(
+                dg.RunRequest(
+                    run_key=f"{source.name}:{day}:{fingerprint}",
+                    partition_key=day.isoformat(),
+                    tags={"cost_pipeline/source": source.name, "cost_pipeline/fingerprint": fingerprint},
+                )
+            )
+        newest = max(f.modified for f in changed)
+        context.update_cursor(newest.isoformat())
+        context.log.info(f"{len(changed)} new file(s); {len(requests)} day(s) changed: {[r.partition_key for r in requests]}")
+        return requests or dg.SkipReason(f"{len(changed)} new file(s), but no day's charges changed")
+
+    return delivery_sensor
+
+
+def delivery_sensors(sources: list[BillingSource]) -> list[dg.SensorDefinition]:
+    return [build_delivery_sensor(s) for s in sources]

@@ -1,0 +1,27 @@
+"""Content fingerprints of a day's cost lines, to re-run exactly the days a re-delivery changed.
+
+The fingerprint ignores where lines came from (file names, synthetic line ids of FOCUS and GCP rows)
+and their order, so a re-delivery with new file names but the same charges changes nothing, while a
+single changed cent changes the day's fingerprint. Polars' row hash is stable within a Polars
+version; after an upgrade, days may be re-run once, which is harmless.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import polars as pl
+
+IGNORED = ["source_file", "line_item_id"]
+
+
+def day_fingerprint(lines: pl.DataFrame) -> str:
+    if lines.is_empty():
+        return "empty"
+    content = lines.drop([c for c in IGNORED if c in lines.columns]).with_columns(
+        pl.col(c).cast(pl.List(pl.Struct({"key": pl.String, "value": pl.String}))).list.sort()
+        for c, t in lines.schema.items() if isinstance(t, pl.Map)
+    )
+    hashes = np.sort(content.hash_rows(seed=1).to_numpy())
+    return hashlib.sha256(hashes.tobytes()).hexdigest()[:20] + f"-{lines.height}"
