@@ -120,3 +120,22 @@ def test_missing_required_column_names_file_and_column(tmp_path):
     with pytest.raises(InputError, match="line_item_unblended_cost") as err:
         read_cur_legacy_day(str(path.parent), START, "legacy")
     assert str(path) in str(err.value)
+
+
+def test_header_variants_bom_and_case(tmp_path):
+    path = tmp_path / "bare" / "cur.csv"
+    path.parent.mkdir()
+    header = "\ufeffIDENTITY/LINEITEMID,lineitem/lineitemtype,LineItem_UsageStartDate,lineItem/UsageEndDate,lineItem/ProductCode,lineItem/CurrencyCode,lineItem/UnblendedCost,lineItem/UsageAccountId,resourceTags/user:ml-team"
+    path.write_text(header + "\nx1,Usage,2026-09-01T00:00:00Z,2026-09-01T01:00:00Z,AmazonEC2,USD,1.25,111,fraud-detection\n", encoding="utf-8")
+    lines = read_cur_legacy_day(str(path.parent), START, "legacy")
+    assert lines["billed_cost"].to_list() == [Decimal("1.25")] and lines["tags"].map.get("user:ml-team").to_list() == ["fraud-detection"]
+
+
+def test_unparseable_number_names_file_and_row(tmp_path):
+    path = tmp_path / "bare" / "cur.csv"
+    path.parent.mkdir()
+    header = "identity/LineItemId,lineItem/LineItemType,lineItem/UsageStartDate,lineItem/UsageEndDate,lineItem/ProductCode,lineItem/CurrencyCode,lineItem/UnblendedCost,lineItem/UsageAccountId"
+    path.write_text(header + "\nx1,Usage,2026-09-01T00:00:00Z,2026-09-01T01:00:00Z,AmazonEC2,USD,1.25,111\nx2,Usage,2026-09-01T00:00:00Z,2026-09-01T01:00:00Z,AmazonEC2,USD,12x5,111\n")
+    with pytest.raises(InputError, match=r"row 3: column line_item_unblended_cost is not a number") as err:
+        read_cur_legacy_day(str(path.parent), START, "legacy")
+    assert str(path) in str(err.value)

@@ -128,3 +128,17 @@ def test_missing_column_is_named(tmp_path):
 def test_empty_file_is_an_empty_day(tmp_path):
     path = _write(tmp_path / "e.csv", HEADER)
     assert read_focus_file(path, "f").height == 0
+
+
+def test_mixed_currencies_are_kept_apart(tmp_path):
+    rows = [
+        "10.00,10.00,USD,2024-09-01 00:00:00,2024-09-01 01:00:00,Usage,1,\"{\"\"ml-team\"\": \"\"a\"\"}\"",
+        "20.00,20.00,EUR,2024-09-01 00:00:00,2024-09-01 01:00:00,Usage,1,\"{\"\"ml-team\"\": \"\"a\"\"}\"",
+        "5.00,5.00,EUR,2024-09-01 02:00:00,2024-09-01 03:00:00,Usage,1,NULL",
+    ]
+    path = _write(tmp_path / "mixed.csv", HEADER + "\n".join(rows) + "\n")
+    lines = read_focus_file(path, "f")
+    schema = TaggingConfig(keys=[TagKey(key="ml-team", column="team")])
+    allocated = allocate(apply_tag_schema(lines, schema), "v")
+    totals = {(r["team"], r["currency"]): r["amount"] for r in allocated.iter_rows(named=True)}
+    assert totals == {("a", "USD"): Decimal("10"), ("a", "EUR"): Decimal("20"), ("__unattributed__", "EUR"): Decimal("5")}
