@@ -12,7 +12,9 @@ import polars as pl
 import pytest
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
+from cost_pipeline.config import load_settings
 from cost_pipeline.defs.resources import PipelineConfig
+from cost_pipeline.lib.pools import classify
 from cost_pipeline.definitions import defs
 from cost_pipeline_tests.conftest import DAYS, START, write_config
 
@@ -48,6 +50,15 @@ def test_ranged_run_writes_every_day_and_reconciles(config_path, tmp_path):
     lines = pl.read_parquet(lake / "cost_lines" / "*" / "*.parquet")
     per_day = lambda f, c: f.group_by("date", "currency").agg(pl.col(c).sum()).sort("date")  # noqa: E731
     assert per_day(allocated, "amount")["amount"].to_list() == per_day(lines, "effective_cost")["effective_cost"].to_list()
+
+    # every pool's cost is fully shared or explicitly unattributed, day by day, to the last digit
+    settings = load_settings(config_path)
+    pooled = classify(lines, settings.tagging, settings.allocation.pools).filter(pl.col("pool").is_not_null())
+    pool_cost = pooled.group_by("date", "pool").agg(pl.col("effective_cost").sum()).sort("date", "pool")
+    pool_alloc = allocated.filter(pl.col("pool").is_not_null()).group_by("date", "pool").agg(pl.col("amount").sum()).sort("date", "pool")
+    assert pool_cost.height == DAYS * 4
+    assert pool_cost["effective_cost"].to_list() == pool_alloc["amount"].to_list()
+    assert set(allocated.filter(pl.col("pool").is_not_null())["allocation"]) == {"shared"}
 
     checks = [e for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
     assert {c.asset_check_evaluation_data.check_name: c.asset_check_evaluation_data.passed for c in checks} == {

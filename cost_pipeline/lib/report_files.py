@@ -31,6 +31,9 @@ class Summary:
     untagged_by_reason: list[tuple[str, Decimal]]
     top_untagged: list[tuple[str, str, str, Decimal]]  # resource, account, service, amount
     virtual_tagged: list[tuple[str, Decimal]]  # virtual-tag rule, spend it helped attribute
+    final_days: int  # days whose every line is invoiced; the others are estimates AWS may restate
+    days: int
+    shared_by_pool: list[tuple[str, str, Decimal]]  # pool, currency, amount shared out by its driver
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,11 @@ def summarize(lake: Lake) -> Summary:
         allocated.with_columns(rule=rules).explode("rule")
         .group_by("rule").agg(pl.col("amount").sum()).sort("amount", descending=True)
     )
+    finality = lake.scan("cost_lines").group_by("date").agg(pl.col("is_final").all()).collect()
+    shared = (
+        lake.scan("allocated_costs").filter(pl.col("allocation") == "shared")
+        .group_by("pool", "currency").agg(pl.col("amount").sum()).sort("pool", "currency").collect()
+    )
     return Summary(
         first_day=str(daily["date"].min()),
         last_day=str(daily["date"].max()),
@@ -71,6 +79,9 @@ def summarize(lake: Lake) -> Summary:
         untagged_by_reason=[(r, round_cents(a)) for r, a in reasons.iter_rows()],
         top_untagged=[(r["resource_id"], r["account_id"], r["service"], round_cents(r["amount"])) for r in top.iter_rows(named=True)],
         virtual_tagged=[(src, round_cents(a)) for src, a in virtual.iter_rows()],
+        final_days=int(finality["is_final"].sum()),
+        days=finality.height,
+        shared_by_pool=[(p, c, round_cents(a)) for p, c, a in shared.iter_rows()],
     )
 
 
@@ -78,9 +89,14 @@ def render_text(summary: Summary) -> str:
     lines = [f"Effective spend {summary.first_day} .. {summary.last_day}"]
     for currency, total in summary.totals.items():
         lines.append(f"  total: {total:,.2f} {currency}")
+    lines.append(f"  invoiced (final) days: {summary.final_days} of {summary.days}; the rest are estimates until AWS finalizes the month")
     lines.append("Per team:")
     for team, currency, amount in summary.teams:
         lines.append(f"  {team:<22} {amount:>14,.2f} {currency}")
+    if summary.shared_by_pool:
+        lines.append("Shared pools, split by measured use:")
+        for pool, currency, amount in summary.shared_by_pool:
+            lines.append(f"  {_plain(pool, 22):<22} {amount:>14,.2f} {currency}")
     lines.append(f"Untagged (quarantined) share: {summary.untagged_share:.2%}")
     for reason, amount in summary.untagged_by_reason:
         lines.append(f"  {reason:<28} {amount:>12,.2f}")

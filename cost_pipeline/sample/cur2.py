@@ -212,6 +212,7 @@ def _day_chunk(rng: np.random.Generator, day: dt.date, n: int, first_index: int,
         ids=ids, day=day, account=account, line_type=line_type, start=start, service=service,
         usage_type=usage_type, resource=resource, usage_amount=usage_amount, cost=cost,
         sp_effective=np.where(covered, np.round(cost * SP_DISCOUNT, 8), np.nan), tags=_map_array(tag_cols),
+        invoice=invoice_id(day, spec),
     )
     negation = _negations(table, covered)
     # a negation line carries the covered line's tags, so it fails (or passes) with it
@@ -222,7 +223,13 @@ def _day_chunk(rng: np.random.Generator, day: dt.date, n: int, first_index: int,
     return pa.concat_tables([table, negation]), truth
 
 
-def _cur_table(*, ids, day, account, line_type, start, service, usage_type, resource, usage_amount, cost, sp_effective, tags) -> pa.Table:
+def invoice_id(day: dt.date, spec: SampleSpec) -> str | None:
+    """Months before the last generated month are invoiced (final); the last one is still estimated."""
+    last = spec.start + dt.timedelta(days=spec.days - 1)
+    return f"EUINUS{day:%y%m}-0001" if (day.year, day.month) < (last.year, last.month) else None
+
+
+def _cur_table(*, ids, day, account, line_type, start, service, usage_type, resource, usage_amount, cost, sp_effective, tags, invoice=None) -> pa.Table:
     n = len(ids)
     period_start = dt.datetime(day.year, day.month, 1, tzinfo=dt.UTC)
     period_end = (period_start + dt.timedelta(days=32)).replace(day=1)
@@ -231,7 +238,7 @@ def _cur_table(*, ids, day, account, line_type, start, service, usage_type, reso
     cols = {
         "identity_line_item_id": pa.array(ids, STR),
         "identity_time_interval": pa.array([f"{day}T00:00:00Z/{day + dt.timedelta(days=1)}T00:00:00Z"] * n, STR),
-        "bill_invoice_id": pa.nulls(n, STR),
+        "bill_invoice_id": pa.array([invoice] * n, STR),
         "bill_invoicing_entity": pa.array(["Amazon Web Services, Inc."] * n, STR),
         "bill_billing_entity": pa.array(["AWS"] * n, STR),
         "bill_bill_type": pa.array(["Anniversary"] * n, STR),
@@ -295,7 +302,7 @@ def _negations(table: pa.Table, covered: np.ndarray) -> pa.Table:
     return neg
 
 
-def _recurring_fees(day: dt.date, used: float) -> pa.Table:
+def _recurring_fees(day: dt.date, used: float, spec: SampleSpec) -> pa.Table:
     """24 hourly SavingsPlanRecurringFee lines; the unused commitment is their effective cost."""
     n = 24
     used_hourly = np.full(n, round(used / n, 8))
@@ -308,6 +315,7 @@ def _recurring_fees(day: dt.date, used: float) -> pa.Table:
         usage_type=np.full(n, "ComputeSP:1yrNoUpfront", dtype=object), resource=np.full(n, SP_ARN, dtype=object),
         usage_amount=np.ones(n), cost=commitment, sp_effective=np.full(n, np.nan),
         tags=_map_array([("user_ml_team", np.full(n, None, dtype=object))]),
+        invoice=invoice_id(day, spec),
     )
     table = table.set_column(table.schema.get_field_index("savings_plan_total_commitment_to_date"), "savings_plan_total_commitment_to_date", pa.array(commitment))
     return table.set_column(table.schema.get_field_index("savings_plan_used_commitment"), "savings_plan_used_commitment", pa.array(used_hourly))
@@ -332,7 +340,7 @@ def write_cur2(out: Path, spec: SampleSpec) -> list[dict]:
                 sp_used += float(np.nansum(effective))
                 writer.write_table(chunk)
                 truth.extend(chunk_truth)
-            fees = _recurring_fees(day, sp_used)
+            fees = _recurring_fees(day, sp_used, spec)
             writer.write_table(fees)
             truth.extend(
                 {"line_item_id": i, "date": day.isoformat(), "defect": "untaggable_commitment_fee", "expected_reason": "missing:ml-team"}
