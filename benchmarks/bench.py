@@ -15,11 +15,13 @@ from pathlib import Path
 
 import polars as pl
 
-from cost_pipeline.config import TaggingConfig, Team
+from cost_pipeline.config import bundled_config_path, load_settings
 from cost_pipeline.lib.allocate import allocate
 from cost_pipeline.lib.billing.cur2 import period_files, read_cur2_day
-from cost_pipeline.lib.tags import apply_tag_schema, quarantine
-from cost_pipeline.sample import org
+from cost_pipeline.lib.billing.fingerprint import day_fingerprint
+from cost_pipeline.lib.pools import classify
+from cost_pipeline.lib.tags import quarantine
+from cost_pipeline.lib.usage import read_extracts
 from cost_pipeline.sample.generate import generate
 
 
@@ -48,22 +50,29 @@ def main() -> None:
         uri = str(out / "billing" / "aws")
         day = start
         files = [Path(f.uri) for f in period_files(uri, day) if f.name.endswith(f"{day.day:05d}.snappy.parquet")]
-        schema = TaggingConfig(teams={t: Team() for t in org.TEAMS})
+        demo = load_settings(bundled_config_path())
+        schema, pools, teams = demo.tagging, demo.allocation.pools, set(demo.tagging.teams)
+        samples = read_extracts(out / "usage", day)
 
         plain = _best(lambda: pl.scan_parquet(files).select(pl.all().exclude("product", "cost_category")).collect(engine="streaming"), args.repeat)
         lines = read_cur2_day(uri, day, "aws-main")
         ingest = _best(lambda: read_cur2_day(uri, day, "aws-main"), args.repeat)
-        tagged = apply_tag_schema(lines, schema)
-        tag = _best(lambda: apply_tag_schema(lines, schema), args.repeat)
+        tagged = classify(lines, schema, pools)
+        tag = _best(lambda: classify(lines, schema, pools), args.repeat)
         quar = _best(lambda: quarantine(tagged), args.repeat)
-        alloc = _best(lambda: allocate(tagged, "bench"), args.repeat)
+        alloc = _best(lambda: allocate(tagged, "bench", pools, samples, teams), args.repeat)
+        fingerprint = _best(lambda: day_fingerprint(lines), args.repeat)
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     n = lines.height
     print(f"lines in day: {n:,} (generated {args.days} day(s) in {gen:.1f}s, {args.days * n / gen:,.0f} lines/s)")
     print(f"{'stage':<28}{'seconds':>10}{'lines/s':>14}{'x plain scan':>14}")
-    for name, secs in [("plain parquet scan", plain), ("read + normalize + amortize", ingest), ("apply tag schema", tag), ("quarantine", quar), ("allocate", alloc)]:
+    stages = [
+        ("plain parquet scan", plain), ("read + normalize + amortize", ingest), ("tags + virtual tags + pools", tag),
+        ("quarantine", quar), ("allocate (direct + 4 pools)", alloc), ("day fingerprint", fingerprint),
+    ]
+    for name, secs in stages:
         print(f"{name:<28}{secs:>10.3f}{n / secs:>14,.0f}{secs / plain:>14.2f}")
-    total = ingest + tag + quar + alloc
+    total = ingest + tag + quar + alloc + fingerprint
     print(f"{'whole day (sum of stages)':<28}{total:>10.3f}{n / total:>14,.0f}{total / plain:>14.2f}")
     print(f"peak RSS: {rss:,.0f} MiB")
 

@@ -103,7 +103,7 @@ def render_text(summary: Summary) -> str:
     if summary.top_untagged:
         lines.append("Top untagged resources:")
         for resource, account, service, amount in summary.top_untagged:
-            lines.append(f"  {_plain(resource, 60):<60} {_plain(account, 13):<13} {_plain(service, 18):<18} {amount:>12,.2f}")
+            lines.append(f"  {_plain(resource, 60):<60} {_plain(account, 13):<13} {_plain(service, 20):<20} {amount:>12,.2f}")
     if summary.virtual_tagged:
         lines.append("Spend attributed with help of virtual-tag rules:")
         for source, amount in summary.virtual_tagged:

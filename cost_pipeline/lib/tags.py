@@ -65,32 +65,40 @@ def _rule_value(rule: VirtualTagRule, key: str, raw_keys: list[str]) -> pl.Expr 
 
 
 def canonical_tags(lines: pl.DataFrame, schema: TaggingConfig) -> pl.DataFrame:
-    """Add one column per schema key and ``tag_source`` (``tag``, or ``key=rule`` for filled keys)."""
+    """Add one column per schema key and ``tag_source`` (``tag``, or ``key=rule`` for filled keys).
+
+    Evaluated in stages (raw values, then rule fills, then provenance) so each map lookup runs once.
+    """
     raw_keys = (
         lines.select(pl.col("tags").map.keys().explode().drop_nulls().unique()).to_series().to_list()
         if lines.height
         else []
     )
+    rules = schema.virtual_tags
+    staged = lines.with_columns(
+        *[_clean(_tag_value(raw_keys, [k.key, *schema.aliases.get(k.key, [])])).alias(f"_tag_{k.column}") for k in schema.keys],
+        *[_rule_condition(rule, raw_keys).alias(f"_rule_{i}") for i, rule in enumerate(rules)],
+    )
     values, sources = {}, {}
-    conditions = {rule.name: _rule_condition(rule, raw_keys) for rule in schema.virtual_tags}
     for key in schema.keys:
-        tagged = _clean(_tag_value(raw_keys, [key.key, *schema.aliases.get(key.key, [])]))
+        tagged = pl.col(f"_tag_{key.column}")
         options, origin = [tagged], [pl.when(tagged.is_not_null()).then(pl.lit("tag"))]
-        for rule in schema.virtual_tags:
+        for i, rule in enumerate(rules):
             value = _rule_value(rule, key.key, raw_keys)
             if value is None:
                 continue
-            filled = pl.when(conditions[rule.name]).then(_clean(value))
+            filled = pl.when(pl.col(f"_rule_{i}")).then(_clean(value))
             options.append(filled)
-            origin.append(pl.when(filled.is_not_null()).then(pl.lit(f"{key.key}={rule.name}")))
+            origin.append(pl.when(tagged.is_null() & filled.is_not_null()).then(pl.lit(f"{key.key}={rule.name}")))
         values[key.column] = pl.coalesce(options)
-        sources[key.column] = pl.coalesce(origin)
+        sources[f"_src_{key.column}"] = pl.coalesce(origin)
+    staged = staged.with_columns(**values, **sources)
     provenance = pl.concat_str(
-        [pl.when(src != "tag").then(src) for src in sources.values()], separator=",", ignore_nulls=True
+        [pl.when(pl.col(src) != "tag").then(pl.col(src)) for src in sources], separator=",", ignore_nulls=True
     )
-    return lines.with_columns(**values).with_columns(
+    return staged.with_columns(
         tag_source=pl.when(provenance.str.len_chars() > 0).then(provenance).otherwise(pl.lit("tag"))
-    )
+    ).drop([c for c in staged.columns if c.startswith(("_tag_", "_rule_", "_src_"))])
 
 
 def _fullmatch(expr: pl.Expr, pattern: str) -> pl.Expr:
