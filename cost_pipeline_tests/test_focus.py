@@ -142,3 +142,16 @@ def test_mixed_currencies_are_kept_apart(tmp_path):
     allocated = allocate(apply_tag_schema(lines, schema), "v")
     totals = {(r["team"], r["currency"]): r["amount"] for r in allocated.iter_rows(named=True)}
     assert totals == {("a", "USD"): Decimal("10"), ("a", "EUR"): Decimal("20"), ("__unattributed__", "EUR"): Decimal("5")}
+
+
+def test_unknown_currency_is_refused_naming_the_file(tmp_path):
+    from cost_pipeline.config import BillingSource
+    from cost_pipeline.lib.billing.sources import read_source_day
+
+    folder = tmp_path / "focus"
+    folder.mkdir()
+    _write(folder / "x.csv", HEADER + "1,1,US$,2024-09-01 00:00:00,2024-09-01 01:00:00,Usage,1,NULL\n")
+    source = BillingSource(name="f", format="focus", uri=str(folder))
+    with pytest.raises(InputError, match=r"unknown currency 'US\$'") as err:
+        read_source_day(source, dt.date(2024, 9, 1))
+    assert "x.csv" in str(err.value)

@@ -11,6 +11,7 @@ from cost_pipeline.config import BillingSource
 from cost_pipeline.lib.billing.cur2 import read_cur2_day
 from cost_pipeline.lib.billing.cur_legacy import read_cur_legacy_day
 from cost_pipeline.lib.billing.focus import read_focus_day
+from cost_pipeline.lib.billing.currencies import ISO_4217
 from cost_pipeline.lib.billing.gcp import read_gcp_day
 from cost_pipeline.lib.billing.schema import empty_cost_lines
 from cost_pipeline.lib.errors import InputError
@@ -28,7 +29,19 @@ def read_source_day(source: BillingSource, day: dt.date, storage: Storage | None
     reader = READERS.get(source.format)
     if reader is None:
         raise InputError(f"billing source {source.name!r}", f"format {source.format!r} is not readable yet")
-    return reader(source.uri, day, source.name, storage or Storage())
+    return check_currencies(reader(source.uri, day, source.name, storage or Storage()), source)
+
+
+def check_currencies(lines: pl.DataFrame, source: BillingSource) -> pl.DataFrame:
+    """Amounts are only ever summed within one currency, so a currency must be a real ISO 4217 code."""
+    bad = lines.filter(~pl.col("currency").is_in(ISO_4217) | pl.col("currency").is_null())
+    if bad.height:
+        first = bad.row(0, named=True)
+        raise InputError(
+            f"{source.uri}/{first['source_file']}",
+            f"unknown currency {str(first['currency'])[:20]!r} on {bad.height} line(s), e.g. line {first['line_item_id']}",
+        )
+    return lines
 
 
 def read_billing_day(
