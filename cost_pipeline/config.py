@@ -40,6 +40,7 @@ class BillingSource(_Model):
     endpoint_url: str | None = None  # S3-compatible endpoint (MinIO, a VPC endpoint, a test server)
     region: str | None = None
     gcp_project: str | None = None
+    currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")  # for FOCUS files without BillingCurrency
 
     @model_validator(mode="after")
     def _scheme_fits(self) -> "BillingSource":

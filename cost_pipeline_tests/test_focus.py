@@ -155,3 +155,39 @@ def test_unknown_currency_is_refused_naming_the_file(tmp_path):
     with pytest.raises(InputError, match=r"unknown currency 'US\$'") as err:
         read_source_day(source, dt.date(2024, 9, 1))
     assert "x.csv" in str(err.value)
+
+
+SPEC = SHARED_DATA / "focus" / "spec_examples"
+# The FOCUS 1.2 spec's example files are partly spreadsheet exports that break the spec they
+# illustrate; these must be refused with the file, row and value, never guessed at.
+SPEC_DEFECTS = {
+    "commitment_discount_purchase_scenario_2.csv": r"row 4: column charge_period_end is not a timestamp: '2023-02-01T30:00:00Z'",
+    "commitment_discount_purchase_scenario_3.csv": r"row 5: column charge_period_end is not a timestamp",
+    "simple_saas": r"row 2: column list_cost is not a number: '\$",
+    "saas_spend_agreements": r"row 2: column charge_period_start is not a timestamp: '4/1/25'",
+    "virtual_currency_pricing_model": r"row 2: column charge_period_start is not a timestamp: '4/1/25'",
+}
+
+
+@needs_shared_data(SPEC)
+@pytest.mark.parametrize("path", sorted(SPEC.rglob("*.csv")) if SPEC.exists() else [], ids=lambda p: p.name)
+def test_every_spec_example_is_read_exactly_or_refused_clearly(path):
+    defect = next((msg for prefix, msg in SPEC_DEFECTS.items() if path.name.startswith(prefix)), None)
+    if defect:
+        with pytest.raises(InputError, match=defect) as err:
+            read_focus_file(path, "spec", str(path), default_currency="USD")
+        assert str(path) in str(err.value)
+        return
+    with open(path, encoding="utf-8-sig", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    amount = lambda r, c: Decimal(r[c]) if r[c] not in ("", "null", "NULL") else Decimal(0)  # noqa: E731
+    lines = read_focus_file(path, "spec", str(path), default_currency="USD")
+    assert lines.height == len(rows)
+    assert lines["billed_cost"].sum() == sum(amount(r, "BilledCost") for r in rows)
+    assert lines["effective_cost"].sum() == sum(amount(r, "EffectiveCost") for r in rows)
+    assert set(lines["currency"]) == {"USD"}
+
+
+def test_default_currency_never_overrides_the_file(tmp_path):
+    path = _write(tmp_path / "eur.csv", HEADER + "1,1,EUR,2024-09-01 00:00:00,2024-09-01 01:00:00,Usage,1,NULL\n")
+    assert read_focus_file(path, "f", default_currency="USD")["currency"].to_list() == ["EUR"]

@@ -17,6 +17,15 @@ from cost_pipeline.lib.errors import InputError
 from cost_pipeline.lib.money import MONEY
 
 
+LINE = "__line__"
+
+
+def with_line_numbers(raw: pl.DataFrame, header_rows: int = 1) -> pl.DataFrame:
+    """Number rows as the file does (for error messages), then drop blank lines (CSV ``\\r\\n`` gaps)."""
+    numbered = raw.with_row_index(LINE, offset=header_rows + 1)
+    return numbered.filter(~pl.all_horizontal(pl.exclude(LINE).is_null()))
+
+
 def fold_column(name: str) -> str:
     return re.sub(r"[^a-z0-9]", "", name.lstrip("\ufeff").lower())
 
@@ -40,14 +49,17 @@ def select_columns(frame: pl.DataFrame, wanted: dict[str, str], required: list[s
             else pl.lit(None, dtype=pl.String).alias(target)
             for doc, target in wanted.items()
         ]
+        + ([pl.col(LINE)] if LINE in frame.columns else [])
     )
 
 
-def _first_bad(frame: pl.DataFrame, raw: str, parsed: pl.Expr) -> tuple[int, str] | None:
-    bad = frame.with_row_index("_row").filter(pl.col(raw).is_not_null() & parsed.is_null())
+def _first_bad(frame: pl.DataFrame, raw: str, parsed: pl.Expr, header_rows: int) -> tuple[int, str] | None:
+    """(line number in the file, raw value) of the first value that does not parse."""
+    numbered = frame if LINE in frame.columns else frame.with_row_index(LINE, offset=header_rows + 1)
+    bad = numbered.filter(pl.col(raw).is_not_null() & parsed.is_null())
     if bad.is_empty():
         return None
-    return int(bad["_row"][0]), str(bad[raw][0])
+    return int(bad[LINE][0]), str(bad[raw][0])
 
 
 def parse_money(frame: pl.DataFrame, columns: list[str], source: str, header_rows: int = 1) -> pl.DataFrame:
@@ -59,9 +71,9 @@ def parse_money(frame: pl.DataFrame, columns: list[str], source: str, header_row
         if frame.schema[column] != pl.String:
             frame = frame.with_columns(pl.col(column).cast(pl.String))
         parsed = pl.col(column).str.strip_chars().cast(MONEY, strict=False)
-        bad = _first_bad(frame, column, parsed)
+        bad = _first_bad(frame, column, parsed, header_rows)
         if bad:
-            raise InputError(source, f"row {bad[0] + header_rows + 1}: column {column} is not a number: {bad[1][:60]!r}")
+            raise InputError(source, f"row {bad[0]}: column {column} is not a number: {bad[1][:60]!r}")
         frame = frame.with_columns(parsed.alias(column))
     return frame
 
@@ -82,9 +94,9 @@ def parse_timestamps(frame: pl.DataFrame, columns: list[str], source: str, heade
             .otherwise(text.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f", strict=False, time_unit="us").dt.replace_time_zone("UTC"))
             .dt.convert_time_zone("UTC")
         )
-        bad = _first_bad(frame, column, parsed)
+        bad = _first_bad(frame, column, parsed, header_rows)
         if bad:
-            raise InputError(source, f"row {bad[0] + header_rows + 1}: column {column} is not a timestamp: {bad[1][:60]!r}")
+            raise InputError(source, f"row {bad[0]}: column {column} is not a timestamp: {bad[1][:60]!r}")
         frame = frame.with_columns(parsed.alias(column))
     return frame
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import polars as pl
 
 from cost_pipeline.lib.billing.amortize import AMORTIZATION_COLUMNS
-from cost_pipeline.lib.billing.columns import fold_column, parse_money, parse_timestamps
+from cost_pipeline.lib.billing.columns import LINE, fold_column, parse_money, parse_timestamps, with_line_numbers
 from cost_pipeline.lib.billing.cur2 import normalize_cur2
 from cost_pipeline.lib.billing.schema import empty_cost_lines
 from cost_pipeline.lib.errors import InputError
@@ -121,13 +121,14 @@ def legacy_to_cur2(raw: pl.DataFrame, where: str) -> pl.DataFrame:
     ]
     region = next((by_fold[fold_column(c)] for c in REGION_SPELLINGS if fold_column(c) in by_fold), None)
     select.append((pl.col(region) if region else pl.lit(None, pl.String)).alias("product_region_code"))
-    tag_columns = {c: c[len(p):] for c in raw.columns for p in TAG_PREFIXES if c.lower().startswith(p)}
+    tag_columns = {c: c[len(p):] for c in raw.columns for p in TAG_PREFIXES if c.lower().startswith(p) and c != LINE}
     entries = [pl.struct(key=pl.lit(k), value=pl.col(c).cast(pl.String)) for c, k in tag_columns.items()]
     tags = (
         pl.concat_list(entries).list.eval(pl.element().filter(pl.element().struct.field("value").str.len_chars() > 0))
         if entries else pl.lit([], dtype=_ENTRIES)
     )
-    frame = raw.select(*select, tags.cast(_ENTRIES).cast(pl.Map(pl.String, pl.String)).alias("resource_tags"))
+    line = [pl.col(LINE)] if LINE in raw.columns else []
+    frame = raw.select(*select, *line, tags.cast(_ENTRIES).cast(pl.Map(pl.String, pl.String)).alias("resource_tags"))
     frame = parse_money(frame, MONEY_COLUMNS, where)
     frame = parse_timestamps(frame, ["line_item_usage_start_date", "line_item_usage_end_date"], where)
     return frame.with_columns(
@@ -138,14 +139,16 @@ def legacy_to_cur2(raw: pl.DataFrame, where: str) -> pl.DataFrame:
 
 
 def read_legacy_file(path: Path, source: str, where: str, name: str) -> pl.DataFrame:
-    raw = _read_raw(path, where)
+    header_rows = 0 if path.name.lower().endswith(".parquet") else 1
+    raw = with_line_numbers(_read_raw(path, where), header_rows)
     if raw.is_empty():
         return empty_cost_lines()
-    lines = normalize_cur2(legacy_to_cur2(raw, where).lazy(), source, name).collect()
-    missing = lines.with_row_index("_row").filter(pl.col("effective_cost").is_null() | pl.col("currency").is_null())
+    typed = legacy_to_cur2(raw, where)
+    lines = normalize_cur2(typed.lazy(), source, name).collect()
+    missing = lines.with_columns(typed[LINE]).filter(pl.col("effective_cost").is_null() | pl.col("currency").is_null())
     if missing.height:
         row = missing.row(0, named=True)
-        raise InputError(where, f"row {row['_row'] + 2}: no amount or currency for a {row['charge_type']} line (its amortization columns are missing or empty)")
+        raise InputError(where, f"row {row[LINE]}: no amount or currency for a {row['charge_type']} line (its amortization columns are missing or empty)")
     return lines
 
 

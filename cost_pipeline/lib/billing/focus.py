@@ -12,7 +12,7 @@ from pathlib import Path
 
 import polars as pl
 
-from cost_pipeline.lib.billing.columns import json_tags, parse_money, parse_timestamps, select_columns
+from cost_pipeline.lib.billing.columns import LINE, json_tags, parse_money, parse_timestamps, select_columns, with_line_numbers
 from cost_pipeline.lib.billing.schema import conform, empty_cost_lines
 from cost_pipeline.lib.errors import InputError
 from cost_pipeline.lib.storage import Storage, StoredFile
@@ -37,7 +37,7 @@ COLUMNS = {
     "ProviderName": "provider",
     "Tags": "tags",
 }
-REQUIRED = ["BilledCost", "EffectiveCost", "BillingCurrency", "ChargePeriodStart", "ChargePeriodEnd", "ChargeCategory", "BillingAccountId"]
+REQUIRED = ["BilledCost", "EffectiveCost", "BillingCurrency", "ChargePeriodStart", "ChargePeriodEnd", "ChargeCategory"]
 SUFFIXES = (".csv", ".csv.gz", ".parquet")
 
 
@@ -48,26 +48,34 @@ def focus_files(uri: str, storage: Storage) -> list[StoredFile]:
     ]
 
 
-def read_focus_file(path: Path, source: str, where: str | None = None) -> pl.DataFrame:
-    """One FOCUS file as cost_lines (all days). Bad headers or values name the file and row."""
+def read_focus_file(path: Path, source: str, where: str | None = None, default_currency: str | None = None) -> pl.DataFrame:
+    """One FOCUS file as cost_lines (all days). Bad headers or values name the file and row.
+
+    ``default_currency`` stands in for a missing ``BillingCurrency`` column (the FOCUS spec's own
+    examples omit it); it never overrides a currency the file gives.
+    """
     where = where or str(path)
     try:
         if path.name.lower().endswith(".parquet"):
             raw = pl.read_parquet(path)
         else:
-            raw = pl.read_csv(path, infer_schema=False, null_values=["NULL", ""], encoding="utf8-lossy")
+            raw = pl.read_csv(path, infer_schema=False, null_values=["NULL", "null", ""], encoding="utf8-lossy")
     except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file, reported by name
         raise InputError(where, f"cannot read FOCUS file: {exc}") from None
+    raw = with_line_numbers(raw)
     if raw.is_empty():
         return empty_cost_lines()
-    frame = select_columns(raw, COLUMNS, REQUIRED, where)
+    required = [c for c in REQUIRED if not (default_currency and c == "BillingCurrency")]
+    frame = select_columns(raw, COLUMNS, required, where)
+    if default_currency:
+        frame = frame.with_columns(pl.col("currency").fill_null(default_currency))
     frame = parse_money(frame, ["list_cost", "billed_cost", "effective_cost"], where)
     frame = parse_timestamps(frame, ["charge_period_start", "charge_period_end"], where)
     if frame.schema["tags"] == pl.String:
         frame = json_tags(frame, "tags", where)
-    missing_currency = frame.with_row_index("_row").filter(pl.col("currency").is_null())
+    missing_currency = frame.filter(pl.col("currency").is_null())
     if missing_currency.height:
-        row = int(missing_currency["_row"][0]) + 2
+        row = int(missing_currency[LINE][0])
         raise InputError(where, f"row {row}: BillingCurrency is empty ({missing_currency.height} line(s) in all)")
     index = pl.int_range(pl.len()).cast(pl.String)
     return conform(
@@ -80,14 +88,17 @@ def read_focus_file(path: Path, source: str, where: str | None = None) -> pl.Dat
             usage_quantity=pl.col("usage_quantity").cast(pl.Float64, strict=False),
             is_final=pl.col("invoice_id").fill_null("").str.len_chars() > 0,
             source_file=pl.lit(path.name),
+            billing_account_id=pl.col("billing_account_id").fill_null("unknown"),
         )
     )
 
 
-def read_focus_day(uri: str, day: dt.date, source: str, storage: Storage | None = None) -> pl.DataFrame:
+def read_focus_day(
+    uri: str, day: dt.date, source: str, storage: Storage | None = None, default_currency: str | None = None
+) -> pl.DataFrame:
     storage = storage or Storage()
     files = focus_files(uri, storage)
     if not files:
         return empty_cost_lines()
-    frames = [read_focus_file(storage.fetch(f), source, f.uri).filter(pl.col("date") == day) for f in files]
+    frames = [read_focus_file(storage.fetch(f), source, f.uri, default_currency).filter(pl.col("date") == day) for f in files]
     return pl.concat(frames)

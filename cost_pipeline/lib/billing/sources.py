@@ -17,11 +17,11 @@ from cost_pipeline.lib.billing.schema import empty_cost_lines
 from cost_pipeline.lib.errors import InputError
 from cost_pipeline.lib.storage import Storage
 
-READERS: dict[str, Callable[[str, dt.date, str, Storage], pl.DataFrame]] = {
-    "aws_cur2": read_cur2_day,
-    "aws_cur_legacy": read_cur_legacy_day,
-    "focus": read_focus_day,
-    "gcp_billing_export": read_gcp_day,
+READERS: dict[str, Callable[[BillingSource, dt.date, Storage], pl.DataFrame]] = {
+    "aws_cur2": lambda s, day, st: read_cur2_day(s.uri, day, s.name, st),
+    "aws_cur_legacy": lambda s, day, st: read_cur_legacy_day(s.uri, day, s.name, st),
+    "focus": lambda s, day, st: read_focus_day(s.uri, day, s.name, st, default_currency=s.currency),
+    "gcp_billing_export": lambda s, day, st: read_gcp_day(s.uri, day, s.name, st),
 }
 
 
@@ -29,7 +29,7 @@ def read_source_day(source: BillingSource, day: dt.date, storage: Storage | None
     reader = READERS.get(source.format)
     if reader is None:
         raise InputError(f"billing source {source.name!r}", f"format {source.format!r} is not readable yet")
-    return check_currencies(reader(source.uri, day, source.name, storage or Storage()), source)
+    return check_currencies(reader(source, day, storage or Storage()), source)
 
 
 def check_currencies(lines: pl.DataFrame, source: BillingSource) -> pl.DataFrame:
