@@ -158,3 +158,20 @@ def test_untagged_share_above_warn_only_warns(tmp_path, sample_dir):
     assert result.success
     assert _check_outcomes(result)["untagged_share_below_warn"] is False
     assert (tmp_path / "lake" / "team_daily_costs" / f"date={START}").exists()
+
+
+def test_dg_materialize_over_a_partition_range(config_path, tmp_path):
+    from cost_pipeline.defs.allocation.assets import allocated_costs
+    from cost_pipeline.defs.billing.assets import cost_lines
+    from cost_pipeline.defs.usage.assets import usage
+
+    result = dg.materialize(
+        [cost_lines, usage, allocated_costs],
+        resources={"pipeline": PipelineConfig(config_path=str(config_path))},
+        instance=dg.DagsterInstance.ephemeral(),
+        tags={ASSET_PARTITION_RANGE_START_TAG: START.isoformat(), ASSET_PARTITION_RANGE_END_TAG: LAST.isoformat()},
+    )
+    assert result.success
+    partitions = {m.partition for m in result.asset_materializations_for_node("allocated_costs")}
+    assert partitions == {(START + dt.timedelta(days=i)).isoformat() for i in range(DAYS)}
+    assert result.get_asset_check_evaluations()[0].passed
