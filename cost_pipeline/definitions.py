@@ -8,7 +8,7 @@ from cost_pipeline.config import Settings, load_settings
 from cost_pipeline.defs.allocation.assets import allocated_costs
 from cost_pipeline.defs.billing.assets import cost_lines
 from cost_pipeline.defs.billing.sensors import delivery_sensors
-from cost_pipeline.defs.compliance.assets import tag_compliance, untagged_spend
+from cost_pipeline.defs.compliance.assets import tag_compliance_tables
 from cost_pipeline.defs.jobs import daily_costs_job, daily_schedule, reports_job
 from cost_pipeline.defs.reports.assets import team_daily_costs, team_reports
 from cost_pipeline.defs.resources import PipelineConfig
@@ -16,7 +16,7 @@ from cost_pipeline.defs.usage.assets import usage
 
 # Tables whose content depends on the tagging and allocation rules: their code version is the
 # rules' hash, so changing a rule shows every materialized day of them as stale in the UI.
-RULE_DEPENDENT = (untagged_spend, tag_compliance, allocated_costs)
+RULE_DEPENDENT = (tag_compliance_tables, allocated_costs)
 
 
 def build_defs(settings: Settings) -> dg.Definitions:

@@ -1,4 +1,8 @@
-"""Tag compliance: the ``untagged_spend`` quarantine and the ``tag_compliance`` breakdown."""
+"""Tag compliance: the ``untagged_spend`` quarantine and the ``tag_compliance`` breakdown.
+
+Both come from one classification of the day's cost lines, so they are one multi-asset: the lines
+are read and classified once, and the two tables can never disagree about what is untagged.
+"""
 
 import polars as pl
 
@@ -13,63 +17,70 @@ from cost_pipeline.lib.markdown import md_table
 from cost_pipeline.lib.pools import classify
 from cost_pipeline.lib.tags import quarantine
 
-
-@dg.asset(
-    partitions_def=DAILY,
-    backfill_policy=SINGLE_RUN,
+UNTAGGED = dg.AssetSpec(
+    "untagged_spend",
+    deps=["cost_lines"],
     group_name="compliance",
     kinds={"polars", "parquet"},
-    deps=["cost_lines"],
-    check_specs=[UNTAGGED_WARN, UNTAGGED_ERROR],
+    description=(
+        "Each cost line that fails the tag schema, with one machine-readable reason (missing:<key>, "
+        "invalid:<key>, unknown_team). The spend stays in allocated_costs as unattributed, so totals hold."
+    ),
 )
-def untagged_spend(context: dg.AssetExecutionContext, pipeline: PipelineConfig) -> dg.MaterializeResult:
-    """Each cost line that fails the tag schema, with one machine-readable reason.
+COMPLIANCE = dg.AssetSpec(
+    "tag_compliance",
+    deps=["cost_lines"],
+    group_name="compliance",
+    kinds={"polars", "parquet"},
+    description="Share of effective cost that is compliant, by account, service, team and reason, per day.",
+)
 
-    Reasons are ``missing:<key>``, ``invalid:<key>`` or ``unknown_team``. The spend stays in
-    ``allocated_costs`` as ``unattributed``, so quarantining never changes a total.
-    """
+
+def _top_resources_md(quarantined: pl.DataFrame) -> str:
+    top = top_untagged_resources(quarantined)
+    return md_table(
+        ["resource", "account", "service", "amount", "currency", "reason"],
+        [[r["resource_id"], r["account_id"], r["service"], round(r["amount"], 2), r["currency"], r["reason"]] for r in top.iter_rows(named=True)],
+    )
+
+
+@dg.multi_asset(
+    specs=[UNTAGGED, COMPLIANCE],
+    check_specs=[UNTAGGED_WARN, UNTAGGED_ERROR],
+    partitions_def=DAILY,
+    backfill_policy=SINGLE_RUN,
+    name="tag_compliance_tables",
+)
+def tag_compliance_tables(context: dg.AssetExecutionContext, pipeline: PipelineConfig):
     settings = pipeline.settings()
     lake = pipeline.lake()
     shares = []
     for day in partition_days(context):
-        tagged = classify(lake.scan_days("cost_lines", [day]).collect(), settings.tagging, settings.allocation.pools)
+        lines = lake.scan_days("cost_lines", [day]).collect()
+        tagged = classify(lines, settings.tagging, settings.allocation.pools)
         quarantined = quarantine(tagged)
-        path = lake.write_day("untagged_spend", day, quarantined)
+        breakdown = compliance_breakdown(tagged)
+        untagged_path = lake.write_day("untagged_spend", day, quarantined)
+        breakdown_path = lake.write_day("tag_compliance", day, breakdown)
         day_shares = untagged_shares(tagged)
         shares.append(day_shares)
         by_reason = quarantined.group_by("reason").agg(pl.col("amount").sum()).sort("amount", descending=True)
-        top = top_untagged_resources(quarantined)
         context.add_asset_metadata(
             {
-                **day_metadata(quarantined, str(path), ["amount"]),
+                **day_metadata(quarantined, str(untagged_path), ["amount"]),
                 "untagged_share": float(day_shares["share"].max() or 0.0),
                 "by_reason": dg.MetadataValue.json({r: float(round(a, 2)) for r, a in by_reason.iter_rows()}),
-                "top_untagged_resources": dg.MetadataValue.md(
-                    md_table(
-                        ["resource", "account", "service", "amount", "currency", "reason"],
-                        [[r["resource_id"], r["account_id"], r["service"], round(r["amount"], 2), r["currency"], r["reason"]] for r in top.iter_rows(named=True)],
-                    )
-                ),
+                "top_untagged_resources": dg.MetadataValue.md(_top_resources_md(quarantined)),
             },
+            asset_key="untagged_spend",
             partition_key=day.isoformat(),
         )
-    return dg.MaterializeResult(check_results=share_results(pl.concat(shares), settings.tagging))
-
-
-@dg.asset(
-    partitions_def=DAILY,
-    backfill_policy=SINGLE_RUN,
-    group_name="compliance",
-    kinds={"polars", "parquet"},
-    deps=["cost_lines"],
-)
-def tag_compliance(context: dg.AssetExecutionContext, pipeline: PipelineConfig) -> dg.MaterializeResult:
-    """Share of effective cost that is compliant, by account, service, team and reason, per day."""
-    settings = pipeline.settings()
-    lake = pipeline.lake()
-    for day in partition_days(context):
-        lines = lake.scan_days("cost_lines", [day]).collect()
-        table = compliance_breakdown(classify(lines, settings.tagging, settings.allocation.pools))
-        path = lake.write_day("tag_compliance", day, table)
-        context.add_asset_metadata(day_metadata(table.filter(pl.col("dimension") == "reason"), str(path), ["untagged"]), partition_key=day.isoformat())
-    return dg.MaterializeResult()
+        context.add_asset_metadata(
+            day_metadata(breakdown.filter(pl.col("dimension") == "reason"), str(breakdown_path), ["untagged"]),
+            asset_key="tag_compliance",
+            partition_key=day.isoformat(),
+        )
+    yield dg.MaterializeResult(asset_key="untagged_spend")
+    yield dg.MaterializeResult(asset_key="tag_compliance")
+    for result in share_results(pl.concat(shares), settings.tagging):
+        yield result

@@ -19,7 +19,7 @@ from pathlib import Path
 import polars as pl
 
 from cost_pipeline.lib.billing.amortize import AMORTIZATION_COLUMNS
-from cost_pipeline.lib.billing.columns import LINE, fold_column, parse_money, parse_timestamps, with_line_numbers
+from cost_pipeline.lib.billing.columns import LINE, fold_column, parse_money, parse_timestamps, select_columns, with_line_numbers
 from cost_pipeline.lib.billing.cur2 import normalize_cur2
 from cost_pipeline.lib.billing.schema import empty_cost_lines
 from cost_pipeline.lib.errors import InputError
@@ -109,26 +109,17 @@ def _read_raw(path: Path, where: str) -> pl.DataFrame:
 
 def legacy_to_cur2(raw: pl.DataFrame, where: str) -> pl.DataFrame:
     """Legacy CUR columns renamed to their CUR 2.0 names, typed, with tags as a map."""
-    by_fold: dict[str, str] = {}
-    for column in raw.columns:
-        by_fold.setdefault(fold_column(column), column)
-    missing = [c for c in REQUIRED if fold_column(c) not in by_fold]
-    if missing:
-        raise InputError(where, f"missing required CUR column(s): {', '.join(missing)}")
-    select = [
-        (pl.col(by_fold[fold_column(c)]) if fold_column(c) in by_fold else pl.lit(None, pl.String)).alias(c)
-        for c in REQUIRED + OPTIONAL
-    ]
-    region = next((by_fold[fold_column(c)] for c in REGION_SPELLINGS if fold_column(c) in by_fold), None)
-    select.append((pl.col(region) if region else pl.lit(None, pl.String)).alias("product_region_code"))
-    tag_columns = {c: c[len(p):] for c in raw.columns for p in TAG_PREFIXES if c.lower().startswith(p) and c != LINE}
+    folded = {fold_column(c) for c in raw.columns}
+    region = next((c for c in REGION_SPELLINGS if fold_column(c) in folded), REGION_SPELLINGS[0])
+    wanted = {c: c for c in REQUIRED + OPTIONAL} | {region: "product_region_code"}
+    tag_columns = {c: c[len(p):] for c in raw.columns for p in TAG_PREFIXES if c.lower().startswith(p)}
     entries = [pl.struct(key=pl.lit(k), value=pl.col(c).cast(pl.String)) for c, k in tag_columns.items()]
     tags = (
         pl.concat_list(entries).list.eval(pl.element().filter(pl.element().struct.field("value").str.len_chars() > 0))
         if entries else pl.lit([], dtype=_ENTRIES)
     )
-    line = [pl.col(LINE)] if LINE in raw.columns else []
-    frame = raw.select(*select, *line, tags.cast(_ENTRIES).cast(pl.Map(pl.String, pl.String)).alias("resource_tags"))
+    with_tags = raw.with_columns(tags.cast(_ENTRIES).cast(pl.Map(pl.String, pl.String)).alias("__tags__"))
+    frame = select_columns(with_tags, wanted | {"__tags__": "resource_tags"}, REQUIRED, where)
     frame = parse_money(frame, MONEY_COLUMNS, where)
     frame = parse_timestamps(frame, ["line_item_usage_start_date", "line_item_usage_end_date"], where)
     return frame.with_columns(
