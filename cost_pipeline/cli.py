@@ -98,10 +98,11 @@ def cmd_summary(args: argparse.Namespace) -> int:
     from cost_pipeline.lib.report_files import render_text, summarize
 
     _use_config(args.config)
-    lake = Lake.from_uri(load_settings().lake_uri)
+    settings = load_settings()
+    lake = Lake.from_uri(settings.lake_uri, settings.lake_endpoint_url, settings.lake_region)
     print(render_text(summarize(lake)))
-    print(f"Lake:    {lake.root}")
-    print(f"Reports: {lake.root / 'reports' / 'summary.md'} and {lake.root / 'reports' / 'teams'}/<team>.csv")
+    print(f"Lake:    {lake.uri}")
+    print(f"Reports: {lake.location('reports', 'summary.md')} and {lake.location('reports', 'teams')}/<team>.csv")
     return 0
 
 
@@ -125,7 +126,7 @@ def cmd_rules_diff(args: argparse.Namespace) -> int:
         print(f"error: --end {args.end} is before --start {args.start}", file=sys.stderr)
         return 2
     days = [args.start + dt.timedelta(days=i) for i in range((args.end - args.start).days + 1)]
-    lake = Lake.from_uri(current.lake_uri)
+    lake = Lake.from_uri(current.lake_uri, current.lake_endpoint_url, current.lake_region)
     try:
         diff = diff_allocations(allocate_days(lake, current, days), allocate_days(lake, proposed, days))
     except FileNotFoundError as exc:

@@ -264,7 +264,9 @@ class AllocationConfig(_Model):
 
 
 class Settings(_Model):
-    lake_uri: str
+    lake_uri: str  # a local folder or s3://bucket/prefix
+    lake_endpoint_url: str | None = None  # S3-compatible endpoint for the lake (MinIO, a test server)
+    lake_region: str | None = None
     partitions_start_date: dt.date = dt.date(2026, 1, 1)
     billing_sources: list[BillingSource] = Field(min_length=1)
     usage: UsageConfig = UsageConfig()

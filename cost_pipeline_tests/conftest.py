@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import socket
 from pathlib import Path
 
+import boto3
 import pytest
 import yaml
+from moto.server import ThreadedMotoServer
 
 from cost_pipeline.config import bundled_config_path
 from cost_pipeline.sample.generate import generate
@@ -49,3 +52,22 @@ def write_config(tmp_path: Path, sample: Path, **overrides) -> Path:
 @pytest.fixture
 def config_path(tmp_path, sample_dir) -> Path:
     return write_config(tmp_path, sample_dir)
+
+
+@pytest.fixture
+def s3(monkeypatch):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    for key, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    url = f"http://127.0.0.1:{port}"
+    client = boto3.client("s3", endpoint_url=url)
+    client.create_bucket(Bucket="billing")
+    yield url, client
+    server.stop()
+
+

@@ -1,15 +1,11 @@
 """Legacy CUR on S3 (moto's server on loopback, real boto3 HTTP): a re-delivery re-runs only changed days."""
 
 import datetime as dt
-import socket
 from decimal import ROUND_HALF_EVEN, Decimal
 
-import boto3
 import dagster as dg
 import polars as pl
 import pyarrow as pa
-import pytest
-from moto.server import ThreadedMotoServer
 
 from cost_pipeline.definitions import build_defs
 from cost_pipeline.config import load_settings
@@ -19,23 +15,6 @@ from cost_pipeline_tests.conftest import START, write_config
 from cost_pipeline_tests.test_cur_legacy import _day_table
 
 DAYS = [START + dt.timedelta(days=i) for i in range(3)]
-
-
-@pytest.fixture
-def s3(monkeypatch):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    for key, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    url = f"http://127.0.0.1:{port}"
-    client = boto3.client("s3", endpoint_url=url)
-    client.create_bucket(Bucket="billing")
-    yield url, client
-    server.stop()
 
 
 def _upload(client, files):

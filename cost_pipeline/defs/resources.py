@@ -20,4 +20,5 @@ class PipelineConfig(dg.ConfigurableResource):
             raise dg.Failure(description=str(exc), allow_retries=False) from None
 
     def lake(self) -> Lake:
-        return Lake.from_uri(self.settings().lake_uri)
+        settings = self.settings()
+        return Lake.from_uri(settings.lake_uri, settings.lake_endpoint_url, settings.lake_region)

@@ -1,22 +1,27 @@
 """The cost lake: hive-partitioned Parquet, one file per table and day, replaced atomically.
 
-Layout: ``<lake_uri>/<table>/date=YYYY-MM-DD/part-0.parquet``. A day is written to a hidden
-temporary file in the same folder and renamed over the old one (``os.replace`` is atomic on POSIX),
-so a reader sees either the previous day or the new one, never half of it, and a failed write leaves
-the previous day untouched. Files carry their own ``date`` column as well as the hive path, so a
-single file read alone still says which day it holds.
+Layout: ``<lake_uri>/<table>/date=YYYY-MM-DD/part-0.parquet``, with ``lake_uri`` a local folder or
+``s3://bucket/prefix``. Locally a day is written to a hidden temporary file in the same folder and
+renamed over the old one (``os.replace`` is atomic on POSIX); on S3 a single PUT replaces the object
+atomically. Either way a reader sees the previous day or the new one, never half of it, and a failed
+write leaves the previous day untouched. Files carry their own ``date`` column as well as the hive
+path, so a single file read alone still says which day it holds.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
+import tempfile
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import polars as pl
+
+from cost_pipeline.lib.storage import split_uri
 
 PART_NAME = "part-0.parquet"
 
@@ -33,55 +38,133 @@ def _replace_atomically(target: Path, write: Callable[[Path], object]) -> Path:
     return target
 
 
+def _write_frame(frame: pl.DataFrame | pl.LazyFrame, path: Path) -> None:
+    if isinstance(frame, pl.LazyFrame):
+        frame.sink_parquet(path, engine="streaming")
+    else:
+        frame.write_parquet(path)
+
+
 @dataclass(frozen=True)
 class Lake:
-    root: Path
+    uri: str  # an absolute local path, or s3://bucket/prefix
+    endpoint_url: str | None = None
+    region: str | None = None
+    _client: list = field(default_factory=list, compare=False, repr=False)
 
     @classmethod
-    def from_uri(cls, uri: str) -> "Lake":
+    def from_uri(cls, uri: str, endpoint_url: str | None = None, region: str | None = None) -> "Lake":
         if uri.startswith("file://"):
             uri = uri[len("file://") :]
-        if "://" in uri:
-            scheme = uri.split("://", 1)[0]
-            raise ValueError(f"lake_uri {uri!r}: the {scheme}:// lake is not supported yet; use a local path")
-        return cls(Path(uri).expanduser().resolve())
+        scheme = split_uri(uri)[0]
+        if scheme == "file":
+            return cls(str(Path(uri).expanduser().resolve()))
+        if scheme != "s3":
+            raise ValueError(f"lake_uri {uri!r}: use a local path or s3://bucket/prefix ({scheme}:// is not supported)")
+        return cls(uri.rstrip("/"), endpoint_url, region)
 
-    def day_dir(self, table: str, day: dt.date) -> Path:
-        return self.root / table / f"date={day.isoformat()}"
+    @property
+    def is_local(self) -> bool:
+        return "://" not in self.uri
+
+    @property
+    def root(self) -> Path:
+        """The local folder of a local lake (reports and tests read files from it)."""
+        if not self.is_local:
+            raise ValueError(f"{self.uri} is not a local lake")
+        return Path(self.uri)
+
+    def location(self, *parts: str) -> str:
+        return "/".join([self.uri, *parts])
+
+    def _day(self, table: str, day: dt.date) -> str:
+        return f"{table}/date={day.isoformat()}"
 
     def day_path(self, table: str, day: dt.date) -> Path:
-        return self.day_dir(table, day) / PART_NAME
+        return self.root / self._day(table, day) / PART_NAME
 
-    def write_day(self, table: str, day: dt.date, frame: pl.DataFrame | pl.LazyFrame) -> Path:
+    def day_dir(self, table: str, day: dt.date) -> Path:
+        return self.root / self._day(table, day)
+
+    # --- S3 plumbing -------------------------------------------------------------------------
+    def _s3(self):
+        if not self._client:
+            from dagster_aws.s3 import S3Resource
+
+            self._client.append(S3Resource(endpoint_url=self.endpoint_url, region_name=self.region).get_client())
+        return self._client[0]
+
+    def _key(self, *parts: str) -> tuple[str, str]:
+        _, bucket, prefix = split_uri(self.uri)
+        return bucket, "/".join(p for p in [prefix, *parts] if p)
+
+    def storage_options(self) -> dict[str, str] | None:
+        """Polars' object-store options for an S3 lake (credentials come from the AWS environment)."""
+        if self.is_local:
+            return None
+        options = {}
+        if self.endpoint_url:
+            options["aws_endpoint_url"] = self.endpoint_url
+            options["aws_allow_http"] = "true" if self.endpoint_url.startswith("http://") else "false"
+        if self.region or os.environ.get("AWS_DEFAULT_REGION"):
+            options["aws_region"] = self.region or os.environ["AWS_DEFAULT_REGION"]
+        return options
+
+    def _put(self, key_parts: tuple[str, ...], write: Callable[[Path], object]) -> str:
+        bucket, key = self._key(*key_parts)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "object"
+            write(path)
+            self._s3().upload_file(str(path), bucket, key)  # one PUT: atomic replacement
+        return f"s3://{bucket}/{key}"
+
+    def _exists(self, *parts: str) -> bool:
+        bucket, key = self._key(*parts)
+        response = self._s3().list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1)
+        return any(o["Key"] == key for o in response.get("Contents", []))
+
+    # --- the lake's interface ----------------------------------------------------------------
+    def write_day(self, table: str, day: dt.date, frame: pl.DataFrame | pl.LazyFrame) -> str:
         """Replace one day of a table. The frame must already be that day's rows only."""
-        def write(tmp: Path) -> None:
-            if isinstance(frame, pl.LazyFrame):
-                frame.sink_parquet(tmp, engine="streaming")
-            else:
-                frame.write_parquet(tmp)
+        if self.is_local:
+            return str(_replace_atomically(self.day_path(table, day), lambda tmp: _write_frame(frame, tmp)))
+        return self._put((self._day(table, day), PART_NAME), lambda tmp: _write_frame(frame, tmp))
 
-        return _replace_atomically(self.day_path(table, day), write)
-
-    def write_file(self, table: str, day: dt.date, name: str, data: bytes) -> Path:
-        """Store a raw file of a day (e.g. an archived Prometheus response), replaced atomically."""
-        if "/" in name or name.startswith("."):
+    def write_file(self, table: str, day: dt.date | None, name: str, data: bytes) -> str:
+        """Store a raw file (an archived Prometheus response, a report), replaced atomically."""
+        if "/" in name or name.startswith(".") or ".." in table:
             raise ValueError(f"unsafe file name {name!r}")
-        return _replace_atomically(self.day_dir(table, day) / name, lambda tmp: tmp.write_bytes(data))
+        folder = self._day(table, day) if day else table
+        if self.is_local:
+            return str(_replace_atomically(self.root / folder / name, lambda tmp: tmp.write_bytes(data)))
+        return self._put((folder, name), lambda tmp: tmp.write_bytes(data))
+
+    def read_file(self, table: str, day: dt.date | None, name: str) -> bytes | None:
+        folder = self._day(table, day) if day else table
+        if self.is_local:
+            path = self.root / folder / name
+            return path.read_bytes() if path.exists() else None
+        if not self._exists(folder, name):
+            return None
+        bucket, key = self._key(folder, name)
+        return self._s3().get_object(Bucket=bucket, Key=key)["Body"].read()
 
     def has_day(self, table: str, day: dt.date) -> bool:
-        return self.day_path(table, day).exists()
+        if self.is_local:
+            return self.day_path(table, day).exists()
+        return self._exists(self._day(table, day), PART_NAME)
 
     def scan_days(self, table: str, days: list[dt.date]) -> pl.LazyFrame:
         """Lazily read the given days; a missing day is an error, not an empty result."""
-        paths = [self.day_path(table, d) for d in days]
-        missing = [str(p) for p in paths if not p.exists()]
+        missing = [d.isoformat() for d in days if not self.has_day(table, d)]
         if missing:
-            raise FileNotFoundError(f"lake table {table!r} lacks days: {', '.join(missing[:5])}")
-        return pl.scan_parquet(paths, hive_partitioning=False)
+            raise FileNotFoundError(f"lake table {table!r} under {self.uri} lacks days: {', '.join(missing[:5])}")
+        paths = [self.location(self._day(table, d), PART_NAME) for d in days]
+        return pl.scan_parquet(paths, hive_partitioning=False, storage_options=self.storage_options())
 
     def scan(self, table: str) -> pl.LazyFrame:
         """Every day the table holds (for reports and ad-hoc reads)."""
-        paths = sorted((self.root / table).glob(f"date=*/{PART_NAME}"))
-        if not paths:
-            raise FileNotFoundError(f"lake table {table!r} is empty under {self.root}")
-        return pl.scan_parquet(paths, hive_partitioning=False)
+        if self.is_local and not list((self.root / table).glob(f"date=*/{PART_NAME}")):
+            raise FileNotFoundError(f"lake table {table!r} is empty under {self.uri}")
+        pattern = self.location(table, "date=*", PART_NAME)
+        return pl.scan_parquet(pattern, hive_partitioning=False, storage_options=self.storage_options())

@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from decimal import Decimal
-from pathlib import Path
 
 import polars as pl
 
@@ -38,9 +37,10 @@ class Summary:
 
 @dataclass(frozen=True)
 class WrittenReports:
-    folder: Path
-    summary: Path
-    team_files: list[Path]
+    folder: str
+    summary: str
+    summary_text: str
+    team_files: list[str]
 
 
 def summarize(lake: Lake) -> Summary:
@@ -120,25 +120,21 @@ def _plain(text: object, width: int) -> str:
     return value[:head] + "…" + value[-(width - head - 1) :]
 
 
-def _team_file(folder: Path, team: str) -> Path:
+def _team_file_name(team: str) -> str:
     if team == UNATTRIBUTED_TEAM:
-        return folder / "unattributed.csv"
+        return "unattributed.csv"
     if not re.fullmatch(SAFE_TEAM, team):
         raise ValueError(f"refusing to use team name {team!r} as a file name")
-    return folder / f"{team}.csv"
+    return f"{team}.csv"
 
 
 def write_reports(lake: Lake) -> WrittenReports:
-    folder = lake.root / "reports"
-    teams_dir = folder / "teams"
-    teams_dir.mkdir(parents=True, exist_ok=True)
     summary = summarize(lake)
-    summary_path = folder / "summary.md"
-    summary_path.write_text("# Cloud cost summary\n\n```\n" + render_text(summary) + "\n```\n", encoding="utf-8")
+    text = "# Cloud cost summary\n\n```\n" + render_text(summary) + "\n```\n"
+    summary_path = lake.write_file("reports", None, "summary.md", text.encode("utf-8"))
     daily = lake.scan("team_daily_costs").collect().sort("date", "team")
     files = []
     for (team,), rows in daily.group_by("team", maintain_order=True):
-        path = _team_file(teams_dir, team)
-        rows.with_columns(pl.col("direct", "shared", "unattributed", "total").round(2)).write_csv(path)
-        files.append(path)
-    return WrittenReports(folder=folder, summary=summary_path, team_files=files)
+        csv_text = rows.with_columns(pl.col("direct", "shared", "unattributed", "total").round(2)).write_csv()
+        files.append(lake.write_file("reports/teams", None, _team_file_name(team), csv_text.encode("utf-8")))
+    return WrittenReports(folder=lake.location("reports"), summary=summary_path, summary_text=text, team_files=files)

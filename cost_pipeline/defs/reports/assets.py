@@ -32,9 +32,9 @@ def team_reports(pipeline: PipelineConfig) -> dg.MaterializeResult:
     written = write_reports(pipeline.lake())
     return dg.MaterializeResult(
         metadata={
-            "summary": dg.MetadataValue.path(str(written.summary)),
+            "summary": dg.MetadataValue.path(written.summary),
             "teams": len(written.team_files),
-            "report_dir": dg.MetadataValue.path(str(written.folder)),
-            "preview": dg.MetadataValue.md(written.summary.read_text()[:4000]),
+            "report_dir": dg.MetadataValue.path(written.folder),
+            "preview": dg.MetadataValue.md(written.summary_text[:4000]),
         }
     )

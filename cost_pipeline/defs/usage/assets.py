@@ -21,14 +21,14 @@ RAW_TABLE = "usage_raw"
 
 def _live(settings: Settings, lake: Lake, day: dt.date) -> pl.DataFrame:
     """Query each configured query once per day; later reruns reuse the archived answers."""
-    archive = lake.day_dir(RAW_TABLE, day)
     frames = []
     for name, query in settings.usage.queries.items():
-        path = archive / f"{name}.json"
-        if not path.exists():
-            body = query_range_day(settings.usage.prometheus_url, query, day, settings.usage.step_seconds, settings.usage.timeout_seconds)
-            path = lake.write_file(RAW_TABLE, day, f"{name}.json", json.dumps(body).encode())
-        frames.append(parse_query_range(path.read_bytes(), name, day, str(path)))
+        body = lake.read_file(RAW_TABLE, day, f"{name}.json")
+        if body is None:
+            answer = query_range_day(settings.usage.prometheus_url, query, day, settings.usage.step_seconds, settings.usage.timeout_seconds)
+            body = json.dumps(answer).encode()
+            lake.write_file(RAW_TABLE, day, f"{name}.json", body)
+        frames.append(parse_query_range(body, name, day, lake.location(RAW_TABLE, f"date={day}", f"{name}.json")))
     return pl.concat(frames) if frames else empty_samples()
 
 
