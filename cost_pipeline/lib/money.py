@@ -16,11 +16,6 @@ SCALE = 12
 CENT = Decimal("0.01")
 
 
-def to_money(expr: pl.Expr) -> pl.Expr:
-    """Float or string amounts from a bill, as exact decimals (rounded at the 12th place)."""
-    return expr.cast(MONEY)
-
-
 def zero() -> pl.Expr:
     return pl.lit(0).cast(MONEY)
 

@@ -31,12 +31,3 @@ def team_daily_costs(allocated: pl.DataFrame) -> pl.DataFrame:
     for _, group in rows.group_by("date", "currency", maintain_order=True):
         rounded.extend(largest_remainder(group["total"].to_list()))
     return rows.with_columns(total_cents=pl.Series(rounded, dtype=pl.Decimal(38, 2)))
-
-
-def team_totals(allocated: pl.DataFrame) -> pl.DataFrame:
-    """Totals per team and currency over any range, rounded so they add up to the grand total."""
-    rows = allocated.group_by("team", "currency").agg(pl.col("amount").sum()).sort("currency", "amount", descending=[False, True])
-    rounded: list[Decimal] = []
-    for _, group in rows.group_by("currency", maintain_order=True):
-        rounded.extend(largest_remainder(group["amount"].to_list()))
-    return rows.with_columns(amount_cents=pl.Series(rounded, dtype=pl.Decimal(38, 2)))
