@@ -72,7 +72,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"error: --start {args.start} is before partitions_start_date {settings.partitions_start_date}", file=sys.stderr)
         return 2
     from cost_pipeline.definitions import defs
+    from cost_pipeline.defs.partitions import DAILY
 
+    last = dt.date.fromisoformat(DAILY.get_last_partition_key())
+    if args.end > last:
+        print(f"error: --end {args.end} is after the last complete UTC day with a partition ({last})", file=sys.stderr)
+        return 2
     instance = _instance()
     tags = {ASSET_PARTITION_RANGE_START_TAG: args.start.isoformat(), ASSET_PARTITION_RANGE_END_TAG: args.end.isoformat()}
     for job_name, job_tags in (("daily_costs_job", tags), ("reports_job", {})):
@@ -88,7 +93,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                 print(f"  failed: {problem}", file=sys.stderr)
             for event in result.all_events:
                 if event.is_step_failure and event.step_failure_data.error:
-                    print(f"  {event.step_failure_data.error.message.strip()}", file=sys.stderr)
+                    message = event.step_failure_data.error.message.strip().splitlines()[0]
+                    print(f"  {message.removeprefix('dagster._core.definitions.events.Failure: ')}", file=sys.stderr)
             return 1
     return cmd_summary(args)
 
@@ -152,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--config")
     run.add_argument("--start", type=_date, required=True)
     run.add_argument("--end", type=_date, required=True, help="last day, inclusive")
-    run.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    run.add_argument("--log-level", default="CRITICAL", choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+                     help="Dagster's console log; problems are summarized after the run whatever the level")
     run.set_defaults(func=cmd_run)
 
     summary = sub.add_parser("summary", help="print spend per team and the untagged share from the lake")
