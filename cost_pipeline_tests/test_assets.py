@@ -175,3 +175,18 @@ def test_dg_materialize_over_a_partition_range(config_path, tmp_path):
     partitions = {m.partition for m in result.asset_materializations_for_node("allocated_costs")}
     assert partitions == {(START + dt.timedelta(days=i)).isoformat() for i in range(DAYS)}
     assert result.get_asset_check_evaluations()[0].passed
+
+
+def test_cli_run_fails_with_the_file_and_problem(tmp_path, sample_dir):
+    billing = tmp_path / "aws"
+    shutil.copytree(sample_dir / "billing" / "aws", billing)
+    bad = billing / "data" / f"BILLING_PERIOD={START:%Y-%m}" / f"acme-ml-cur2-{START.day:05d}.snappy.parquet"
+    bad.write_bytes(b"PAR1 not really")
+    config = write_config(tmp_path, sample_dir, billing_sources=[{"name": "aws-main", "format": "aws_cur2", "uri": str(billing)}])
+    proc = subprocess.run(
+        [sys.executable, "-m", "cost_pipeline.cli", "run", "--config", str(config), "--start", START.isoformat(), "--end", START.isoformat()],
+        capture_output=True, text=True, env={**os.environ, "DAGSTER_HOME": str(tmp_path / "home")}, timeout=300,
+    )
+    assert proc.returncode == 1
+    assert f"{bad}: not a readable Parquet file" in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
