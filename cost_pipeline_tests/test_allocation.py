@@ -123,3 +123,14 @@ def test_split_exact_adds_up_to_the_last_unit():
     parts = split_exact(D("100.000000000001"), [1, 1, 1])
     assert sum(parts) == D("100.000000000001") and len(set(parts)) == 2
     assert split_exact(D("-0.03"), [1, 2]) == [D("-0.01"), D("-0.02")]
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [("nvidia.com/gpu", ("gpu", 1.0)), ("nvidia_com_gpu", ("gpu", 1.0)), ("nvidia.com/mig-1g.10gb", ("gpu", 1 / 7)),
+     ("nvidia_com_mig_3g_40gb", ("gpu", 3 / 7)), ("cpu", ("cpu", 1.0)), ("memory", ("memory", 1.0)), ("ephemeral_storage", None)],
+)
+def test_resource_names_and_mig_slice_weights(name, kind):
+    from cost_pipeline.lib.drivers.kubernetes import resource_kind
+
+    assert resource_kind(name, 7) == kind

@@ -21,6 +21,7 @@ import polars as pl
 from cost_pipeline.lib.billing.amortize import AMORTIZATION_COLUMNS
 from cost_pipeline.lib.billing.columns import LINE, fold_column, parse_money, parse_timestamps, select_columns, with_line_numbers
 from cost_pipeline.lib.billing.cur2 import normalize_cur2
+from cost_pipeline.lib.billing.parsed_cache import parsed
 from cost_pipeline.lib.billing.schema import empty_cost_lines
 from cost_pipeline.lib.errors import InputError
 from cost_pipeline.lib.storage import Storage, StoredFile
@@ -146,7 +147,7 @@ def read_legacy_file(path: Path, source: str, where: str, name: str) -> pl.DataF
 def read_cur_legacy_day(uri: str, day: dt.date, source: str, storage: Storage | None = None) -> pl.DataFrame:
     storage = storage or Storage()
     frames = [
-        read_legacy_file(storage.fetch(f), source, f.uri, f.name).filter(pl.col("date") == day)
+        parsed(f, source, lambda f=f: read_legacy_file(storage.fetch(f), source, f.uri, f.name)).filter(pl.col("date") == day)
         for f in current_files(uri, day, storage)
     ]
     return pl.concat(frames) if frames else empty_cost_lines()

@@ -13,6 +13,7 @@ from pathlib import Path
 import polars as pl
 
 from cost_pipeline.lib.billing.columns import LINE, json_tags, parse_money, parse_timestamps, select_columns, with_line_numbers
+from cost_pipeline.lib.billing.parsed_cache import parsed
 from cost_pipeline.lib.billing.schema import conform, empty_cost_lines
 from cost_pipeline.lib.errors import InputError
 from cost_pipeline.lib.storage import Storage, StoredFile
@@ -100,5 +101,8 @@ def read_focus_day(
     files = focus_files(uri, storage)
     if not files:
         return empty_cost_lines()
-    frames = [read_focus_file(storage.fetch(f), source, f.uri, default_currency).filter(pl.col("date") == day) for f in files]
+    frames = [
+        parsed(f, source, lambda f=f: read_focus_file(storage.fetch(f), source, f.uri, default_currency)).filter(pl.col("date") == day)
+        for f in files
+    ]
     return pl.concat(frames)

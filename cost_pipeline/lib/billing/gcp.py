@@ -15,6 +15,7 @@ from pathlib import Path
 import polars as pl
 
 from cost_pipeline.lib.billing.columns import parse_money, parse_timestamps
+from cost_pipeline.lib.billing.parsed_cache import parsed
 from cost_pipeline.lib.billing.schema import conform, empty_cost_lines
 from cost_pipeline.lib.errors import InputError
 from cost_pipeline.lib.storage import Storage
@@ -123,5 +124,8 @@ def read_gcp_day(uri: str, day: dt.date, source: str, storage: Storage | None = 
     if uri.startswith("bq://"):
         return read_bigquery_day(uri[len("bq://"):], day, source, storage.bigquery_client())
     files = [f for f in storage.list(uri) if f.name.lower().endswith(SUFFIXES)]
-    frames = [read_gcp_file(storage.fetch(f), source, f.uri, f.name).filter(pl.col("date") == day) for f in files]
+    frames = [
+        parsed(f, source, lambda f=f: read_gcp_file(storage.fetch(f), source, f.uri, f.name)).filter(pl.col("date") == day)
+        for f in files
+    ]
     return pl.concat(frames) if frames else empty_cost_lines()

@@ -1,0 +1,31 @@
+"""Parsed billing files kept in memory across the days of one run.
+
+Text exports (legacy CUR CSV, FOCUS, GCP JSONL) hold a whole month per file, and a backfill reads
+each day separately: without this cache a 30-day backfill would parse every file 30 times. Entries
+are keyed by the file's version (ETag, generation, size+mtime), so a re-delivered file is parsed
+afresh, and only the few most recent files are kept to bound memory.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+
+import polars as pl
+
+from cost_pipeline.lib.storage import StoredFile
+
+MAX_FILES = 4
+_cache: OrderedDict[tuple[str, str, str], pl.DataFrame] = OrderedDict()
+
+
+def parsed(file: StoredFile, source: str, parse: Callable[[], pl.DataFrame]) -> pl.DataFrame:
+    key = (file.uri, file.version, source)
+    if key in _cache:
+        _cache.move_to_end(key)
+        return _cache[key]
+    frame = parse()
+    _cache[key] = frame
+    while len(_cache) > MAX_FILES:
+        _cache.popitem(last=False)
+    return frame
