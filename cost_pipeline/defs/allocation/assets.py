@@ -33,7 +33,10 @@ def allocated_costs(context: dg.AssetExecutionContext, pipeline: PipelineConfig)
     teams = set(settings.tagging.teams)
     for day in days:
         lines = lake.scan_days("cost_lines", [day]).collect()
-        samples = lake.scan_days("usage", [day]).collect() if pools else None
+        try:
+            samples = lake.scan_days("usage", [day]).collect() if pools else None
+        except FileNotFoundError as exc:
+            raise dg.Failure(description=f"{exc}: materialize `usage` for these days first (or select it too)") from None
         allocated = allocate(classify(lines, settings.tagging, pools), settings.rules_version, pools, samples, teams)
         path = lake.write_day("allocated_costs", day, allocated)
         no_usage = allocated.filter(pl.col("reason").str.starts_with("no_usage:"))["reason"].to_list()

@@ -50,24 +50,34 @@ def _top_resources_md(quarantined: pl.DataFrame) -> str:
     partitions_def=DAILY,
     backfill_policy=SINGLE_RUN,
     name="tag_compliance_tables",
+    can_subset=True,  # the contract's `--select cost_lines,untagged_spend,...` names one of the two
 )
 def tag_compliance_tables(context: dg.AssetExecutionContext, pipeline: PipelineConfig):
     settings = pipeline.settings()
     lake = pipeline.lake()
+    selected = {key.to_user_string() for key in context.selected_asset_keys}
     shares = []
     for day in partition_days(context):
         lines = lake.scan_days("cost_lines", [day]).collect()
         tagged = classify(lines, settings.tagging, settings.allocation.pools)
+        if "tag_compliance" in selected:
+            breakdown = compliance_breakdown(tagged)
+            breakdown_path = lake.write_day("tag_compliance", day, breakdown)
+            context.add_asset_metadata(
+                day_metadata(breakdown.filter(pl.col("dimension") == "reason"), breakdown_path, ["untagged"]),
+                asset_key="tag_compliance",
+                partition_key=day.isoformat(),
+            )
+        if "untagged_spend" not in selected:
+            continue
         quarantined = quarantine(tagged)
-        breakdown = compliance_breakdown(tagged)
         untagged_path = lake.write_day("untagged_spend", day, quarantined)
-        breakdown_path = lake.write_day("tag_compliance", day, breakdown)
         day_shares = untagged_shares(tagged)
         shares.append(day_shares)
         by_reason = quarantined.group_by("reason").agg(pl.col("amount").sum()).sort("amount", descending=True)
         context.add_asset_metadata(
             {
-                **day_metadata(quarantined, str(untagged_path), ["amount"]),
+                **day_metadata(quarantined, untagged_path, ["amount"]),
                 "untagged_share": float(day_shares["share"].max() or 0.0),
                 "by_reason": dg.MetadataValue.json({r: float(round(a, 2)) for r, a in by_reason.iter_rows()}),
                 "top_untagged_resources": dg.MetadataValue.md(_top_resources_md(quarantined)),
@@ -75,12 +85,8 @@ def tag_compliance_tables(context: dg.AssetExecutionContext, pipeline: PipelineC
             asset_key="untagged_spend",
             partition_key=day.isoformat(),
         )
-        context.add_asset_metadata(
-            day_metadata(breakdown.filter(pl.col("dimension") == "reason"), str(breakdown_path), ["untagged"]),
-            asset_key="tag_compliance",
-            partition_key=day.isoformat(),
-        )
-    yield dg.MaterializeResult(asset_key="untagged_spend")
-    yield dg.MaterializeResult(asset_key="tag_compliance")
-    for result in share_results(pl.concat(shares), settings.tagging):
-        yield result
+    if "tag_compliance" in selected:
+        yield dg.MaterializeResult(asset_key="tag_compliance")
+    if "untagged_spend" in selected:
+        yield dg.MaterializeResult(asset_key="untagged_spend")
+        yield from share_results(pl.concat(shares), settings.tagging)
