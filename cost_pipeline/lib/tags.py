@@ -64,17 +64,17 @@ def _rule_value(rule: VirtualTagRule, key: str, raw_keys: list[str]) -> pl.Expr 
     return None
 
 
-def canonical_tags(lines: pl.DataFrame, schema: TaggingConfig) -> pl.DataFrame:
-    """Add one column per schema key and ``tag_source`` (``tag``, or ``key=rule`` for filled keys).
+def _raw_keys(lines: pl.DataFrame) -> list[str]:
+    if not lines.height:
+        return []
+    return lines.select(pl.col("tags").map.keys().explode().drop_nulls().unique()).to_series().to_list()
 
-    Evaluated in stages (raw values, then rule fills, then provenance) so each map lookup runs once.
-    """
-    raw_keys = (
-        lines.select(pl.col("tags").map.keys().explode().drop_nulls().unique()).to_series().to_list()
-        if lines.height
-        else []
-    )
+
+def _canonical(lines: pl.LazyFrame, raw_keys: list[str], schema: TaggingConfig) -> pl.LazyFrame:
+    """Staged (raw values, rule fills, provenance) so each map lookup runs once; lazy so Polars
+    evaluates the independent columns of a stage in parallel."""
     rules = schema.virtual_tags
+    temporary = [f"_tag_{k.column}" for k in schema.keys] + [f"_rule_{i}" for i in range(len(rules))]
     staged = lines.with_columns(
         *[_clean(_tag_value(raw_keys, [k.key, *schema.aliases.get(k.key, [])])).alias(f"_tag_{k.column}") for k in schema.keys],
         *[_rule_condition(rule, raw_keys).alias(f"_rule_{i}") for i, rule in enumerate(rules)],
@@ -92,13 +92,19 @@ def canonical_tags(lines: pl.DataFrame, schema: TaggingConfig) -> pl.DataFrame:
             origin.append(pl.when(tagged.is_null() & filled.is_not_null()).then(pl.lit(f"{key.key}={rule.name}")))
         values[key.column] = pl.coalesce(options)
         sources[f"_src_{key.column}"] = pl.coalesce(origin)
-    staged = staged.with_columns(**values, **sources)
     provenance = pl.concat_str(
         [pl.when(pl.col(src) != "tag").then(pl.col(src)) for src in sources], separator=",", ignore_nulls=True
     )
-    return staged.with_columns(
-        tag_source=pl.when(provenance.str.len_chars() > 0).then(provenance).otherwise(pl.lit("tag"))
-    ).drop([c for c in staged.columns if c.startswith(("_tag_", "_rule_", "_src_"))])
+    return (
+        staged.with_columns(**values, **sources)
+        .with_columns(tag_source=pl.when(provenance.str.len_chars() > 0).then(provenance).otherwise(pl.lit("tag")))
+        .drop(temporary + list(sources))
+    )
+
+
+def canonical_tags(lines: pl.DataFrame, schema: TaggingConfig) -> pl.DataFrame:
+    """Add one column per schema key and ``tag_source`` (``tag``, or ``key=rule`` for filled keys)."""
+    return _canonical(lines.lazy(), _raw_keys(lines), schema).collect()
 
 
 def _fullmatch(expr: pl.Expr, pattern: str) -> pl.Expr:
@@ -111,7 +117,7 @@ def apply_tag_schema(lines: pl.DataFrame, schema: TaggingConfig) -> pl.DataFrame
     The reason is the first failure in schema order: ``missing:<key>``, ``invalid:<key>``, or
     ``unknown_team`` for a team value that is not in the team registry.
     """
-    with_values = canonical_tags(lines, schema)
+    with_values = _canonical(lines.lazy(), _raw_keys(lines), schema)
     checks = []
     for key in schema.keys:
         col = pl.col(key.column)
@@ -129,7 +135,7 @@ def apply_tag_schema(lines: pl.DataFrame, schema: TaggingConfig) -> pl.DataFrame
             checks.append(pl.when(col.is_not_null() & ~col.is_in(key.allowed)).then(pl.lit(f"invalid:{key.key}")))
         if key.pattern is not None:
             checks.append(pl.when(~_fullmatch(col, key.pattern)).then(pl.lit(f"invalid:{key.key}")))
-    return with_values.with_columns(pl.coalesce(checks).alias(TAG_COLUMNS_REASON))
+    return with_values.with_columns(pl.coalesce(checks).alias(TAG_COLUMNS_REASON)).collect()
 
 
 def quarantine(tagged: pl.DataFrame) -> pl.DataFrame:
