@@ -20,11 +20,9 @@ def day_fingerprint(lines: pl.DataFrame) -> str:
     if lines.is_empty():
         return "empty"
     entries = pl.List(pl.Struct({"key": pl.String, "value": pl.String}))
-    pair = pl.concat_str(pl.element().struct.field("key"), pl.element().struct.field("value"), separator="=")
     content = lines.drop([c for c in IGNORED if c in lines.columns]).with_columns(
-        # maps as sorted "key=value" strings: the same tags in another order are the same charge
-        pl.col(c).cast(entries).list.eval(pair).list.sort().list.join("\x1f")
-        for c, t in lines.schema.items() if isinstance(t, pl.Map)
+        # maps hashed as delivered: tags re-delivered in another order only cost an extra re-run
+        pl.col(c).cast(entries) for c, t in lines.schema.items() if isinstance(t, pl.Map)
     )
     hashes = np.sort(content.hash_rows(seed=1).to_numpy())
     return hashlib.sha256(hashes.tobytes()).hexdigest()[:20] + f"-{lines.height}"
