@@ -52,7 +52,8 @@ class BillingSource(_Model):
 class UsageConfig(_Model):
     """Prometheus usage: extract files, or a live server whose answers are archived in the lake."""
 
-    extracts_uri: str | None = None
+    extracts_uri: str | None = None  # a local folder, s3://bucket/prefix or gs://bucket/prefix
+    endpoint_url: str | None = None  # S3-compatible endpoint for extracts on S3
     prometheus_url: str | None = None
     step_seconds: int = Field(default=3600, ge=1)
     queries: dict[str, str] = {}  # extract name -> PromQL, for a live Prometheus

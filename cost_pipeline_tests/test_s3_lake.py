@@ -16,7 +16,10 @@ from cost_pipeline_tests.test_assets import LAST, _run
 def test_pipeline_writes_and_reconciles_on_an_s3_lake(tmp_path, sample_dir, s3):
     url, client = s3
     client.create_bucket(Bucket="lake")
-    config = write_config(tmp_path, sample_dir, lake_uri="s3://lake/cost", lake_endpoint_url=url)
+    for path in (sample_dir / "usage").rglob("*.json"):  # usage extracts on S3 too
+        client.put_object(Bucket="lake", Key=f"usage/{path.relative_to(sample_dir / 'usage').as_posix()}", Body=path.read_bytes())
+    usage = {"extracts_uri": "s3://lake/usage", "endpoint_url": url}
+    config = write_config(tmp_path, sample_dir, lake_uri="s3://lake/cost", lake_endpoint_url=url, usage=usage)
     result = _run(config, dg.DagsterInstance.ephemeral())
     assert result.success
     keys = {o["Key"] for o in client.list_objects_v2(Bucket="lake", Prefix="cost/")["Contents"]}
@@ -29,6 +32,8 @@ def test_pipeline_writes_and_reconciles_on_an_s3_lake(tmp_path, sample_dir, s3):
     allocated = lake.scan("allocated_costs").collect()
     lines = lake.scan("cost_lines").collect()
     assert allocated["date"].n_unique() == DAYS
+    assert allocated.filter(pl.col("allocation") == "shared").height > 0  # pools split by the S3 extracts
+    assert allocated.filter(pl.col("reason").str.starts_with("no_usage")).is_empty()
     assert allocated["amount"].sum() == lines["effective_cost"].sum()
     checks = {e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data.passed
               for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}

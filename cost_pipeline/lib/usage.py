@@ -15,6 +15,7 @@ from pathlib import Path
 import polars as pl
 
 from cost_pipeline.lib.errors import InputError
+from cost_pipeline.lib.storage import Storage
 
 SAMPLES_SCHEMA = {
     "date": pl.Date(),
@@ -64,13 +65,16 @@ def parse_query_range(body: dict | bytes | str, query: str, day: dt.date, source
     ).select(list(SAMPLES_SCHEMA))
 
 
-def read_extracts(root: str | Path, day: dt.date) -> pl.DataFrame:
-    """Every ``<root>/date=YYYY-MM-DD/<query>.json`` of the day; a missing day folder is no usage."""
-    folder = Path(root) / f"date={day.isoformat()}"
-    frames = [
-        parse_query_range(path.read_bytes(), path.stem, day, str(path))
-        for path in sorted(folder.glob("*.json"))
-    ]
+def read_extracts(root: str | Path, day: dt.date, storage: Storage | None = None) -> pl.DataFrame:
+    """Every ``<root>/date=YYYY-MM-DD/<query>.json`` of the day (local, s3:// or gs://); a missing
+    day folder is no usage."""
+    storage = storage or Storage()
+    folder = f"{str(root).rstrip('/')}/date={day.isoformat()}"
+    frames = []
+    for stored in storage.list(folder):
+        if stored.name.endswith(".json") and "/" not in stored.name:
+            name = stored.name[: -len(".json")]
+            frames.append(parse_query_range(storage.fetch(stored).read_bytes(), name, day, stored.uri))
     return pl.concat(frames) if frames else empty_samples()
 
 

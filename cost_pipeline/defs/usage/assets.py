@@ -8,6 +8,7 @@ import polars as pl
 import dagster as dg
 
 from cost_pipeline.config import Settings
+from cost_pipeline.defs.billing.resources import storage_for_uri
 from cost_pipeline.defs.failures import input_errors_as_failures
 from cost_pipeline.defs.metadata import column_schema
 from cost_pipeline.defs.partitions import DAILY, SINGLE_RUN, partition_days
@@ -46,7 +47,8 @@ def usage(context: dg.AssetExecutionContext, pipeline: PipelineConfig) -> dg.Mat
             if settings.usage.prometheus_url:
                 samples = _live(settings, lake, day)
             elif settings.usage.extracts_uri:
-                samples = read_extracts(settings.usage.extracts_uri, day)
+                storage = storage_for_uri(settings.usage.extracts_uri, settings.usage.endpoint_url)
+                samples = read_extracts(settings.usage.extracts_uri, day, storage)
             else:
                 samples = empty_samples()
         path = lake.write_day("usage", day, samples)
