@@ -112,6 +112,11 @@ def test_cli_run_records_runs_in_dagster_home(tmp_path, config_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Untagged (quarantined) share" in proc.stdout
     assert (tmp_path / "lake" / "reports" / "summary.md").exists()
+    team_files = sorted((tmp_path / "lake" / "reports" / "teams").glob("*.csv"))
+    assert len(team_files) >= 5
+    for path in team_files:  # a team's file holds its own rows only
+        teams = set(pl.read_csv(path)["team"])
+        assert teams == ({"__unattributed__"} if path.stem == "unattributed" else {path.stem})
     with dg.DagsterInstance.from_config(str(home)) as instance:
         runs = instance.get_runs()
         assert {r.job_name for r in runs} == {"daily_costs_job", "reports_job"}
