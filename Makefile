@@ -8,7 +8,7 @@ DEMO_DAYS := 60
 DEMO_END := 2026-10-30
 DEMO_LINES := 5000
 
-.PHONY: install install-dev demo ui test bench validate clean prometheus
+.PHONY: install install-dev demo ui test bench validate clean prometheus lint
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,9 @@ prometheus:
 
 test: install-dev prometheus
 	$(BIN)/python -m pytest -q
+
+lint: install-dev
+	$(BIN)/ruff check cost_pipeline cost_pipeline_tests benchmarks
 
 bench: install
 	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)

@@ -61,7 +61,10 @@ def _log_config(level: str) -> dict:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+    from dagster._core.storage.tags import (
+        ASSET_PARTITION_RANGE_END_TAG,
+        ASSET_PARTITION_RANGE_START_TAG,
+    )
 
     _use_config(args.config)
     settings = load_settings()
@@ -123,7 +126,11 @@ def cmd_policies(args: argparse.Namespace) -> int:
 
 def cmd_rules_diff(args: argparse.Namespace) -> int:
     from cost_pipeline.lib.lake import Lake
-    from cost_pipeline.lib.rules_diff import allocate_days, diff_allocations, render_diff
+    from cost_pipeline.lib.rules_diff import (
+        allocate_days,
+        diff_allocations,
+        render_diff,
+    )
 
     _use_config(args.config)
     current = load_settings()

@@ -15,7 +15,16 @@ from decimal import Decimal as D
 import polars as pl
 import pytest
 
-from cost_pipeline.config import KubernetesDriver, MetricDriver, Pool, PoolSelect, FixedDriver, EvenDriver, TaggingConfig, Team
+from cost_pipeline.config import (
+    EvenDriver,
+    FixedDriver,
+    KubernetesDriver,
+    MetricDriver,
+    Pool,
+    PoolSelect,
+    TaggingConfig,
+    Team,
+)
 from cost_pipeline.lib.allocate import allocate
 from cost_pipeline.lib.money import split_exact
 from cost_pipeline.lib.pools import classify

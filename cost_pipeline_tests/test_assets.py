@@ -10,12 +10,15 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 import pytest
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+)
 
 from cost_pipeline.config import load_settings
+from cost_pipeline.definitions import defs
 from cost_pipeline.defs.resources import PipelineConfig
 from cost_pipeline.lib.pools import classify
-from cost_pipeline.definitions import defs
 from cost_pipeline_tests.conftest import DAYS, START, write_config
 
 DAILY = ["cost_lines", "untagged_spend", "tag_compliance", "allocated_costs", "team_daily_costs"]
@@ -141,6 +144,7 @@ def _check_outcomes(result):
 
 def test_untagged_share_above_error_threshold_holds_back_reports(tmp_path, sample_dir):
     import yaml
+
     from cost_pipeline.config import bundled_config_path
 
     tagging = yaml.safe_load(bundled_config_path().read_text())["tagging"]
@@ -155,6 +159,7 @@ def test_untagged_share_above_error_threshold_holds_back_reports(tmp_path, sampl
 
 def test_untagged_share_above_warn_only_warns(tmp_path, sample_dir):
     import yaml
+
     from cost_pipeline.config import bundled_config_path
 
     tagging = yaml.safe_load(bundled_config_path().read_text())["tagging"]

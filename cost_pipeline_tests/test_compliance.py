@@ -1,12 +1,15 @@
 """Compliance metrics over the generated organisation, and escaping of untrusted text."""
 
-import datetime as dt
 
 import polars as pl
 
 from cost_pipeline.config import bundled_config_path, load_settings
 from cost_pipeline.lib.billing.cur2 import read_cur2_day
-from cost_pipeline.lib.compliance import compliance_breakdown, top_untagged_resources, untagged_shares
+from cost_pipeline.lib.compliance import (
+    compliance_breakdown,
+    top_untagged_resources,
+    untagged_shares,
+)
 from cost_pipeline.lib.markdown import md_table, md_text
 from cost_pipeline.lib.tags import apply_tag_schema, quarantine
 from cost_pipeline_tests.conftest import START

@@ -11,12 +11,11 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from cost_pipeline.config import TagKey, TaggingConfig
+from cost_pipeline.config import TaggingConfig, TagKey
 from cost_pipeline.lib.allocate import allocate
 from cost_pipeline.lib.billing.focus import read_focus_day, read_focus_file
 from cost_pipeline.lib.errors import InputError
 from cost_pipeline.lib.tags import apply_tag_schema, quarantine
-
 from cost_pipeline_tests.conftest import SHARED_DATA, needs_shared_data
 
 SAMPLE = SHARED_DATA / "focus" / "focus_sample.csv"

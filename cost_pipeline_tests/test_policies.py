@@ -8,7 +8,12 @@ import sys
 import yaml
 
 from cost_pipeline.config import TaggingConfig, Team, bundled_config_path, load_settings
-from cost_pipeline.lib.policies import aws_scp, aws_tag_policy, azure_policy, gcp_custom_constraint
+from cost_pipeline.lib.policies import (
+    aws_scp,
+    aws_tag_policy,
+    azure_policy,
+    gcp_custom_constraint,
+)
 
 # The seed's example: deny launching an instance whose request lacks the ml-team tag.
 SEED_SCP_STATEMENT = {

@@ -1,6 +1,5 @@
 """Usage from a real Prometheus gives the same allocation as the equivalent extract files."""
 
-import datetime as dt
 import json
 
 import dagster as dg

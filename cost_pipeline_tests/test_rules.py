@@ -6,7 +6,10 @@ import sys
 import dagster as dg
 import polars as pl
 import yaml
-from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
+from dagster._core.definitions.data_version import (
+    CachingStaleStatusResolver,
+    StaleStatus,
+)
 from dagster._core.loader import LoadingContextForTest
 
 from cost_pipeline.config import load_settings

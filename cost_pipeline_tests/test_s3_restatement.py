@@ -7,8 +7,8 @@ import dagster as dg
 import polars as pl
 import pyarrow as pa
 
-from cost_pipeline.definitions import build_defs
 from cost_pipeline.config import load_settings
+from cost_pipeline.definitions import build_defs
 from cost_pipeline.defs.resources import PipelineConfig
 from cost_pipeline.sample.cur_legacy import deliver
 from cost_pipeline_tests.conftest import START, write_config

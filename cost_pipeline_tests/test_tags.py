@@ -5,7 +5,13 @@ import datetime as dt
 import polars as pl
 import pytest
 
-from cost_pipeline.config import TaggingConfig, Team, VirtualTagRule, bundled_config_path, load_settings
+from cost_pipeline.config import (
+    TaggingConfig,
+    Team,
+    VirtualTagRule,
+    bundled_config_path,
+    load_settings,
+)
 from cost_pipeline.lib.billing.cur2 import read_cur2_day
 from cost_pipeline.lib.pools import classify
 from cost_pipeline.lib.tags import apply_tag_schema, fold_key, quarantine

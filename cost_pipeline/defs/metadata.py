@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import polars as pl
-
 import dagster as dg
+import polars as pl
 
 
 def column_schema(frame: pl.DataFrame) -> dg.TableSchema:

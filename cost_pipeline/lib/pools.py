@@ -13,7 +13,14 @@ from decimal import Decimal
 
 import polars as pl
 
-from cost_pipeline.config import EvenDriver, FixedDriver, KubernetesDriver, MetricDriver, Pool, TaggingConfig
+from cost_pipeline.config import (
+    EvenDriver,
+    FixedDriver,
+    KubernetesDriver,
+    MetricDriver,
+    Pool,
+    TaggingConfig,
+)
 from cost_pipeline.lib.drivers.kubernetes import kubernetes_shares
 from cost_pipeline.lib.drivers.simple import even_shares, fixed_shares, metric_shares
 from cost_pipeline.lib.money import split_exact

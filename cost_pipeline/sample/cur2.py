@@ -115,7 +115,7 @@ def _choice(rng: np.random.Generator, items: list[str], n: int, p=None) -> np.nd
 
 def _map_array(columns: list[tuple[str, np.ndarray]]) -> pa.MapArray:
     """Build ``map<string,string>`` rows from per-key value columns (None = key absent)."""
-    n = len(columns[0][1]) if columns else 0
+    len(columns[0][1]) if columns else 0
     keys = np.array([k for k, _ in columns], dtype=object)
     values = np.stack([v for _, v in columns], axis=1) if columns else np.empty((0, 0), dtype=object)
     present = values != None  # noqa: E711 - elementwise test on an object array

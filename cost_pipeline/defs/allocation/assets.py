@@ -1,13 +1,12 @@
 """The ``allocated_costs`` table: every cent of the day, once, with who pays for it."""
 
 import dagster as dg
+import polars as pl
 
 from cost_pipeline.defs.allocation.checks import RECONCILES, reconciliation_result
 from cost_pipeline.defs.metadata import day_metadata
 from cost_pipeline.defs.partitions import DAILY, SINGLE_RUN, partition_days
 from cost_pipeline.defs.resources import PipelineConfig
-import polars as pl
-
 from cost_pipeline.lib.allocate import allocate
 from cost_pipeline.lib.pools import classify
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-import polars as pl
-
 import dagster as dg
+import polars as pl
 
 from cost_pipeline.lib.allocate import reconcile
 from cost_pipeline.lib.lake import Lake

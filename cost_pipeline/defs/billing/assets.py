@@ -1,14 +1,13 @@
 """The ``cost_lines`` table: every charge of the day from every billing source, normalized."""
 
+import dagster as dg
 import polars as pl
 
-import dagster as dg
-
+from cost_pipeline.defs.billing.resources import storage_for
 from cost_pipeline.defs.failures import input_errors_as_failures
 from cost_pipeline.defs.metadata import day_metadata
 from cost_pipeline.defs.partitions import DAILY, SINGLE_RUN, partition_days
 from cost_pipeline.defs.resources import PipelineConfig
-from cost_pipeline.defs.billing.resources import storage_for
 from cost_pipeline.lib.billing.fingerprint import day_fingerprint
 from cost_pipeline.lib.billing.sources import read_billing_day
 

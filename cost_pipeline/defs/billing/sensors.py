@@ -1,7 +1,6 @@
 """One sensor per billing source: new or re-delivered files → runs for exactly the changed days."""
 
 import datetime as dt
-import json
 
 import dagster as dg
 

@@ -4,15 +4,22 @@ Both come from one classification of the day's cost lines, so they are one multi
 are read and classified once, and the two tables can never disagree about what is untagged.
 """
 
+import dagster as dg
 import polars as pl
 
-import dagster as dg
-
-from cost_pipeline.defs.compliance.checks import UNTAGGED_ERROR, UNTAGGED_WARN, share_results
+from cost_pipeline.defs.compliance.checks import (
+    UNTAGGED_ERROR,
+    UNTAGGED_WARN,
+    share_results,
+)
 from cost_pipeline.defs.metadata import day_metadata
 from cost_pipeline.defs.partitions import DAILY, SINGLE_RUN, partition_days
 from cost_pipeline.defs.resources import PipelineConfig
-from cost_pipeline.lib.compliance import compliance_breakdown, top_untagged_resources, untagged_shares
+from cost_pipeline.lib.compliance import (
+    compliance_breakdown,
+    top_untagged_resources,
+    untagged_shares,
+)
 from cost_pipeline.lib.markdown import md_table
 from cost_pipeline.lib.pools import classify
 from cost_pipeline.lib.tags import quarantine

@@ -1,8 +1,7 @@
 """Untagged-share thresholds: a warning to act on, and an error that holds back the reports."""
 
-import polars as pl
-
 import dagster as dg
+import polars as pl
 
 from cost_pipeline.config import TaggingConfig
 

@@ -5,8 +5,8 @@ import dagster as dg
 from cost_pipeline.defs.metadata import day_metadata
 from cost_pipeline.defs.partitions import DAILY, SINGLE_RUN, partition_days
 from cost_pipeline.defs.resources import PipelineConfig
-from cost_pipeline.lib.reports import team_daily_costs as daily_costs_of
 from cost_pipeline.lib.report_files import write_reports
+from cost_pipeline.lib.reports import team_daily_costs as daily_costs_of
 
 
 @dg.asset(

@@ -3,9 +3,8 @@
 import datetime as dt
 import json
 
-import polars as pl
-
 import dagster as dg
+import polars as pl
 
 from cost_pipeline.config import Settings
 from cost_pipeline.defs.billing.resources import storage_for_uri

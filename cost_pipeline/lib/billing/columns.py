@@ -16,7 +16,6 @@ import polars as pl
 from cost_pipeline.lib.errors import InputError
 from cost_pipeline.lib.money import MONEY
 
-
 LINE = "__line__"
 
 

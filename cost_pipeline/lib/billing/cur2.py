@@ -13,8 +13,12 @@ from pathlib import Path
 import polars as pl
 import pyarrow.parquet as pq
 
-from cost_pipeline.lib.billing.amortize import AMORTIZATION_COLUMNS, charge_category, effective_cost
-from cost_pipeline.lib.billing.schema import UTC_TS, conform, empty_cost_lines
+from cost_pipeline.lib.billing.amortize import (
+    AMORTIZATION_COLUMNS,
+    charge_category,
+    effective_cost,
+)
+from cost_pipeline.lib.billing.schema import conform, empty_cost_lines
 from cost_pipeline.lib.errors import InputError
 from cost_pipeline.lib.money import MONEY
 from cost_pipeline.lib.storage import Storage, StoredFile

@@ -19,7 +19,14 @@ from pathlib import Path
 import polars as pl
 
 from cost_pipeline.lib.billing.amortize import AMORTIZATION_COLUMNS
-from cost_pipeline.lib.billing.columns import LINE, fold_column, parse_money, parse_timestamps, select_columns, with_line_numbers
+from cost_pipeline.lib.billing.columns import (
+    LINE,
+    fold_column,
+    parse_money,
+    parse_timestamps,
+    select_columns,
+    with_line_numbers,
+)
 from cost_pipeline.lib.billing.cur2 import normalize_cur2
 from cost_pipeline.lib.billing.parsed_cache import parsed
 from cost_pipeline.lib.billing.schema import empty_cost_lines

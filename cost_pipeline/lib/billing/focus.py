@@ -12,7 +12,14 @@ from pathlib import Path
 
 import polars as pl
 
-from cost_pipeline.lib.billing.columns import LINE, json_tags, parse_money, parse_timestamps, select_columns, with_line_numbers
+from cost_pipeline.lib.billing.columns import (
+    LINE,
+    json_tags,
+    parse_money,
+    parse_timestamps,
+    select_columns,
+    with_line_numbers,
+)
 from cost_pipeline.lib.billing.parsed_cache import parsed
 from cost_pipeline.lib.billing.schema import conform, empty_cost_lines
 from cost_pipeline.lib.errors import InputError

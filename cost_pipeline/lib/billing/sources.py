@@ -10,8 +10,8 @@ import polars as pl
 from cost_pipeline.config import BillingSource
 from cost_pipeline.lib.billing.cur2 import read_cur2_day
 from cost_pipeline.lib.billing.cur_legacy import read_cur_legacy_day
-from cost_pipeline.lib.billing.focus import read_focus_day
 from cost_pipeline.lib.billing.currencies import ISO_4217
+from cost_pipeline.lib.billing.focus import read_focus_day
 from cost_pipeline.lib.billing.gcp import read_gcp_day
 from cost_pipeline.lib.billing.schema import empty_cost_lines
 from cost_pipeline.lib.errors import InputError

@@ -1,0 +1,45 @@
+"""Where bills, usage and Slack messages come from and go to."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from cost_pipeline.config.base import _Model
+
+BillingFormat = Literal["aws_cur2", "aws_cur_legacy", "focus", "gcp_billing_export"]
+
+
+class BillingSource(_Model):
+    """One export: a local folder, ``s3://bucket/prefix``, ``gs://bucket/prefix`` or ``bq://project.dataset.table``."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    format: BillingFormat
+    uri: str
+    endpoint_url: str | None = None  # S3-compatible endpoint (MinIO, a VPC endpoint, a test server)
+    region: str | None = None
+    gcp_project: str | None = None
+    currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")  # for FOCUS files without BillingCurrency
+
+    @model_validator(mode="after")
+    def _scheme_fits(self) -> "BillingSource":
+        if self.uri.startswith("bq://") and self.format != "gcp_billing_export":
+            raise ValueError(f"billing source {self.name!r}: bq:// is only for format gcp_billing_export")
+        return self
+
+
+class UsageConfig(_Model):
+    """Prometheus usage: extract files, or a live server whose answers are archived in the lake."""
+
+    extracts_uri: str | None = None  # a local folder, s3://bucket/prefix or gs://bucket/prefix
+    endpoint_url: str | None = None  # S3-compatible endpoint for extracts on S3
+    prometheus_url: str | None = None
+    step_seconds: int = Field(default=3600, ge=1)
+    queries: dict[str, str] = {}  # extract name -> PromQL, for a live Prometheus
+    timeout_seconds: float = 60.0
+
+
+class SlackConfig(_Model):
+    outbox_uri: str | None = None
+    token_env: str = "SLACK_BOT_TOKEN"
