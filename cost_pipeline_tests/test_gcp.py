@@ -61,3 +61,17 @@ def test_gcs_bucket_through_the_client_library(tmp_path):
         lines = read_gcp_day("gs://billing-bucket/exports/gcp", DAY, "gcp", storage)
     billed, effective = _expected(rows)
     assert (lines.height, lines["billed_cost"].sum(), lines["effective_cost"].sum()) == (40, billed, effective)
+
+
+def test_bigquery_table_through_the_client_library(tmp_path):
+    from cost_pipeline_tests.bigquery_standin import bigquery_standin
+
+    rows = gcp_rows(DAY, 25, seed=5) + gcp_rows(DAY + dt.timedelta(days=1), 10, seed=6)
+    with bigquery_standin(rows) as (client, state):
+        storage = Storage(bq_client=client)
+        lines = read_gcp_day("bq://billing-project.billing.gcp_billing_export_resource_v1_X", DAY, "gcp", storage)
+    assert "_PARTITIONTIME" in state["queries"][0] and "@day" in state["queries"][0]
+    billed, effective = _expected(rows[:25])
+    assert (lines.height, lines["billed_cost"].sum(), lines["effective_cost"].sum()) == (25, billed, effective)
+    assert lines["tags"][1]["ml-team"] == rows[1]["labels"][0]["value"]
+    assert set(lines["date"]) == {DAY}

@@ -1,0 +1,123 @@
+"""A local stand-in for the BigQuery REST API, enough for ``client.query(...).to_arrow()``.
+
+It does not run SQL: it serves the given billing-export rows whose ``usage_start_time`` falls on the
+``@day`` query parameter, in BigQuery's f/v row encoding, so google-cloud-bigquery's real request
+building, paging and type conversion (RECORD, REPEATED, TIMESTAMP) are exercised offline.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlparse
+
+S, F, T = "STRING", "FLOAT", "TIMESTAMP"
+
+
+def _record(name, fields, mode="NULLABLE"):
+    return {"name": name, "type": "RECORD", "mode": mode, "fields": fields}
+
+
+def _f(name, kind=S):
+    return {"name": name, "type": kind, "mode": "NULLABLE"}
+
+
+KV = [_f("key"), _f("value")]
+SCHEMA = {"fields": [
+    _f("billing_account_id"), _record("service", [_f("id"), _f("description")]), _record("sku", [_f("id"), _f("description")]),
+    _f("usage_start_time", T), _f("usage_end_time", T),
+    _record("project", [_f("id"), _f("number"), _f("name"), _record("labels", KV, "REPEATED")]),
+    _record("labels", KV, "REPEATED"), _record("location", [_f("location"), _f("country"), _f("region"), _f("zone")]),
+    _record("resource", [_f("name"), _f("global_name")]), _f("cost", F), _f("currency"), _f("cost_type"),
+    _record("usage", [_f("amount", F), _f("unit")]),
+    _record("credits", [_f("name"), _f("amount", F), _f("type"), _f("id"), _f("full_name")], "REPEATED"),
+    _record("invoice", [_f("month")]), _f("cost_at_list", F),
+]}
+
+
+def _encode(value, field):
+    if value is None:
+        return {"v": None}
+    if field.get("mode") == "REPEATED":
+        return {"v": [_encode(v, {**field, "mode": "NULLABLE"}) for v in value]}
+    if field["type"] == "RECORD":
+        return {"v": {"f": [_encode(value.get(f["name"]), f) for f in field["fields"]]}}
+    if field["type"] == T:
+        moment = dt.datetime.strptime(value.replace(" UTC", ""), "%Y-%m-%d %H:%M:%S").replace(tzinfo=dt.UTC)
+        return {"v": str(int(moment.timestamp() * 1_000_000))}
+    return {"v": str(value)}
+
+
+def _row(row):
+    return {"f": [_encode(row.get(f["name"]), f) for f in SCHEMA["fields"]]}
+
+
+@contextmanager
+def bigquery_standin(rows: list[dict], project: str = "billing-project"):
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import bigquery
+
+    state: dict = {"queries": []}
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def _send(self, body: dict, status: int = 200):
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _job(self):
+            return {
+                "kind": "bigquery#job", "id": f"{project}:US.job-1",
+                "jobReference": {"projectId": project, "jobId": "job-1", "location": "US"},
+                "status": {"state": "DONE"},
+                "configuration": {"query": {"query": state.get("sql", ""), "destinationTable": {"projectId": project, "datasetId": "_anon", "tableId": "result"}}},
+                "statistics": {"creationTime": "1", "startTime": "1", "endTime": "2"},
+            }
+
+        def _result_rows(self):
+            day = state.get("day")
+            return [_row(r) for r in rows if day is None or r["usage_start_time"].startswith(day)]
+
+        def do_POST(self):  # noqa: N802 - http.server's naming
+            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+            query = body.get("configuration", {}).get("query", {})
+            state["sql"] = query.get("query", "")
+            state["queries"].append(state["sql"])
+            params = {p["name"]: p["parameterValue"]["value"] for p in query.get("queryParameters", [])}
+            state["day"] = params.get("day")
+            self._send(self._job())
+
+        def do_GET(self):  # noqa: N802
+            path = urlparse(self.path).path
+            if "/queries/" in path:
+                result = self._result_rows()
+                return self._send({"kind": "bigquery#getQueryResultsResponse", "jobReference": self._job()["jobReference"],
+                                   "jobComplete": True, "schema": SCHEMA, "totalRows": str(len(result)), "rows": result})
+            if path.endswith("/data"):
+                result = self._result_rows()
+                return self._send({"kind": "bigquery#tableDataList", "totalRows": str(len(result)), "rows": result})
+            if "/tables/" in path:
+                return self._send({"kind": "bigquery#table", "schema": SCHEMA, "numRows": str(len(self._result_rows())),
+                                   "tableReference": {"projectId": project, "datasetId": "_anon", "tableId": "result"}})
+            if "/jobs/" in path:
+                return self._send(self._job())
+            self._send({"error": {"code": 404, "message": path}}, 404)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        client = bigquery.Client(project=project, credentials=AnonymousCredentials(), client_options={"api_endpoint": url})
+        yield client, state
+    finally:
+        server.shutdown()
+        server.server_close()
