@@ -1,0 +1,55 @@
+"""CUR 2.0 in a local folder: AWS rewrites the whole billing period, only changed days re-run."""
+
+import datetime as dt
+import os
+import shutil
+import time
+
+import dagster as dg
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from cost_pipeline.config import load_settings
+from cost_pipeline.definitions import build_defs
+from cost_pipeline.defs.resources import PipelineConfig
+from cost_pipeline_tests.conftest import DAYS, START, write_config
+
+SENSOR = "aws_main_deliveries"
+
+
+def _tick(defs, instance, cursor, config):
+    resources = {"pipeline": PipelineConfig(config_path=str(config))}
+    with dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources, definitions=defs) as ctx:
+        result = defs.resolve_sensor_def(SENSOR).evaluate_tick(ctx)
+    return result.run_requests or [], result.cursor, result.skip_message
+
+
+def test_restated_period_reruns_only_the_day_that_changed(tmp_path, sample_dir):
+    billing = tmp_path / "aws"
+    shutil.copytree(sample_dir / "billing" / "aws", billing)
+    config = write_config(tmp_path, sample_dir, billing_sources=[{"name": "aws-main", "format": "aws_cur2", "uri": str(billing)}])
+    defs = build_defs(load_settings(config))
+    instance = dg.DagsterInstance.ephemeral()
+    job = defs.resolve_job_def("daily_costs_job")
+
+    requests, cursor, _ = _tick(defs, instance, None, config)
+    assert sorted(r.partition_key for r in requests) == [(START + dt.timedelta(days=i)).isoformat() for i in range(DAYS)]
+    for r in requests:
+        job.execute_in_process(instance=instance, partition_key=r.partition_key, resources={"pipeline": PipelineConfig(config_path=str(config))})
+
+    # AWS re-delivers every file of the period; only the third day's charges differ
+    time.sleep(0.01)
+    changed_day = START + dt.timedelta(days=2)
+    for path in sorted((billing / "data" / f"BILLING_PERIOD={START:%Y-%m}").glob("*.parquet")):
+        table = pq.read_table(path)
+        if path.name.endswith(f"{changed_day.day:05d}.snappy.parquet"):
+            i = table.schema.get_field_index("line_item_unblended_cost")
+            table = table.set_column(i, "line_item_unblended_cost", pc.add(table["line_item_unblended_cost"], 0.01))
+        pq.write_table(table, path)
+        os.utime(path)
+    requests, cursor, _ = _tick(defs, instance, cursor, config)
+    assert [r.partition_key for r in requests] == [changed_day.isoformat()]
+
+    # the same delivery seen again: no new request, and the run key would dedupe it anyway
+    again, _, skip = _tick(defs, instance, cursor, config)
+    assert again == [] and "no new files" in skip
