@@ -160,7 +160,7 @@ def _day_chunk(rng: np.random.Generator, day: dt.date, n: int, first_index: int,
             opts = org.SHARED_LINES[pname]
             svc, ut, rid, med, extra = opts[int(rng.integers(0, len(opts)))]
             service[j], usage_type[j], median[j] = svc, ut, med
-            resource[j] = rid.format(acct=org.PLATFORM_ACCOUNT) + ("" if rid.startswith("arn") or "bucket" in rid or "lake" in rid else f"{j % 40:03d}")
+            resource[j] = rid.format(acct=org.PLATFORM_ACCOUNT) + ("" if rid.startswith("arn") or rid == org.DATA_LAKE_BUCKET else f"{j % 40:03d}")
             team[j], project[j], account[j] = "platform", pname, org.PLATFORM_ACCOUNT
             workload[j], env[j], experiment[j] = ("inference" if pname != "data-lake" else "data-processing"), "prod", None
             extra_eks[j] = extra.get("aws_eks_cluster_name")
