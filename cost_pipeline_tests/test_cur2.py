@@ -88,3 +88,17 @@ def test_wrong_type_names_the_column(billing_copy):
     pq.write_table(table, path)
     with pytest.raises(InputError, match="resource_tags has type"):
         read_cur2_day(str(billing_copy), DAY, "aws-main")
+
+
+def test_unparseable_string_amount_names_the_file(billing_copy):
+    path = _file_of(billing_copy, DAY)
+    table = pq.read_table(path)
+    i = table.schema.get_field_index("line_item_unblended_cost")
+    values = [str(v) for v in table["line_item_unblended_cost"].to_pylist()]
+    values[0] = "12,5 EUR"
+    import pyarrow as pa
+
+    pq.write_table(table.set_column(i, "line_item_unblended_cost", pa.array(values)), path)
+    with pytest.raises(InputError, match="cannot read billing data") as err:
+        read_cur2_day(str(billing_copy), DAY, "aws-main")
+    assert str(path) in str(err.value)

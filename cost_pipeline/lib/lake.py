@@ -82,9 +82,6 @@ class Lake:
     def day_path(self, table: str, day: dt.date) -> Path:
         return self.root / self._day(table, day) / PART_NAME
 
-    def day_dir(self, table: str, day: dt.date) -> Path:
-        return self.root / self._day(table, day)
-
     # --- S3 plumbing -------------------------------------------------------------------------
     def _s3(self):
         if not self._client:

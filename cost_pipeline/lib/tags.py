@@ -102,17 +102,13 @@ def _canonical(lines: pl.LazyFrame, raw_keys: list[str], schema: TaggingConfig) 
     )
 
 
-def canonical_tags(lines: pl.DataFrame, schema: TaggingConfig) -> pl.DataFrame:
-    """Add one column per schema key and ``tag_source`` (``tag``, or ``key=rule`` for filled keys)."""
-    return _canonical(lines.lazy(), _raw_keys(lines), schema).collect()
-
-
 def _fullmatch(expr: pl.Expr, pattern: str) -> pl.Expr:
     return expr.str.contains(f"^(?:{pattern})$")
 
 
 def apply_tag_schema(lines: pl.DataFrame, schema: TaggingConfig) -> pl.DataFrame:
-    """Canonical tags (see :func:`canonical_tags`) and ``tag_reason``, null when compliant.
+    """One column per schema key, ``tag_source`` (``tag``, or ``key=rule`` for keys filled by a
+    virtual-tag rule) and ``tag_reason``, null when compliant.
 
     The reason is the first failure in schema order: ``missing:<key>``, ``invalid:<key>``, or
     ``unknown_team`` for a team value that is not in the team registry.

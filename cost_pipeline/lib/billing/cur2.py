@@ -132,13 +132,13 @@ def read_cur2_day(uri: str, day: dt.date, source: str, storage: Storage | None =
         lf = lf.filter(
             (pl.col("line_item_usage_start_date") >= start) & (pl.col("line_item_usage_start_date") < end)
         )
-        parts.append(normalize_cur2(lf, source, stored.name))
+        try:  # collected file by file, so a value that does not parse is reported with its file
+            parts.append(normalize_cur2(lf, source, stored.name).collect(engine="streaming"))
+        except pl.exceptions.PolarsError as exc:
+            raise InputError(stored.uri, f"cannot read billing data: {str(exc).splitlines()[0]}") from None
     if not parts:
         return empty_cost_lines()
-    try:
-        frame = pl.concat(parts).collect(engine="streaming")
-    except pl.exceptions.PolarsError as exc:
-        raise InputError(f"{uri} (period {day:%Y-%m})", f"cannot read billing data: {exc}") from None
+    frame = pl.concat(parts)
     _check_values(frame, uri, day)
     return frame
 
