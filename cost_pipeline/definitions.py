@@ -6,7 +6,7 @@ import dagster as dg
 
 from cost_pipeline.config import Settings, load_settings
 from cost_pipeline.defs.allocation.assets import allocated_costs
-from cost_pipeline.defs.billing.assets import cost_lines
+from cost_pipeline.defs.billing.assets import bill_totals_table, cost_lines
 from cost_pipeline.defs.billing.sensors import delivery_sensors
 from cost_pipeline.defs.compliance.assets import tag_compliance_tables
 from cost_pipeline.defs.jobs import daily_costs_job, daily_schedule, reports_job
@@ -25,7 +25,7 @@ def build_defs(settings: Settings) -> dg.Definitions:
         for asset in RULE_DEPENDENT
     ]
     return dg.Definitions(
-        assets=[cost_lines, usage, *versioned, team_daily_costs, team_reports],
+        assets=[cost_lines, bill_totals_table, usage, *versioned, team_daily_costs, team_reports],
         jobs=[daily_costs_job, reports_job],
         schedules=[daily_schedule],
         sensors=delivery_sensors(settings.billing_sources),

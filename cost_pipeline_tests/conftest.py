@@ -12,7 +12,8 @@ import pytest
 import yaml
 from moto.server import ThreadedMotoServer
 
-from cost_pipeline.config import bundled_config_path
+from cost_pipeline.config import BillingSource, bundled_config_path
+from cost_pipeline.lib.billing.sources import read_source_day
 from cost_pipeline.sample.generate import generate
 
 # The public billing samples: ../shared/data beside the checkout (as for developers and CI), or
@@ -71,3 +72,12 @@ def s3(monkeypatch):
     server.stop()
 
 
+
+
+def source(fmt: str, uri: object = "unused", name: str = "src", **options) -> BillingSource:
+    return BillingSource(name=name, format=fmt, uri=str(uri), **options)
+
+
+def read_day(fmt: str, uri: object, day: dt.date, name: str = "src", storage=None, **options):
+    """One day of one billing source through the shared reader flow, as the asset reads it."""
+    return read_source_day(source(fmt, uri, name, **options), day, storage)

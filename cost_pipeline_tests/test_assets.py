@@ -65,11 +65,11 @@ def test_ranged_run_writes_every_day_and_reconciles(config_path, tmp_path):
 
     checks = [e for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
     assert {c.asset_check_evaluation_data.check_name: c.asset_check_evaluation_data.passed for c in checks} == {
-        "reconciles_to_bill": True, "untagged_share_below_warn": True, "untagged_share_below_error": True,
+        "allocation_conserves_cost_lines": True, "untagged_share_below_warn": True, "untagged_share_below_error": True,
     }
 
     untagged = instance.fetch_materializations(dg.AssetKey("untagged_spend"), limit=10).records
-    shares = [r.event_log_entry.asset_materialization.metadata["untagged_share"].value for r in untagged]
+    shares = [r.event_log_entry.asset_materialization.metadata["untagged_share (USD)"].value for r in untagged]
     assert len(shares) == DAYS and all(0.02 < s < 0.2 for s in shares)
     top = untagged[0].event_log_entry.asset_materialization.metadata["top_untagged_resources"].value
     assert top.startswith("| resource | account |")

@@ -4,7 +4,6 @@
 import polars as pl
 
 from cost_pipeline.config import bundled_config_path, load_settings
-from cost_pipeline.lib.billing.cur2 import read_cur2_day
 from cost_pipeline.lib.compliance import (
     compliance_breakdown,
     top_untagged_resources,
@@ -12,13 +11,13 @@ from cost_pipeline.lib.compliance import (
 )
 from cost_pipeline.lib.markdown import md_table, md_text
 from cost_pipeline.lib.tags import apply_tag_schema, quarantine
-from cost_pipeline_tests.conftest import START
+from cost_pipeline_tests.conftest import START, read_day
 
 DEMO = load_settings(bundled_config_path()).tagging
 
 
 def _tagged(sample_dir):
-    return apply_tag_schema(read_cur2_day(str(sample_dir / "billing" / "aws"), START, "aws-main"), DEMO)
+    return apply_tag_schema(read_day("aws_cur2", str(sample_dir / "billing" / "aws"), START, "aws-main"), DEMO)
 
 
 def test_each_dimension_partitions_the_day_exactly(sample_dir):

@@ -8,9 +8,8 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
-from cost_pipeline.lib.billing.cur2 import read_cur2_day
 from cost_pipeline.lib.errors import InputError
-from cost_pipeline_tests.conftest import START
+from cost_pipeline_tests.conftest import START, read_day
 
 DAY = START + dt.timedelta(days=1)
 
@@ -38,7 +37,7 @@ def _raw_day(billing, day):
 
 def test_day_totals_match_an_independent_sum(sample_dir):
     billing = sample_dir / "billing" / "aws"
-    lines = read_cur2_day(str(billing), DAY, "aws-main")
+    lines = read_day("aws_cur2", str(billing), DAY, "aws-main")
     rows, billed, effective = _raw_day(billing, DAY)
     assert lines.height == rows
     assert lines["billed_cost"].sum() == billed
@@ -48,8 +47,13 @@ def test_day_totals_match_an_independent_sum(sample_dir):
     assert isinstance(lines.schema["tags"], pl.Map)
 
 
-def test_a_day_without_files_is_empty(tmp_path):
-    assert read_cur2_day(str(tmp_path), DAY, "x").height == 0
+def test_a_missing_or_empty_source_path_is_an_error_not_an_empty_day(tmp_path):
+    with pytest.raises(InputError, match="does not exist or holds no files"):
+        read_day("aws_cur2", str(tmp_path / "nowhere"), DAY, "x")
+    (tmp_path / "data" / "BILLING_PERIOD=2026-09").mkdir(parents=True)
+    (tmp_path / "data" / "BILLING_PERIOD=2026-09" / "README.txt").write_text("not data")
+    with pytest.raises(InputError, match="no aws_cur2 data files"):
+        read_day("aws_cur2", str(tmp_path), DAY, "x")
 
 
 @pytest.fixture
@@ -67,7 +71,7 @@ def test_missing_required_column_names_file_and_column(billing_copy):
     path = _file_of(billing_copy, DAY)
     pq.write_table(pq.read_table(path).drop(["line_item_unblended_cost"]), path)
     with pytest.raises(InputError) as err:
-        read_cur2_day(str(billing_copy), DAY, "aws-main")
+        read_day("aws_cur2", str(billing_copy), DAY, "aws-main")
     assert str(path) in str(err.value) and "line_item_unblended_cost" in str(err.value)
 
 
@@ -76,7 +80,7 @@ def test_truncated_parquet_names_the_file(billing_copy):
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(InputError, match="not a readable Parquet file") as err:
-        read_cur2_day(str(billing_copy), DAY, "aws-main")
+        read_day("aws_cur2", str(billing_copy), DAY, "aws-main")
     assert str(path) in str(err.value)
 
 
@@ -87,7 +91,7 @@ def test_wrong_type_names_the_column(billing_copy):
     table = table.set_column(i, "resource_tags", table["line_item_usage_type"])
     pq.write_table(table, path)
     with pytest.raises(InputError, match="resource_tags has type"):
-        read_cur2_day(str(billing_copy), DAY, "aws-main")
+        read_day("aws_cur2", str(billing_copy), DAY, "aws-main")
 
 
 def test_unparseable_string_amount_names_the_file(billing_copy):
@@ -100,5 +104,5 @@ def test_unparseable_string_amount_names_the_file(billing_copy):
 
     pq.write_table(table.set_column(i, "line_item_unblended_cost", pa.array(values)), path)
     with pytest.raises(InputError, match="cannot read billing data") as err:
-        read_cur2_day(str(billing_copy), DAY, "aws-main")
+        read_day("aws_cur2", str(billing_copy), DAY, "aws-main")
     assert str(path) in str(err.value)

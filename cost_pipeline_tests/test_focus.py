@@ -13,10 +13,10 @@ import pytest
 
 from cost_pipeline.config import TaggingConfig, TagKey
 from cost_pipeline.lib.allocate import allocate
-from cost_pipeline.lib.billing.focus import read_focus_day, read_focus_file
+from cost_pipeline.lib.billing.focus import read_focus_file
 from cost_pipeline.lib.errors import InputError
 from cost_pipeline.lib.tags import apply_tag_schema, quarantine
-from cost_pipeline_tests.conftest import SHARED_DATA, needs_shared_data
+from cost_pipeline_tests.conftest import SHARED_DATA, needs_shared_data, read_day, source
 
 SAMPLE = SHARED_DATA / "focus" / "focus_sample.csv"
 
@@ -38,7 +38,7 @@ def test_sample_totals_per_day_match_an_independent_sum():
         day = r["ChargePeriodStart"][:10]
         billed[day] += _dec(r["BilledCost"])
         effective[day] += _dec(r["EffectiveCost"])
-    lines = read_focus_file(SAMPLE, "focus")
+    lines = read_focus_file(SAMPLE, str(SAMPLE), SAMPLE.name, source("focus", name="focus"))
     assert lines.height == 1000
     got = lines.group_by("date").agg(pl.col("billed_cost").sum(), pl.col("effective_cost").sum())
     got = {str(d): (b, e) for d, b, e in got.iter_rows()}
@@ -51,7 +51,7 @@ def test_read_by_day_filters_on_charge_period_start(tmp_path):
     day = dt.date(2024, 9, 25)
     (tmp_path / "2024-09").mkdir()
     (tmp_path / "2024-09" / "export.csv").write_bytes(SAMPLE.read_bytes())
-    lines = read_focus_day(str(tmp_path), day, "focus")
+    lines = read_day("focus", str(tmp_path), day, "focus")
     assert lines.height == 49 and set(lines["date"]) == {day}
 
 
@@ -74,7 +74,7 @@ def test_sample_lines_without_required_tags_are_quarantined_and_totals_hold():
         if not team or not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", team) or env not in {"dev", "staging", "prod"}:
             expected_bad += _dec(r["EffectiveCost"])
             expected_count += 1
-    lines = read_focus_file(SAMPLE, "focus")
+    lines = read_focus_file(SAMPLE, str(SAMPLE), SAMPLE.name, source("focus", name="focus"))
     tagged = apply_tag_schema(lines, SCHEMA)
     quarantined = quarantine(tagged)
     assert quarantined.height == expected_count >= 289
@@ -96,7 +96,7 @@ HEADER = "BilledCost,EffectiveCost,BillingCurrency,ChargePeriodStart,ChargePerio
 def test_header_variants_are_recognized(tmp_path):
     snake = "\ufeffbilled_cost,effective_cost,billing_currency,charge_period_start,charge_period_end,charge_category,billing_account_id,tags\n"
     path = _write(tmp_path / "a.csv", snake + '1.25,1.00,USD,2024-09-01T00:00:00Z,2024-09-01T01:00:00Z,Usage,1,"{""ml-team"": ""x""}"\n')
-    lines = read_focus_file(path, "f")
+    lines = read_focus_file(path, str(path), path.name, source("focus", name="f"))
     assert lines["billed_cost"].to_list() == [Decimal("1.25")]
     assert lines["tags"].map.get("ml-team").to_list() == ["x"]
 
@@ -114,19 +114,19 @@ def test_bad_values_name_file_and_row(tmp_path, row, message):
     good = "1,1,USD,2024-09-01 00:00:00,2024-09-01 01:00:00,Usage,1,NULL\n"
     path = _write(tmp_path / "bad.csv", HEADER + good + row + "\n")
     with pytest.raises(InputError, match=message) as err:
-        read_focus_file(path, "f")
+        read_focus_file(path, str(path), path.name, source("focus", name="f"))
     assert str(path) in str(err.value)
 
 
 def test_missing_column_is_named(tmp_path):
     path = _write(tmp_path / "m.csv", "BilledCost,BillingCurrency\n1,USD\n")
     with pytest.raises(InputError, match="EffectiveCost"):
-        read_focus_file(path, "f")
+        read_focus_file(path, str(path), path.name, source("focus", name="f"))
 
 
 def test_empty_file_is_an_empty_day(tmp_path):
     path = _write(tmp_path / "e.csv", HEADER)
-    assert read_focus_file(path, "f").height == 0
+    assert read_focus_file(path, str(path), path.name, source("focus", name="f")).height == 0
 
 
 def test_mixed_currencies_are_kept_apart(tmp_path):
@@ -136,7 +136,7 @@ def test_mixed_currencies_are_kept_apart(tmp_path):
         "5.00,5.00,EUR,2024-09-01 02:00:00,2024-09-01 03:00:00,Usage,1,NULL",
     ]
     path = _write(tmp_path / "mixed.csv", HEADER + "\n".join(rows) + "\n")
-    lines = read_focus_file(path, "f")
+    lines = read_focus_file(path, str(path), path.name, source("focus", name="f"))
     schema = TaggingConfig(keys=[TagKey(key="ml-team", column="team")])
     allocated = allocate(apply_tag_schema(lines, schema), "v")
     totals = {(r["team"], r["currency"]): r["amount"] for r in allocated.iter_rows(named=True)}
@@ -174,13 +174,13 @@ def test_every_spec_example_is_read_exactly_or_refused_clearly(path):
     defect = next((msg for prefix, msg in SPEC_DEFECTS.items() if path.name.startswith(prefix)), None)
     if defect:
         with pytest.raises(InputError, match=defect) as err:
-            read_focus_file(path, "spec", str(path), default_currency="USD")
+            read_focus_file(path, str(path), path.name, source("focus", name="spec", currency="USD"))
         assert str(path) in str(err.value)
         return
     with open(path, encoding="utf-8-sig", newline="") as fh:
         rows = list(csv.DictReader(fh))
     amount = lambda r, c: Decimal(r[c]) if r[c] not in ("", "null", "NULL") else Decimal(0)  # noqa: E731
-    lines = read_focus_file(path, "spec", str(path), default_currency="USD")
+    lines = read_focus_file(path, str(path), path.name, source("focus", name="spec", currency="USD"))
     assert lines.height == len(rows)
     assert lines["billed_cost"].sum() == sum(amount(r, "BilledCost") for r in rows)
     assert lines["effective_cost"].sum() == sum(amount(r, "EffectiveCost") for r in rows)
@@ -189,4 +189,4 @@ def test_every_spec_example_is_read_exactly_or_refused_clearly(path):
 
 def test_default_currency_never_overrides_the_file(tmp_path):
     path = _write(tmp_path / "eur.csv", HEADER + "1,1,EUR,2024-09-01 00:00:00,2024-09-01 01:00:00,Usage,1,NULL\n")
-    assert read_focus_file(path, "f", default_currency="USD")["currency"].to_list() == ["EUR"]
+    assert read_focus_file(path, str(path), path.name, source("focus", name="f", currency="USD"))["currency"].to_list() == ["EUR"]

@@ -6,13 +6,14 @@ from decimal import Decimal
 import polars as pl
 import pytest
 
-from cost_pipeline.lib.billing.gcp import read_gcp_day, read_gcp_file
+from cost_pipeline.lib.billing.gcp import read_gcp_file
 from cost_pipeline.lib.errors import InputError
 from cost_pipeline.lib.storage import Storage
 from cost_pipeline.sample.gcp import gcp_rows, write_jsonl
 from cost_pipeline_tests.gcs_standin import gcs_standin
 
 DAY = dt.date(2026, 9, 3)
+from cost_pipeline_tests.conftest import read_day, source
 
 
 def _expected(rows):
@@ -24,7 +25,7 @@ def _expected(rows):
 def test_jsonl_export_totals_credits_and_labels(tmp_path):
     rows = gcp_rows(DAY, 60, seed=1)
     path = write_jsonl(tmp_path / "export" / "billing-000.jsonl", rows)
-    lines = read_gcp_file(path, "gcp", str(path), path.name)
+    lines = read_gcp_file(path, str(path), path.name, source("gcp_billing_export", name="gcp"))
     billed, effective = _expected(rows)
     assert (lines["billed_cost"].sum(), lines["effective_cost"].sum()) == (billed, effective)
     assert billed != effective
@@ -39,8 +40,8 @@ def test_parquet_export_reads_the_same(tmp_path):
     jsonl = write_jsonl(tmp_path / "a.jsonl", rows)
     parquet = tmp_path / "b.parquet"
     pl.read_ndjson(jsonl).write_parquet(parquet)
-    a = read_gcp_file(jsonl, "gcp", "a", "x")
-    b = read_gcp_file(parquet, "gcp", "b", "x")
+    a = read_gcp_file(jsonl, "a", "x", source("gcp_billing_export", name="gcp"))
+    b = read_gcp_file(parquet, "b", "x", source("gcp_billing_export", name="gcp"))
     assert a.drop("tags").equals(b.drop("tags"))
 
 
@@ -48,7 +49,7 @@ def test_missing_column_is_named(tmp_path):
     rows = [{k: v for k, v in r.items() if k != "cost"} for r in gcp_rows(DAY, 3, seed=3)]
     path = write_jsonl(tmp_path / "bad.jsonl", rows)
     with pytest.raises(InputError, match="cost") as err:
-        read_gcp_file(path, "gcp", str(path), path.name)
+        read_gcp_file(path, str(path), path.name, source("gcp_billing_export", name="gcp"))
     assert str(path) in str(err.value)
 
 
@@ -58,7 +59,7 @@ def test_gcs_bucket_through_the_client_library(tmp_path):
     objects = {"exports/gcp/billing-000.jsonl": body, "exports/gcp/README.txt": b"not data"}
     with gcs_standin(objects) as client:
         storage = Storage(gcs_client=client, cache_dir=tmp_path / "cache")
-        lines = read_gcp_day("gs://billing-bucket/exports/gcp", DAY, "gcp", storage)
+        lines = read_day("gcp_billing_export", "gs://billing-bucket/exports/gcp", DAY, "gcp", storage)
     billed, effective = _expected(rows)
     assert (lines.height, lines["billed_cost"].sum(), lines["effective_cost"].sum()) == (40, billed, effective)
 
@@ -69,9 +70,10 @@ def test_bigquery_table_through_the_client_library(tmp_path):
     rows = gcp_rows(DAY, 25, seed=5) + gcp_rows(DAY + dt.timedelta(days=1), 10, seed=6)
     with bigquery_standin(rows) as (client, state):
         storage = Storage(bq_client=client)
-        lines = read_gcp_day("bq://billing-project.billing.gcp_billing_export_resource_v1_X", DAY, "gcp", storage)
+        lines = read_day("gcp_billing_export", "bq://billing-project.billing.gcp_billing_export_resource_v1_X", DAY, "gcp", storage)
     assert "_PARTITIONTIME" in state["queries"][0] and "@day" in state["queries"][0]
     billed, effective = _expected(rows[:25])
     assert (lines.height, lines["billed_cost"].sum(), lines["effective_cost"].sum()) == (25, billed, effective)
-    assert lines["tags"][1]["ml-team"] == rows[1]["labels"][0]["value"]
+    resource_teams = sorted(r["labels"][0]["value"] if r["labels"] else "project-level" for r in rows[:25])
+    assert sorted(lines["tags"].map.get("ml-team").to_list()) == resource_teams  # resource labels win over the project's
     assert set(lines["date"]) == {DAY}

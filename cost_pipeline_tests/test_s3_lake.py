@@ -37,7 +37,7 @@ def test_pipeline_writes_and_reconciles_on_an_s3_lake(tmp_path, sample_dir, s3):
     assert allocated["amount"].sum() == lines["effective_cost"].sum()
     checks = {e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data.passed
               for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
-    assert checks["reconciles_to_bill"] is True
+    assert checks["allocation_conserves_cost_lines"] is True
 
     from cost_pipeline.definitions import defs
     from cost_pipeline.defs.resources import PipelineConfig

@@ -12,11 +12,10 @@ from cost_pipeline.config import (
     bundled_config_path,
     load_settings,
 )
-from cost_pipeline.lib.billing.cur2 import read_cur2_day
 from cost_pipeline.lib.pools import classify
 from cost_pipeline.lib.tags import apply_tag_schema, fold_key, quarantine
 from cost_pipeline.sample import org
-from cost_pipeline_tests.conftest import DAYS, START
+from cost_pipeline_tests.conftest import DAYS, START, read_day
 
 REGISTRY = TaggingConfig(teams={t: Team() for t in org.TEAMS})
 DEMO_SETTINGS = load_settings(bundled_config_path())
@@ -82,7 +81,7 @@ def test_quarantine_matches_ground_truth_line_for_line(sample_dir):
     expected = truth.filter(pl.col("expected_reason").is_not_null()).select("line_item_id", "expected_reason")
     got = []
     for i in range(DAYS):
-        lines = read_cur2_day(str(sample_dir / "billing" / "aws"), START + dt.timedelta(days=i), "aws-main")
+        lines = read_day("aws_cur2", str(sample_dir / "billing" / "aws"), START + dt.timedelta(days=i), "aws-main")
         got.append(quarantine(classify(lines, DEMO, POOLS)).select("line_item_id", "reason"))
     got = pl.concat(got)
     joined = expected.join(got, on="line_item_id", how="full", coalesce=True)
@@ -133,7 +132,7 @@ def test_configured_aliases_are_matched():
 def test_virtual_tags_and_pools_in_the_sample_repair_what_the_truth_says(sample_dir):
     truth = pl.read_csv(sample_dir / "ground_truth" / "untagged_lines.csv", schema_overrides={"line_item_id": pl.String})
     tagged = pl.concat(
-        classify(read_cur2_day(str(sample_dir / "billing" / "aws"), START + dt.timedelta(days=i), "aws-main"), DEMO, POOLS)
+        classify(read_day("aws_cur2", str(sample_dir / "billing" / "aws"), START + dt.timedelta(days=i), "aws-main"), DEMO, POOLS)
         for i in range(DAYS)
     )
     virtual = truth.filter(pl.col("defect").str.ends_with("+virtual_tag"))["line_item_id"]

@@ -8,7 +8,7 @@ from pydantic import Field, model_validator
 
 from cost_pipeline.config.base import _Model
 
-BillingFormat = Literal["aws_cur2", "aws_cur_legacy", "focus", "gcp_billing_export"]
+BillingFormat = Literal["aws_cur2", "aws_cur_legacy", "focus", "gcp_billing_export", "azure_cost_export"]
 
 
 class BillingSource(_Model):
@@ -21,6 +21,7 @@ class BillingSource(_Model):
     region: str | None = None
     gcp_project: str | None = None
     currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")  # for FOCUS files without BillingCurrency
+    dataset: Literal["amortized", "actual"] = "amortized"  # azure_cost_export: which cost details dataset the export holds
 
     @model_validator(mode="after")
     def _scheme_fits(self) -> "BillingSource":

@@ -14,7 +14,11 @@ daily_costs_job = dg.define_asset_job(
     partitions_def=DAILY,
     description="Every daily table for the chosen day(s); ranged runs are single-run backfills.",
 )
-reports_job = dg.define_asset_job("reports_job", selection=dg.AssetSelection.assets("team_reports"))
+reports_job = dg.define_asset_job(
+    "reports_job",
+    selection=dg.AssetSelection.assets("bill_totals", "team_reports"),
+    description="The bill reconciliation (bill_totals and its check) and the report folder, over every day in the lake.",
+)
 
 # Billing exports land several times a day; running at 06:00 UTC covers yesterday with the data AWS
 # has delivered overnight (restatements are picked up by re-running the affected days).

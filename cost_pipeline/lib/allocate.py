@@ -75,7 +75,7 @@ def allocate(
     rows = pl.concat([direct, unattributed, shared], how="diagonal_relaxed").with_columns(rules_version=pl.lit(rules_version))
     return (
         rows.select([pl.col(c).cast(t) for c, t in ALLOCATED_SCHEMA.items()])
-        .sort(["date", "currency", "allocation", *DIMENSIONS, "tag_source", "reason"], nulls_last=True)
+        .sort(["date", "currency", "allocation", "pool", *DIMENSIONS, "tag_source", "reason", "amount"], nulls_last=True)
     )
 
 

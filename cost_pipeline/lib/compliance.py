@@ -40,7 +40,7 @@ def compliance_breakdown(tagged: pl.DataFrame) -> pl.DataFrame:
     )
     return out.select(
         "date", "dimension", "value", "currency", "lines", "total", "compliant", "untagged", "compliant_share"
-    ).sort("date", "dimension", "currency", "untagged", descending=[False, False, False, True])
+    ).sort("date", "dimension", "currency", "untagged", "value", descending=[False, False, False, True, False], nulls_last=True)
 
 
 def untagged_shares(tagged: pl.DataFrame) -> pl.DataFrame:

@@ -1,20 +1,27 @@
 """The cost lake: hive-partitioned Parquet, one file per table and day, replaced atomically.
 
 Layout: ``<lake_uri>/<table>/date=YYYY-MM-DD/part-0.parquet``, with ``lake_uri`` a local folder or
-``s3://bucket/prefix``. Locally a day is written to a hidden temporary file in the same folder and
+``s3://bucket/prefix``. Locally a day is written to a temporary file under ``<lake>/_tmp/`` (outside
+every table, so no reader's ``date=*/*.parquet`` glob can see it, and on the same file system) and
 renamed over the old one (``os.replace`` is atomic on POSIX); on S3 a single PUT replaces the object
-atomically. Either way a reader sees the previous day or the new one, never half of it, and a failed
-write leaves the previous day untouched. Files carry their own ``date`` column as well as the hive
-path, so a single file read alone still says which day it holds.
+atomically. Either way a reader sees the previous day or the new one, never half of it.
+
+A run over a range of days stages every day first (:meth:`Lake.staging`) and replaces the days only
+once all of them were computed, so a bad input on day 2 leaves day 1 as it was. Files carry their
+own ``date`` column as well as the hive path, so a single file read alone still says which day it holds.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import io
 import os
+import shutil
 import tempfile
+import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,18 +30,47 @@ import polars as pl
 from cost_pipeline.lib.storage import split_uri
 
 PART_NAME = "part-0.parquet"
+WORK_DIR = "_tmp"  # temporary and staged files: inside the lake (same file system), outside every table
+STALE_SECONDS = 24 * 3600  # staged files of a run killed this long ago are removed
 
 
-def _replace_atomically(target: Path, write: Callable[[Path], object]) -> Path:
-    """Write to a hidden sibling, then rename over ``target``: readers see old or new, never half."""
+def _replace_atomically(target: Path, write: Callable[[Path], object], work: Path) -> Path:
+    """Write to a temporary file outside the table, then rename over ``target``: old or new, never half."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".tmp-{uuid.uuid4().hex}{target.suffix}"
+    work.mkdir(parents=True, exist_ok=True)
+    tmp = work / f"{uuid.uuid4().hex}{target.suffix}"
     try:
         write(tmp)
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
     return target
+
+
+@dataclass
+class Staging:
+    """Days of one table computed by a run, held back until every day of the run succeeded."""
+
+    lake: "Lake"
+    table: str
+    folder: Path
+    staged: dict[dt.date, Path] = field(default_factory=dict)
+
+    def write_day(self, day: dt.date, frame: pl.DataFrame | pl.LazyFrame) -> str:
+        """Stage one day; returns where it will live once the run commits."""
+        path = self.folder / f"{day.isoformat()}.parquet"
+        _write_frame(frame, path)
+        self.staged[day] = path
+        return self.lake.location(self.lake._day(self.table, day), PART_NAME)
+
+    def commit(self) -> None:
+        for day, path in sorted(self.staged.items()):
+            if self.lake.is_local:
+                target = self.lake.day_path(self.table, day)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(path, target)
+            else:
+                self.lake._put((self.lake._day(self.table, day), PART_NAME), lambda tmp, src=path: shutil.copyfile(src, tmp))
 
 
 def _write_frame(frame: pl.DataFrame | pl.LazyFrame, path: Path) -> None:
@@ -123,8 +159,35 @@ class Lake:
     def write_day(self, table: str, day: dt.date, frame: pl.DataFrame | pl.LazyFrame) -> str:
         """Replace one day of a table. The frame must already be that day's rows only."""
         if self.is_local:
-            return str(_replace_atomically(self.day_path(table, day), lambda tmp: _write_frame(frame, tmp)))
+            return str(_replace_atomically(self.day_path(table, day), lambda tmp: _write_frame(frame, tmp), self.root / WORK_DIR))
         return self._put((self._day(table, day), PART_NAME), lambda tmp: _write_frame(frame, tmp))
+
+    @contextmanager
+    def staging(self, table: str) -> Iterator[Staging]:
+        """Stage a run's days of ``table``; they replace the lake's days only if the block succeeds."""
+        base = self.root / WORK_DIR if self.is_local else Path(tempfile.gettempdir()) / "cost_pipeline_staging"
+        base.mkdir(parents=True, exist_ok=True)
+        for old in base.glob("stage-*"):  # left behind by killed runs
+            if old.is_dir() and time.time() - old.stat().st_mtime > STALE_SECONDS:
+                shutil.rmtree(old, ignore_errors=True)
+        folder = Path(tempfile.mkdtemp(prefix="stage-", dir=base))
+        try:
+            stage = Staging(self, table, folder)
+            yield stage
+            stage.commit()
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def write_table(self, table: str, frame: pl.DataFrame) -> str:
+        """Replace an unpartitioned table (one file)."""
+        if self.is_local:
+            return str(_replace_atomically(self.root / table / PART_NAME, lambda tmp: _write_frame(frame, tmp), self.root / WORK_DIR))
+        return self._put((table, PART_NAME), lambda tmp: _write_frame(frame, tmp))
+
+    def read_table(self, table: str) -> pl.DataFrame | None:
+        """An unpartitioned table, or None before its first write."""
+        data = self.read_file(table, None, PART_NAME)
+        return pl.read_parquet(io.BytesIO(data)) if data is not None else None
 
     def write_file(self, table: str, day: dt.date | None, name: str, data: bytes) -> str:
         """Store a raw file (an archived Prometheus response, a report), replaced atomically."""
@@ -132,7 +195,7 @@ class Lake:
             raise ValueError(f"unsafe file name {name!r}")
         folder = self._day(table, day) if day else table
         if self.is_local:
-            return str(_replace_atomically(self.root / folder / name, lambda tmp: tmp.write_bytes(data)))
+            return str(_replace_atomically(self.root / folder / name, lambda tmp: tmp.write_bytes(data), self.root / WORK_DIR))
         return self._put((folder, name), lambda tmp: tmp.write_bytes(data))
 
     def read_file(self, table: str, day: dt.date | None, name: str) -> bytes | None:
@@ -149,6 +212,16 @@ class Lake:
         if self.is_local:
             return self.day_path(table, day).exists()
         return self._exists(self._day(table, day), PART_NAME)
+
+    def days(self, table: str) -> set[dt.date]:
+        """The days a daily table holds."""
+        if self.is_local:
+            names = [p.parent.name for p in (self.root / table).glob(f"date=*/{PART_NAME}")]
+        else:
+            bucket, key = self._key(table)
+            pages = self._s3().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key + "/")
+            names = [o["Key"].split("/")[-2] for page in pages for o in page.get("Contents", []) if o["Key"].endswith("/" + PART_NAME)]
+        return {dt.date.fromisoformat(n.removeprefix("date=")) for n in names if n.startswith("date=")}
 
     def scan_days(self, table: str, days: list[dt.date]) -> pl.LazyFrame:
         """Lazily read the given days; a missing day is an error, not an empty result."""

@@ -9,6 +9,7 @@ numpy and streamed to Parquet row groups, so millions of lines per day never sit
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -321,15 +322,35 @@ def _recurring_fees(day: dt.date, used: float, spec: SampleSpec) -> pa.Table:
     return table.set_column(table.schema.get_field_index("savings_plan_used_commitment"), "savings_plan_used_commitment", pa.array(used_hourly))
 
 
+EXPORT = "acme-ml-cur2"
+
+
+def write_manifest(out: Path, period: str, files: list[str], bucket_prefix: str = "s3://acme-billing/cur2") -> Path:
+    """The Data Exports manifest AWS writes once every data file of an execution is in place."""
+    manifest = {
+        "executionId": f"{period}-{len(files)}",
+        "exportArn": f"arn:aws:bcm-data-exports:us-east-1:100000000001:export/{EXPORT}",
+        "billingPeriod": period,
+        "dataFiles": [f"{bucket_prefix}/{EXPORT}/data/BILLING_PERIOD={period}/{name}" for name in sorted(files)],
+    }
+    path = out / "metadata" / f"BILLING_PERIOD={period}" / f"{EXPORT}-Manifest.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(manifest, indent=1))
+    return path
+
+
 def write_cur2(out: Path, spec: SampleSpec) -> list[dict]:
-    """Write one Parquet file per day under its billing period; return the tag ground truth."""
+    """Write one Parquet file per day under its billing period, then each period's manifest; return
+    the tag ground truth."""
     truth: list[dict] = []
+    periods: dict[str, list[str]] = {}
     for offset in range(spec.days):
         day = spec.start + dt.timedelta(days=offset)
         rng = np.random.default_rng([spec.seed, day.toordinal()])
         folder = out / "data" / f"BILLING_PERIOD={day:%Y-%m}"
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"acme-ml-cur2-{day.day:05d}.snappy.parquet"
+        path = folder / f"{EXPORT}-{day.day:05d}.snappy.parquet"
+        periods.setdefault(f"{day:%Y-%m}", []).append(path.name)
         tmp = path.with_name(f".{path.name}.tmp")
         sp_used = 0.0
         with pq.ParquetWriter(tmp, CUR2_SCHEMA, compression="snappy") as writer:
@@ -347,4 +368,6 @@ def write_cur2(out: Path, spec: SampleSpec) -> list[dict]:
                 for i in fees["identity_line_item_id"].to_pylist()
             )
         tmp.replace(path)
+    for period, files in periods.items():
+        write_manifest(out, period, files)
     return truth

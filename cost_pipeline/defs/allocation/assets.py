@@ -3,7 +3,7 @@
 import dagster as dg
 import polars as pl
 
-from cost_pipeline.defs.allocation.checks import RECONCILES, reconciliation_result
+from cost_pipeline.defs.allocation.checks import CONSERVES, reconciliation_result
 from cost_pipeline.defs.metadata import day_metadata
 from cost_pipeline.defs.partitions import DAILY, SINGLE_RUN, partition_days
 from cost_pipeline.defs.resources import PipelineConfig
@@ -17,7 +17,7 @@ from cost_pipeline.lib.pools import classify
     group_name="allocation",
     kinds={"polars", "parquet"},
     deps=["cost_lines", "usage"],
-    check_specs=[RECONCILES],
+    check_specs=[CONSERVES],
 )
 def allocated_costs(context: dg.AssetExecutionContext, pipeline: PipelineConfig) -> dg.MaterializeResult:
     """Direct costs by tags, shared pools by their drivers, the rest ``unattributed`` with a reason.
@@ -30,25 +30,26 @@ def allocated_costs(context: dg.AssetExecutionContext, pipeline: PipelineConfig)
     days = partition_days(context)
     pools = settings.allocation.pools
     teams = set(settings.tagging.teams)
-    for day in days:
-        lines = lake.scan_days("cost_lines", [day]).collect()
-        try:
-            samples = lake.scan_days("usage", [day]).collect() if pools else None
-        except FileNotFoundError as exc:
-            raise dg.Failure(description=f"{exc}: materialize `usage` for these days first (or select it too)") from None
-        allocated = allocate(classify(lines, settings.tagging, pools), settings.rules_version, pools, samples, teams)
-        path = lake.write_day("allocated_costs", day, allocated)
-        no_usage = allocated.filter(pl.col("reason").str.starts_with("no_usage:"))["reason"].to_list()
-        for reason in no_usage:
-            context.log.warning(f"{day}: pool {reason.split(':', 1)[1]} has no usage data; its cost stays unattributed")
-        per_pool = allocated.filter(pl.col("pool").is_not_null()).group_by("pool", "allocation").agg(pl.col("amount").sum())
-        context.add_asset_metadata(
-            {
-                **day_metadata(allocated, str(path), ["amount"]),
-                "pools": dg.MetadataValue.json({f"{p} ({a})": float(round(v, 2)) for p, a, v in per_pool.sort("pool").iter_rows()}),
-                "pools_without_usage": ", ".join(r.split(":", 1)[1] for r in no_usage) or "none",
-                "rules_version": settings.rules_version,
-            },
-            partition_key=day.isoformat(),
-        )
+    with lake.staging("allocated_costs") as staging:
+        for day in days:
+            lines = lake.scan_days("cost_lines", [day]).collect()
+            try:
+                samples = lake.scan_days("usage", [day]).collect() if pools else None
+            except FileNotFoundError as exc:
+                raise dg.Failure(description=f"{exc}: materialize `usage` for these days first (or select it too)") from None
+            allocated = allocate(classify(lines, settings.tagging, pools), settings.rules_version, pools, samples, teams)
+            path = staging.write_day(day, allocated)
+            no_usage = allocated.filter(pl.col("reason").str.starts_with("no_usage:"))["reason"].to_list()
+            for reason in no_usage:
+                context.log.warning(f"{day}: pool {reason.split(':', 1)[1]} has no usage data; its cost stays unattributed")
+            per_pool = allocated.filter(pl.col("pool").is_not_null()).group_by("pool", "allocation").agg(pl.col("amount").sum())
+            context.add_asset_metadata(
+                {
+                    **day_metadata(allocated, str(path), ["amount"]),
+                    "pools": dg.MetadataValue.json({f"{p} ({a})": float(round(v, 2)) for p, a, v in per_pool.sort("pool").iter_rows()}),
+                    "pools_without_usage": ", ".join(r.split(":", 1)[1] for r in no_usage) or "none",
+                    "rules_version": settings.rules_version,
+                },
+                partition_key=day.isoformat(),
+            )
     return dg.MaterializeResult(check_results=[reconciliation_result(lake, days)])

@@ -1,4 +1,4 @@
-"""Reconciliation: allocated costs add up to the bill's effective cost, per day and currency, exactly."""
+"""Conservation: allocation neither creates nor loses money, per day and currency, exactly."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import polars as pl
 from cost_pipeline.lib.allocate import reconcile
 from cost_pipeline.lib.lake import Lake
 
-RECONCILES = dg.AssetCheckSpec(
-    "reconciles_to_bill",
+CONSERVES = dg.AssetCheckSpec(
+    "allocation_conserves_cost_lines",
     asset="allocated_costs",
     blocking=True,
-    description="Per day and currency, sum(allocated_costs.amount) == sum(cost_lines.effective_cost) to the cent.",
+    description="Per day and currency, sum(allocated_costs.amount) == sum(cost_lines.effective_cost), all 12 decimal places.",
 )
 
 
@@ -24,10 +24,10 @@ def reconciliation_result(lake: Lake, days: list[dt.date]) -> dg.AssetCheckResul
         lake.scan_days("allocated_costs", days).collect(),
         lake.scan_days("cost_lines", days).collect(),
     )
-    off = table.filter(pl.col("allocated").round(2) != pl.col("billed").round(2))
+    off = table.filter(pl.col("allocated") != pl.col("billed"))
     worst = off.sort(pl.col("difference").abs(), descending=True).head(10)
     return dg.AssetCheckResult(
-        check_name="reconciles_to_bill",
+        check_name=CONSERVES.name,
         passed=off.is_empty(),
         severity=dg.AssetCheckSeverity.ERROR,
         metadata={

@@ -1,15 +1,17 @@
-"""The ``cost_lines`` table: every charge of the day from every billing source, normalized."""
+"""The ``cost_lines`` table and the ``bill_totals`` it must add up to."""
 
 import dagster as dg
 import polars as pl
 
+from cost_pipeline.defs.billing.checks import BILL_RECONCILES, bill_reconciliation_result
 from cost_pipeline.defs.billing.resources import storage_for
 from cost_pipeline.defs.failures import input_errors_as_failures
 from cost_pipeline.defs.metadata import day_metadata
 from cost_pipeline.defs.partitions import DAILY, SINGLE_RUN, partition_days
 from cost_pipeline.defs.resources import PipelineConfig
 from cost_pipeline.lib.billing.fingerprint import day_fingerprint
-from cost_pipeline.lib.billing.sources import read_billing_day
+from cost_pipeline.lib.billing.sources import TOTALS_SCHEMA, bill_totals, read_source_day
+from cost_pipeline.lib.billing.totals import totals_markdown
 
 
 @dg.asset(
@@ -21,21 +23,57 @@ from cost_pipeline.lib.billing.sources import read_billing_day
 def cost_lines(context: dg.AssetExecutionContext, pipeline: PipelineConfig) -> dg.MaterializeResult:
     """Every charge of a UTC day, FOCUS-aligned, with billed and effective (amortized) cost.
 
-    A day is written only after all its sources were read and validated, so a bad file leaves the
-    previously materialized day untouched.
+    Each day gathers the lines of every current delivery whose usage started that day, whichever
+    billing period delivered them. Days are staged and replace the lake only when every day of the
+    run was read and validated, so a bad file leaves all previously materialized days untouched.
     """
     settings = pipeline.settings()
     lake = pipeline.lake()
     rows = 0
-    for day in partition_days(context):
-        with input_errors_as_failures():
-            frame = read_billing_day(settings.billing_sources, day, storage_for)
-        path = lake.write_day("cost_lines", day, frame)
-        rows += frame.height
-        metadata = day_metadata(frame, str(path), ["billed_cost", "effective_cost"])
-        metadata["final_share"] = float(frame["is_final"].mean() or 0.0) if frame.height else 0.0
-        metadata["final"] = bool(frame.height) and bool(frame["is_final"].all())
-        for source in settings.billing_sources:
-            metadata[f"fingerprint/{source.name}"] = day_fingerprint(frame.filter(pl.col("source") == source.name))
-        context.add_asset_metadata(metadata, partition_key=day.isoformat())
-    return dg.MaterializeResult(metadata={"rows_in_run": rows})
+    with lake.staging("cost_lines") as staging:
+        for day in partition_days(context):
+            with input_errors_as_failures():
+                parts = {s.name: read_source_day(s, day, storage_for(s)) for s in settings.billing_sources}
+            frame = pl.concat(list(parts.values())).sort("source", "line_item_id", "charge_period_start")
+            path = staging.write_day(day, frame)
+            rows += frame.height
+            metadata = day_metadata(frame, str(path), ["billed_cost", "effective_cost"])
+            metadata["final_share"] = dg.MetadataValue.float(float(frame["is_final"].mean() or 0.0) if frame.height else 0.0)
+            metadata["final"] = bool(frame.height) and bool(frame["is_final"].all())
+            empty = [name for name, lines in parts.items() if lines.is_empty()]
+            metadata["sources_without_data"] = ", ".join(empty) or "none"
+            for name, lines in parts.items():
+                metadata[f"lines/{name}"] = lines.height
+                metadata[f"fingerprint/{name}"] = day_fingerprint(lines)
+            if empty:
+                context.log.warning(f"{day}: no lines from {', '.join(empty)} (no current delivery holds this day)")
+            context.add_asset_metadata(metadata, partition_key=day.isoformat())
+    return dg.MaterializeResult(metadata={"days_in_run": len(partition_days(context)), "lines_in_run": rows})
+
+
+@dg.asset(
+    name="bill_totals",
+    group_name="billing",
+    kinds={"polars", "parquet"},
+    deps=["cost_lines"],
+    check_specs=[BILL_RECONCILES],
+)
+def bill_totals_table(context: dg.AssetExecutionContext, pipeline: PipelineConfig) -> dg.MaterializeResult:
+    """Per source, billing period and usage day: lines, billed and effective cost of the current delivery,
+    summed from the delivered files themselves. ``cost_lines`` must add up to it exactly."""
+    settings = pipeline.settings()
+    lake = pipeline.lake()
+    known = lake.read_table("bill_totals")
+    with input_errors_as_failures():
+        frames = [bill_totals(s, storage_for(s), known) for s in settings.billing_sources]
+    totals = pl.concat(frames) if frames else pl.DataFrame(schema=TOTALS_SCHEMA)
+    path = lake.write_table("bill_totals", totals)
+    result = bill_reconciliation_result(lake, totals, settings.partitions_start_date)
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": totals.height,
+            "path": dg.MetadataValue.path(path),
+            "periods": dg.MetadataValue.md(totals_markdown(totals)),
+        },
+        check_results=[result],
+    )

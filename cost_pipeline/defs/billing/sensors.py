@@ -3,15 +3,20 @@
 import datetime as dt
 
 import dagster as dg
+import polars as pl
 
 from cost_pipeline.config import BillingSource
 from cost_pipeline.defs.billing.resources import storage_for
 from cost_pipeline.defs.jobs import daily_costs_job
 from cost_pipeline.defs.partitions import DAILY
 from cost_pipeline.defs.resources import PipelineConfig
-from cost_pipeline.lib.billing.deliveries import affected_days
 from cost_pipeline.lib.billing.fingerprint import day_fingerprint
-from cost_pipeline.lib.billing.sources import read_source_day
+from cost_pipeline.lib.billing.sources import changed_days, read_source_day
+from cost_pipeline.lib.lake import Lake
+
+# Object stores and file systems can show a file with a modification time a little before the tick
+# that first lists it; the cursor looks back this far, and fingerprints keep re-listed files harmless.
+CURSOR_OVERLAP = dt.timedelta(minutes=10)
 
 
 def _recorded_fingerprint(instance: dg.DagsterInstance, source: str, day: dt.date) -> str | None:
@@ -25,6 +30,18 @@ def _recorded_fingerprint(instance: dg.DagsterInstance, source: str, day: dt.dat
     return value.value if value is not None else None
 
 
+def _recorded_days(lake: Lake, source: str) -> dict[str, set[dt.date]]:
+    """The days each period's last seen delivery held (empty before the first bill_totals)."""
+    totals = lake.read_table("bill_totals")
+    if totals is None:
+        return {}
+    rows = totals.filter(pl.col("source") == source).select("billing_period", "date").unique()
+    out: dict[str, set[dt.date]] = {}
+    for period, day in rows.iter_rows():
+        out.setdefault(period, set()).add(day)
+    return out
+
+
 def build_delivery_sensor(source: BillingSource) -> dg.SensorDefinition:
     @dg.sensor(
         name=f"{source.name.replace('-', '_')}_deliveries",
@@ -34,13 +51,14 @@ def build_delivery_sensor(source: BillingSource) -> dg.SensorDefinition:
     )
     def delivery_sensor(context: dg.SensorEvaluationContext, pipeline: PipelineConfig):
         storage = storage_for(source)
-        since = dt.datetime.fromisoformat(context.cursor) if context.cursor else None
+        since = dt.datetime.fromisoformat(context.cursor) - CURSOR_OVERLAP if context.cursor else None
         changed = storage.list(source.uri, since=since)
         if not changed:
             return dg.SkipReason(f"no new files under {source.uri} since {since}")
         partitions = {dt.date.fromisoformat(k) for k in DAILY.get_partition_keys()}
+        days = changed_days(source, changed, storage, _recorded_days(pipeline.lake(), source.name))
         requests = []
-        for day in sorted(affected_days(source.format, changed, storage) & partitions):
+        for day in sorted(days & partitions):
             fingerprint = day_fingerprint(read_source_day(source, day, storage))
             recorded = _recorded_fingerprint(context.instance, source.name, day)
             if fingerprint == recorded or (recorded is None and fingerprint == "empty"):
@@ -61,4 +79,4 @@ def build_delivery_sensor(source: BillingSource) -> dg.SensorDefinition:
 
 
 def delivery_sensors(sources: list[BillingSource]) -> list[dg.SensorDefinition]:
-    return [build_delivery_sensor(s) for s in sources]
+    return [build_delivery_sensor(s) for s in sources if not s.uri.startswith("bq://")]

@@ -64,34 +64,35 @@ def tag_compliance_tables(context: dg.AssetExecutionContext, pipeline: PipelineC
     lake = pipeline.lake()
     selected = {key.to_user_string() for key in context.selected_asset_keys}
     shares = []
-    for day in partition_days(context):
-        lines = lake.scan_days("cost_lines", [day]).collect()
-        tagged = classify(lines, settings.tagging, settings.allocation.pools)
-        if "tag_compliance" in selected:
-            breakdown = compliance_breakdown(tagged)
-            breakdown_path = lake.write_day("tag_compliance", day, breakdown)
+    with lake.staging("tag_compliance") as compliance_stage, lake.staging("untagged_spend") as untagged_stage:
+        for day in partition_days(context):
+            lines = lake.scan_days("cost_lines", [day]).collect()
+            tagged = classify(lines, settings.tagging, settings.allocation.pools)
+            if "tag_compliance" in selected:
+                breakdown = compliance_breakdown(tagged)
+                breakdown_path = compliance_stage.write_day(day, breakdown)
+                context.add_asset_metadata(
+                    day_metadata(breakdown.filter(pl.col("dimension") == "reason"), breakdown_path, ["untagged"]),
+                    asset_key="tag_compliance",
+                    partition_key=day.isoformat(),
+                )
+            if "untagged_spend" not in selected:
+                continue
+            quarantined = quarantine(tagged)
+            untagged_path = untagged_stage.write_day(day, quarantined)
+            day_shares = untagged_shares(tagged)
+            shares.append(day_shares)
+            by_reason = quarantined.group_by("reason", "currency").agg(pl.col("amount").sum()).sort("currency", "amount", descending=[False, True])
             context.add_asset_metadata(
-                day_metadata(breakdown.filter(pl.col("dimension") == "reason"), breakdown_path, ["untagged"]),
-                asset_key="tag_compliance",
+                {
+                    **day_metadata(quarantined, untagged_path, ["amount"]),
+                    **{f"untagged_share ({c})": dg.MetadataValue.float(round(share, 6)) for c, share in day_shares.select("currency", "share").iter_rows()},
+                    "by_reason": dg.MetadataValue.json({f"{r} ({c})": float(round(a, 2)) for r, c, a in by_reason.iter_rows()}),
+                    "top_untagged_resources": dg.MetadataValue.md(_top_resources_md(quarantined)),
+                },
+                asset_key="untagged_spend",
                 partition_key=day.isoformat(),
             )
-        if "untagged_spend" not in selected:
-            continue
-        quarantined = quarantine(tagged)
-        untagged_path = lake.write_day("untagged_spend", day, quarantined)
-        day_shares = untagged_shares(tagged)
-        shares.append(day_shares)
-        by_reason = quarantined.group_by("reason").agg(pl.col("amount").sum()).sort("amount", descending=True)
-        context.add_asset_metadata(
-            {
-                **day_metadata(quarantined, untagged_path, ["amount"]),
-                "untagged_share": float(day_shares["share"].max() or 0.0),
-                "by_reason": dg.MetadataValue.json({r: float(round(a, 2)) for r, a in by_reason.iter_rows()}),
-                "top_untagged_resources": dg.MetadataValue.md(_top_resources_md(quarantined)),
-            },
-            asset_key="untagged_spend",
-            partition_key=day.isoformat(),
-        )
     if "tag_compliance" in selected:
         yield dg.MaterializeResult(asset_key="tag_compliance")
     if "untagged_spend" in selected:

@@ -19,10 +19,11 @@ from cost_pipeline.lib.reports import team_daily_costs as daily_costs_of
 def team_daily_costs(context: dg.AssetExecutionContext, pipeline: PipelineConfig) -> dg.MaterializeResult:
     """What each team cost each day: direct, shared and unattributed, plus a cent total that adds up."""
     lake = pipeline.lake()
-    for day in partition_days(context):
-        table = daily_costs_of(lake.scan_days("allocated_costs", [day]).collect())
-        path = lake.write_day("team_daily_costs", day, table)
-        context.add_asset_metadata(day_metadata(table, str(path), ["total"]), partition_key=day.isoformat())
+    with lake.staging("team_daily_costs") as staging:
+        for day in partition_days(context):
+            table = daily_costs_of(lake.scan_days("allocated_costs", [day]).collect())
+            path = staging.write_day(day, table)
+            context.add_asset_metadata(day_metadata(table, str(path), ["total"]), partition_key=day.isoformat())
     return dg.MaterializeResult()
 
 

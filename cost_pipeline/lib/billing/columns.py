@@ -77,8 +77,21 @@ def parse_money(frame: pl.DataFrame, columns: list[str], source: str, header_row
     return frame
 
 
+def require_values(frame: pl.DataFrame, columns: list[str], source: str, header_rows: int = 1) -> None:
+    """A line without a usage start date cannot land on any day: name the file and row."""
+    numbered = frame if LINE in frame.columns else frame.with_row_index(LINE, offset=header_rows + 1)
+    for column in columns:
+        empty = numbered.filter(pl.col(column).is_null())
+        if empty.height:
+            raise InputError(source, f"row {empty[LINE][0]}: column {column} is empty ({empty.height} line(s) in all)")
+
+
 def parse_timestamps(frame: pl.DataFrame, columns: list[str], source: str, header_rows: int = 1) -> pl.DataFrame:
-    """ISO-8601 timestamps with or without ``T``/``Z``/offset, as UTC; a bad one names file and row."""
+    """ISO-8601 timestamps with or without ``T``/``Z``/offset, as UTC; a bad one names file and row.
+
+    The first column is the usage start, which every line must have.
+    """
+    require_values(frame, columns[:1], source, header_rows)
     for column in columns:
         if isinstance(frame.schema[column], pl.Datetime):
             dtype = frame.schema[column]

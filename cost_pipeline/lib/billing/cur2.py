@@ -1,13 +1,11 @@
-"""AWS Data Exports CUR 2.0, read as delivered: ``<uri>/data/BILLING_PERIOD=YYYY-MM/*.parquet``.
+"""AWS Data Exports CUR 2.0 Parquet files: column mapping and amortized effective cost.
 
-AWS overwrites a billing period's folder each time it restates the month, so the files present in
-the period's folder are the current truth for every day of that month. A charge belongs to the UTC
-day its usage started, whichever period delivered it.
+Which files are current is decided by the export's manifests (``lib/billing/deliveries.py``); a
+charge belongs to the UTC day its usage started, whichever period delivered it.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 
 import polars as pl
@@ -18,10 +16,9 @@ from cost_pipeline.lib.billing.amortize import (
     charge_category,
     effective_cost,
 )
-from cost_pipeline.lib.billing.schema import conform, empty_cost_lines
+from cost_pipeline.lib.billing.schema import conform
 from cost_pipeline.lib.errors import InputError
 from cost_pipeline.lib.money import MONEY
-from cost_pipeline.lib.storage import Storage, StoredFile
 
 REQUIRED_COLUMNS = [
     "identity_line_item_id",
@@ -42,16 +39,6 @@ REQUIRED_COLUMNS = [
     "resource_tags",
     *AMORTIZATION_COLUMNS,
 ]
-
-
-def period_files(uri: str, day: dt.date, storage: Storage | None = None) -> list[StoredFile]:
-    """The files AWS delivered last for the billing period holding ``day``."""
-    folder = f"data/BILLING_PERIOD={day:%Y-%m}/"
-    return [
-        f for f in (storage or Storage()).list(uri)
-        if f.name.startswith(folder) and f.name.endswith(".parquet") and "/" not in f.name[len(folder):]
-        and not f.name[len(folder):].startswith((".", "_"))
-    ]
 
 
 def _check_file(path: Path, where: str) -> None:
@@ -118,37 +105,7 @@ def _typed(frame: pl.LazyFrame, path: str) -> pl.LazyFrame:
     return frame.with_columns(fixes)
 
 
-def read_cur2_day(uri: str, day: dt.date, source: str, storage: Storage | None = None) -> pl.DataFrame:
-    """All charges whose usage started on ``day``, from the period folder AWS delivered last."""
-    storage = storage or Storage()
-    files = period_files(uri, day, storage)
-    start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
-    end = start + dt.timedelta(days=1)
-    parts = []
-    for stored in files:
-        path = storage.fetch(stored)
-        _check_file(path, stored.uri)
-        lf = _typed(pl.scan_parquet(path), stored.uri)
-        lf = lf.filter(
-            (pl.col("line_item_usage_start_date") >= start) & (pl.col("line_item_usage_start_date") < end)
-        )
-        try:  # collected file by file, so a value that does not parse is reported with its file
-            parts.append(normalize_cur2(lf, source, stored.name).collect(engine="streaming"))
-        except pl.exceptions.PolarsError as exc:
-            raise InputError(stored.uri, f"cannot read billing data: {str(exc).splitlines()[0]}") from None
-    if not parts:
-        return empty_cost_lines()
-    frame = pl.concat(parts)
-    _check_values(frame, uri, day)
-    return frame
-
-
-def _check_values(frame: pl.DataFrame, uri: str, day: dt.date) -> None:
-    bad = frame.filter(pl.col("effective_cost").is_null() | pl.col("currency").is_null())
-    if bad.height:
-        first = bad.row(0, named=True)
-        raise InputError(
-            first["source_file"],
-            f"{bad.height} line(s) of {day} without an amount or currency, "
-            f"e.g. line {first['line_item_id']} ({first['charge_type']})",
-        )
+def scan_cur2_file(path: Path, where: str, name: str, source) -> pl.LazyFrame:
+    """One delivered CUR 2.0 Parquet file as cost lines, lazily (only the needed columns are read)."""
+    _check_file(path, where)
+    return normalize_cur2(_typed(pl.scan_parquet(path), where), source.name, name)

@@ -1,19 +1,12 @@
-"""Legacy AWS Cost and Usage Reports, as delivered to S3.
+"""Legacy AWS Cost and Usage Reports files (CSV, CSV.gz or Parquet) as cost lines.
 
-Layout: ``<report>/<yyyymmdd-yyyymmdd>/<report>-Manifest.json`` names the current assembly and its
-``reportKeys``; the data sits in ``<report>/<yyyymmdd-yyyymmdd>/<assemblyId>/<report>-N.csv.gz``.
-AWS writes a new assembly each time it restates the month and keeps the old ones, so the manifest,
-not the folder listing, says which files are current: reading both assemblies would count the month
-twice. Without a manifest, one period folder must hold one assembly. A bare folder of CUR files
-(no period folders) is read whole. Headers are matched in either spelling (``lineItem/UnblendedCost``
-or ``line_item_unblended_cost``); tags come from ``resourceTags/<key>`` or ``resource_tags_<key>``.
+Which assembly is current is decided by the period's manifest (``lib/billing/deliveries.py``).
+Headers are matched in either spelling (``lineItem/UnblendedCost`` or ``line_item_unblended_cost``);
+tags come from ``resourceTags/<key>`` or ``resource_tags_<key>``.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import json
-import re
 from pathlib import Path
 
 import polars as pl
@@ -28,10 +21,8 @@ from cost_pipeline.lib.billing.columns import (
     with_line_numbers,
 )
 from cost_pipeline.lib.billing.cur2 import normalize_cur2
-from cost_pipeline.lib.billing.parsed_cache import parsed
 from cost_pipeline.lib.billing.schema import empty_cost_lines
 from cost_pipeline.lib.errors import InputError
-from cost_pipeline.lib.storage import Storage, StoredFile
 
 REQUIRED = [
     "identity_line_item_id",
@@ -55,55 +46,7 @@ OPTIONAL = [
 REGION_SPELLINGS = ["product_region_code", "product_region"]
 MONEY_COLUMNS = ["line_item_unblended_cost", "pricing_public_on_demand_cost", *[c for c in AMORTIZATION_COLUMNS if c != "reservation_reservation_a_r_n"]]
 TAG_PREFIXES = ("resourcetags/", "resource_tags_")
-DATA_SUFFIXES = (".csv", ".csv.gz", ".parquet")
-PERIOD = re.compile(r"(?:^|/)(\d{8})-(\d{8})/")
 _ENTRIES = pl.List(pl.Struct({"key": pl.String, "value": pl.String}))
-
-
-def _period_of(name: str) -> tuple[dt.date, dt.date, str] | None:
-    match = PERIOD.search(name)
-    if not match:
-        return None
-    start, end = (dt.datetime.strptime(g, "%Y%m%d").date() for g in match.groups())
-    return start, end, name[: match.end()].lstrip("/")
-
-
-def current_files(uri: str, day: dt.date, storage: Storage) -> list[StoredFile]:
-    """The data files of the assembly that is current for the period holding ``day``."""
-    listed = storage.list(uri)
-    periods = {p[2]: p for f in listed if (p := _period_of(f.name))}
-    if not periods:  # a bare folder of CUR files
-        return [f for f in listed if f.name.lower().endswith(DATA_SUFFIXES)]
-    folder = next((name for name, (start, end, _) in periods.items() if start <= day < end), None)
-    if folder is None:
-        return []
-    in_period = [f for f in listed if f.name.startswith(folder)]
-    manifests = [f for f in in_period if "/" not in f.name[len(folder):] and f.name.endswith("Manifest.json")]
-    data = [f for f in in_period if f.name.lower().endswith(DATA_SUFFIXES)]
-    if manifests:
-        return _from_manifest(manifests[0], data, folder, storage)
-    assemblies = {f.name[len(folder):].split("/")[0] for f in data if "/" in f.name[len(folder):]}
-    if len(assemblies) > 1:
-        raise InputError(f"{uri}/{folder}", f"{len(assemblies)} assemblies and no manifest: cannot tell which one is current")
-    return data
-
-
-def _from_manifest(manifest: StoredFile, data: list[StoredFile], folder: str, storage: Storage) -> list[StoredFile]:
-    try:
-        body = json.loads(storage.fetch(manifest).read_text(encoding="utf-8"))
-        keys = list(body["reportKeys"])
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise InputError(manifest.uri, f"not a CUR manifest (needs reportKeys): {exc}") from None
-    period = folder.rstrip("/").rsplit("/", 1)[-1] + "/"
-    by_name = {f.name: f for f in data}
-    chosen, missing = [], []
-    for key in keys:
-        tail = key.split(period, 1)[1] if period in key else key.rsplit("/", 1)[-1]
-        found = by_name.get(folder + tail)
-        (chosen if found else missing).append(found or key)
-    if missing:
-        raise InputError(manifest.uri, f"manifest (assembly {body.get('assemblyId')}) names missing file(s): {', '.join(missing)}")
-    return chosen
 
 
 def _read_raw(path: Path, where: str) -> pl.DataFrame:
@@ -137,24 +80,15 @@ def legacy_to_cur2(raw: pl.DataFrame, where: str) -> pl.DataFrame:
     )
 
 
-def read_legacy_file(path: Path, source: str, where: str, name: str) -> pl.DataFrame:
+def read_legacy_file(path: Path, where: str, name: str, source) -> pl.DataFrame:
     header_rows = 0 if path.name.lower().endswith(".parquet") else 1
     raw = with_line_numbers(_read_raw(path, where), header_rows)
     if raw.is_empty():
         return empty_cost_lines()
     typed = legacy_to_cur2(raw, where)
-    lines = normalize_cur2(typed.lazy(), source, name).collect()
+    lines = normalize_cur2(typed.lazy(), source.name, name).collect()
     missing = lines.with_columns(typed[LINE]).filter(pl.col("effective_cost").is_null() | pl.col("currency").is_null())
     if missing.height:
         row = missing.row(0, named=True)
         raise InputError(where, f"row {row[LINE]}: no amount or currency for a {row['charge_type']} line (its amortization columns are missing or empty)")
     return lines
-
-
-def read_cur_legacy_day(uri: str, day: dt.date, source: str, storage: Storage | None = None) -> pl.DataFrame:
-    storage = storage or Storage()
-    frames = [
-        parsed(f, source, lambda f=f: read_legacy_file(storage.fetch(f), source, f.uri, f.name)).filter(pl.col("date") == day)
-        for f in current_files(uri, day, storage)
-    ]
-    return pl.concat(frames) if frames else empty_cost_lines()

@@ -13,16 +13,21 @@ import hashlib
 import numpy as np
 import polars as pl
 
-IGNORED = ["source_file", "line_item_id"]
+IGNORED = ["source_file", "line_item_id", "billing_period"]
 
 
-def day_fingerprint(lines: pl.DataFrame) -> str:
-    if lines.is_empty():
-        return "empty"
+def row_hashes(lines: pl.DataFrame) -> pl.Series:
+    """A 64-bit hash of each line's content, ignoring where it came from."""
     entries = pl.List(pl.Struct({"key": pl.String, "value": pl.String}))
     content = lines.drop([c for c in IGNORED if c in lines.columns]).with_columns(
         # maps hashed as delivered: tags re-delivered in another order only cost an extra re-run
         pl.col(c).cast(entries) for c, t in lines.schema.items() if isinstance(t, pl.Map)
     )
-    hashes = np.sort(content.hash_rows(seed=1).to_numpy())
+    return content.hash_rows(seed=1)
+
+
+def day_fingerprint(lines: pl.DataFrame) -> str:
+    if lines.is_empty():
+        return "empty"
+    hashes = np.sort(row_hashes(lines).to_numpy())
     return hashlib.sha256(hashes.tobytes()).hexdigest()[:20] + f"-{lines.height}"

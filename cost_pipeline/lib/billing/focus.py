@@ -7,7 +7,6 @@ at 0 on most rows (the FOCUS-Sample-Data 1.0 AWS rows do); we keep what the file
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 
 import polars as pl
@@ -20,10 +19,8 @@ from cost_pipeline.lib.billing.columns import (
     select_columns,
     with_line_numbers,
 )
-from cost_pipeline.lib.billing.parsed_cache import parsed
 from cost_pipeline.lib.billing.schema import conform, empty_cost_lines
 from cost_pipeline.lib.errors import InputError
-from cost_pipeline.lib.storage import Storage, StoredFile
 
 COLUMNS = {
     "BillingAccountId": "billing_account_id",
@@ -46,23 +43,16 @@ COLUMNS = {
     "Tags": "tags",
 }
 REQUIRED = ["BilledCost", "EffectiveCost", "BillingCurrency", "ChargePeriodStart", "ChargePeriodEnd", "ChargeCategory"]
-SUFFIXES = (".csv", ".csv.gz", ".parquet")
 
 
-def focus_files(uri: str, storage: Storage) -> list[StoredFile]:
-    return [
-        f for f in storage.list(uri)
-        if f.name.lower().endswith(SUFFIXES) and not f.name.rsplit("/", 1)[-1].startswith((".", "_"))
-    ]
-
-
-def read_focus_file(path: Path, source: str, where: str | None = None, default_currency: str | None = None) -> pl.DataFrame:
+def read_focus_file(path: Path, where: str, name: str, source) -> pl.DataFrame:
     """One FOCUS file as cost_lines (all days). Bad headers or values name the file and row.
 
-    ``default_currency`` stands in for a missing ``BillingCurrency`` column (the FOCUS spec's own
-    examples omit it); it never overrides a currency the file gives.
+    The source's ``currency`` stands in for a missing ``BillingCurrency`` column (the FOCUS spec's
+    own examples omit it); it never overrides a currency the file gives. Line ids are content
+    hashes, given by the reader flow (FOCUS has no line id).
     """
-    where = where or str(path)
+    default_currency = source.currency
     try:
         if path.name.lower().endswith(".parquet"):
             raw = pl.read_parquet(path)
@@ -85,31 +75,16 @@ def read_focus_file(path: Path, source: str, where: str | None = None, default_c
     if missing_currency.height:
         row = int(missing_currency[LINE][0])
         raise InputError(where, f"row {row}: BillingCurrency is empty ({missing_currency.height} line(s) in all)")
-    index = pl.int_range(pl.len()).cast(pl.String)
     return conform(
         frame.with_columns(
             date=pl.col("charge_period_start").dt.date(),
             provider=pl.col("provider").fill_null("unknown").str.to_lowercase(),
-            source=pl.lit(source),
-            line_item_id=pl.concat_str([pl.lit(f"{path.name}:"), index]),
+            source=pl.lit(source.name),
+            line_item_id=pl.lit(None, pl.String),
             charge_type=pl.col("charge_category"),
             usage_quantity=pl.col("usage_quantity").cast(pl.Float64, strict=False),
             is_final=pl.col("invoice_id").fill_null("").str.len_chars() > 0,
-            source_file=pl.lit(path.name),
+            source_file=pl.lit(name),
             billing_account_id=pl.col("billing_account_id").fill_null("unknown"),
         )
     )
-
-
-def read_focus_day(
-    uri: str, day: dt.date, source: str, storage: Storage | None = None, default_currency: str | None = None
-) -> pl.DataFrame:
-    storage = storage or Storage()
-    files = focus_files(uri, storage)
-    if not files:
-        return empty_cost_lines()
-    frames = [
-        parsed(f, source, lambda f=f: read_focus_file(storage.fetch(f), source, f.uri, default_currency)).filter(pl.col("date") == day)
-        for f in files
-    ]
-    return pl.concat(frames)

@@ -15,10 +15,8 @@ from pathlib import Path
 import polars as pl
 
 from cost_pipeline.lib.billing.columns import parse_money, parse_timestamps
-from cost_pipeline.lib.billing.parsed_cache import parsed
 from cost_pipeline.lib.billing.schema import conform, empty_cost_lines
 from cost_pipeline.lib.errors import InputError
-from cost_pipeline.lib.storage import Storage
 
 REQUIRED = ["billing_account_id", "service", "sku", "usage_start_time", "usage_end_time", "cost", "currency"]
 SUFFIXES = (".parquet", ".jsonl", ".json", ".ndjson", ".jsonl.gz")
@@ -85,7 +83,7 @@ def normalize_gcp(raw: pl.DataFrame, source: str, where: str, name: str) -> pl.D
             date=pl.col("charge_period_start").dt.date(),
             provider=pl.lit("gcp"),
             source=pl.lit(source),
-            line_item_id=pl.concat_str([pl.lit(f"{name}:"), pl.col("_line").cast(pl.String)]),
+            line_item_id=pl.lit(None, pl.String),  # content hash, given by the reader flow
             charge_type=pl.col("cost_type"),
             charge_category=category,
             usage_quantity=pl.col("usage_quantity").cast(pl.Float64, strict=False),
@@ -97,12 +95,12 @@ def normalize_gcp(raw: pl.DataFrame, source: str, where: str, name: str) -> pl.D
     )
 
 
-def read_gcp_file(path: Path, source: str, where: str, name: str) -> pl.DataFrame:
+def read_gcp_file(path: Path, where: str, name: str, source) -> pl.DataFrame:
     try:
         raw = pl.read_parquet(path) if path.name.endswith(".parquet") else pl.read_ndjson(path, infer_schema_length=None)
     except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file, reported by name
         raise InputError(where, f"cannot read GCP billing export file: {exc}") from None
-    return empty_cost_lines() if raw.is_empty() else normalize_gcp(raw, source, where, name)
+    return empty_cost_lines() if raw.is_empty() else normalize_gcp(raw, source.name, where, name)
 
 
 def read_bigquery_day(table: str, day: dt.date, source: str, client) -> pl.DataFrame:
@@ -117,15 +115,3 @@ def read_bigquery_day(table: str, day: dt.date, source: str, client) -> pl.DataF
     job = client.query(sql, job_config=bigquery.QueryJobConfig(query_parameters=[bigquery.ScalarQueryParameter("day", "DATE", day)]))
     raw = pl.from_arrow(job.to_arrow())
     return empty_cost_lines() if raw.is_empty() else normalize_gcp(raw, source, f"bq://{table}", table)
-
-
-def read_gcp_day(uri: str, day: dt.date, source: str, storage: Storage | None = None) -> pl.DataFrame:
-    storage = storage or Storage()
-    if uri.startswith("bq://"):
-        return read_bigquery_day(uri[len("bq://"):], day, source, storage.bigquery_client())
-    files = [f for f in storage.list(uri) if f.name.lower().endswith(SUFFIXES)]
-    frames = [
-        parsed(f, source, lambda f=f: read_gcp_file(storage.fetch(f), source, f.uri, f.name)).filter(pl.col("date") == day)
-        for f in files
-    ]
-    return pl.concat(frames) if frames else empty_cost_lines()

@@ -12,11 +12,13 @@ import polars as pl
 from cost_pipeline.lib.money import MONEY
 
 UTC_TS = pl.Datetime("us", "UTC")
+MAP_ENTRIES = pl.List(pl.Struct({"key": pl.String, "value": pl.String}))  # a tag map before it becomes a Map
 
 COST_LINES_SCHEMA: dict[str, pl.DataType] = {
     "date": pl.Date(),
     "provider": pl.String(),
     "source": pl.String(),
+    "billing_period": pl.String(),  # the period (invoice month) whose current delivery holds the line
     "billing_account_id": pl.String(),
     "sub_account_id": pl.String(),
     "line_item_id": pl.String(),
@@ -41,8 +43,10 @@ COST_LINES_SCHEMA: dict[str, pl.DataType] = {
 
 
 def conform(frame: pl.LazyFrame) -> pl.LazyFrame:
-    """Select and order the contract's columns with their exact types."""
-    return frame.select([pl.col(name).cast(dtype) for name, dtype in COST_LINES_SCHEMA.items()])
+    """Select and order the contract's columns with their exact types (the period is set by the reader flow)."""
+    return frame.select(
+        [pl.lit(None, dtype).alias(name) if name == "billing_period" else pl.col(name).cast(dtype) for name, dtype in COST_LINES_SCHEMA.items()]
+    )
 
 
 def empty_cost_lines() -> pl.DataFrame:

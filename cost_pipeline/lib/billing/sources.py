@@ -1,47 +1,172 @@
-"""Dispatch each configured billing source to the reader of its provider's export format."""
+"""One reader flow for every billing format: list → pick the current delivery → parse → validate.
+
+Per format only two things differ, and they are declared in :data:`FORMATS`: how the current
+delivery of each billing period is recognised (``lib/billing/deliveries.py``) and how one file is
+parsed into cost lines (the provider's column mapping). Everything else is shared:
+
+- every current delivery contributes the lines whose usage day is the day asked for, whichever
+  billing period delivered them (credits and refunds often land in a later period);
+- a line must have a usage date, an amount and a real currency; a line id delivered twice
+  (the same file under two names, lines repeated in a second file) is an error naming both files;
+- formats without provider line ids (FOCUS, GCP, Azure) get a content hash of the row plus its
+  occurrence within the file, so a repeated file collides instead of being counted twice;
+- a source whose path is missing or holds no data files is an error, never an empty day.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 import polars as pl
 
 from cost_pipeline.config import BillingSource
-from cost_pipeline.lib.billing.cur2 import read_cur2_day
-from cost_pipeline.lib.billing.cur_legacy import read_cur_legacy_day
+from cost_pipeline.lib.billing import azure, cur2, cur_legacy, focus, gcp
 from cost_pipeline.lib.billing.currencies import ISO_4217
-from cost_pipeline.lib.billing.focus import read_focus_day
-from cost_pipeline.lib.billing.gcp import read_gcp_day
-from cost_pipeline.lib.billing.schema import empty_cost_lines
+from cost_pipeline.lib.billing.deliveries import (
+    Delivery,
+    data_export_deliveries,
+    file_export_deliveries,
+    legacy_cur_deliveries,
+)
+from cost_pipeline.lib.billing.fingerprint import row_hashes
+from cost_pipeline.lib.billing.parsed_cache import parsed
+from cost_pipeline.lib.billing.schema import COST_LINES_SCHEMA, empty_cost_lines
 from cost_pipeline.lib.errors import InputError
-from cost_pipeline.lib.storage import Storage
+from cost_pipeline.lib.money import MONEY
+from cost_pipeline.lib.storage import Storage, StoredFile
 
-READERS: dict[str, Callable[[BillingSource, dt.date, Storage], pl.DataFrame]] = {
-    "aws_cur2": lambda s, day, st: read_cur2_day(s.uri, day, s.name, st),
-    "aws_cur_legacy": lambda s, day, st: read_cur_legacy_day(s.uri, day, s.name, st),
-    "focus": lambda s, day, st: read_focus_day(s.uri, day, s.name, st, default_currency=s.currency),
-    "gcp_billing_export": lambda s, day, st: read_gcp_day(s.uri, day, s.name, st),
+Reader = Callable[[Path, str, str, BillingSource], "pl.DataFrame | pl.LazyFrame"]
+Picker = Callable[[list[StoredFile], Storage, tuple[str, ...]], list[Delivery]]
+
+
+@dataclass(frozen=True)
+class FileFormat:
+    suffixes: tuple[str, ...]
+    deliveries: Picker
+    read: Reader  # (local path, file uri for messages, name under the source, source) -> cost lines, every day
+    content_ids: bool = False  # the provider has no line ids: use a content hash of the row
+    lazy: bool = False  # the reader scans lazily (Parquet): no parsed copy is kept between days
+
+
+FORMATS: dict[str, FileFormat] = {
+    "aws_cur2": FileFormat((".parquet",), data_export_deliveries, cur2.scan_cur2_file, lazy=True),
+    "aws_cur_legacy": FileFormat((".csv", ".csv.gz", ".parquet"), legacy_cur_deliveries, cur_legacy.read_legacy_file),
+    "focus": FileFormat((".csv", ".csv.gz", ".parquet"), file_export_deliveries, focus.read_focus_file, content_ids=True),
+    "gcp_billing_export": FileFormat(gcp.SUFFIXES, file_export_deliveries, gcp.read_gcp_file, content_ids=True),
+    "azure_cost_export": FileFormat((".csv", ".csv.gz", ".parquet"), file_export_deliveries, azure.read_azure_file, content_ids=True),
 }
 
 
+def with_content_ids(lines: pl.DataFrame) -> pl.DataFrame:
+    """``line_item_id`` = hash of the row's content + its occurrence among identical rows of the file."""
+    if lines.is_empty():
+        return lines
+    digest = pl.Series("h", row_hashes(lines)).cast(pl.String)
+    occurrence = pl.int_range(pl.len()).over("h").cast(pl.String)
+    return lines.with_columns(digest).with_columns(line_item_id=pl.concat_str(["h", pl.lit("-"), occurrence])).drop("h")
+
+
+def current_deliveries(source: BillingSource, storage: Storage) -> list[Delivery]:
+    fmt = _format(source)
+    listed = storage.list(source.uri)
+    if not listed:
+        raise InputError(source.uri, f"billing source {source.name!r}: the path does not exist or holds no files")
+    deliveries = [d for d in fmt.deliveries(listed, storage, fmt.suffixes) if d.files]
+    if not deliveries:
+        raise InputError(source.uri, f"billing source {source.name!r}: no {source.format} data files ({', '.join(fmt.suffixes)}) found")
+    return deliveries
+
+
+def _format(source: BillingSource) -> FileFormat:
+    if source.format not in FORMATS:
+        raise InputError(f"billing source {source.name!r}", f"format {source.format!r} is not readable")
+    return FORMATS[source.format]
+
+
+def scan_file(source: BillingSource, file: StoredFile, storage: Storage) -> pl.LazyFrame:
+    """Every line of one delivered file (all days), typed and validated; text files parsed once per version."""
+    fmt = _format(source)
+    if source.uri.startswith("bq://"):
+        raise InputError(source.uri, "BigQuery tables are read by day, not by file")
+
+    def parse() -> pl.DataFrame:
+        frame = fmt.read(storage.fetch(file), file.uri, file.name, source)
+        frame = frame.collect() if isinstance(frame, pl.LazyFrame) else frame
+        return with_content_ids(frame) if fmt.content_ids else frame
+
+    if fmt.lazy:
+        return fmt.read(storage.fetch(file), file.uri, file.name, source)
+    return parsed(file, source.name, parse).lazy()
+
+
+_days_cache: dict[tuple[str, str, str], frozenset[dt.date]] = {}
+
+
+def file_days(source: BillingSource, file: StoredFile, storage: Storage) -> frozenset[dt.date]:
+    """The usage days a file holds (cached per file version); a line without a usage date is an error."""
+    key = (file.uri, file.version, source.name)
+    if key not in _days_cache:
+        try:
+            firsts = (
+                scan_file(source, file, storage).select("date").with_row_index("record", offset=1)
+                .group_by("date").agg(pl.col("record").min()).collect()
+            )
+        except pl.exceptions.PolarsError as exc:
+            raise InputError(file.uri, f"cannot read billing data: {str(exc).splitlines()[0]}") from None
+        empty = firsts.filter(pl.col("date").is_null())
+        if empty.height:
+            raise InputError(file.uri, f"record {empty['record'][0]}: the line has no usage start date")
+        _days_cache[key] = frozenset(firsts["date"].to_list())
+    return _days_cache[key]
+
+
 def read_source_day(source: BillingSource, day: dt.date, storage: Storage | None = None) -> pl.DataFrame:
-    reader = READERS.get(source.format)
-    if reader is None:
-        raise InputError(f"billing source {source.name!r}", f"format {source.format!r} is not readable yet")
-    return check_currencies(reader(source, day, storage or Storage()), source)
+    """Every line of ``day`` from every current delivery of the source, whichever period holds it."""
+    storage = storage or Storage()
+    if source.uri.startswith("bq://"):
+        lines = with_content_ids(gcp.read_bigquery_day(source.uri[len("bq://"):], day, source.name, storage.bigquery_client()))
+        return _validated(lines.with_columns(billing_period=pl.col("invoice_id")), source)
+    parts = []
+    for delivery in current_deliveries(source, storage):
+        for file in delivery.files:
+            if day not in file_days(source, file, storage):
+                continue
+            lines = scan_file(source, file, storage).filter(pl.col("date") == day)
+            try:  # collected file by file, so a value that does not parse is reported with its file
+                parts.append(lines.with_columns(billing_period=pl.lit(delivery.period)).collect(engine="streaming"))
+            except pl.exceptions.PolarsError as exc:
+                raise InputError(file.uri, f"cannot read billing data: {str(exc).splitlines()[0]}") from None
+    frame = pl.concat([p.select(list(COST_LINES_SCHEMA)) for p in parts]) if parts else empty_cost_lines()
+    return _validated(frame, source)
 
 
-def check_currencies(lines: pl.DataFrame, source: BillingSource) -> pl.DataFrame:
-    """Amounts are only ever summed within one currency, so a currency must be a real ISO 4217 code."""
+def _validated(lines: pl.DataFrame, source: BillingSource) -> pl.DataFrame:
+    """Amounts, ISO 4217 currencies and unique line ids, then a stable order (reruns are byte-identical)."""
+    lines = lines.select([pl.col(c).cast(t) for c, t in COST_LINES_SCHEMA.items()])
+    where = lambda row: f"{source.uri}/{row['source_file']}" if not source.uri.startswith("bq://") else source.uri  # noqa: E731
+    bad = lines.filter(pl.col("effective_cost").is_null() | pl.col("billed_cost").is_null())
+    if bad.height:
+        row = bad.row(0, named=True)
+        raise InputError(where(row), f"{bad.height} line(s) without an amount, e.g. line {row['line_item_id']} ({row['charge_type']})")
     bad = lines.filter(~pl.col("currency").is_in(ISO_4217) | pl.col("currency").is_null())
     if bad.height:
-        first = bad.row(0, named=True)
+        row = bad.row(0, named=True)
+        raise InputError(where(row), f"unknown currency {str(row['currency'])[:20]!r} on {bad.height} line(s), e.g. line {row['line_item_id']}")
+    key = ["line_item_id", "charge_period_start"]
+    twice = lines.filter(pl.struct(key).is_duplicated())
+    if twice.height:
+        first = twice.row(0, named=True)
+        files = sorted(set(twice.filter(pl.col("line_item_id") == first["line_item_id"])["source_file"].to_list()))
+        extra = twice.height - twice.select(key).n_unique()
         raise InputError(
-            f"{source.uri}/{first['source_file']}",
-            f"unknown currency {str(first['currency'])[:20]!r} on {bad.height} line(s), e.g. line {first['line_item_id']}",
+            source.uri,
+            f"{extra} line(s) delivered more than once, e.g. line {first['line_item_id']} in "
+            + (" and ".join(files) if len(files) > 1 else f"{files[0]} (twice)"),
         )
-    return lines
+    return lines.sort(key)
 
 
 def read_billing_day(
@@ -50,3 +175,61 @@ def read_billing_day(
     """Every source's charges for one day, as one cost_lines frame. Any bad source fails the day."""
     frames = [read_source_day(s, day, storage_for(s) if storage_for else None) for s in sources]
     return pl.concat(frames) if frames else empty_cost_lines()
+
+
+TOTALS_SCHEMA = {
+    "source": pl.String(), "billing_period": pl.String(), "delivery_id": pl.String(), "date": pl.Date(),
+    "currency": pl.String(), "lines": pl.Int64(), "billed_cost": MONEY, "effective_cost": MONEY, "files": pl.Int64(),
+}
+
+
+def bill_totals(source: BillingSource, storage: Storage | None = None, known: pl.DataFrame | None = None) -> pl.DataFrame:
+    """Per billing period and usage day of the current deliveries: lines, billed and effective cost.
+
+    Computed from the delivered files themselves; ``known`` (the previous table) is reused for
+    deliveries that did not change, so a steady state reads no billing file.
+    """
+    storage = storage or Storage()
+    if source.uri.startswith("bq://"):
+        return pl.DataFrame(schema=TOTALS_SCHEMA)
+    frames = []
+    for delivery in current_deliveries(source, storage):
+        if known is not None:
+            same = known.filter((pl.col("source") == source.name) & (pl.col("delivery_id") == delivery.id))
+            if same.height:
+                frames.append(same)
+                continue
+        per_file = []
+        for file in delivery.files:
+            file_days(source, file, storage)  # validates usage dates before summing
+            try:
+                per_file.append(
+                    scan_file(source, file, storage).group_by("date", "currency")
+                    .agg(pl.len().cast(pl.Int64).alias("lines"), pl.col("billed_cost").sum(), pl.col("effective_cost").sum())
+                    .collect(engine="streaming")
+                )
+            except pl.exceptions.PolarsError as exc:
+                raise InputError(file.uri, f"cannot read billing data: {str(exc).splitlines()[0]}") from None
+        frames.append(
+            pl.concat(per_file).group_by("date", "currency")
+            .agg(pl.col("lines").sum(), pl.col("billed_cost").sum(), pl.col("effective_cost").sum())
+            .with_columns(source=pl.lit(source.name), billing_period=pl.lit(delivery.period), delivery_id=pl.lit(delivery.id),
+                          files=pl.lit(len(delivery.files)))
+            .select([pl.col(c).cast(t) for c, t in TOTALS_SCHEMA.items()])
+        )
+    return pl.concat(frames).sort("source", "billing_period", "date", "currency")
+
+
+def changed_days(source: BillingSource, changed: list[StoredFile], storage: Storage, recorded: dict[str, set[dt.date]]) -> set[dt.date]:
+    """The days a new or re-delivered file can change: every day its current delivery holds, plus the
+    days that period's previous delivery held (``recorded``, from ``bill_totals``), whose lines may
+    have moved or gone."""
+    uris = {f.uri for f in changed}
+    days: set[dt.date] = set()
+    for delivery in current_deliveries(source, storage):
+        touched = (delivery.manifest and delivery.manifest.uri in uris) or any(f.uri in uris for f in delivery.files)
+        if touched:
+            days |= recorded.get(delivery.period, set())
+            for file in delivery.files:
+                days |= file_days(source, file, storage)
+    return days

@@ -1,0 +1,105 @@
+"""Reconciliation against the delivered bill: the lake's cost lines versus ``bill_totals``.
+
+``bill_totals`` holds, per source, billing period, usage day and currency, the line count and the
+billed and effective cost of the current delivery, summed from the delivered files. For every day
+the lake holds, ``cost_lines`` of that source and period must match it exactly (Decimal, all 12
+places). Days the lake does not hold yet are *pending*; lines dated before the first partition can
+never land and are reported as *unlandable* (move ``partitions_start_date`` earlier).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+
+from cost_pipeline.lib.markdown import md_table
+from cost_pipeline.lib.money import MONEY
+
+KEY = ["source", "billing_period", "date", "currency"]
+AMOUNTS = ["lines", "billed_cost", "effective_cost"]
+
+
+def lake_totals(cost_lines: pl.LazyFrame) -> pl.DataFrame:
+    return (
+        cost_lines.group_by(KEY)
+        .agg(pl.len().cast(pl.Int64).alias("lines"), pl.col("billed_cost").sum(), pl.col("effective_cost").sum())
+        .collect(engine="streaming")
+    )
+
+
+def reconcile_to_bill(bill: pl.DataFrame, lake: pl.DataFrame, lake_days: set[dt.date], first_day: dt.date) -> pl.DataFrame:
+    """Per source, period and currency: bill and lake totals over the days the lake holds, and a status.
+
+    status: ``ok``; ``off`` (a materialized day differs: a line lost, doubled or changed);
+    ``pending`` (matches so far, some of the delivery's days are not materialized yet);
+    ``unlandable`` (lines dated before the first partition).
+    """
+    zero = pl.lit(0).cast(MONEY)
+    days = pl.Series("date", sorted(lake_days), dtype=pl.Date)
+    joined = (
+        bill.select(KEY + AMOUNTS).join(lake.select(KEY + AMOUNTS), on=KEY, how="full", coalesce=True, suffix="_lake")
+        .with_columns(
+            pl.col("lines", "lines_lake").fill_null(0),
+            pl.col("billed_cost", "effective_cost", "billed_cost_lake", "effective_cost_lake").fill_null(zero),
+            held=pl.col("date").is_in(days.implode()),
+            early=pl.col("date") < first_day,
+        )
+    )
+    differs = (
+        (pl.col("lines") != pl.col("lines_lake"))
+        | (pl.col("billed_cost") != pl.col("billed_cost_lake"))
+        | (pl.col("effective_cost") != pl.col("effective_cost_lake"))
+    )
+    return (
+        joined.group_by("source", "billing_period", "currency")
+        .agg(
+            pl.col("lines").sum().alias("bill_lines"),
+            pl.col("effective_cost").sum().alias("bill_effective"),
+            pl.col("billed_cost").sum().alias("bill_billed"),
+            pl.col("lines").filter(pl.col("held")).sum().alias("held_bill_lines"),
+            pl.col("lines_lake").sum().alias("lake_lines"),
+            pl.col("effective_cost").filter(pl.col("held")).sum().alias("held_bill_effective"),
+            pl.col("effective_cost_lake").sum().alias("lake_effective"),
+            pl.col("billed_cost").filter(pl.col("held")).sum().alias("held_bill_billed"),
+            pl.col("billed_cost_lake").sum().alias("lake_billed"),
+            (pl.col("held") & differs).any().alias("off"),
+            pl.col("date").filter(pl.col("held") & differs).min().alias("first_off_day"),
+            (~pl.col("held") & ~pl.col("early")).sum().alias("pending_days"),
+            pl.col("lines").filter(pl.col("early")).sum().alias("unlandable_lines"),
+        )
+        .with_columns(
+            pl.col("held_bill_effective", "lake_effective", "held_bill_billed", "lake_billed").fill_null(zero),
+            difference=pl.col("lake_effective").fill_null(zero) - pl.col("held_bill_effective").fill_null(zero),
+            status=pl.when(pl.col("off")).then(pl.lit("off"))
+            .when(pl.col("unlandable_lines") > 0).then(pl.lit("unlandable"))
+            .when(pl.col("pending_days") > 0).then(pl.lit("pending"))
+            .otherwise(pl.lit("ok")),
+        )
+        .drop("off")
+        .sort("source", "billing_period", "currency")
+    ).pipe(lambda frame: frame.filter(~((pl.col("held_bill_lines") == 0) & (pl.col("lake_lines") == 0) & (pl.col("status") == "pending"))))
+
+
+def totals_markdown(totals: pl.DataFrame) -> str:
+    per_period = (
+        totals.group_by("source", "billing_period", "currency")
+        .agg(pl.col("lines").sum(), pl.col("billed_cost").sum(), pl.col("effective_cost").sum(),
+             pl.col("date").min().alias("first_day"), pl.col("date").max().alias("last_day"), pl.col("delivery_id").first())
+        .sort("source", "billing_period", "currency")
+    )
+    return md_table(
+        ["source", "period", "currency", "lines", "billed", "effective", "usage days", "delivery"],
+        [[r["source"], r["billing_period"], r["currency"], r["lines"], f"{r['billed_cost']:.2f}", f"{r['effective_cost']:.2f}",
+          f"{r['first_day']} .. {r['last_day']}", r["delivery_id"]] for r in per_period.iter_rows(named=True)],
+    )
+
+
+def reconciliation_markdown(table: pl.DataFrame) -> str:
+    return md_table(
+        ["source", "period", "currency", "status", "bill effective (held days)", "lake effective", "difference", "bill lines", "lake lines",
+         "first day off", "pending days"],
+        [[r["source"], r["billing_period"], r["currency"], r["status"], f"{r['held_bill_effective']}", f"{r['lake_effective']}",
+          f"{r['difference']}", r["held_bill_lines"], r["lake_lines"], r["first_off_day"] or "", r["pending_days"]]
+         for r in table.iter_rows(named=True)],
+    )

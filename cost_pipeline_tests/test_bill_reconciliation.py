@@ -1,0 +1,118 @@
+"""The lake against the delivered bill, and range runs that never half-happen."""
+
+import datetime as dt
+import hashlib
+import shutil
+from decimal import ROUND_HALF_EVEN, Decimal
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+from cost_pipeline.definitions import defs
+from cost_pipeline.defs.resources import PipelineConfig
+from cost_pipeline.sample.cur2 import EXPORT
+from cost_pipeline_tests.conftest import DAYS, START, write_config
+
+LAST = START + dt.timedelta(days=DAYS - 1)
+TABLES = ["cost_lines", "untagged_spend", "tag_compliance", "allocated_costs", "team_daily_costs"]
+Q = Decimal("1e-12")
+
+
+def _run(config: Path, instance, job="daily_costs_job", first=START, last=LAST):
+    tags = {ASSET_PARTITION_RANGE_START_TAG: first.isoformat(), ASSET_PARTITION_RANGE_END_TAG: last.isoformat()} if job == "daily_costs_job" else {}
+    return defs.resolve_job_def(job).execute_in_process(
+        instance=instance, resources={"pipeline": PipelineConfig(config_path=str(config))}, tags=tags, raise_on_error=False
+    )
+
+
+def _check(result, name="cost_lines_match_bill"):
+    events = [e.asset_check_evaluation_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+    return next(e for e in events if e.check_name == name)
+
+
+def _digests(lake: Path) -> dict[str, str]:
+    return {str(p.relative_to(lake)): hashlib.sha256(p.read_bytes()).hexdigest() for t in TABLES for p in sorted((lake / t).rglob("*")) if p.is_file()}
+
+
+def _copy_billing(tmp_path: Path, sample_dir: Path) -> Path:
+    billing = tmp_path / "aws"
+    shutil.copytree(sample_dir / "billing" / "aws", billing)
+    return billing
+
+
+def _day_file(billing: Path, day: dt.date) -> Path:
+    return billing / "data" / f"BILLING_PERIOD={day:%Y-%m}" / f"{EXPORT}-{day.day:05d}.snappy.parquet"
+
+
+def test_bill_totals_equal_the_delivered_files_and_the_check_passes(tmp_path, sample_dir):
+    billing = _copy_billing(tmp_path, sample_dir)
+    config = write_config(tmp_path, sample_dir, billing_sources=[{"name": "aws-main", "format": "aws_cur2", "uri": str(billing)}])
+    instance = dg.DagsterInstance.ephemeral()
+    assert _run(config, instance).success
+    result = _run(config, instance, "reports_job")
+    assert result.success
+    check = _check(result)
+    assert check.passed, check.description
+    totals = pl.read_parquet(tmp_path / "lake" / "bill_totals" / "part-0.parquet")
+    raw = pa.concat_tables([pq.read_table(_day_file(billing, START + dt.timedelta(days=i))) for i in range(DAYS)])
+    unblended = sum(Decimal(repr(v)).quantize(Q, ROUND_HALF_EVEN) for v in raw["line_item_unblended_cost"].to_pylist())
+    assert (totals["lines"].sum(), totals["billed_cost"].sum()) == (raw.num_rows, unblended)
+    assert set(totals["billing_period"]) == {f"{START:%Y-%m}"}
+    record = instance.fetch_materializations(dg.AssetKey("bill_totals"), limit=1).records[0]
+    assert "| aws-main | 2026-09 | USD |" in record.event_log_entry.asset_materialization.metadata["periods"].value.replace("\\-", "-")
+
+
+def test_a_line_dropped_from_the_lake_fails_the_check_naming_source_period_and_difference(tmp_path, sample_dir):
+    config = write_config(tmp_path, sample_dir)
+    instance = dg.DagsterInstance.ephemeral()
+    assert _run(config, instance).success
+    day_file = tmp_path / "lake" / "cost_lines" / f"date={START + dt.timedelta(days=1)}" / "part-0.parquet"
+    lines = pl.read_parquet(day_file)
+    dropped = lines.filter(pl.col("effective_cost") > 0).row(0, named=True)
+    lines.filter(pl.col("line_item_id") != dropped["line_item_id"]).write_parquet(day_file)
+    result = _run(config, instance, "reports_job")
+    check = _check(result)
+    assert not check.passed and not result.success
+    assert f"aws-main {START:%Y-%m} USD: cost_lines differ from the bill by -{dropped['effective_cost']} effective, -1 line(s)" in check.description
+    assert f"first day off {START + dt.timedelta(days=1)}" in check.description
+
+
+def test_a_bad_second_day_leaves_the_first_day_untouched_and_nothing_temporary_visible(tmp_path, sample_dir):
+    billing = _copy_billing(tmp_path, sample_dir)
+    config = write_config(tmp_path, sample_dir, billing_sources=[{"name": "aws-main", "format": "aws_cur2", "uri": str(billing)}])
+    instance = dg.DagsterInstance.ephemeral()
+    assert _run(config, instance, first=START, last=START + dt.timedelta(days=1)).success
+    lake = tmp_path / "lake"
+    before = _digests(lake)
+
+    # a restatement that changes day 1 and breaks day 2 (a currency that is no ISO 4217 code)
+    day1, day2 = _day_file(billing, START), _day_file(billing, START + dt.timedelta(days=1))
+    t1 = pq.read_table(day1)
+    pq.write_table(t1.set_column(t1.schema.get_field_index("line_item_unblended_cost"), "line_item_unblended_cost",
+                                 pc.multiply(t1["line_item_unblended_cost"], 2.0)), day1)
+    t2 = pq.read_table(day2)
+    currencies = t2["line_item_currency_code"].to_pylist()
+    currencies[7] = "ZZZ"
+    pq.write_table(t2.set_column(t2.schema.get_field_index("line_item_currency_code"), "line_item_currency_code", pa.array(currencies)), day2)
+
+    result = _run(config, instance, first=START, last=START + dt.timedelta(days=1))
+    assert not result.success
+    assert _digests(lake) == before  # day 1 not replaced, although it read fine
+    visible = pl.scan_parquet(str(lake / "cost_lines" / "date=*" / "*.parquet")).select(pl.len()).collect().item()
+    assert visible == sum(pl.read_parquet(lake / "cost_lines" / f"date={START + dt.timedelta(days=i)}" / "part-0.parquet").height for i in range(2))
+    assert [p.name for p in lake.glob("cost_lines/date=*/*")] == ["part-0.parquet"] * 2
+    assert not list((lake / "_tmp").glob("stage-*"))  # the failed run cleaned up its staging
+
+
+def test_a_rerun_gives_byte_identical_partitions(tmp_path, sample_dir):
+    config = write_config(tmp_path, sample_dir)
+    instance = dg.DagsterInstance.ephemeral()
+    assert _run(config, instance).success
+    first = _digests(tmp_path / "lake")
+    assert _run(config, instance).success
+    assert _digests(tmp_path / "lake") == first and len(first) == len(TABLES) * DAYS
