@@ -15,10 +15,10 @@ from pathlib import Path
 
 import polars as pl
 
-from cost_pipeline.config import bundled_config_path, load_settings
+from cost_pipeline.config import BillingSource, bundled_config_path, load_settings
 from cost_pipeline.lib.allocate import allocate
-from cost_pipeline.lib.billing.cur2 import period_files, read_cur2_day
 from cost_pipeline.lib.billing.fingerprint import day_fingerprint
+from cost_pipeline.lib.billing.sources import read_source_day
 from cost_pipeline.lib.pools import classify
 from cost_pipeline.lib.tags import quarantine
 from cost_pipeline.lib.usage import read_extracts
@@ -47,16 +47,16 @@ def main() -> None:
         t = time.perf_counter()
         generate(out, start, args.days, args.lines_per_day, seed=1)
         gen = time.perf_counter() - t
-        uri = str(out / "billing" / "aws")
+        source = BillingSource(name="aws-main", format="aws_cur2", uri=str(out / "billing" / "aws"))
         day = start
-        files = [Path(f.uri) for f in period_files(uri, day) if f.name.endswith(f"{day.day:05d}.snappy.parquet")]
+        files = sorted((out / "billing" / "aws" / "data" / f"BILLING_PERIOD={day:%Y-%m}").glob(f"*{day.day:05d}.snappy.parquet"))
         demo = load_settings(bundled_config_path())
         schema, pools, teams = demo.tagging, demo.allocation.pools, set(demo.tagging.teams)
         samples = read_extracts(out / "usage", day)
 
         plain = _best(lambda: pl.scan_parquet(files).select(pl.all().exclude("product", "cost_category")).collect(engine="streaming"), args.repeat)
-        lines = read_cur2_day(uri, day, "aws-main")
-        ingest = _best(lambda: read_cur2_day(uri, day, "aws-main"), args.repeat)
+        lines = read_source_day(source, day)
+        ingest = _best(lambda: read_source_day(source, day), args.repeat)
         tagged = classify(lines, schema, pools)
         tag = _best(lambda: classify(lines, schema, pools), args.repeat)
         quar = _best(lambda: quarantine(tagged), args.repeat)
