@@ -51,7 +51,7 @@ def main() -> None:
         day = start
         files = sorted((out / "billing" / "aws" / "data" / f"BILLING_PERIOD={day:%Y-%m}").glob(f"*{day.day:05d}.snappy.parquet"))
         demo = load_settings(bundled_config_path())
-        schema, pools, teams = demo.tagging, demo.allocation.pools, set(demo.tagging.teams)
+        schema, pools = demo.tagging, demo.allocation.pools
         samples = read_extracts(out / "usage", day)
 
         plain = _best(lambda: pl.scan_parquet(files).select(pl.all().exclude("product", "cost_category")).collect(engine="streaming"), args.repeat)
@@ -60,7 +60,7 @@ def main() -> None:
         tagged = classify(lines, schema, pools)
         tag = _best(lambda: classify(lines, schema, pools), args.repeat)
         quar = _best(lambda: quarantine(tagged), args.repeat)
-        alloc = _best(lambda: allocate(tagged, "bench", pools, samples, teams), args.repeat)
+        alloc = _best(lambda: allocate(tagged, "bench", pools, samples, demo.tagging), args.repeat)
         fingerprint = _best(lambda: day_fingerprint(lines), args.repeat)
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     n = lines.height

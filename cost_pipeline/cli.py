@@ -55,6 +55,14 @@ def _failed_steps(result) -> list[str]:
     return failures + list(_check_events(result, "ERROR"))
 
 
+def _root_cause(error) -> str:
+    """The innermost error of a step failure, one line: the file and problem, not Dagster's wrapper."""
+    while error.cause is not None:
+        error = error.cause
+    message = error.message.strip().splitlines()[0] if error.message.strip() else error.cls_name or "unknown error"
+    return message.removeprefix("dagster._core.definitions.events.Failure: ")
+
+
 def _log_config(level: str) -> dict:
     """Dagster's console logger prints every event at DEBUG; operators want problems only."""
     return {"loggers": {"console": {"config": {"log_level": level}}}}
@@ -96,8 +104,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 print(f"  failed: {problem}", file=sys.stderr)
             for event in result.all_events:
                 if event.is_step_failure and event.step_failure_data.error:
-                    message = event.step_failure_data.error.message.strip().splitlines()[0]
-                    print(f"  {message.removeprefix('dagster._core.definitions.events.Failure: ')}", file=sys.stderr)
+                    print(f"  {event.step_key}: {_root_cause(event.step_failure_data.error)}", file=sys.stderr)
             return 1
     return cmd_summary(args)
 

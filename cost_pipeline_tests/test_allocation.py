@@ -115,7 +115,7 @@ def test_metric_pool_splits_by_integral_and_maps_tenants():
     driver = MetricDriver(kind="metric", query="series", label="user", label_map={"tenant-1": "fraud-detection", "tenant-2": "platform"})
     pool = Pool(name="mon", select=PoolSelect(resource_prefixes=["i-0eks"]), driver=driver)
     schema = TaggingConfig(teams={"fraud-detection": Team(), "platform": Team()})
-    out = allocate(classify(_lines("10"), schema, [pool]), "v", [pool], samples, known_teams={"fraud-detection", "platform"})
+    out = allocate(classify(_lines("10"), schema, [pool]), "v", [pool], samples, schema)
     assert {r["team"]: r["amount"] for r in out.iter_rows(named=True)} == {"fraud-detection": D("6"), "platform": D("2"), "unknown": D("2")}
 
 
@@ -143,3 +143,65 @@ def test_resource_names_and_mig_slice_weights(name, kind):
     from cost_pipeline.lib.drivers.kubernetes import resource_kind
 
     assert resource_kind(name, 7) == kind
+
+
+def test_a_pool_selected_by_the_eks_cluster_tag_takes_exactly_the_tagged_lines(sample_dir):
+    """``select: {tags: {aws:eks:cluster-name: ml-shared}}``: CUR 2.0 delivers the key as
+    ``aws_eks_cluster_name``; the same folding as schema keys matches it."""
+    from cost_pipeline.config import Pool, bundled_config_path, load_settings
+    from cost_pipeline.lib.allocate import allocate
+    from cost_pipeline.lib.pools import classify
+    from cost_pipeline.lib.usage import read_extracts
+    from cost_pipeline.sample.cur2 import EXPORT
+    from cost_pipeline_tests.conftest import START, read_day
+
+    settings = load_settings(bundled_config_path())
+    pool = Pool.model_validate({"name": "eks-by-tag", "select": {"tags": {"aws:eks:cluster-name": "ml-shared"}},
+                                "driver": {"kind": "kubernetes"}})
+    lines = read_day("aws_cur2", sample_dir / "billing" / "aws", START)
+    tagged = classify(lines, settings.tagging, [pool])
+    raw = pl.read_parquet(sample_dir / "billing" / "aws" / "data" / f"BILLING_PERIOD={START:%Y-%m}" / f"{EXPORT}-{START.day:05d}.snappy.parquet")
+    expected = raw.filter(pl.col("resource_tags").map.get("aws_eks_cluster_name") == "ml-shared")["identity_line_item_id"]
+    assert expected.len() > 0
+    assert sorted(tagged.filter(pl.col("pool") == "eks-by-tag")["line_item_id"].to_list()) == sorted(expected.to_list())
+    allocated = allocate(tagged, "v", [pool], read_extracts(sample_dir / "usage", START), settings.tagging)
+    shared = allocated.filter((pl.col("pool") == "eks-by-tag") & (pl.col("allocation") == "shared"))["amount"].sum()
+    assert shared == lines.filter(pl.col("line_item_id").is_in(expected.implode()))["effective_cost"].sum()
+
+
+REGISTRY = TaggingConfig(teams={"fraud-detection": Team(), "search-ranking": Team(), "platform": Team()})
+HOSTILE = "\x1b[31mevil\x00\u202e```\n# owned"
+
+
+def _relabelled(team_b: str) -> pl.DataFrame:
+    """The hand-computed scenario with namespace b's team label replaced."""
+    return _samples().with_columns(
+        pl.col("labels").cast(pl.List(pl.Struct({"key": pl.String, "value": pl.String})))
+        .list.eval(pl.struct(key=pl.element().struct.field("key"), value=pl.when(
+            (pl.element().struct.field("key") == "label_ml_team") & (pl.element().struct.field("value") == "search-ranking"))
+            .then(pl.lit(team_b)).otherwise(pl.element().struct.field("value"))))
+        .cast(pl.Map(pl.String, pl.String))
+    )
+
+
+@pytest.mark.parametrize("label, reason", [("fraud-detecton", "unknown_team_label"), (HOSTILE, "unknown_team_label"),
+                                           ("  Search-Ranking ", None)])
+def test_usage_team_labels_are_validated_like_tags(label, reason):
+    """A typo or hostile namespace label never becomes a team: its share (9.33 of 100, by hand, as
+    in the max/owner case) goes to ``unknown`` with a reason; case and spaces are normalized."""
+    pool = Pool(name="eks", owner_team="platform", select=PoolSelect(resource_prefixes=["i-0eks"]),
+                driver=KubernetesDriver(kind="kubernetes", idle="owner"))
+    out = allocate(classify(_lines("100"), REGISTRY, [pool]), "v", [pool], _relabelled(label), REGISTRY)
+    got = {(r["team"], r["reason"]): round(r["amount"], 2) for r in out.iter_rows(named=True)}
+    b_team = "search-ranking" if reason is None else "unknown"
+    assert got == {("fraud-detection", None): D("48.85"), (b_team, reason): D("9.33"), ("platform", None): D("41.82")}
+    assert out["amount"].sum() == D("100")
+
+
+def test_metric_tenants_without_a_registry_must_look_like_team_names():
+    body = _body([({"user": "fraud-detection"}, 3.0), ({"user": HOSTILE}, 1.0), ({}, 1.0)])
+    pool = Pool(name="mon", select=PoolSelect(resource_prefixes=["i-0eks"]), driver=MetricDriver(kind="metric", query="s", label="user"))
+    schema = TaggingConfig()
+    out = allocate(classify(_lines("10"), schema, [pool]), "v", [pool], parse_query_range(body, "s", DAY, "t"), schema)
+    got = {(r["team"], r["reason"]): r["amount"] for r in out.iter_rows(named=True)}
+    assert got == {("fraud-detection", None): D("6"), ("unknown", "unknown_team_label"): D("2"), ("unknown", "missing_team_label"): D("2")}

@@ -116,3 +116,28 @@ def test_a_rerun_gives_byte_identical_partitions(tmp_path, sample_dir):
     first = _digests(tmp_path / "lake")
     assert _run(config, instance).success
     assert _digests(tmp_path / "lake") == first and len(first) == len(TABLES) * DAYS
+
+
+def test_hostile_usage_labels_never_reach_a_team_or_the_summary(tmp_path, sample_dir):
+    """Prometheus labels are untrusted: a hostile team label on the requests extract gets nothing of
+    its own, its share goes to ``unknown`` with a reason, and summary.md carries no control character."""
+    import json
+
+    usage = tmp_path / "usage"
+    shutil.copytree(sample_dir / "usage", usage)
+    hostile = "\x1b[31mfraud\x00\u202e```\n# owned"
+    for path in usage.glob("date=*/k8s_*.json"):
+        body = json.loads(path.read_text())
+        for series in body["data"]["result"]:
+            if series["metric"].get("namespace") == "fraud-detection-training":
+                series["metric"]["label_ml_team"] = hostile
+        path.write_text(json.dumps(body))
+    config = write_config(tmp_path, sample_dir, usage={"extracts_uri": str(usage), "prometheus_url": None})
+    instance = dg.DagsterInstance.ephemeral()
+    assert _run(config, instance).success and _run(config, instance, "reports_job").success
+    allocated = pl.read_parquet(tmp_path / "lake" / "allocated_costs" / "*" / "*.parquet")
+    assert not allocated["team"].str.contains("fraud\x00").any()
+    unknown = allocated.filter((pl.col("pool") == "eks-shared") & (pl.col("team") == "unknown"))
+    assert unknown.height and set(unknown["reason"]) == {"unknown_team_label"}
+    summary = (tmp_path / "lake" / "reports" / "summary.md").read_text()
+    assert not any(ch in summary for ch in "\x1b\x00\u202e") and summary.count("```") == 2

@@ -61,3 +61,28 @@ def test_rules_version_changes_with_the_rules(tmp_path):
     b = load_settings(_write(tmp_path, CONTRACT_ONLY + "tagging:\n  teams: {fraud-detection: {}}\n"))
     assert a.rules_version != b.rules_version
     assert a.rules_version == load_settings(_write(tmp_path, CONTRACT_ONLY)).rules_version
+
+
+POOL = """
+allocation:
+  pools:
+    - name: eks
+      select: {tags: {%s: ml-shared}}
+      driver: {kind: even}
+"""
+
+
+def test_a_pool_may_select_by_a_provider_tag(tmp_path):
+    settings = load_settings(_write(tmp_path, CONTRACT_ONLY + POOL % '"aws:eks:cluster-name"'))
+    assert settings.allocation.pools[0].select.tags == {"aws:eks:cluster-name": "ml-shared"}
+
+
+@pytest.mark.parametrize("text, problem", [
+    (POOL % "ml-tema", "names 'ml-tema', which is not a key of the tagging schema"),
+    ((POOL % "team").replace("select: {tags", "select: {tagz"), "select.tagz"),
+])
+def test_an_unknown_pool_key_fails_at_load_naming_key_and_file(tmp_path, text, problem):
+    path = _write(tmp_path, CONTRACT_ONLY + text)
+    with pytest.raises(ConfigError) as err:
+        load_settings(path)
+    assert problem in str(err.value) and str(path) in str(err.value)

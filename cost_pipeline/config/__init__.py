@@ -40,6 +40,7 @@ from cost_pipeline.config.tagging import (
     Team,
     VirtualTagRule,
 )
+from cost_pipeline.lib.keys import fold_key
 
 __all__ = [
     "AllocationConfig", "BillingFormat", "BillingSource", "CONFIG_ENV", "ConfigError", "EnforcementConfig", "EvenDriver",
@@ -71,6 +72,23 @@ class Settings(_Model):
         names = [s.name for s in self.billing_sources]
         if len(set(names)) != len(names):
             raise ValueError(f"billing_sources: duplicate name in {names}")
+        return self
+
+    @model_validator(mode="after")
+    def _pool_tags_known(self) -> "Settings":
+        """A pool tag key in the schema's own namespace (``ml-...``) must be a schema key: ``ml-tema`` is
+        a typo that would silently select nothing. Other keys are provider tags as delivered."""
+        folded = [fold_key(k.key) for k in self.tagging.keys]
+        namespace = os.path.commonprefix(folded).rpartition("-")[0]
+        for pool in self.allocation.pools:
+            for key, value in (pool.select.tags or {}).items():
+                if not key.strip() or not str(value).strip():
+                    raise ValueError(f"allocation.pools[{pool.name}].select.tags: empty key or value in {key!r}: {value!r}")
+                if namespace and fold_key(key).startswith(namespace + "-") and self.tagging.key_for(key) is None:
+                    raise ValueError(
+                        f"allocation.pools[{pool.name}].select.tags names {key!r}, which is not a key of the tagging schema "
+                        f"({', '.join(k.key for k in self.tagging.keys)})"
+                    )
         return self
 
     @property

@@ -15,7 +15,9 @@ class PoolSelect(_Model):
     account_ids: list[str] | None = None
     services: list[str] | None = None
     resource_prefixes: list[str] | None = None
-    tags: dict[str, str] | None = None  # canonical tag key -> value, after normalization and virtual tags
+    # tag key -> value: a schema key (ml-team, ...) compares the canonical value after normalization and
+    # virtual tags; any other key is a provider tag as delivered (aws:eks:cluster-name, user:team, ...)
+    tags: dict[str, str] | None = None
 
     @model_validator(mode="after")
     def _not_everything(self) -> "PoolSelect":

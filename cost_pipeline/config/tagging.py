@@ -7,6 +7,7 @@ import re
 from pydantic import Field, field_validator, model_validator
 
 from cost_pipeline.config.base import _Model
+from cost_pipeline.lib.keys import fold_key
 
 
 class TagKey(_Model):
@@ -116,4 +117,15 @@ class TaggingConfig(_Model):
         return self
 
     def key(self, name: str) -> TagKey:
-        return next(k for k in self.keys if k.key == name)
+        found = self.key_for(name)
+        if found is None:
+            raise KeyError(f"{name!r} is not a key of the tagging schema ({', '.join(k.key for k in self.keys)})")
+        return found
+
+    def key_for(self, name: str) -> TagKey | None:
+        """The schema key a spelling means (``ml_team``, ``user:ml-team``, an alias), or None."""
+        folded = fold_key(name)
+        for k in self.keys:
+            if folded in {fold_key(s) for s in [k.key, *self.aliases.get(k.key, [])]}:
+                return k
+        return None

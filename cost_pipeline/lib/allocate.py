@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from cost_pipeline.config import Pool
+from cost_pipeline.config import Pool, TaggingConfig
 from cost_pipeline.lib.money import MONEY
 from cost_pipeline.lib.pools import driver_shares, split_pool
 from cost_pipeline.lib.tags import TAG_COLUMNS_REASON
@@ -40,7 +40,7 @@ def allocate(
     rules_version: str,
     pools: list[Pool] = (),
     samples: pl.DataFrame | None = None,
-    known_teams: set[str] = frozenset(),
+    schema: TaggingConfig | None = None,
 ) -> pl.DataFrame:
     """Allocation rows: direct (by tags), shared (pools by their drivers) and unattributed.
 
@@ -71,7 +71,7 @@ def allocate(
             tag_source=pl.lit(None, pl.String),
         )
     )
-    shared = _shared(tagged, list(pools), samples, known_teams, direct)
+    shared = _shared(tagged, list(pools), samples, schema or TaggingConfig(), direct)
     rows = pl.concat([direct, unattributed, shared], how="diagonal_relaxed").with_columns(rules_version=pl.lit(rules_version))
     return (
         rows.select([pl.col(c).cast(t) for c, t in ALLOCATED_SCHEMA.items()])
@@ -79,7 +79,7 @@ def allocate(
     )
 
 
-def _shared(tagged, pools, samples, known_teams, direct) -> pl.DataFrame:
+def _shared(tagged, pools, samples, schema, direct) -> pl.DataFrame:
     if not pools:
         return pl.DataFrame(schema={"date": pl.Date, "amount": MONEY})
     by_name = {p.name: p for p in pools}
@@ -90,7 +90,7 @@ def _shared(tagged, pools, samples, known_teams, direct) -> pl.DataFrame:
     for day, pool_name, currency, cost in pooled.sort("date", "pool", "currency").iter_rows():
         day_samples = samples.filter(pl.col("date") == day) if samples is not None else empty_samples()
         active = direct.filter((pl.col("date") == day) & (pl.col("currency") == currency))["team"].unique().to_list()
-        shares = driver_shares(by_name[pool_name], day_samples, known_teams, active)
+        shares = driver_shares(by_name[pool_name], day_samples, schema, active)
         if shares is None or shares.is_empty():
             rows.append(
                 pl.DataFrame(
@@ -99,7 +99,7 @@ def _shared(tagged, pools, samples, known_teams, direct) -> pl.DataFrame:
                 )
             )
         else:
-            rows.append(split_pool(cost, shares).with_columns(allocation=pl.lit("shared"), reason=pl.lit(None, pl.String)))
+            rows.append(split_pool(cost, shares).with_columns(allocation=pl.lit("shared")))
         rows[-1] = rows[-1].with_columns(date=pl.lit(day), pool=pl.lit(pool_name), currency=pl.lit(currency), tag_source=pl.lit(None, pl.String))
     return pl.concat(rows, how="diagonal_relaxed") if rows else pl.DataFrame(schema={"date": pl.Date, "amount": MONEY})
 

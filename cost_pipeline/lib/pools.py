@@ -21,22 +21,35 @@ from cost_pipeline.config import (
     Pool,
     TaggingConfig,
 )
+from cost_pipeline.lib.drivers import validated
 from cost_pipeline.lib.drivers.kubernetes import kubernetes_shares
 from cost_pipeline.lib.drivers.simple import even_shares, fixed_shares, metric_shares
 from cost_pipeline.lib.money import split_exact
 from cost_pipeline.lib.selectors import line_condition
+from cost_pipeline.lib.tags import raw_tag_keys, tag_value
+
+
+def tag_condition(key: str, value: str, schema: TaggingConfig, raw_keys: list[str]) -> pl.Expr:
+    """A schema key (or one of its aliases) compares the canonical value, after normalization and
+    virtual tags; any other key is a provider tag as delivered (``aws:eks:cluster-name``,
+    ``user:team``, ``goog-k8s-cluster-name``), matched with the same key folding, value as given."""
+    canonical = schema.key_for(key)
+    if canonical is not None:
+        return (pl.col(canonical.column) == value.strip().lower()).fill_null(False)
+    return (tag_value(raw_keys, [key]) == value).fill_null(False)
 
 
 def assign_pools(tagged: pl.DataFrame, pools: list[Pool], schema: TaggingConfig) -> pl.DataFrame:
     """Add ``pool``: the name of the first pool selecting the line, else null."""
     if not pools:
         return tagged.with_columns(pool=pl.lit(None, pl.String))
+    raw_keys = raw_tag_keys(tagged) if any(p.select.tags for p in pools) else []
     choices = []
     for pool in pools:
         sel = pool.select
         cond = line_condition(sel.account_ids, sel.services, sel.resource_prefixes)
         for key, value in (sel.tags or {}).items():
-            cond &= (pl.col(schema.key(key).column) == value).fill_null(False)
+            cond &= tag_condition(key, value, schema, raw_keys)
         choices.append(pl.when(cond).then(pl.lit(pool.name)))
     return tagged.with_columns(pool=pl.coalesce(choices))
 
@@ -51,21 +64,24 @@ def classify(lines: pl.DataFrame, schema: TaggingConfig, pools: list[Pool]) -> p
     )
 
 
-def driver_shares(pool: Pool, samples: pl.DataFrame, known_teams: set[str], active_teams: list[str]) -> pl.DataFrame | None:
+def driver_shares(pool: Pool, samples: pl.DataFrame, schema: TaggingConfig, active_teams: list[str]) -> pl.DataFrame | None:
+    """The pool's recipients and weights, with usage labels validated like tags (``lib/drivers.validated``)."""
     driver = pool.driver
     if isinstance(driver, KubernetesDriver):
-        return kubernetes_shares(samples, driver, pool.owner_team)
-    if isinstance(driver, MetricDriver):
-        return metric_shares(samples, driver, known_teams)
-    if isinstance(driver, FixedDriver):
-        return fixed_shares(driver)
-    if isinstance(driver, EvenDriver):
-        return even_shares(driver, active_teams)
-    raise TypeError(f"unknown driver {driver!r}")
+        shares = kubernetes_shares(samples, driver, pool.owner_team)
+    elif isinstance(driver, MetricDriver):
+        shares = metric_shares(samples, driver)
+    elif isinstance(driver, FixedDriver):
+        shares = fixed_shares(driver)
+    elif isinstance(driver, EvenDriver):
+        shares = even_shares(driver, active_teams)
+    else:
+        raise TypeError(f"unknown driver {driver!r}")
+    return None if shares is None else validated(shares, schema)
 
 
 def split_pool(cost: Decimal, shares: pl.DataFrame) -> pl.DataFrame:
     """The recipients with ``amount``: the exact split of ``cost`` by their weights."""
-    shares = shares.sort("team", "project", "workload_type", "environment", nulls_last=True)
+    shares = shares.sort("team", "project", "workload_type", "environment", "reason", nulls_last=True)
     amounts = split_exact(cost, shares["weight"].to_list())
     return shares.with_columns(amount=pl.Series(amounts, dtype=pl.Decimal(38, 12))).drop("weight")

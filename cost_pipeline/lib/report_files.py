@@ -26,10 +26,10 @@ class Summary:
     last_day: str
     totals: dict[str, Decimal]  # currency -> effective spend, to the cent
     teams: list[tuple[str, str, Decimal]]  # (team, currency, amount to the cent), largest first
-    untagged_share: float
-    untagged_by_reason: list[tuple[str, Decimal]]
-    top_untagged: list[tuple[str, str, str, Decimal]]  # resource, account, service, amount
-    virtual_tagged: list[tuple[str, Decimal]]  # virtual-tag rule, spend it helped attribute
+    untagged_share: dict[str, float]  # currency -> quarantined share of effective spend
+    untagged_by_reason: list[tuple[str, str, Decimal]]  # reason, currency, amount
+    top_untagged: list[tuple[str, str, str, Decimal, str]]  # resource, account, service, amount, currency
+    virtual_tagged: list[tuple[str, str, Decimal]]  # virtual-tag rule, currency, spend it helped attribute
     final_days: int  # days whose every line is invoiced; the others are estimates AWS may restate
     days: int
     shared_by_pool: list[tuple[str, str, Decimal]]  # pool, currency, amount shared out by its driver
@@ -55,15 +55,15 @@ def summarize(lake: Lake) -> Summary:
         cents = largest_remainder(group["total"].to_list())
         teams.extend(zip(group["team"].to_list(), [currency] * group.height, cents))
         totals[currency] = round_cents(sum(group["total"].to_list(), Decimal(0)))
-    grand = sum(daily["total"].to_list(), Decimal(0))
-    untagged_total = sum(untagged["amount"].to_list(), Decimal(0))
-    reasons = untagged.group_by("reason").agg(pl.col("amount").sum()).sort("amount", descending=True)
+    untagged_by_currency = dict(untagged.group_by("currency").agg(pl.col("amount").sum()).iter_rows())
+    grand = dict(daily.group_by("currency").agg(pl.col("total").sum()).iter_rows())
+    reasons = untagged.group_by("reason", "currency").agg(pl.col("amount").sum()).sort(["currency", "amount"], descending=[False, True])
     top = top_untagged_resources(untagged, n=10)
     allocated = lake.scan("allocated_costs").filter(pl.col("tag_source") != "tag").collect()
     rules = pl.col("tag_source").str.split(",").list.eval(pl.element().str.split("=").list.last()).list.unique()
     virtual = (
         allocated.with_columns(rule=rules).explode("rule")
-        .group_by("rule").agg(pl.col("amount").sum()).sort("amount", descending=True)
+        .group_by("rule", "currency").agg(pl.col("amount").sum()).sort(["currency", "amount"], descending=[False, True])
     )
     finality = lake.scan("cost_lines").group_by("date").agg(pl.col("is_final").all()).collect()
     shared = (
@@ -75,10 +75,10 @@ def summarize(lake: Lake) -> Summary:
         last_day=str(daily["date"].max()),
         totals=totals,
         teams=teams,
-        untagged_share=float(untagged_total / grand) if grand else 0.0,
-        untagged_by_reason=[(r, round_cents(a)) for r, a in reasons.iter_rows()],
-        top_untagged=[(r["resource_id"], r["account_id"], r["service"], round_cents(r["amount"])) for r in top.iter_rows(named=True)],
-        virtual_tagged=[(src, round_cents(a)) for src, a in virtual.iter_rows()],
+        untagged_share={c: float(untagged_by_currency.get(c, 0) / t) if t else 0.0 for c, t in sorted(grand.items())},
+        untagged_by_reason=[(r, c, round_cents(a)) for r, c, a in reasons.iter_rows()],
+        top_untagged=[(r["resource_id"], r["account_id"], r["service"], round_cents(r["amount"]), r["currency"]) for r in top.iter_rows(named=True)],
+        virtual_tagged=[(src, c, round_cents(a)) for src, c, a in virtual.iter_rows()],
         final_days=int(finality["is_final"].sum()),
         days=finality.height,
         shared_by_pool=[(p, c, round_cents(a)) for p, c, a in shared.iter_rows()],
@@ -92,22 +92,24 @@ def render_text(summary: Summary) -> str:
     lines.append(f"  invoiced (final) days: {summary.final_days} of {summary.days}; the rest are estimates until AWS finalizes the month")
     lines.append("Per team:")
     for team, currency, amount in summary.teams:
-        lines.append(f"  {team:<22} {amount:>14,.2f} {currency}")
+        lines.append(f"  {_plain(team, 22):<22} {amount:>14,.2f} {currency}")
     if summary.shared_by_pool:
         lines.append("Shared pools, split by measured use:")
         for pool, currency, amount in summary.shared_by_pool:
             lines.append(f"  {_plain(pool, 22):<22} {amount:>14,.2f} {currency}")
-    lines.append(f"Untagged (quarantined) share: {summary.untagged_share:.2%}")
-    for reason, amount in summary.untagged_by_reason:
-        lines.append(f"  {reason:<28} {amount:>12,.2f}")
+    for currency, share in summary.untagged_share.items():
+        lines.append(f"Untagged (quarantined) share of {currency} spend: {share:.2%}")
+        for reason, reason_currency, amount in summary.untagged_by_reason:
+            if reason_currency == currency:
+                lines.append(f"  {_plain(reason, 28):<28} {amount:>12,.2f} {currency}")
     if summary.top_untagged:
         lines.append("Top untagged resources:")
-        for resource, account, service, amount in summary.top_untagged:
-            lines.append(f"  {_plain(resource, 60):<60} {_plain(account, 13):<13} {_plain(service, 20):<20} {amount:>12,.2f}")
+        for resource, account, service, amount, currency in summary.top_untagged:
+            lines.append(f"  {_plain(resource, 60):<60} {_plain(account, 13):<13} {_plain(service, 20):<20} {amount:>12,.2f} {currency}")
     if summary.virtual_tagged:
         lines.append("Spend attributed with help of virtual-tag rules:")
-        for source, amount in summary.virtual_tagged:
-            lines.append(f"  {_plain(source, 60):<60} {amount:>12,.2f}")
+        for source, currency, amount in summary.virtual_tagged:
+            lines.append(f"  {_plain(source, 60):<60} {amount:>12,.2f} {currency}")
     return "\n".join(lines)
 
 
@@ -129,12 +131,15 @@ def _team_file_name(team: str) -> str:
 
 
 def write_reports(lake: Lake) -> WrittenReports:
+    """Everything is rendered and every file name checked before the first file is written, so a bad
+    value fails the step with the previous reports intact."""
     summary = summarize(lake)
     text = "# Cloud cost summary\n\n```\n" + render_text(summary) + "\n```\n"
-    summary_path = lake.write_file("reports", None, "summary.md", text.encode("utf-8"))
     daily = lake.scan("team_daily_costs").collect().sort("date", "team")
-    files = []
-    for (team,), rows in daily.group_by("team", maintain_order=True):
-        csv_text = rows.with_columns(pl.col("direct", "shared", "unattributed", "total").round(2)).write_csv()
-        files.append(lake.write_file("reports/teams", None, _team_file_name(team), csv_text.encode("utf-8")))
+    team_files = {
+        _team_file_name(team): rows.with_columns(pl.col("direct", "shared", "unattributed", "total").round(2)).write_csv()
+        for (team,), rows in daily.group_by("team", maintain_order=True)
+    }
+    summary_path = lake.write_file("reports", None, "summary.md", text.encode("utf-8"))
+    files = [lake.write_file("reports/teams", None, name, body.encode("utf-8")) for name, body in team_files.items()]
     return WrittenReports(folder=lake.location("reports"), summary=summary_path, summary_text=text, team_files=files)

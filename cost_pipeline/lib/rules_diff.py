@@ -21,7 +21,7 @@ def allocate_days(lake: Lake, rules: Settings, days: list[dt.date]) -> pl.DataFr
     lines = lake.scan_days("cost_lines", days).collect()
     pools = rules.allocation.pools
     samples = lake.scan_days("usage", days).collect() if pools else None
-    return allocate(classify(lines, rules.tagging, pools), rules.rules_version, pools, samples, set(rules.tagging.teams))
+    return allocate(classify(lines, rules.tagging, pools), rules.rules_version, pools, samples, rules.tagging)
 
 
 def diff_allocations(current: pl.DataFrame, proposed: pl.DataFrame) -> pl.DataFrame:

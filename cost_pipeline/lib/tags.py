@@ -8,29 +8,17 @@ that is still not allowed is invalid: we never guess which team a typo meant.
 
 from __future__ import annotations
 
-import re
-
 import polars as pl
 
 from cost_pipeline.config import TaggingConfig, VirtualTagRule
+from cost_pipeline.lib.keys import fold_key
 from cost_pipeline.lib.selectors import line_condition
 
-_PREFIXES = ("resourcetags/user:", "resource_tags_user_", "resourcetags/", "tags/", "user:", "user_")
 SAFE_TEAM = r"[a-z0-9][a-z0-9-]{0,62}"
 TAG_COLUMNS_REASON = "tag_reason"
 
 
-def fold_key(raw: str) -> str:
-    """Fold a provider's tag key to the schema's form: lower case, prefix dropped, ``_``/``:`` → ``-``."""
-    key = raw.strip().lower()
-    for prefix in _PREFIXES:
-        if key.startswith(prefix):
-            key = key[len(prefix) :]
-            break
-    return re.sub(r"[_:\s]+", "-", key)
-
-
-def _tag_value(raw_keys: list[str], names: list[str]) -> pl.Expr:
+def tag_value(raw_keys: list[str], names: list[str]) -> pl.Expr:
     """The value of the first raw tag whose folded key is one of ``names`` (exact spelling first)."""
     folded = {fold_key(n) for n in names}
     exact = set(names)
@@ -49,7 +37,7 @@ def _clean(value: pl.Expr) -> pl.Expr:
 def _rule_condition(rule: VirtualTagRule, raw_keys: list[str]) -> pl.Expr:
     cond = line_condition(rule.account_ids, rule.services, rule.resource_prefixes)
     for key, expected in (rule.tag_equals or {}).items():
-        cond &= (_tag_value(raw_keys, [key]) == expected).fill_null(False)
+        cond &= (tag_value(raw_keys, [key]) == expected).fill_null(False)
     return cond
 
 
@@ -57,14 +45,14 @@ def _rule_value(rule: VirtualTagRule, key: str, raw_keys: list[str]) -> pl.Expr 
     if key in rule.set:
         return pl.lit(rule.set[key])
     if key in rule.set_from_tag:
-        value = _tag_value(raw_keys, [rule.set_from_tag[key]])
+        value = tag_value(raw_keys, [rule.set_from_tag[key]])
         if rule.value_map is not None:
             value = value.replace_strict(rule.value_map, default=None, return_dtype=pl.String)
         return value
     return None
 
 
-def _raw_keys(lines: pl.DataFrame) -> list[str]:
+def raw_tag_keys(lines: pl.DataFrame) -> list[str]:
     if not lines.height:
         return []
     return lines.select(pl.col("tags").map.keys().explode().drop_nulls().unique()).to_series().to_list()
@@ -76,7 +64,7 @@ def _canonical(lines: pl.LazyFrame, raw_keys: list[str], schema: TaggingConfig) 
     rules = schema.virtual_tags
     temporary = [f"_tag_{k.column}" for k in schema.keys] + [f"_rule_{i}" for i in range(len(rules))]
     staged = lines.with_columns(
-        *[_clean(_tag_value(raw_keys, [k.key, *schema.aliases.get(k.key, [])])).alias(f"_tag_{k.column}") for k in schema.keys],
+        *[_clean(tag_value(raw_keys, [k.key, *schema.aliases.get(k.key, [])])).alias(f"_tag_{k.column}") for k in schema.keys],
         *[_rule_condition(rule, raw_keys).alias(f"_rule_{i}") for i, rule in enumerate(rules)],
     )
     values, sources = {}, {}
@@ -113,7 +101,7 @@ def apply_tag_schema(lines: pl.DataFrame, schema: TaggingConfig) -> pl.DataFrame
     The reason is the first failure in schema order: ``missing:<key>``, ``invalid:<key>``, or
     ``unknown_team`` for a team value that is not in the team registry.
     """
-    with_values = _canonical(lines.lazy(), _raw_keys(lines), schema)
+    with_values = _canonical(lines.lazy(), raw_tag_keys(lines), schema)
     checks = []
     for key in schema.keys:
         col = pl.col(key.column)

@@ -29,7 +29,6 @@ def allocated_costs(context: dg.AssetExecutionContext, pipeline: PipelineConfig)
     lake = pipeline.lake()
     days = partition_days(context)
     pools = settings.allocation.pools
-    teams = set(settings.tagging.teams)
     with lake.staging("allocated_costs") as staging:
         for day in days:
             lines = lake.scan_days("cost_lines", [day]).collect()
@@ -37,7 +36,7 @@ def allocated_costs(context: dg.AssetExecutionContext, pipeline: PipelineConfig)
                 samples = lake.scan_days("usage", [day]).collect() if pools else None
             except FileNotFoundError as exc:
                 raise dg.Failure(description=f"{exc}: materialize `usage` for these days first (or select it too)") from None
-            allocated = allocate(classify(lines, settings.tagging, pools), settings.rules_version, pools, samples, teams)
+            allocated = allocate(classify(lines, settings.tagging, pools), settings.rules_version, pools, samples, settings.tagging)
             path = staging.write_day(day, allocated)
             no_usage = allocated.filter(pl.col("reason").str.starts_with("no_usage:"))["reason"].to_list()
             for reason in no_usage:

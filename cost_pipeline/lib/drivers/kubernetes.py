@@ -22,7 +22,7 @@ import re
 import polars as pl
 
 from cost_pipeline.config import KubernetesDriver
-from cost_pipeline.lib.drivers import IDLE_PROJECT, UNKNOWN, recipients
+from cost_pipeline.lib.drivers import IDLE_PROJECT, recipients
 from cost_pipeline.lib.usage import label
 
 _MIG = re.compile(r"^nvidia[._]com[/_]mig[-_](\d+)g[._](\d+)gb$")
@@ -66,9 +66,7 @@ def _namespace_dims(requests: pl.DataFrame, driver: KubernetesDriver) -> pl.Data
     for row in dims.iter_rows(named=True):
         override = driver.namespaces.get(row["namespace"], {})
         rows.append({**row, **{d: override.get(d, row[d]) for d in DIMENSIONS}})
-    return pl.DataFrame(rows, schema={"namespace": pl.String, **{d: pl.String for d in DIMENSIONS}}).with_columns(
-        pl.col("team").fill_null(UNKNOWN)
-    )
+    return pl.DataFrame(rows, schema={"namespace": pl.String, **{d: pl.String for d in DIMENSIONS}})
 
 
 def kubernetes_shares(samples: pl.DataFrame, driver: KubernetesDriver, owner_team: str) -> pl.DataFrame | None:

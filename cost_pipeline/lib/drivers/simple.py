@@ -16,17 +16,15 @@ from cost_pipeline.lib.drivers import UNKNOWN, recipients
 from cost_pipeline.lib.usage import label
 
 
-def metric_shares(samples: pl.DataFrame, driver: MetricDriver, known_teams: set[str]) -> pl.DataFrame | None:
+def metric_shares(samples: pl.DataFrame, driver: MetricDriver) -> pl.DataFrame | None:
     series = samples.filter(pl.col("query") == driver.query)
     if series.is_empty():
         return None
     per_tenant = series.group_by(label(driver.label).alias("tenant")).agg(pl.col("value").clip(lower_bound=0).sum())
     rows: dict[str, float] = {}
     for tenant, value in per_tenant.iter_rows():
-        team = driver.label_map.get(tenant, tenant) if tenant is not None else None
-        if team is None or (known_teams and team not in known_teams):
-            team = UNKNOWN
-        rows[team] = rows.get(team, 0.0) + value
+        team = driver.label_map.get(tenant, tenant) if tenant is not None else UNKNOWN
+        rows[team] = rows.get(team, 0.0) + value  # validated against the registry in lib/pools
     if sum(rows.values()) <= 0:
         return None
     return recipients([{"team": t, "project": None, "workload_type": None, "environment": None, "weight": w} for t, w in rows.items()])
