@@ -45,7 +45,7 @@ COLUMNS: dict[str, list[str]] = {
     "invoice_id": ["InvoiceId"],
     "tags": ["Tags"],
 }
-REQUIRED = ["date", "cost", "currency"]
+REQUIRED = ["date", "cost"]  # and a currency column, unless the source sets ``currency``
 COMMITMENT_MODELS = ["reservation", "savingsplan"]
 _LOCALIZED = re.compile(r"\(([A-Za-z0-9]+)\)\s*$")
 
@@ -56,13 +56,14 @@ def _english(header: str) -> str:
     return match.group(1) if match else header
 
 
-def _select(raw: pl.DataFrame, where: str) -> pl.DataFrame:
+def _select(raw: pl.DataFrame, where: str, default_currency: str | None) -> pl.DataFrame:
     by_fold: dict[str, str] = {}
     for column in raw.columns:
         if column != LINE:
             by_fold.setdefault(fold_column(_english(column)), column)
     found = {target: next((by_fold[fold_column(s)] for s in spellings if fold_column(s) in by_fold), None) for target, spellings in COLUMNS.items()}
-    missing = [f"{t} ({' or '.join(COLUMNS[t])})" for t in REQUIRED if found[t] is None]
+    required = REQUIRED + ([] if default_currency else ["currency"])
+    missing = [f"{t} ({' or '.join(COLUMNS[t])})" for t in required if found[t] is None]
     if missing:
         raise InputError(where, f"missing required Azure cost export column(s): {'; '.join(missing)}")
     return raw.select(
@@ -118,7 +119,9 @@ def read_azure_file(path: Path, where: str, name: str, source) -> pl.DataFrame:
     raw = with_line_numbers(raw)
     if raw.is_empty():
         return empty_cost_lines()
-    frame = _select(raw, where)
+    frame = _select(raw, where, source.currency)
+    if source.currency:
+        frame = frame.with_columns(pl.col("currency").fill_null(source.currency))
     require_values(frame, ["date"], where)
     frame = _dates(frame, where)
     frame = parse_money(frame, ["cost", "list_cost"], where)
