@@ -2,7 +2,10 @@
 
 It does not run SQL: it serves the given billing-export rows whose ``usage_start_time`` falls on the
 ``@day`` query parameter, in BigQuery's f/v row encoding, so google-cloud-bigquery's real request
-building, paging and type conversion (RECORD, REPEATED, TIMESTAMP) are exercised offline.
+building, paging and type conversion (RECORD, REPEATED, TIMESTAMP) are exercised offline. A query
+with an ``@since`` parameter gets what the sensor's query asks for: per usage day, the newest
+``export_time`` and the number of rows exported after ``@since``. ``rows`` may grow while it runs
+(rows that GCP exports later).
 """
 
 from __future__ import annotations
@@ -34,8 +37,13 @@ SCHEMA = {"fields": [
     _record("resource", [_f("name"), _f("global_name")]), _f("cost", F), _f("currency"), _f("cost_type"),
     _record("usage", [_f("amount", F), _f("unit")]),
     _record("credits", [_f("name"), _f("amount", F), _f("type"), _f("id"), _f("full_name")], "REPEATED"),
-    _record("invoice", [_f("month")]), _f("cost_at_list", F),
+    _record("invoice", [_f("month")]), _f("cost_at_list", F), _f("export_time", T),
 ]}
+CHANGED_SCHEMA = {"fields": [_f("day", "DATE"), _f("newest_export", T), _f("new_rows", "INTEGER")]}
+
+
+def _moment(text: str) -> dt.datetime:
+    return dt.datetime.strptime(text.replace(" UTC", ""), "%Y-%m-%d %H:%M:%S").replace(tzinfo=dt.UTC)
 
 
 def _encode(value, field):
@@ -46,13 +54,13 @@ def _encode(value, field):
     if field["type"] == "RECORD":
         return {"v": {"f": [_encode(value.get(f["name"]), f) for f in field["fields"]]}}
     if field["type"] == T:
-        moment = dt.datetime.strptime(value.replace(" UTC", ""), "%Y-%m-%d %H:%M:%S").replace(tzinfo=dt.UTC)
+        moment = value if isinstance(value, dt.datetime) else _moment(value)
         return {"v": str(int(moment.timestamp() * 1_000_000))}
     return {"v": str(value)}
 
 
-def _row(row):
-    return {"f": [_encode(row.get(f["name"]), f) for f in SCHEMA["fields"]]}
+def _row(row, schema=SCHEMA):
+    return {"f": [_encode(row.get(f["name"]), f) for f in schema["fields"]]}
 
 
 @contextmanager
@@ -83,9 +91,20 @@ def bigquery_standin(rows: list[dict], project: str = "billing-project"):
                 "statistics": {"creationTime": "1", "startTime": "1", "endTime": "2"},
             }
 
-        def _result_rows(self):
+        def _result(self):
+            if state.get("since"):
+                since = dt.datetime.fromisoformat(state["since"].replace(" ", "T"))
+                since = since if since.tzinfo else since.replace(tzinfo=dt.UTC)
+                days: dict[str, dict] = {}
+                for r in rows:
+                    exported = _moment(r["export_time"])
+                    if exported > since:
+                        entry = days.setdefault(r["usage_start_time"][:10], {"new_rows": 0, "newest_export": exported})
+                        entry["new_rows"] += 1
+                        entry["newest_export"] = max(entry["newest_export"], exported)
+                return CHANGED_SCHEMA, [_row({"day": d, **v}, CHANGED_SCHEMA) for d, v in sorted(days.items())]
             day = state.get("day")
-            return [_row(r) for r in rows if day is None or r["usage_start_time"].startswith(day)]
+            return SCHEMA, [_row(r) for r in rows if day is None or r["usage_start_time"].startswith(day)]
 
         def do_POST(self):  # noqa: N802 - http.server's naming
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
@@ -94,19 +113,21 @@ def bigquery_standin(rows: list[dict], project: str = "billing-project"):
             state["queries"].append(state["sql"])
             params = {p["name"]: p["parameterValue"]["value"] for p in query.get("queryParameters", [])}
             state["day"] = params.get("day")
+            state["since"] = params.get("since")
             self._send(self._job())
 
         def do_GET(self):  # noqa: N802
             path = urlparse(self.path).path
             if "/queries/" in path:
-                result = self._result_rows()
+                schema, result = self._result()
                 return self._send({"kind": "bigquery#getQueryResultsResponse", "jobReference": self._job()["jobReference"],
-                                   "jobComplete": True, "schema": SCHEMA, "totalRows": str(len(result)), "rows": result})
+                                   "jobComplete": True, "schema": schema, "totalRows": str(len(result)), "rows": result})
             if path.endswith("/data"):
-                result = self._result_rows()
+                _, result = self._result()
                 return self._send({"kind": "bigquery#tableDataList", "totalRows": str(len(result)), "rows": result})
             if "/tables/" in path:
-                return self._send({"kind": "bigquery#table", "schema": SCHEMA, "numRows": str(len(self._result_rows())),
+                schema, result = self._result()
+                return self._send({"kind": "bigquery#table", "schema": schema, "numRows": str(len(result)),
                                    "tableReference": {"projectId": project, "datasetId": "_anon", "tableId": "result"}})
             if "/jobs/" in path:
                 return self._send(self._job())

@@ -71,9 +71,33 @@ def test_bigquery_table_through_the_client_library(tmp_path):
     with bigquery_standin(rows) as (client, state):
         storage = Storage(bq_client=client)
         lines = read_day("gcp_billing_export", "bq://billing-project.billing.gcp_billing_export_resource_v1_X", DAY, "gcp", storage)
-    assert "_PARTITIONTIME" in state["queries"][0] and "@day" in state["queries"][0]
+    sql = " ".join(state["queries"][0].split())
+    assert "DATE(_PARTITIONTIME) >= DATE_SUB(@day, INTERVAL 1 DAY)" in sql and "usage_start_time >= TIMESTAMP(@day)" in sql
+    assert "DATE_ADD(@day, INTERVAL 5 DAY)" not in sql  # no upper partition bound: late rows are in later partitions
     billed, effective = _expected(rows[:25])
     assert (lines.height, lines["billed_cost"].sum(), lines["effective_cost"].sum()) == (25, billed, effective)
     resource_teams = sorted(r["labels"][0]["value"] if r["labels"] else "project-level" for r in rows[:25])
     assert sorted(lines["tags"].map.get("ml-team").to_list()) == resource_teams  # resource labels win over the project's
     assert set(lines["date"]) == {DAY}
+
+
+def test_bigquery_rows_exported_two_days_later_are_picked_up_and_the_day_rerun(tmp_path):
+    """GCP adds rows for past days: the sensor's query sees the day change after its cursor, and the
+    day's query (every partition from the day on) returns the late rows too."""
+    from cost_pipeline.lib.billing.gcp import bigquery_changed_days
+    from cost_pipeline_tests.bigquery_standin import bigquery_standin
+
+    table = "billing-project.billing.gcp_billing_export_resource_v1_X"
+    first_export = dt.datetime(2026, 9, 2, 4, tzinfo=dt.UTC)
+    rows = gcp_rows(DAY, 20, seed=7, exported=first_export)
+    with bigquery_standin(rows) as (client, _state):
+        storage = Storage(bq_client=client)
+        before = read_day("gcp_billing_export", f"bq://{table}", DAY, "gcp", storage)
+        assert bigquery_changed_days(table, first_export - dt.timedelta(hours=1), client) == [(DAY, first_export, 20)]
+        assert bigquery_changed_days(table, first_export, client) == []  # nothing new after the cursor
+        late_export = first_export + dt.timedelta(days=2)
+        rows.extend(gcp_rows(DAY, 5, seed=8, exported=late_export))
+        assert bigquery_changed_days(table, first_export, client) == [(DAY, late_export, 5)]
+        after = read_day("gcp_billing_export", f"bq://{table}", DAY, "gcp", storage)
+    billed, effective = _expected(rows)
+    assert before.height == 20 and (after.height, after["billed_cost"].sum(), after["effective_cost"].sum()) == (25, billed, effective)

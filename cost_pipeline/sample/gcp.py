@@ -14,7 +14,9 @@ SERVICES = [("6F81-5844-456A", "Compute Engine", "N1 Predefined Instance Core"),
             ("E505-1604-58F8", "Vertex AI", "Training A100 GPU")]
 
 
-def gcp_rows(day: dt.date, n: int, seed: int) -> list[dict]:
+def gcp_rows(day: dt.date, n: int, seed: int, exported: dt.datetime | None = None) -> list[dict]:
+    """``exported``: when the export wrote the rows (GCP keeps adding rows for past days for a while)."""
+    exported = exported or dt.datetime.combine(day + dt.timedelta(days=1), dt.time(4), tzinfo=dt.UTC)
     rng = np.random.default_rng([seed, day.toordinal(), 3])
     rows = []
     for i in range(n):
@@ -42,6 +44,7 @@ def gcp_rows(day: dt.date, n: int, seed: int) -> list[dict]:
             "credits": credits,
             "invoice": {"month": f"{day:%Y%m}"},
             "cost_at_list": round(cost * 1.1, 6),
+            "export_time": exported.strftime("%Y-%m-%d %H:%M:%S UTC"),
         })
     return rows
 

@@ -11,6 +11,7 @@ from cost_pipeline.defs.jobs import daily_costs_job
 from cost_pipeline.defs.partitions import DAILY
 from cost_pipeline.defs.resources import PipelineConfig
 from cost_pipeline.lib.billing.fingerprint import day_fingerprint
+from cost_pipeline.lib.billing.gcp import bigquery_changed_days
 from cost_pipeline.lib.billing.sources import changed_days, read_source_day
 from cost_pipeline.lib.lake import Lake
 
@@ -78,5 +79,34 @@ def build_delivery_sensor(source: BillingSource) -> dg.SensorDefinition:
     return delivery_sensor
 
 
+def build_bigquery_sensor(source: BillingSource) -> dg.SensorDefinition:
+    """GCP keeps writing rows for past days into the export table: ask it which usage days received
+    rows since the cursor (newest ``export_time`` seen) and re-run exactly those."""
+    table = source.uri[len("bq://"):]
+
+    @dg.sensor(
+        name=f"{source.name.replace('-', '_')}_deliveries",
+        job=daily_costs_job,
+        minimum_interval_seconds=900,
+        description=f"Watches {source.uri} (export_time) and re-runs the usage days that received rows.",
+    )
+    def bigquery_sensor(context: dg.SensorEvaluationContext):
+        partitions = DAILY.get_partition_keys()
+        since = dt.datetime.fromisoformat(context.cursor) if context.cursor else dt.datetime.combine(
+            dt.date.fromisoformat(partitions[0]), dt.time(), tzinfo=dt.UTC)
+        changed = bigquery_changed_days(table, since, storage_for(source).bigquery_client())
+        if not changed:
+            return dg.SkipReason(f"no rows exported to {table} after {since.isoformat()}")
+        context.update_cursor(max(newest for _, newest, _ in changed).isoformat())
+        keys = set(partitions)
+        return [
+            dg.RunRequest(run_key=f"{source.name}:{day}:{newest.isoformat()}", partition_key=day.isoformat(),
+                          tags={"cost_pipeline/source": source.name, "cost_pipeline/new_rows": str(rows)})
+            for day, newest, rows in changed if day.isoformat() in keys
+        ] or dg.SkipReason(f"{len(changed)} day(s) received rows, none inside the partitions")
+
+    return bigquery_sensor
+
+
 def delivery_sensors(sources: list[BillingSource]) -> list[dg.SensorDefinition]:
-    return [build_delivery_sensor(s) for s in sources if not s.uri.startswith("bq://")]
+    return [build_bigquery_sensor(s) if s.uri.startswith("bq://") else build_delivery_sensor(s) for s in sources]

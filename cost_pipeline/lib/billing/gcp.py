@@ -103,15 +103,37 @@ def read_gcp_file(path: Path, where: str, name: str, source) -> pl.DataFrame:
     return empty_cost_lines() if raw.is_empty() else normalize_gcp(raw, source.name, where, name)
 
 
+# Rows for a usage day keep arriving in later partitions (GCP restates past days for weeks, and
+# _PARTITIONTIME follows the export, not the usage), so the day query covers every partition from
+# the day before the usage day on, and filters on usage_start_time itself.
+DAY_SQL = """
+    SELECT * FROM `{table}`
+    WHERE DATE(_PARTITIONTIME) >= DATE_SUB(@day, INTERVAL 1 DAY)
+      AND usage_start_time >= TIMESTAMP(@day) AND usage_start_time < TIMESTAMP(DATE_ADD(@day, INTERVAL 1 DAY))
+"""
+# What the export wrote since the cursor, per usage day: the sensor's cheap question.
+CHANGED_SQL = """
+    SELECT DATE(usage_start_time) AS day, MAX(export_time) AS newest_export, COUNT(*) AS new_rows
+    FROM `{table}`
+    WHERE DATE(_PARTITIONTIME) >= DATE_SUB(DATE(@since), INTERVAL 1 DAY) AND export_time > @since
+    GROUP BY day
+"""
+
+
 def read_bigquery_day(table: str, day: dt.date, source: str, client) -> pl.DataFrame:
-    """Query one day of the export table; ``_PARTITIONTIME`` bounds keep the scan to a few days."""
+    """One usage day of the export table, from every partition that can hold its rows."""
     from google.cloud import bigquery
 
-    sql = f"""
-        SELECT * FROM `{table}`
-        WHERE DATE(_PARTITIONTIME) BETWEEN DATE_SUB(@day, INTERVAL 1 DAY) AND DATE_ADD(@day, INTERVAL 5 DAY)
-          AND DATE(usage_start_time) = @day
-    """
-    job = client.query(sql, job_config=bigquery.QueryJobConfig(query_parameters=[bigquery.ScalarQueryParameter("day", "DATE", day)]))
+    params = [bigquery.ScalarQueryParameter("day", "DATE", day)]
+    job = client.query(DAY_SQL.format(table=table), job_config=bigquery.QueryJobConfig(query_parameters=params))
     raw = pl.from_arrow(job.to_arrow())
     return empty_cost_lines() if raw.is_empty() else normalize_gcp(raw, source, f"bq://{table}", table)
+
+
+def bigquery_changed_days(table: str, since: dt.datetime, client) -> list[tuple[dt.date, dt.datetime, int]]:
+    """(usage day, newest export_time, rows exported) for every day the export added rows to after ``since``."""
+    from google.cloud import bigquery
+
+    params = [bigquery.ScalarQueryParameter("since", "TIMESTAMP", since)]
+    job = client.query(CHANGED_SQL.format(table=table), job_config=bigquery.QueryJobConfig(query_parameters=params))
+    return sorted((row["day"], row["newest_export"], int(row["new_rows"])) for row in job.result())
