@@ -116,7 +116,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
     _use_config(args.config)
     settings = load_settings()
     lake = Lake.from_uri(settings.lake_uri, settings.lake_endpoint_url, settings.lake_region)
-    print(render_text(summarize(lake)))
+    print(render_text(summarize(lake, settings.partitions_start_date)))
     print(f"Lake:    {lake.uri}")
     print(f"Reports: {lake.location('reports', 'summary.md')} and {lake.location('reports', 'teams')}/<team>.csv")
     return 0

@@ -2,7 +2,10 @@
 
 import datetime as dt
 import hashlib
+import os
 import shutil
+import subprocess
+import sys
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 
@@ -141,3 +144,44 @@ def test_hostile_usage_labels_never_reach_a_team_or_the_summary(tmp_path, sample
     assert unknown.height and set(unknown["reason"]) == {"unknown_team_label"}
     summary = (tmp_path / "lake" / "reports" / "summary.md").read_text()
     assert not any(ch in summary for ch in "\x1b\x00\u202e") and summary.count("```") == 2
+
+
+def _spanning_legacy_delivery(tmp_path: Path, sample_dir: Path) -> tuple[Path, pa.Table, list[dt.date]]:
+    """A legacy CUR September delivery whose lines started in August, September and October."""
+    from cost_pipeline.sample.cur_legacy import deliver, write_files
+
+    table = pq.read_table(_day_file(sample_dir / "billing" / "aws", START))
+    i = table.schema.get_field_index("line_item_usage_start_date")
+    starts = [t - dt.timedelta(days=3) if n % 3 == 0 else t + dt.timedelta(days=31) if n % 3 == 1 else t
+              for n, t in enumerate(table["line_item_usage_start_date"].to_pylist())]
+    table = table.set_column(i, "line_item_usage_start_date", pa.array(starts, type=table.schema.field(i).type))
+    write_files(tmp_path / "legacy", deliver({}, "acme", START, "asm-1", table))
+    return tmp_path / "legacy" / "cur" / "acme", table, sorted({t.date() for t in starts})
+
+
+def test_a_delivery_spanning_three_periods_lands_whole_and_reconciles(tmp_path, sample_dir):
+    uri, table, days = _spanning_legacy_delivery(tmp_path, sample_dir)
+    config = write_config(tmp_path, sample_dir, partitions_start_date="2026-08-01",
+                          billing_sources=[{"name": "legacy", "format": "aws_cur_legacy", "uri": str(uri)}])
+    # the CLI, as a user runs it: partitions start where this config says (2026-08-01)
+    proc = subprocess.run(
+        [sys.executable, "-m", "cost_pipeline.cli", "run", "--config", str(config), "--start", days[0].isoformat(), "--end", days[-1].isoformat()],
+        capture_output=True, text=True, env={**os.environ, "DAGSTER_HOME": str(tmp_path / "home")}, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "legacy           20260901-20261001" in proc.stdout and proc.stdout.count(" ok\n") == 1
+    lines = pl.read_parquet(tmp_path / "lake" / "cost_lines" / "*" / "*.parquet")
+    unblended = sum(Decimal(repr(v)).quantize(Q, ROUND_HALF_EVEN) for v in table["line_item_unblended_cost"].to_pylist())
+    assert (lines.height, lines["billed_cost"].sum()) == (table.num_rows, unblended)
+    assert sorted(lines["date"].unique().to_list()) == days and {d.month for d in days} == {8, 9, 10}
+
+
+def test_lines_before_the_first_partition_fail_the_check(tmp_path, sample_dir):
+    uri, table, days = _spanning_legacy_delivery(tmp_path, sample_dir)
+    config = write_config(tmp_path, sample_dir, billing_sources=[{"name": "legacy", "format": "aws_cur_legacy", "uri": str(uri)}])
+    instance = dg.DagsterInstance.ephemeral()
+    assert _run(config, instance, first=START, last=START).success
+    check = _check(_run(config, instance, "reports_job"))
+    early = sum(1 for t in table["line_item_usage_start_date"].to_pylist() if t.date() < START)
+    assert not check.passed
+    assert f"legacy 20260901-20261001 USD: {early} line(s) dated before partitions_start_date {START} can never land" in check.description

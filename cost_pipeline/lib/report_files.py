@@ -7,6 +7,7 @@ would have been quarantined already, and is refused here as a second line of def
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from dataclasses import dataclass
 from decimal import Decimal
@@ -14,6 +15,7 @@ from decimal import Decimal
 import polars as pl
 
 from cost_pipeline.lib.allocate import UNATTRIBUTED_TEAM
+from cost_pipeline.lib.billing.totals import lake_totals, reconcile_to_bill
 from cost_pipeline.lib.compliance import top_untagged_resources
 from cost_pipeline.lib.lake import Lake
 from cost_pipeline.lib.money import largest_remainder, round_cents
@@ -33,6 +35,7 @@ class Summary:
     final_days: int  # days whose every line is invoiced; the others are estimates AWS may restate
     days: int
     shared_by_pool: list[tuple[str, str, Decimal]]  # pool, currency, amount shared out by its driver
+    bill: list[tuple[str, str, str, str, Decimal, Decimal]]  # source, period, currency, status, bill, lake (held days)
 
 
 @dataclass(frozen=True)
@@ -43,7 +46,8 @@ class WrittenReports:
     team_files: list[str]
 
 
-def summarize(lake: Lake) -> Summary:
+def summarize(lake: Lake, first_day: dt.date = dt.date.min) -> Summary:
+    """``first_day``: the first partition; bill lines dated before it can never land."""
     daily = lake.scan("team_daily_costs").collect()
     untagged = lake.scan("untagged_spend").collect()
     per_team = daily.group_by("team", "currency").agg(pl.col("total").sum()).sort(
@@ -70,6 +74,12 @@ def summarize(lake: Lake) -> Summary:
         lake.scan("allocated_costs").filter(pl.col("allocation") == "shared")
         .group_by("pool", "currency").agg(pl.col("amount").sum()).sort("pool", "currency").collect()
     )
+    bill_totals = lake.read_table("bill_totals")
+    bill = []
+    if bill_totals is not None:
+        table = reconcile_to_bill(bill_totals, lake_totals(lake.scan("cost_lines")), lake.days("cost_lines"), first_day)
+        bill = [(r["source"], r["billing_period"], r["currency"], r["status"], round_cents(r["held_bill_effective"]),
+                 round_cents(r["lake_effective"])) for r in table.iter_rows(named=True)]
     return Summary(
         first_day=str(daily["date"].min()),
         last_day=str(daily["date"].max()),
@@ -82,6 +92,7 @@ def summarize(lake: Lake) -> Summary:
         final_days=int(finality["is_final"].sum()),
         days=finality.height,
         shared_by_pool=[(p, c, round_cents(a)) for p, c, a in shared.iter_rows()],
+        bill=bill,
     )
 
 
@@ -90,6 +101,10 @@ def render_text(summary: Summary) -> str:
     for currency, total in summary.totals.items():
         lines.append(f"  total: {total:,.2f} {currency}")
     lines.append(f"  invoiced (final) days: {summary.final_days} of {summary.days}; the rest are estimates until AWS finalizes the month")
+    if summary.bill:
+        lines.append("Reconciled to the delivered bill (effective cost of the days in the lake):")
+        for source, period, currency, status, bill, lake in summary.bill:
+            lines.append(f"  {_plain(source, 16):<16} {period:<18} bill {bill:>14,.2f}  lake {lake:>14,.2f} {currency}  {status}")
     lines.append("Per team:")
     for team, currency, amount in summary.teams:
         lines.append(f"  {_plain(team, 22):<22} {amount:>14,.2f} {currency}")
@@ -130,10 +145,10 @@ def _team_file_name(team: str) -> str:
     return f"{team}.csv"
 
 
-def write_reports(lake: Lake) -> WrittenReports:
+def write_reports(lake: Lake, first_day: dt.date = dt.date.min) -> WrittenReports:
     """Everything is rendered and every file name checked before the first file is written, so a bad
     value fails the step with the previous reports intact."""
-    summary = summarize(lake)
+    summary = summarize(lake, first_day)
     text = "# Cloud cost summary\n\n```\n" + render_text(summary) + "\n```\n"
     daily = lake.scan("team_daily_costs").collect().sort("date", "team")
     team_files = {

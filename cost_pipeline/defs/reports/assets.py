@@ -30,7 +30,7 @@ def team_daily_costs(context: dg.AssetExecutionContext, pipeline: PipelineConfig
 @dg.asset(group_name="reports", kinds={"csv", "markdown"}, deps=["team_daily_costs", "untagged_spend"])
 def team_reports(pipeline: PipelineConfig) -> dg.MaterializeResult:
     """The report folder: an organisation summary and one CSV per team holding only that team's rows."""
-    written = write_reports(pipeline.lake())
+    written = write_reports(pipeline.lake(), pipeline.settings().partitions_start_date)
     return dg.MaterializeResult(
         metadata={
             "summary": dg.MetadataValue.path(written.summary),
