@@ -3,6 +3,7 @@
 import datetime as dt
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -185,3 +186,33 @@ def test_lines_before_the_first_partition_fail_the_check(tmp_path, sample_dir):
     early = sum(1 for t in table["line_item_usage_start_date"].to_pylist() if t.date() < START)
     assert not check.passed
     assert f"legacy 20260901-20261001 USD: {early} line(s) dated before partitions_start_date {START} can never land" in check.description
+
+
+def test_two_currencies_are_never_added_together(tmp_path, sample_dir):
+    """USD from CUR 2.0 and EUR from a FOCUS export: shares, reasons and the bill check per currency."""
+    focus = tmp_path / "focus"
+    focus.mkdir()
+    tags = '"{""ml-team"": ""fraud-detection"", ""ml-project"": ""txn-scoring"", ""ml-workload-type"": ""inference"", ""ml-environment"": ""prod""}"'
+    no_project = '"{""ml-team"": ""fraud-detection"", ""ml-workload-type"": ""inference"", ""ml-environment"": ""prod""}"'
+    (focus / "eur.csv").write_text(
+        "BilledCost,EffectiveCost,BillingCurrency,ChargePeriodStart,ChargePeriodEnd,ChargeCategory,Tags\n"
+        f"60.00,60.00,EUR,{START}T00:00:00Z,{START}T01:00:00Z,Usage,{tags}\n"
+        f"25.00,25.00,EUR,{START}T01:00:00Z,{START}T02:00:00Z,Usage,{no_project}\n"
+        f"15.00,15.00,EUR,{START}T02:00:00Z,{START}T03:00:00Z,Usage,\n"
+    )
+    config = write_config(tmp_path, sample_dir, billing_sources=[
+        {"name": "aws-main", "format": "aws_cur2", "uri": str(sample_dir / "billing" / "aws")},
+        {"name": "focus-eur", "format": "focus", "uri": str(focus)},
+    ])
+    instance = dg.DagsterInstance.ephemeral()
+    assert _run(config, instance, first=START, last=START).success
+    result = _run(config, instance, "reports_job")
+    assert _check(result).passed
+    record = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=dg.AssetKey("untagged_spend"), asset_partitions=[START.isoformat()]), limit=1)
+    metadata = record.records[0].event_log_entry.asset_materialization.metadata
+    assert metadata["untagged_share (EUR)"].value == 0.4  # (25 + 15) / 100, by hand
+    assert 0 < metadata["untagged_share (USD)"].value < 0.2
+    summary = (tmp_path / "lake" / "reports" / "summary.md").read_text()
+    assert "Untagged (quarantined) share of EUR spend: 40.00%" in summary
+    assert "missing:ml-project                  25.00 EUR" in summary and "missing:ml-team                     15.00 EUR" in summary
+    assert re.search(r"focus-eur\s+bill\s+100\.00\s+lake\s+100\.00 EUR  ok", summary)
