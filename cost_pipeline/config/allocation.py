@@ -40,6 +40,7 @@ class KubernetesDriver(_Model):
     cpu_usage: str | None = "k8s_cpu_usage"
     memory_usage: str | None = "k8s_memory_usage"
     capacity: str | None = "k8s_node_capacity"  # kube_node_status_capacity summed by resource
+    namespace_labels_query: str | None = "kube_namespace_labels"  # kube_namespace_labels: namespace -> label_ml_*
     namespace_labels: dict[str, str] = {
         "team": "label_ml_team",
         "project": "label_ml_project",

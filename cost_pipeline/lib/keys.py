@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import polars as pl
+
 _PREFIXES = ("resourcetags/user:", "resource_tags_user_", "resourcetags/", "tags/", "user:", "user_")
 
 
@@ -15,3 +17,10 @@ def fold_key(raw: str) -> str:
             key = key[len(prefix) :]
             break
     return re.sub(r"[_:\s]+", "-", key)
+
+
+def fold_key_expr(expr: pl.Expr) -> pl.Expr:
+    """:func:`fold_key` as a Polars expression (same prefixes, in the same order)."""
+    prefixes = "|".join(re.escape(p) for p in _PREFIXES)
+    key = expr.str.strip_chars().str.to_lowercase().str.replace(f"^(?:{prefixes})", "")
+    return key.str.replace_all(r"[_:\s]+", "-")

@@ -19,13 +19,29 @@ TAG_COLUMNS_REASON = "tag_reason"
 
 
 def tag_value(raw_keys: list[str], names: list[str]) -> pl.Expr:
-    """The value of the first raw tag whose folded key is one of ``names`` (exact spelling first)."""
-    folded = {fold_key(n) for n in names}
+    """The value of a raw tag whose folded key is one of ``names`` (exact spelling first; where
+    spellings disagree, :func:`tag_conflict` quarantines the line)."""
     exact = set(names)
-    matching = sorted((r for r in raw_keys if fold_key(r) in folded), key=lambda r: (r not in exact, r))
+    matching = sorted(_matching(raw_keys, names), key=lambda r: (r not in exact, r))
     if not matching:
         return pl.lit(None, dtype=pl.String)
     return pl.coalesce([pl.col("tags").map.get(raw) for raw in matching])
+
+
+def _matching(raw_keys: list[str], names: list[str]) -> list[str]:
+    folded = {fold_key(n) for n in names}
+    return sorted(r for r in raw_keys if fold_key(r) in folded)
+
+
+def tag_conflict(raw_keys: list[str], names: list[str]) -> pl.Expr:
+    """True where two spellings of one key on a line (``ml_team`` and ``ml-team``, ``user:ml-team`` and
+    ``user:ML-Team``) carry different values after trimming and lower-casing: which one the owner meant
+    cannot be known, so the line is quarantined as ``conflict:<key>`` rather than guessed."""
+    matching = _matching(raw_keys, names)
+    if len(matching) < 2:
+        return pl.lit(False)
+    values = pl.concat_list([_clean(pl.col("tags").map.get(raw)) for raw in matching])
+    return values.list.drop_nulls().list.n_unique() > 1
 
 
 def _clean(value: pl.Expr) -> pl.Expr:
@@ -63,8 +79,10 @@ def _canonical(lines: pl.LazyFrame, raw_keys: list[str], schema: TaggingConfig) 
     evaluates the independent columns of a stage in parallel."""
     rules = schema.virtual_tags
     temporary = [f"_tag_{k.column}" for k in schema.keys] + [f"_rule_{i}" for i in range(len(rules))]
+    spellings = {k.key: [k.key, *schema.aliases.get(k.key, [])] for k in schema.keys}
     staged = lines.with_columns(
-        *[_clean(tag_value(raw_keys, [k.key, *schema.aliases.get(k.key, [])])).alias(f"_tag_{k.column}") for k in schema.keys],
+        *[_clean(tag_value(raw_keys, spellings[k.key])).alias(f"_tag_{k.column}") for k in schema.keys],
+        *[tag_conflict(raw_keys, spellings[k.key]).alias(f"_conflict_{k.column}") for k in schema.keys],
         *[_rule_condition(rule, raw_keys).alias(f"_rule_{i}") for i, rule in enumerate(rules)],
     )
     values, sources = {}, {}
@@ -98,13 +116,15 @@ def apply_tag_schema(lines: pl.DataFrame, schema: TaggingConfig) -> pl.DataFrame
     """One column per schema key, ``tag_source`` (``tag``, or ``key=rule`` for keys filled by a
     virtual-tag rule) and ``tag_reason``, null when compliant.
 
-    The reason is the first failure in schema order: ``missing:<key>``, ``invalid:<key>``, or
-    ``unknown_team`` for a team value that is not in the team registry.
+    The reason is the first failure in schema order: ``conflict:<key>`` (two spellings of the key
+    with different values), ``missing:<key>``, ``invalid:<key>``, or ``unknown_team`` for a team value
+    that is not in the team registry.
     """
     with_values = _canonical(lines.lazy(), raw_tag_keys(lines), schema)
     checks = []
     for key in schema.keys:
         col = pl.col(key.column)
+        checks.append(pl.when(pl.col(f"_conflict_{key.column}")).then(pl.lit(f"conflict:{key.key}")))
         required = pl.lit(key.required)
         for other, expected in (key.required_when or {}).items():
             required = required | (pl.col(schema.key(other).column) == expected).fill_null(False)
@@ -119,7 +139,8 @@ def apply_tag_schema(lines: pl.DataFrame, schema: TaggingConfig) -> pl.DataFrame
             checks.append(pl.when(col.is_not_null() & ~col.is_in(key.allowed)).then(pl.lit(f"invalid:{key.key}")))
         if key.pattern is not None:
             checks.append(pl.when(~_fullmatch(col, key.pattern)).then(pl.lit(f"invalid:{key.key}")))
-    return with_values.with_columns(pl.coalesce(checks).alias(TAG_COLUMNS_REASON)).collect()
+    conflicts = [f"_conflict_{k.column}" for k in schema.keys]
+    return with_values.with_columns(pl.coalesce(checks).alias(TAG_COLUMNS_REASON)).drop(conflicts).collect()
 
 
 def quarantine(tagged: pl.DataFrame) -> pl.DataFrame:

@@ -17,6 +17,7 @@ import polars as pl
 from cost_pipeline.lib.billing.columns import parse_money, parse_timestamps
 from cost_pipeline.lib.billing.schema import conform, empty_cost_lines
 from cost_pipeline.lib.errors import InputError
+from cost_pipeline.lib.keys import fold_key_expr
 
 REQUIRED = ["billing_account_id", "service", "sku", "usage_start_time", "usage_end_time", "cost", "currency"]
 SUFFIXES = (".parquet", ".jsonl", ".json", ".ndjson", ".jsonl.gz")
@@ -41,6 +42,21 @@ def _labels(column: str, schema: pl.Schema, parent: str | None = None) -> pl.Exp
     else:
         return pl.lit([], dtype=_ENTRIES)
     return expr.list.eval(pl.struct(key=pl.element().struct.field("key").cast(pl.String), value=pl.element().struct.field("value").cast(pl.String))).fill_null([])
+
+
+def _resource_over_project(frame: pl.DataFrame) -> pl.Series:
+    """Resource labels win over project labels of the same key, *after* key folding (a resource's
+    ``ml_team`` hides the project's ``ml-team``). Two spellings on the resource itself both stay, so
+    the tag schema can see and quarantine a conflict between them."""
+    entries = pl.concat(
+        [frame.select("_line", pl.col(c).alias("tag")).explode("tag").with_columns(rank=pl.lit(r)) for r, c in
+         ((0, "_resource_labels"), (1, "_project_labels"))]
+    ).filter(pl.col("tag").is_not_null())
+    folded = fold_key_expr(pl.col("tag").struct.field("key"))
+    kept = entries.filter(pl.col("rank") == pl.col("rank").min().over("_line", folded)).sort("_line", "rank", maintain_order=True)
+    tags = kept.group_by("_line", maintain_order=True).agg(pl.col("tag"))
+    joined = frame.select("_line").join(tags, on="_line", how="left", maintain_order="left")
+    return joined["tag"].fill_null(pl.lit([], dtype=_ENTRIES)).cast(_ENTRIES).alias("tags")
 
 
 def normalize_gcp(raw: pl.DataFrame, source: str, where: str, name: str) -> pl.DataFrame:
@@ -69,13 +85,13 @@ def normalize_gcp(raw: pl.DataFrame, source: str, where: str, name: str) -> pl.D
         (_field("usage", "amount", schema) if "usage" in raw.columns else pl.lit(None, pl.String)).alias("usage_quantity"),
         _field("invoice", "month", schema).alias("invoice_id"),
         (pl.col("cost_type").cast(pl.String) if "cost_type" in raw.columns else pl.lit("regular")).alias("cost_type"),
-        pl.concat_list(_labels("labels", schema), _labels("labels", schema, parent="project")).alias("tags"),
+        _labels("labels", schema).alias("_resource_labels"),
+        _labels("labels", schema, parent="project").alias("_project_labels"),
     )
+    frame = frame.with_columns(tags=_resource_over_project(frame)).drop("_resource_labels", "_project_labels")
     frame = frame.with_columns(pl.col("charge_period_start", "charge_period_end").cast(pl.String).str.replace(r" UTC$", "+00:00"))
     frame = parse_timestamps(frame, ["charge_period_start", "charge_period_end"], where)
     frame = parse_money(frame, ["billed_cost", "list_cost"], where)
-    # first key wins in a Parquet map read: put resource labels before project labels, drop later duplicates
-    tags = pl.col("tags").list.eval(pl.element().filter(pl.element().struct.field("key").is_first_distinct()))
     category = pl.col("cost_type").replace_strict({"tax": "Tax", "adjustment": "Adjustment", "rounding_error": "Adjustment"}, default="Usage")
     this_month = dt.datetime.now(dt.UTC).strftime("%Y%m")
     return conform(
@@ -89,7 +105,7 @@ def normalize_gcp(raw: pl.DataFrame, source: str, where: str, name: str) -> pl.D
             usage_quantity=pl.col("usage_quantity").cast(pl.Float64, strict=False),
             effective_cost=pl.col("billed_cost") + pl.col("credits").fill_null(0).cast(pl.Decimal(38, 12)),
             is_final=pl.col("invoice_id").fill_null(this_month) < this_month,
-            tags=tags.cast(_ENTRIES).cast(pl.Map(pl.String, pl.String)),
+            tags=pl.col("tags").cast(_ENTRIES).cast(pl.Map(pl.String, pl.String)),
             source_file=pl.lit(name),
         )
     )

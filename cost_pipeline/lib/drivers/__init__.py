@@ -16,13 +16,14 @@ RECIPIENT_SCHEMA = {
     "workload_type": pl.String(),
     "environment": pl.String(),
     "weight": pl.Float64(),
+    "reason": pl.String(),  # why a recipient is ``unknown``, when a driver knows (e.g. conflicting labels)
 }
 UNKNOWN = "unknown"
 IDLE_PROJECT = "__idle__"
 
 
 def recipients(rows: list[dict]) -> pl.DataFrame:
-    return pl.DataFrame(rows, schema=RECIPIENT_SCHEMA).filter(pl.col("weight") > 0)
+    return pl.DataFrame([{"reason": None, **r} for r in rows], schema=RECIPIENT_SCHEMA).filter(pl.col("weight") > 0)
 
 
 SAFE_TEAM = r"^[a-z0-9][a-z0-9-]{0,62}$"
@@ -53,7 +54,8 @@ def validated(shares: pl.DataFrame, schema: TaggingConfig) -> pl.DataFrame:
         dims[dim] = pl.when(ok.fill_null(False)).then(clean(dim))
     idle = pl.col("project") == IDLE_PROJECT
     out = shares.with_columns(
-        reason=pl.when(idle).then(None).when(pl.col("team").is_null() | (team == UNKNOWN)).then(pl.lit("missing_team_label"))
+        reason=pl.when(idle).then(None).when(pl.col("reason").is_not_null()).then(pl.col("reason"))
+        .when(pl.col("team").is_null() | (team == UNKNOWN)).then(pl.lit("missing_team_label"))
         .when(~known.fill_null(False)).then(pl.lit("unknown_team_label")),
     ).with_columns(
         team=pl.when(idle).then(pl.col("team")).when(pl.col("reason").is_null()).then(team).otherwise(pl.lit(UNKNOWN)),

@@ -54,19 +54,39 @@ def _kinds(samples: pl.DataFrame, mig_slices: int) -> pl.DataFrame:
     return samples.with_columns(resource=label("resource")).join(table, on="resource", how="inner").drop_nulls("kind")
 
 
-def _namespace_dims(requests: pl.DataFrame, driver: KubernetesDriver) -> pl.DataFrame:
-    dims = requests.select(
+def namespace_attributes(samples: pl.DataFrame, driver: KubernetesDriver) -> pl.DataFrame:
+    """Team, project, workload type and environment of each namespace, whatever the extract names.
+
+    Every extract the driver reads (requests, usage, and ``kube_namespace_labels``, the documented
+    source) contributes the ``label_ml_*`` values it carries for a namespace; cAdvisor usage summed
+    ``by (namespace)`` carries none, which is fine. Two different values for one namespace are a
+    conflict: the namespace goes to ``unknown`` with reason ``conflicting_namespace_labels``.
+    ``namespaces:`` in the config wins over labels.
+    """
+    queries = [q for q in (driver.requests, driver.cpu_usage, driver.memory_usage, driver.namespace_labels_query) if q]
+    rows = samples.filter(pl.col("query").is_in(queries) & label("namespace").is_not_null())
+    wanted = {dim: lbl for dim, lbl in driver.namespace_labels.items() if dim in DIMENSIONS}
+    values = rows.select(
         label("namespace").alias("namespace"),
-        *[label(lbl).alias(dim) for dim, lbl in driver.namespace_labels.items() if dim in DIMENSIONS],
-    ).unique("namespace", keep="first")
-    for dim in DIMENSIONS:
-        if dim not in dims.columns:
-            dims = dims.with_columns(pl.lit(None, pl.String).alias(dim))
-    rows = []
-    for row in dims.iter_rows(named=True):
-        override = driver.namespaces.get(row["namespace"], {})
-        rows.append({**row, **{d: override.get(d, row[d]) for d in DIMENSIONS}})
-    return pl.DataFrame(rows, schema={"namespace": pl.String, **{d: pl.String for d in DIMENSIONS}})
+        *[label(lbl).str.strip_chars().alias(dim) for dim, lbl in wanted.items()],
+    )
+    attributes = values.group_by("namespace").agg(
+        *[pl.col(dim).drop_nulls().unique().sort().alias(f"_{dim}") for dim in wanted]
+    )
+    conflict = pl.any_horizontal([pl.col(f"_{dim}").list.len() > 1 for dim in wanted]) if wanted else pl.lit(False)
+    attributes = attributes.with_columns(
+        *[pl.when(pl.col(f"_{dim}").list.len() == 1).then(pl.col(f"_{dim}").list.first()).alias(dim) for dim in wanted],
+        reason=pl.when(conflict).then(pl.lit("conflicting_namespace_labels")),
+    ).with_columns(*[pl.lit(None, pl.String).alias(d) for d in DIMENSIONS if d not in wanted])
+    out = []
+    for row in attributes.select("namespace", *DIMENSIONS, "reason").iter_rows(named=True):
+        override = driver.namespaces.get(row["namespace"])
+        if override:
+            row = {**row, **{d: override.get(d, row[d]) for d in DIMENSIONS}, "reason": None}
+        elif row["reason"]:
+            row = {**row, **{d: None for d in DIMENSIONS}}
+        out.append(row)
+    return pl.DataFrame(out, schema={"namespace": pl.String, **{d: pl.String for d in DIMENSIONS}, "reason": pl.String})
 
 
 def kubernetes_shares(samples: pl.DataFrame, driver: KubernetesDriver, owner_team: str) -> pl.DataFrame | None:
@@ -110,8 +130,7 @@ def kubernetes_shares(samples: pl.DataFrame, driver: KubernetesDriver, owner_tea
     if not active:
         return None
     norm = sum(active.values())
-    queries = [q for q in (driver.requests, driver.cpu_usage, driver.memory_usage) if q]
-    dims = _namespace_dims(samples.filter(pl.col("query").is_in(queries) & label("namespace").is_not_null()), driver)
+    dims = namespace_attributes(samples, driver)
     shares: dict[str, float] = {}
     idle = 0.0
     for kind, weight in active.items():
@@ -129,5 +148,5 @@ def kubernetes_shares(samples: pl.DataFrame, driver: KubernetesDriver, owner_tea
         for ns, w in shares.items()
     ]
     if idle > 1e-15:
-        rows.append({"team": owner_team, "project": IDLE_PROJECT, "workload_type": None, "environment": None, "weight": idle})
+        rows.append({"team": owner_team, "project": IDLE_PROJECT, "workload_type": None, "environment": None, "weight": idle, "reason": None})
     return recipients(rows)
