@@ -8,8 +8,8 @@ exactly what was used. Samples keep their labels as a map, minus ``__name__``.
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
-import math
 from pathlib import Path
 
 import polars as pl
@@ -33,36 +33,60 @@ def empty_samples() -> pl.DataFrame:
 
 
 def parse_query_range(body: dict | bytes | str, query: str, day: dt.date, source: str) -> pl.DataFrame:
-    """One query's response as samples of ``day`` (samples outside the UTC day are dropped)."""
-    if not isinstance(body, dict):
-        try:
-            body = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise InputError(source, f"not JSON: {exc}") from None
-    if body.get("status") != "success":
-        raise InputError(source, f"Prometheus status {body.get('status')!r}: {body.get('error', 'no error given')}")
-    data = body.get("data") or {}
-    if data.get("resultType") != "matrix":
-        raise InputError(source, f"expected resultType 'matrix' (a query_range response), got {data.get('resultType')!r}")
+    """One query's response as samples of ``day`` (samples outside the UTC day, NaN and ±Inf are dropped).
+
+    Parsed by Polars' JSON reader and exploded column-wise: no Python loop over samples, so 20,000
+    pods at 5-minute steps (5.8 M samples a query) stay a matter of seconds. Labels are built once
+    per series and joined, not repeated per sample in Python.
+    """
+    raw = json.dumps(body).encode() if isinstance(body, dict) else body.encode() if isinstance(body, str) else body
+    try:
+        frame = pl.read_json(io.BytesIO(raw), infer_schema_length=None)
+    except Exception as exc:  # noqa: BLE001 - any reader failure is a bad extract, reported by name
+        raise InputError(source, f"not a JSON object: {str(exc).splitlines()[0][:200]}") from None
+    if "status" not in frame.columns or frame["status"][0] != "success":
+        error = frame["error"][0] if "error" in frame.columns else "no error given"
+        raise InputError(source, f"Prometheus status {frame['status'][0] if 'status' in frame.columns else None!r}: {error}")
+    data_type = frame.schema.get("data")
+    fields = {f.name: f.dtype for f in data_type.fields} if isinstance(data_type, pl.Struct) else {}
+    result_type = frame.select(pl.col("data").struct.field("resultType")).item() if "resultType" in fields else None
+    if result_type != "matrix":
+        raise InputError(source, f"expected resultType 'matrix' (a query_range response), got {result_type!r}")
+    result_dtype = fields.get("result")
+    if not isinstance(result_dtype, pl.List) or not isinstance(result_dtype.inner, pl.Struct):
+        return empty_samples()
+    series = (
+        frame.select(pl.col("data").struct.field("result")).explode("result").unnest("result")
+        .with_row_index("series").with_columns(pl.col("series").cast(pl.Int64))
+    )
+    inner = {f.name: f.dtype for f in result_dtype.inner.fields}
+    metric = inner.get("metric")
+    names = [f.name for f in metric.fields if f.name != "__name__"] if isinstance(metric, pl.Struct) else []
+    entries = [pl.struct(key=pl.lit(n), value=pl.col("metric").struct.field(n).cast(pl.String)) for n in sorted(names)]
+    labels = series.select(
+        "series",
+        (pl.concat_list(entries).list.eval(pl.element().filter(pl.element().struct.field("value").is_not_null()))
+         if entries else pl.lit([], dtype=_ENTRIES)).cast(_ENTRIES).alias("labels"),
+    )
+    if "values" not in inner:
+        return empty_samples()
+    points = series.select("series", pl.col("values").cast(pl.List(pl.List(pl.String)))).explode("values").drop_nulls("values")
+    points = points.select(
+        "series",
+        pl.col("values").list.get(0, null_on_oob=True).cast(pl.Float64, strict=False).alias("timestamp"),
+        pl.col("values").list.get(1, null_on_oob=True).cast(pl.Float64, strict=False).alias("value"),
+        pl.col("values"),
+    )
+    bad = points.filter(pl.col("timestamp").is_null() | pl.col("value").is_null())
+    if bad.height:
+        raise InputError(source, f"series {bad['series'][0]}: bad sample {bad['values'][0].to_list()!r}")
     start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC).timestamp()
-    end = start + 86400
-    rows: dict[str, list] = {"series": [], "timestamp": [], "value": [], "labels": []}
-    for index, series in enumerate(data.get("result") or []):
-        labels = [{"key": k, "value": str(v)} for k, v in sorted((series.get("metric") or {}).items()) if k != "__name__"]
-        for point in series.get("values") or []:
-            try:
-                ts, value = float(point[0]), float(point[1])
-            except (TypeError, ValueError, IndexError):
-                raise InputError(source, f"series {index}: bad sample {point!r}") from None
-            if start <= ts < end and math.isfinite(value):
-                rows["series"].append(index)
-                rows["timestamp"].append(ts)
-                rows["value"].append(value)
-                rows["labels"].append(labels)
-    frame = pl.DataFrame(rows, schema_overrides={"series": pl.Int64, "timestamp": pl.Float64, "value": pl.Float64, "labels": _ENTRIES})
-    return frame.with_columns(
-        date=pl.lit(day), query=pl.lit(query), labels=pl.col("labels").cast(SAMPLES_SCHEMA["labels"])
-    ).select(list(SAMPLES_SCHEMA))
+    kept = points.filter((pl.col("timestamp") >= start) & (pl.col("timestamp") < start + 86400) & pl.col("value").is_finite())
+    return (
+        kept.drop("values").join(labels, on="series", how="left", maintain_order="left")
+        .with_columns(date=pl.lit(day), query=pl.lit(query), labels=pl.col("labels").cast(SAMPLES_SCHEMA["labels"]))
+        .select(list(SAMPLES_SCHEMA))
+    )
 
 
 def read_extracts(root: str | Path, day: dt.date, storage: Storage | None = None) -> pl.DataFrame:
