@@ -22,6 +22,10 @@ $(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $@
 
+$(VENV)/.installed-bench: pyproject.toml $(VENV)/.installed
+	$(BIN)/pip install --quiet -e ".[bench]"
+	touch $@
+
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
@@ -53,7 +57,8 @@ test: install-dev prometheus
 lint: install-dev
 	$(BIN)/ruff check cost_pipeline cost_pipeline_tests benchmarks
 
-bench: install
+# One day at 1 M lines with 20,000 pods by default; e.g. BENCH_ARGS="--lines-per-day 10000000 --backfill-days 7"
+bench: $(VENV)/.installed-bench
 	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
 
 clean:

@@ -1,80 +1,264 @@
-"""``make bench``: throughput of each stage, as ratios to a plain Parquet scan of the same files.
+"""``make bench``: one day through every stage, against a plain scan (floor) and DuckDB (peer).
 
-Machines here are shared and noisy, so the numbers that matter are the ratios measured in one run:
-how much slower normalizing, tagging and allocating a day is than merely reading its bytes.
+Machines here are shared and noisy, so what matters are ratios measured in one run on the same
+files: each stage's wall time and peak RSS, the pipeline against a plain Polars scan of the columns
+it needs, and against DuckDB computing the same normalization + direct attribution in SQL.
+``--backfill-days N`` also times an N-day single-run backfill end to end (Dagster included) in a
+child process, sampling its RSS to show whether memory stays flat. Results go to stdout and are
+appended to ``BENCHMARKS.md`` with the machine's description.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-import resource
+import json
+import os
+import platform
+import subprocess
+import sys
 import tempfile
+import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import polars as pl
+import yaml
 
 from cost_pipeline.config import BillingSource, bundled_config_path, load_settings
 from cost_pipeline.lib.allocate import allocate
-from cost_pipeline.lib.billing.fingerprint import day_fingerprint
 from cost_pipeline.lib.billing.sources import read_source_day
+from cost_pipeline.lib.compliance import compliance_breakdown
+from cost_pipeline.lib.lake import Lake
 from cost_pipeline.lib.pools import classify
-from cost_pipeline.lib.tags import quarantine
+from cost_pipeline.lib.reports import team_daily_costs
+from cost_pipeline.lib.tags import apply_tag_schema, quarantine
 from cost_pipeline.lib.usage import read_extracts
+from cost_pipeline.sample import org
 from cost_pipeline.sample.generate import generate
 
+START = dt.date(2026, 9, 1)
+PAGE = os.sysconf("SC_PAGE_SIZE")
+# the CUR 2.0 columns the pipeline reads (the floor scans exactly these)
+NEEDED = [
+    "identity_line_item_id", "bill_invoice_id", "bill_payer_account_id", "line_item_usage_account_id", "line_item_line_item_type",
+    "line_item_usage_start_date", "line_item_usage_end_date", "line_item_product_code", "line_item_usage_type",
+    "line_item_resource_id", "line_item_usage_amount", "line_item_currency_code", "line_item_unblended_cost",
+    "pricing_public_on_demand_cost", "product_region_code", "resource_tags", "savings_plan_savings_plan_effective_cost",
+    "savings_plan_total_commitment_to_date", "savings_plan_used_commitment", "reservation_effective_cost",
+    "reservation_unused_amortized_upfront_fee_for_billing_period", "reservation_unused_recurring_fee", "reservation_reservation_a_r_n",
+]
+# DuckDB's version of ingest + direct attribution: amortization by line type (the Cloud Intelligence
+# Dashboards rules), the five tags out of the map, trimmed and lower-cased, summed per day and tags.
+DUCKDB_SQL = """
+SELECT CAST(line_item_usage_start_date AS DATE) AS day,
+       lower(trim(resource_tags['user_ml_team'])) AS team,
+       lower(trim(resource_tags['user_ml_project'])) AS project,
+       lower(trim(resource_tags['user_ml_workload_type'])) AS workload_type,
+       lower(trim(resource_tags['user_ml_environment'])) AS environment,
+       line_item_currency_code AS currency,
+       sum(CASE line_item_line_item_type
+             WHEN 'SavingsPlanCoveredUsage' THEN CAST(savings_plan_savings_plan_effective_cost AS DECIMAL(38, 12))
+             WHEN 'DiscountedUsage' THEN CAST(reservation_effective_cost AS DECIMAL(38, 12))
+             WHEN 'SavingsPlanNegation' THEN 0 WHEN 'SavingsPlanUpfrontFee' THEN 0
+             WHEN 'SavingsPlanRecurringFee' THEN CAST(savings_plan_total_commitment_to_date AS DECIMAL(38, 12))
+                                                 - CAST(savings_plan_used_commitment AS DECIMAL(38, 12))
+             ELSE CAST(line_item_unblended_cost AS DECIMAL(38, 12)) END) AS amount,
+       count(*) AS lines
+FROM read_parquet({files})
+WHERE line_item_usage_start_date >= TIMESTAMPTZ '{day} 00:00:00+00' AND line_item_usage_start_date < TIMESTAMPTZ '{next} 00:00:00+00'
+GROUP BY ALL
+"""
 
-def _best(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
+
+def _rss() -> int:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * PAGE
+
+
+@dataclass
+class Meter:
+    """Wall time and peak RSS of one stage (RSS sampled every 10 ms by a thread)."""
+
+    results: list[tuple[str, float, int]] = field(default_factory=list)
+
+    def run(self, name: str, fn, repeat: int = 1):
+        peak = [_rss()]
+        stop = threading.Event()
+
+        def sample():
+            while not stop.is_set():
+                peak[0] = max(peak[0], _rss())
+                time.sleep(0.01)
+
+        thread = threading.Thread(target=sample, daemon=True)
+        thread.start()
+        best, out = float("inf"), None
+        for _ in range(repeat):
+            t = time.perf_counter()
+            out = fn()
+            best = min(best, time.perf_counter() - t)
+        stop.set()
+        thread.join()
+        self.results.append((name, best, max(peak[0], _rss())))
+        return out
+
+
+def _matrix(series: list[tuple[dict, np.ndarray]], start: float, step: int) -> dict:
+    ts = [start + i * step for i in range(len(series[0][1]))] if series else []
+    return {"status": "success", "data": {"resultType": "matrix", "result": [
+        {"metric": m, "values": [[t, f"{v:.6g}"] for t, v in zip(ts, values)]} for m, values in series]}}
+
+
+def pod_extracts(folder: Path, day: dt.date, pods: int, step: int, seed: int = 1) -> int:
+    """kube-state-metrics requests and cAdvisor usage per pod (the sample namespaces), at ``step`` seconds."""
+    rng = np.random.default_rng(seed)
+    steps = 86400 // step
+    start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC).timestamp()
+    namespaces = [f"{team}-{kind}" for team in org.WORKLOAD_TEAMS for kind in ("training", "serving")]
+    requests, cpu, memory = [], [], []
+    for pod in range(pods):
+        ns = namespaces[pod % len(namespaces)]
+        labels = {"namespace": ns, "pod": f"{ns}-{pod:06d}", "label_ml_team": ns.rsplit("-", 1)[0]}
+        cpu_req = float(rng.integers(1, 8))
+        requests.append(({**labels, "resource": "cpu"}, np.full(steps, cpu_req)))
+        requests.append(({**labels, "resource": "memory"}, np.full(steps, cpu_req * 2**32)))
+        cpu.append(({"namespace": ns, "pod": labels["pod"]}, cpu_req * rng.uniform(0.2, 1.3, steps)))
+        memory.append(({"namespace": ns, "pod": labels["pod"]}, cpu_req * 2**32 * rng.uniform(0.3, 1.1, steps)))
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, series in (("k8s_requests", requests), ("k8s_cpu_usage", cpu), ("k8s_memory_usage", memory)):
+        (folder / f"{name}.json").write_text(json.dumps(_matrix(series, start, step), separators=(",", ":")))
+    return (len(requests) + len(cpu) + len(memory)) * steps
+
+
+def machine() -> str:
+    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), platform.processor())
+    mem = next(int(line.split()[1]) for line in open("/proc/meminfo") if line.startswith("MemTotal")) / 2**20
+    import duckdb
+
+    return (f"{os.cpu_count()} cores ({model}), {mem:.0f} GiB; Python {platform.python_version()}, Polars {pl.__version__}, "
+            f"DuckDB {duckdb.__version__}")
+
+
+def day_benchmark(out: Path, lines_per_day: int, pods: int, step: int, repeat: int) -> tuple[list[str], dict]:
+    import duckdb
+
+    t = time.perf_counter()
+    generate(out, START, 1, lines_per_day, seed=1)
+    usage_samples = pod_extracts(out / "usage" / f"date={START}", START, pods, step) if pods else 0
+    generated = time.perf_counter() - t
+    settings = load_settings(bundled_config_path())
+    source = BillingSource(name="aws-main", format="aws_cur2", uri=str(out / "billing" / "aws"))
+    files = sorted(str(p) for p in (out / "billing" / "aws" / "data").rglob("*.parquet"))
+    lake = Lake.from_uri(str(out / "lake"))
+    meter = Meter()
+
+    meter.run("floor: plain scan of the needed columns", lambda: pl.scan_parquet(files).select(NEEDED).collect(engine="streaming"), repeat)
+    con = duckdb.connect()
+    sql = DUCKDB_SQL.format(files=json.dumps(files).replace('"', "'"), day=START, next=START + dt.timedelta(days=1))
+    duck = meter.run("peer: DuckDB normalize + direct attribution", lambda: con.sql(sql).fetchall(), repeat)
+
+    def ingest():
+        lines = read_source_day(source, START)
+        lake.write_day("cost_lines", START, lines)
+        return lines
+
+    lines = meter.run("ingest: read, validate, write cost_lines", ingest, repeat)
+    direct = meter.run("direct attribution (tags, no pools)", lambda: allocate(apply_tag_schema(lines, settings.tagging), "bench"), repeat)
+    pools = settings.allocation.pools
+
+    def compliance():
+        tagged = classify(lake.scan_days("cost_lines", [START]).collect(), settings.tagging, pools)
+        lake.write_day("untagged_spend", START, quarantine(tagged))
+        lake.write_day("tag_compliance", START, compliance_breakdown(tagged))
+
+    meter.run("compliance: tags, quarantine, breakdown", compliance, repeat)
+    samples = meter.run(f"usage: parse extracts ({usage_samples:,} pod samples)", lambda: read_extracts(out / "usage", START), repeat)
+
+    def allocation():
+        tagged = classify(lake.scan_days("cost_lines", [START]).collect(), settings.tagging, pools)
+        allocated = allocate(tagged, "bench", pools, samples, settings.tagging)
+        lake.write_day("allocated_costs", START, allocated)
+        return allocated
+
+    allocated = meter.run("allocation: direct + 4 shared pools", allocation, repeat)
+    meter.run("reports: team_daily_costs", lambda: team_daily_costs(allocated), repeat)
+
+    duck_total = sum(r[-2] for r in duck)
+    direct_total = direct["amount"].sum()
+    assert direct_total == duck_total, f"DuckDB and the pipeline disagree: {duck_total} vs {direct_total}"
+    by_name = {name: (secs, rss) for name, secs, rss in meter.results}
+    floor, peer = by_name["floor: plain scan of the needed columns"][0], by_name["peer: DuckDB normalize + direct attribution"][0]
+    stages = [n for n in by_name if not n.startswith(("floor", "peer", "direct attribution"))]
+    whole = sum(by_name[n][0] for n in stages)
+    ingest_direct = by_name["ingest: read, validate, write cost_lines"][0] + by_name["direct attribution (tags, no pools)"][0]
+    rows = [f"| {name} | {secs:.2f} | {rss / 2**30:.2f} | {secs / floor:.2f} | {secs / peer:.2f} |" for name, (secs, rss) in by_name.items()]
+    rows.append(f"| **whole day** (ingest → compliance → usage → allocation → reports) | {whole:.2f} | "
+                f"{max(by_name[n][1] for n in stages) / 2**30:.2f} | {whole / floor:.2f} | {whole / peer:.2f} |")
+    rows.append(f"| **ingest + direct attribution** | {ingest_direct:.2f} | | {ingest_direct / floor:.2f} | {ingest_direct / peer:.2f} |")
+    head = [f"One day: {lines.height:,} CUR 2.0 lines ({lines_per_day:,} generated + Savings Plan lines), {usage_samples:,} usage samples "
+            f"({pods:,} pods at {step} s); data generated in {generated:.0f} s. Totals checked equal to DuckDB's: {duck_total:.2f}.", "",
+            "| stage | seconds | peak RSS GiB | × floor | × DuckDB |", "|---|---|---|---|---|"]
+    return head + rows, {"whole": whole, "peer": peer, "ingest_direct": ingest_direct}
+
+
+def backfill_benchmark(out: Path, days: int, lines_per_day: int) -> list[str]:
+    """An N-day single-run backfill through ``cost-pipeline run`` (Dagster included), RSS sampled."""
+    t = time.perf_counter()
+    generate(out, START, days, lines_per_day, seed=2)
+    generated = time.perf_counter() - t
+    raw = yaml.safe_load(bundled_config_path().read_text())
+    raw.update(lake_uri=str(out / "lake"), billing_sources=[{"name": "aws-main", "format": "aws_cur2", "uri": str(out / "billing" / "aws")}],
+               usage={"extracts_uri": str(out / "usage")}, slack={"outbox_uri": str(out / "outbox")})
+    (out / "config.yaml").write_text(yaml.safe_dump(raw))
+    end = START + dt.timedelta(days=days - 1)
+    cmd = [sys.executable, "-m", "cost_pipeline.cli", "run", "--config", str(out / "config.yaml"), "--start", str(START), "--end", str(end)]
+    t = time.perf_counter()
+    proc = subprocess.Popen(cmd, env={**os.environ, "DAGSTER_HOME": str(out / "home")}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    trace: list[tuple[float, int]] = []
+    while proc.poll() is None:
+        try:
+            with open(f"/proc/{proc.pid}/statm") as fh:
+                trace.append((time.perf_counter() - t, int(fh.read().split()[1]) * PAGE))
+        except OSError:
+            pass
+        time.sleep(0.5)
+    wall = time.perf_counter() - t
+    output = proc.stdout.read()
+    if proc.returncode:
+        raise SystemExit(f"backfill failed:\n{output[-3000:]}")
+    quarter = max(1, len(trace) // 4)
+    early, late = max(r for _, r in trace[:quarter]), max(r for _, r in trace[-quarter:])
+    return [f"{days}-day single-run backfill at {lines_per_day:,} lines/day (data generated in {generated:.0f} s): "
+            f"{wall:.1f} s wall ({wall / days:.2f} s per day), peak RSS {max(r for _, r in trace) / 2**30:.2f} GiB; "
+            f"peak in the first quarter of the run {early / 2**30:.2f} GiB, in the last quarter {late / 2**30:.2f} GiB."]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--days", type=int, default=2)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lines-per-day", type=int, default=1_000_000)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--pods", type=int, default=20_000, help="pods in the usage extracts (0: the sample's namespaces only)")
+    parser.add_argument("--step-seconds", type=int, default=300)
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--backfill-days", type=int, default=0, help="also time an N-day single-run backfill at --backfill-lines per day")
+    parser.add_argument("--backfill-lines", type=int, default=1_000_000)
+    parser.add_argument("--report", default="BENCHMARKS.md")
     parser.add_argument("--out", default=None, help="keep the generated data here")
     args = parser.parse_args()
-    start = dt.date(2026, 9, 1)
+    lines = [f"## {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC: `bench.py {' '.join(sys.argv[1:])}`", "", f"Machine: {machine()}.", ""]
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(args.out or tmp)
-        t = time.perf_counter()
-        generate(out, start, args.days, args.lines_per_day, seed=1)
-        gen = time.perf_counter() - t
-        source = BillingSource(name="aws-main", format="aws_cur2", uri=str(out / "billing" / "aws"))
-        day = start
-        files = sorted((out / "billing" / "aws" / "data" / f"BILLING_PERIOD={day:%Y-%m}").glob(f"*{day.day:05d}.snappy.parquet"))
-        demo = load_settings(bundled_config_path())
-        schema, pools = demo.tagging, demo.allocation.pools
-        samples = read_extracts(out / "usage", day)
-
-        plain = _best(lambda: pl.scan_parquet(files).select(pl.all().exclude("product", "cost_category")).collect(engine="streaming"), args.repeat)
-        lines = read_source_day(source, day)
-        ingest = _best(lambda: read_source_day(source, day), args.repeat)
-        tagged = classify(lines, schema, pools)
-        tag = _best(lambda: classify(lines, schema, pools), args.repeat)
-        quar = _best(lambda: quarantine(tagged), args.repeat)
-        alloc = _best(lambda: allocate(tagged, "bench", pools, samples, demo.tagging), args.repeat)
-        fingerprint = _best(lambda: day_fingerprint(lines), args.repeat)
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    n = lines.height
-    print(f"lines in day: {n:,} (generated {args.days} day(s) in {gen:.1f}s, {args.days * n / gen:,.0f} lines/s)")
-    print(f"{'stage':<28}{'seconds':>10}{'lines/s':>14}{'x plain scan':>14}")
-    stages = [
-        ("plain parquet scan", plain), ("read + normalize + amortize", ingest), ("tags + virtual tags + pools", tag),
-        ("quarantine", quar), ("allocate (direct + 4 pools)", alloc), ("day fingerprint", fingerprint),
-    ]
-    for name, secs in stages:
-        print(f"{name:<28}{secs:>10.3f}{n / secs:>14,.0f}{secs / plain:>14.2f}")
-    total = ingest + tag + quar + alloc + fingerprint
-    print(f"{'whole day (sum of stages)':<28}{total:>10.3f}{n / total:>14,.0f}{total / plain:>14.2f}")
-    print(f"peak RSS: {rss:,.0f} MiB")
+        root = Path(args.out or tmp)
+        table, _ = day_benchmark(root / "day", args.lines_per_day, args.pods, args.step_seconds, args.repeat)
+        lines += table
+        if args.backfill_days:
+            lines += ["", *backfill_benchmark(root / "backfill", args.backfill_days, args.backfill_lines)]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    report = Path(args.report)
+    header = "# Benchmarks\n\nWritten by `make bench` (`benchmarks/bench.py`); newest run last. Ratios are measured within one run.\n\n"
+    report.write_text((report.read_text() if report.exists() else header) + "\n" + text)
 
 
 if __name__ == "__main__":
