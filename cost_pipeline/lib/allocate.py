@@ -87,8 +87,12 @@ def _shared(tagged, pools, samples, schema, direct) -> pl.DataFrame:
         pl.col("effective_cost").sum().alias("cost")
     )
     rows = []
+    by_day = {} if samples is None or samples.is_empty() else (
+        {samples["date"][0]: samples} if samples["date"].n_unique() == 1
+        else {k[0]: v for k, v in samples.partition_by("date", as_dict=True).items()}
+    )
     for day, pool_name, currency, cost in pooled.sort("date", "pool", "currency").iter_rows():
-        day_samples = samples.filter(pl.col("date") == day) if samples is not None else empty_samples()
+        day_samples = by_day.get(day, empty_samples())
         active = direct.filter((pl.col("date") == day) & (pl.col("currency") == currency))["team"].unique().to_list()
         shares = driver_shares(by_name[pool_name], day_samples, schema, active)
         if shares is None or shares.is_empty():

@@ -23,7 +23,7 @@ import polars as pl
 
 from cost_pipeline.config import KubernetesDriver
 from cost_pipeline.lib.drivers import IDLE_PROJECT, recipients
-from cost_pipeline.lib.usage import label
+from cost_pipeline.lib.usage import query_series
 
 _MIG = re.compile(r"^nvidia[._]com[/_]mig[-_](\d+)g[._](\d+)gb$")
 DIMENSIONS = ["team", "project", "workload_type", "environment"]
@@ -43,15 +43,16 @@ def resource_kind(name: str, mig_slices: int) -> tuple[str, float] | None:
     return None
 
 
-def _kinds(samples: pl.DataFrame, mig_slices: int) -> pl.DataFrame:
-    names = samples.select(label("resource").unique().drop_nulls()).to_series().to_list()
+def _kinds(frame: pl.DataFrame, mig_slices: int) -> pl.DataFrame:
+    """Add (kind, factor) from the ``resource`` column; resources that are none of cpu/memory/GPU drop out."""
+    names = frame.select(pl.col("resource").unique().drop_nulls()).to_series().to_list()
     mapping = {n: resource_kind(n, mig_slices) for n in names}
     table = pl.DataFrame(
         {"resource": list(mapping), "kind": [m[0] if m else None for m in mapping.values()],
          "factor": [m[1] if m else None for m in mapping.values()]},
         schema={"resource": pl.String, "kind": pl.String, "factor": pl.Float64},
     )
-    return samples.with_columns(resource=label("resource")).join(table, on="resource", how="inner").drop_nulls("kind")
+    return frame.join(table, on="resource", how="inner").drop_nulls("kind")
 
 
 def namespace_attributes(samples: pl.DataFrame, driver: KubernetesDriver) -> pl.DataFrame:
@@ -64,11 +65,10 @@ def namespace_attributes(samples: pl.DataFrame, driver: KubernetesDriver) -> pl.
     ``namespaces:`` in the config wins over labels.
     """
     queries = [q for q in (driver.requests, driver.cpu_usage, driver.memory_usage, driver.namespace_labels_query) if q]
-    rows = samples.filter(pl.col("query").is_in(queries) & label("namespace").is_not_null())
     wanted = {dim: lbl for dim, lbl in driver.namespace_labels.items() if dim in DIMENSIONS}
-    values = rows.select(
-        label("namespace").alias("namespace"),
-        *[label(lbl).str.strip_chars().alias(dim) for dim, lbl in wanted.items()],
+    per_series = pl.concat([query_series(samples, q, ["namespace", *wanted.values()]).unique("series") for q in queries])
+    values = per_series.filter(pl.col("namespace").is_not_null()).select(
+        "namespace", *[pl.col(lbl).str.strip_chars().alias(dim) for dim, lbl in wanted.items()],
     )
     attributes = values.group_by("namespace").agg(
         *[pl.col(dim).drop_nulls().unique().sort().alias(f"_{dim}") for dim in wanted]
@@ -90,12 +90,12 @@ def namespace_attributes(samples: pl.DataFrame, driver: KubernetesDriver) -> pl.
 
 
 def kubernetes_shares(samples: pl.DataFrame, driver: KubernetesDriver, owner_team: str) -> pl.DataFrame | None:
-    requests = samples.filter(pl.col("query") == driver.requests)
+    requests = query_series(samples, driver.requests, ["namespace", "resource"])
     if requests.is_empty():
         return None
     req = (
         _kinds(requests, driver.mig_slices)
-        .group_by(label("namespace").alias("namespace"), "kind", "timestamp")
+        .group_by("namespace", "kind", "timestamp")
         .agg((pl.col("value") * pl.col("factor")).sum().alias("request"))
     )
     basis = req
@@ -104,8 +104,8 @@ def kubernetes_shares(samples: pl.DataFrame, driver: KubernetesDriver, owner_tea
         for kind, query in (("cpu", driver.cpu_usage), ("memory", driver.memory_usage)):
             if query:
                 usage_parts.append(
-                    samples.filter(pl.col("query") == query)
-                    .group_by(label("namespace").alias("namespace"), "timestamp")
+                    query_series(samples, query, ["namespace"])
+                    .group_by("namespace", "timestamp")
                     .agg(pl.col("value").sum().alias("usage"))
                     .with_columns(kind=pl.lit(kind))
                 )
@@ -118,7 +118,7 @@ def kubernetes_shares(samples: pl.DataFrame, driver: KubernetesDriver, owner_tea
     totals = dict(consumed.group_by("kind").agg(pl.col("consumed").sum()).iter_rows())
     capacity: dict[str, float] = {}
     if driver.capacity:
-        cap = samples.filter(pl.col("query") == driver.capacity)
+        cap = query_series(samples, driver.capacity, ["resource"])
         if not cap.is_empty():
             cap = _kinds(cap, driver.mig_slices).group_by("kind").agg((pl.col("value") * pl.col("factor")).sum())
             capacity = dict(cap.iter_rows())
