@@ -57,11 +57,15 @@ class Staging:
     staged: dict[dt.date, Path] = field(default_factory=dict)
 
     def write_day(self, day: dt.date, frame: pl.DataFrame | pl.LazyFrame) -> str:
-        """Stage one day; returns where it will live once the run commits."""
+        """Stage one day (a LazyFrame is streamed to disk); returns where it will live once the run
+        commits. ``scan(day)`` reads the staged rows back."""
         path = self.folder / f"{day.isoformat()}.parquet"
         _write_frame(frame, path)
         self.staged[day] = path
         return self.lake.location(self.lake._day(self.table, day), PART_NAME)
+
+    def scan(self, day: dt.date) -> pl.LazyFrame:
+        return pl.scan_parquet(self.staged[day])
 
     def commit(self) -> None:
         for day, path in sorted(self.staged.items()):

@@ -6,11 +6,11 @@ import polars as pl
 from cost_pipeline.defs.billing.checks import BILL_RECONCILES, bill_reconciliation_result
 from cost_pipeline.defs.billing.resources import storage_for
 from cost_pipeline.defs.failures import input_errors_as_failures
-from cost_pipeline.defs.metadata import day_metadata
+from cost_pipeline.defs.metadata import lazy_day_metadata
 from cost_pipeline.defs.partitions import DAILY, SINGLE_RUN, partition_days
 from cost_pipeline.defs.resources import PipelineConfig
 from cost_pipeline.lib.billing.fingerprint import day_fingerprint
-from cost_pipeline.lib.billing.sources import TOTALS_SCHEMA, bill_totals, read_source_day
+from cost_pipeline.lib.billing.sources import TOTALS_SCHEMA, bill_totals, source_day
 from cost_pipeline.lib.billing.totals import totals_markdown
 
 
@@ -33,18 +33,20 @@ def cost_lines(context: dg.AssetExecutionContext, pipeline: PipelineConfig) -> d
     with lake.staging("cost_lines") as staging:
         for day in partition_days(context):
             with input_errors_as_failures():
-                parts = {s.name: read_source_day(s, day, storage_for(s)) for s in settings.billing_sources}
-            frame = pl.concat(list(parts.values())).sort("source", "line_item_id", "charge_period_start")
-            path = staging.write_day(day, frame)
-            rows += frame.height
-            metadata = day_metadata(frame, str(path), ["billed_cost", "effective_cost"])
-            metadata["final_share"] = dg.MetadataValue.float(float(frame["is_final"].mean() or 0.0) if frame.height else 0.0)
-            metadata["final"] = bool(frame.height) and bool(frame["is_final"].all())
-            empty = [name for name, lines in parts.items() if lines.is_empty()]
+                plans = [source_day(s, day, storage_for(s)) for s in settings.billing_sources]
+            path = staging.write_day(day, pl.concat(plans))
+            staged = staging.scan(day)
+            per_source = dict(staged.group_by("source").agg(pl.len()).collect().iter_rows())
+            rows += sum(per_source.values())
+            metadata = lazy_day_metadata(staged, path, ["billed_cost", "effective_cost"])
+            finality = staged.select(pl.col("is_final").mean().alias("share"), pl.col("is_final").all().alias("all")).collect()
+            metadata["final_share"] = dg.MetadataValue.float(float(finality["share"][0] or 0.0))
+            metadata["final"] = bool(per_source) and bool(finality["all"][0])
+            empty = [s.name for s in settings.billing_sources if not per_source.get(s.name)]
             metadata["sources_without_data"] = ", ".join(empty) or "none"
-            for name, lines in parts.items():
-                metadata[f"lines/{name}"] = lines.height
-                metadata[f"fingerprint/{name}"] = day_fingerprint(lines)
+            for source in settings.billing_sources:
+                metadata[f"lines/{source.name}"] = per_source.get(source.name, 0)
+                metadata[f"fingerprint/{source.name}"] = day_fingerprint(staged.filter(pl.col("source") == source.name))
             if empty:
                 context.log.warning(f"{day}: no lines from {', '.join(empty)} (no current delivery holds this day)")
             context.add_asset_metadata(metadata, partition_key=day.isoformat())

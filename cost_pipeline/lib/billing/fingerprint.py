@@ -14,20 +14,28 @@ import numpy as np
 import polars as pl
 
 IGNORED = ["source_file", "line_item_id", "billing_period"]
+_ENTRIES = pl.List(pl.Struct({"key": pl.String, "value": pl.String}))
+
+
+def content_hash(schema: pl.Schema) -> pl.Expr:
+    """A 64-bit hash of each line's content, ignoring where it came from (a lazy expression, so a
+    day of tens of millions of lines is hashed while streaming)."""
+    columns = [
+        # maps hashed as delivered: tags re-delivered in another order only cost an extra re-run
+        pl.col(c).cast(_ENTRIES) if isinstance(t, pl.Map) else pl.col(c)
+        for c, t in schema.items() if c not in IGNORED
+    ]
+    return pl.struct(columns).hash(seed=1)
 
 
 def row_hashes(lines: pl.DataFrame) -> pl.Series:
-    """A 64-bit hash of each line's content, ignoring where it came from."""
-    entries = pl.List(pl.Struct({"key": pl.String, "value": pl.String}))
-    content = lines.drop([c for c in IGNORED if c in lines.columns]).with_columns(
-        # maps hashed as delivered: tags re-delivered in another order only cost an extra re-run
-        pl.col(c).cast(entries) for c, t in lines.schema.items() if isinstance(t, pl.Map)
-    )
-    return content.hash_rows(seed=1)
+    return lines.select(content_hash(lines.schema)).to_series()
 
 
-def day_fingerprint(lines: pl.DataFrame) -> str:
-    if lines.is_empty():
+def day_fingerprint(lines: pl.DataFrame | pl.LazyFrame) -> str:
+    """Order-independent: the sorted row hashes, hashed, and the line count."""
+    lazy = lines.lazy()
+    hashes = lazy.select(content_hash(lazy.collect_schema()).alias("h")).collect(engine="streaming")["h"]
+    if hashes.is_empty():
         return "empty"
-    hashes = np.sort(row_hashes(lines).to_numpy())
-    return hashlib.sha256(hashes.tobytes()).hexdigest()[:20] + f"-{lines.height}"
+    return hashlib.sha256(np.sort(hashes.to_numpy()).tobytes()).hexdigest()[:20] + f"-{hashes.len()}"

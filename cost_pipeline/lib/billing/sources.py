@@ -123,58 +123,77 @@ def file_days(source: BillingSource, file: StoredFile, storage: Storage) -> froz
     return _days_cache[key]
 
 
-def read_source_day(source: BillingSource, day: dt.date, storage: Storage | None = None) -> pl.DataFrame:
-    """Every line of ``day`` from every current delivery of the source, whichever period holds it."""
+def source_day(source: BillingSource, day: dt.date, storage: Storage | None = None) -> pl.LazyFrame:
+    """Every line of ``day`` from every current delivery of the source, whichever period holds it,
+    validated, as a lazy plan that streams (a 10 M-line day is never held in memory to be written).
+
+    Validation is one streaming pass per file over a few columns (so a value that does not parse
+    names its file): amounts, ISO 4217 currencies, and a 64-bit hash of (line id, usage start) per
+    line to find a line delivered twice; the lines of a suspected duplicate are then compared for real.
+    """
     storage = storage or Storage()
     if source.uri.startswith("bq://"):
         lines = with_content_ids(gcp.read_bigquery_day(source.uri[len("bq://"):], day, source.name, storage.bigquery_client()))
-        return _validated(lines.with_columns(billing_period=pl.col("invoice_id")), source)
+        parts = [_validated(lines.with_columns(billing_period=pl.col("invoice_id")).lazy(), source, source.uri)]
+        _refuse_duplicates(parts, source)
+        return parts[0][0]
     parts = []
     for delivery in current_deliveries(source, storage):
         for file in delivery.files:
-            if day not in file_days(source, file, storage):
-                continue
-            lines = scan_file(source, file, storage).filter(pl.col("date") == day)
-            try:  # collected file by file, so a value that does not parse is reported with its file
-                parts.append(lines.with_columns(billing_period=pl.lit(delivery.period)).collect(engine="streaming"))
-            except pl.exceptions.PolarsError as exc:
-                raise InputError(file.uri, f"cannot read billing data: {str(exc).splitlines()[0]}") from None
-    frame = pl.concat([p.select(list(COST_LINES_SCHEMA)) for p in parts]) if parts else empty_cost_lines()
-    return _validated(frame, source)
+            if day in file_days(source, file, storage):
+                lines = scan_file(source, file, storage).filter(pl.col("date") == day).with_columns(billing_period=pl.lit(delivery.period))
+                parts.append(_validated(lines, source, file.uri))
+    if not parts:
+        return empty_cost_lines().lazy()
+    _refuse_duplicates(parts, source)
+    return pl.concat([lines for lines, _ in parts])
 
 
-def _validated(lines: pl.DataFrame, source: BillingSource) -> pl.DataFrame:
-    """Amounts, ISO 4217 currencies and unique line ids, then a stable order (reruns are byte-identical)."""
+def read_source_day(source: BillingSource, day: dt.date, storage: Storage | None = None) -> pl.DataFrame:
+    return source_day(source, day, storage).collect(engine="streaming")
+
+
+KEY = ["line_item_id", "charge_period_start"]
+
+
+def _validated(lines: pl.LazyFrame, source: BillingSource, where: str) -> tuple[pl.LazyFrame, pl.Series]:
     lines = lines.select([pl.col(c).cast(t) for c, t in COST_LINES_SCHEMA.items()])
-    where = lambda row: f"{source.uri}/{row['source_file']}" if not source.uri.startswith("bq://") else source.uri  # noqa: E731
-    bad = lines.filter(pl.col("effective_cost").is_null() | pl.col("billed_cost").is_null())
-    if bad.height:
-        row = bad.row(0, named=True)
-        raise InputError(where(row), f"{bad.height} line(s) without an amount, e.g. line {row['line_item_id']} ({row['charge_type']})")
-    bad = lines.filter(~pl.col("currency").is_in(ISO_4217) | pl.col("currency").is_null())
-    if bad.height:
-        row = bad.row(0, named=True)
-        raise InputError(where(row), f"unknown currency {str(row['currency'])[:20]!r} on {bad.height} line(s), e.g. line {row['line_item_id']}")
-    key = ["line_item_id", "charge_period_start"]
-    twice = lines.filter(pl.struct(key).is_duplicated())
-    if twice.height:
-        first = twice.row(0, named=True)
-        files = sorted(set(twice.filter(pl.col("line_item_id") == first["line_item_id"])["source_file"].to_list()))
-        extra = twice.height - twice.select(key).n_unique()
-        raise InputError(
-            source.uri,
-            f"{extra} line(s) delivered more than once, e.g. line {first['line_item_id']} in "
-            + (" and ".join(files) if len(files) > 1 else f"{files[0]} (twice)"),
-        )
-    return lines.sort(key)
+    no_amount = pl.col("effective_cost").is_null() | pl.col("billed_cost").is_null()
+    bad_currency = ~pl.col("currency").is_in(ISO_4217) | pl.col("currency").is_null()
+    try:
+        check = lines.select(
+            pl.struct(KEY).hash(seed=3).alias("key"), no_amount.alias("no_amount"), bad_currency.alias("bad_currency")
+        ).collect(engine="streaming")
+    except pl.exceptions.PolarsError as exc:
+        raise InputError(where, f"cannot read billing data: {str(exc).splitlines()[0]}") from None
+    if check["no_amount"].any():
+        row = lines.filter(no_amount).head(1).collect().row(0, named=True)
+        raise InputError(where, f"{check['no_amount'].sum()} line(s) without an amount, e.g. line {row['line_item_id']} ({row['charge_type']})")
+    if check["bad_currency"].any():
+        row = lines.filter(bad_currency).head(1).collect().row(0, named=True)
+        raise InputError(where, f"unknown currency {str(row['currency'])[:20]!r} on {check['bad_currency'].sum()} line(s), e.g. line {row['line_item_id']}")
+    return lines, check["key"]
 
 
-def read_billing_day(
-    sources: list[BillingSource], day: dt.date, storage_for: Callable[[BillingSource], Storage] | None = None
-) -> pl.DataFrame:
-    """Every source's charges for one day, as one cost_lines frame. Any bad source fails the day."""
-    frames = [read_source_day(s, day, storage_for(s) if storage_for else None) for s in sources]
-    return pl.concat(frames) if frames else empty_cost_lines()
+def _refuse_duplicates(parts: list[tuple[pl.LazyFrame, pl.Series]], source: BillingSource) -> None:
+    keys = pl.concat([k for _, k in parts])
+    suspects = keys.filter(keys.is_duplicated()).unique()
+    if suspects.is_empty():
+        return
+    candidates = pl.concat([
+        lines.filter(pl.struct(KEY).hash(seed=3).is_in(suspects.implode())).select(*KEY, "source_file") for lines, _ in parts
+    ]).collect()
+    twice = candidates.filter(pl.struct(KEY).is_duplicated())
+    if twice.is_empty():  # a 64-bit hash collision, not a duplicate
+        return
+    first = twice.row(0, named=True)
+    files = sorted(set(twice.filter(pl.col("line_item_id") == first["line_item_id"])["source_file"].to_list()))
+    extra = twice.height - twice.select(KEY).n_unique()
+    raise InputError(
+        source.uri,
+        f"{extra} line(s) delivered more than once, e.g. line {first['line_item_id']} in "
+        + (" and ".join(files) if len(files) > 1 else f"{files[0]} (twice)"),
+    )
 
 
 TOTALS_SCHEMA = {
