@@ -29,12 +29,12 @@ import yaml
 
 from cost_pipeline.config import BillingSource, bundled_config_path, load_settings
 from cost_pipeline.lib.allocate import allocate
-from cost_pipeline.lib.billing.sources import read_source_day
+from cost_pipeline.lib.billing.sources import source_day
 from cost_pipeline.lib.compliance import compliance_breakdown
 from cost_pipeline.lib.lake import Lake
 from cost_pipeline.lib.pools import classify
 from cost_pipeline.lib.reports import team_daily_costs
-from cost_pipeline.lib.tags import apply_tag_schema, quarantine
+from cost_pipeline.lib.tags import CLASSIFY_COLUMNS, apply_tag_schema, quarantine
 from cost_pipeline.lib.usage import read_extracts
 from cost_pipeline.sample import org
 from cost_pipeline.sample.generate import generate
@@ -161,16 +161,20 @@ def day_benchmark(out: Path, lines_per_day: int, pods: int, step: int, repeat: i
     duck = meter.run("peer: DuckDB normalize + direct attribution", lambda: con.sql(sql).fetchall(), repeat)
 
     def ingest():
-        lines = read_source_day(source, START)
-        lake.write_day("cost_lines", START, lines)
-        return lines
+        lake.write_day("cost_lines", START, source_day(source, START))  # streamed: validated per file, then sunk
+        return lake.scan_days("cost_lines", [START]).select(pl.len()).collect().item()
 
-    lines = meter.run("ingest: read, validate, write cost_lines", ingest, repeat)
-    direct = meter.run("direct attribution (tags, no pools)", lambda: allocate(apply_tag_schema(lines, settings.tagging), "bench"), repeat)
+    count = meter.run("ingest: read, validate, write cost_lines", ingest, repeat)
+
+    def direct_attribution():
+        lines = lake.scan_days("cost_lines", [START]).select(CLASSIFY_COLUMNS).collect(engine="streaming")
+        return allocate(apply_tag_schema(lines, settings.tagging), "bench")
+
+    direct = meter.run("direct attribution (tags, no pools)", direct_attribution, repeat)
     pools = settings.allocation.pools
 
     def compliance():
-        tagged = classify(lake.scan_days("cost_lines", [START]).collect(), settings.tagging, pools)
+        tagged = classify(lake.scan_days("cost_lines", [START]).select(CLASSIFY_COLUMNS).collect(engine="streaming"), settings.tagging, pools)
         lake.write_day("untagged_spend", START, quarantine(tagged))
         lake.write_day("tag_compliance", START, compliance_breakdown(tagged))
 
@@ -178,7 +182,7 @@ def day_benchmark(out: Path, lines_per_day: int, pods: int, step: int, repeat: i
     samples = meter.run(f"usage: parse extracts ({usage_samples:,} pod samples)", lambda: read_extracts(out / "usage", START), repeat)
 
     def allocation():
-        tagged = classify(lake.scan_days("cost_lines", [START]).collect(), settings.tagging, pools)
+        tagged = classify(lake.scan_days("cost_lines", [START]).select(CLASSIFY_COLUMNS).collect(engine="streaming"), settings.tagging, pools)
         allocated = allocate(tagged, "bench", pools, samples, settings.tagging)
         lake.write_day("allocated_costs", START, allocated)
         return allocated
@@ -198,7 +202,7 @@ def day_benchmark(out: Path, lines_per_day: int, pods: int, step: int, repeat: i
     rows.append(f"| **whole day** (ingest → compliance → usage → allocation → reports) | {whole:.2f} | "
                 f"{max(by_name[n][1] for n in stages) / 2**30:.2f} | {whole / floor:.2f} | {whole / peer:.2f} |")
     rows.append(f"| **ingest + direct attribution** | {ingest_direct:.2f} | | {ingest_direct / floor:.2f} | {ingest_direct / peer:.2f} |")
-    head = [f"One day: {lines.height:,} CUR 2.0 lines ({lines_per_day:,} generated + Savings Plan lines), {usage_samples:,} usage samples "
+    head = [f"One day: {count:,} CUR 2.0 lines ({lines_per_day:,} generated + Savings Plan lines), {usage_samples:,} usage samples "
             f"({pods:,} pods at {step} s); data generated in {generated:.0f} s. Totals checked equal to DuckDB's: {duck_total:.2f}.", "",
             "| stage | seconds | peak RSS GiB | × floor | × DuckDB |", "|---|---|---|---|---|"]
     return head + rows, {"whole": whole, "peer": peer, "ingest_direct": ingest_direct}

@@ -16,6 +16,12 @@ from cost_pipeline.lib.selectors import line_condition
 
 SAFE_TEAM = r"[a-z0-9][a-z0-9-]{0,62}"
 TAG_COLUMNS_REASON = "tag_reason"
+# The cost_lines columns that tag compliance, quarantine and allocation read: a day is scanned with
+# only these (the rest of the FOCUS columns are never loaded for attribution).
+CLASSIFY_COLUMNS = [
+    "date", "line_item_id", "provider", "source", "sub_account_id", "service", "resource_id",
+    "effective_cost", "billed_cost", "currency", "tags",
+]
 
 
 def tag_value(raw_keys: list[str], names: list[str]) -> pl.Expr:

@@ -9,6 +9,7 @@ from cost_pipeline.defs.partitions import DAILY, SINGLE_RUN, partition_days
 from cost_pipeline.defs.resources import PipelineConfig
 from cost_pipeline.lib.allocate import allocate
 from cost_pipeline.lib.pools import classify
+from cost_pipeline.lib.tags import CLASSIFY_COLUMNS
 
 
 @dg.asset(
@@ -31,7 +32,7 @@ def allocated_costs(context: dg.AssetExecutionContext, pipeline: PipelineConfig)
     pools = settings.allocation.pools
     with lake.staging("allocated_costs") as staging:
         for day in days:
-            lines = lake.scan_days("cost_lines", [day]).collect()
+            lines = lake.scan_days("cost_lines", [day]).select(CLASSIFY_COLUMNS).collect(engine="streaming")
             try:
                 samples = lake.scan_days("usage", [day]).collect() if pools else None
             except FileNotFoundError as exc:

@@ -22,7 +22,7 @@ from cost_pipeline.lib.compliance import (
 )
 from cost_pipeline.lib.markdown import md_table
 from cost_pipeline.lib.pools import classify
-from cost_pipeline.lib.tags import quarantine
+from cost_pipeline.lib.tags import CLASSIFY_COLUMNS, quarantine
 
 UNTAGGED = dg.AssetSpec(
     "untagged_spend",
@@ -66,7 +66,7 @@ def tag_compliance_tables(context: dg.AssetExecutionContext, pipeline: PipelineC
     shares = []
     with lake.staging("tag_compliance") as compliance_stage, lake.staging("untagged_spend") as untagged_stage:
         for day in partition_days(context):
-            lines = lake.scan_days("cost_lines", [day]).collect()
+            lines = lake.scan_days("cost_lines", [day]).select(CLASSIFY_COLUMNS).collect(engine="streaming")
             tagged = classify(lines, settings.tagging, settings.allocation.pools)
             if "tag_compliance" in selected:
                 breakdown = compliance_breakdown(tagged)
