@@ -30,11 +30,11 @@ import yaml
 from cost_pipeline.config import BillingSource, bundled_config_path, load_settings
 from cost_pipeline.lib.allocate import allocate
 from cost_pipeline.lib.billing.sources import source_day
-from cost_pipeline.lib.compliance import compliance_breakdown
+from cost_pipeline.lib.compliance import compliance_breakdown, compliance_summary
 from cost_pipeline.lib.lake import Lake
-from cost_pipeline.lib.pools import classify
+from cost_pipeline.lib.pools import classify_plan
 from cost_pipeline.lib.reports import team_daily_costs
-from cost_pipeline.lib.tags import CLASSIFY_COLUMNS, apply_tag_schema, quarantine
+from cost_pipeline.lib.tags import CLASSIFY_COLUMNS, quarantine, raw_tag_keys, tag_plan
 from cost_pipeline.lib.usage import read_extracts
 from cost_pipeline.sample import org
 from cost_pipeline.sample.generate import generate
@@ -167,23 +167,26 @@ def day_benchmark(out: Path, lines_per_day: int, pods: int, step: int, repeat: i
     count = meter.run("ingest: read, validate, write cost_lines", ingest, repeat)
 
     def direct_attribution():
-        lines = lake.scan_days("cost_lines", [START]).select(CLASSIFY_COLUMNS).collect(engine="streaming")
-        return allocate(apply_tag_schema(lines, settings.tagging), "bench")
+        lines = lake.scan_days("cost_lines", [START]).select(CLASSIFY_COLUMNS)
+        return allocate(tag_plan(lines, raw_tag_keys(lines), settings.tagging), "bench")
 
     direct = meter.run("direct attribution (tags, no pools)", direct_attribution, repeat)
     pools = settings.allocation.pools
 
-    def compliance():
-        tagged = classify(lake.scan_days("cost_lines", [START]).select(CLASSIFY_COLUMNS).collect(engine="streaming"), settings.tagging, pools)
+    def classified():
+        lines = lake.scan_days("cost_lines", [START]).select(CLASSIFY_COLUMNS)
+        return classify_plan(lines, raw_tag_keys(lines), settings.tagging, pools)
+
+    def compliance():  # as the asset: one streamed summary, the quarantine streamed to the lake
+        tagged = classified()
+        lake.write_day("tag_compliance", START, compliance_breakdown(compliance_summary(tagged)))
         lake.write_day("untagged_spend", START, quarantine(tagged))
-        lake.write_day("tag_compliance", START, compliance_breakdown(tagged))
 
     meter.run("compliance: tags, quarantine, breakdown", compliance, repeat)
     samples = meter.run(f"usage: parse extracts ({usage_samples:,} pod samples)", lambda: read_extracts(out / "usage", START), repeat)
 
     def allocation():
-        tagged = classify(lake.scan_days("cost_lines", [START]).select(CLASSIFY_COLUMNS).collect(engine="streaming"), settings.tagging, pools)
-        allocated = allocate(tagged, "bench", pools, samples, settings.tagging)
+        allocated = allocate(classified(), "bench", pools, samples, settings.tagging)
         lake.write_day("allocated_costs", START, allocated)
         return allocated
 

@@ -6,6 +6,7 @@ import polars as pl
 from cost_pipeline.config import bundled_config_path, load_settings
 from cost_pipeline.lib.compliance import (
     compliance_breakdown,
+    compliance_summary,
     top_untagged_resources,
     untagged_shares,
 )
@@ -24,7 +25,7 @@ def test_each_dimension_partitions_the_day_exactly(sample_dir):
     tagged = _tagged(sample_dir)
     day_total = tagged["effective_cost"].sum()
     untagged_total = quarantine(tagged)["amount"].sum()
-    table = compliance_breakdown(tagged)
+    table = compliance_breakdown(compliance_summary(tagged))
     for dimension in ["account", "service", "team", "reason"]:
         rows = table.filter(pl.col("dimension") == dimension)
         assert rows["total"].sum() == day_total
@@ -32,7 +33,7 @@ def test_each_dimension_partitions_the_day_exactly(sample_dir):
         assert (rows["compliant"] + rows["untagged"] == rows["total"]).all()
     reasons = table.filter(pl.col("dimension") == "reason")
     assert reasons.filter(pl.col("value") == "compliant")["untagged"].sum() == 0
-    share = untagged_shares(tagged)["share"][0]
+    share = untagged_shares(compliance_summary(tagged))["share"][0]
     assert share == float(untagged_total) / float(day_total) and 0.02 < share < 0.2
 
 

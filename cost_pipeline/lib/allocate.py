@@ -36,7 +36,7 @@ ALLOCATED_SCHEMA: dict[str, pl.DataType] = {
 
 
 def allocate(
-    tagged: pl.DataFrame,
+    tagged: pl.DataFrame | pl.LazyFrame,
     rules_version: str,
     pools: list[Pool] = (),
     samples: pl.DataFrame | None = None,
@@ -46,20 +46,28 @@ def allocate(
 
     ``tagged`` comes from :func:`classify` (or :func:`apply_tag_schema` when there are no pools).
     """
-    if "pool" not in tagged.columns:
-        tagged = tagged.with_columns(pool=pl.lit(None, pl.String))
+    lazy = tagged.lazy()
+    columns = lazy.collect_schema().names()
+    if "pool" not in columns:
+        lazy = lazy.with_columns(pool=pl.lit(None, pl.String))
+    # a schema may define fewer keys than the five dimensions; absent ones stay null
+    lazy = lazy.with_columns([pl.lit(None, pl.String).alias(d) for d in DIMENSIONS if d not in columns])
+    # one streaming pass: the day's lines summed by everything allocation distinguishes (small)
+    summed = (
+        lazy.group_by(["date", "currency", "pool", TAG_COLUMNS_REASON, *DIMENSIONS, "tag_source"])
+        .agg(pl.col("effective_cost").sum())
+        .collect(engine="streaming")
+    )
     unpooled = pl.col("pool").is_null()
     compliant = pl.col(TAG_COLUMNS_REASON).is_null() & unpooled
-    # a schema may define fewer keys than the five dimensions; absent ones stay null
-    tagged = tagged.with_columns([pl.lit(None, pl.String).alias(d) for d in DIMENSIONS if d not in tagged.columns])
     direct = (
-        tagged.filter(compliant)
+        summed.filter(compliant)
         .group_by(["date", *DIMENSIONS, "tag_source", "currency"])
         .agg(pl.col("effective_cost").sum().alias("amount"))
         .with_columns(allocation=pl.lit("direct"), pool=pl.lit(None, pl.String), reason=pl.lit(None, pl.String))
     )
     unattributed = (
-        tagged.filter(unpooled & ~compliant)
+        summed.filter(unpooled & ~compliant)
         .group_by(["date", "currency", TAG_COLUMNS_REASON])
         .agg(pl.col("effective_cost").sum().alias("amount"))
         .with_columns(
@@ -71,7 +79,7 @@ def allocate(
             tag_source=pl.lit(None, pl.String),
         )
     )
-    shared = _shared(tagged, list(pools), samples, schema or TaggingConfig(), direct)
+    shared = _shared(summed, list(pools), samples, schema or TaggingConfig(), direct)
     rows = pl.concat([direct, unattributed, shared], how="diagonal_relaxed").with_columns(rules_version=pl.lit(rules_version))
     return (
         rows.select([pl.col(c).cast(t) for c, t in ALLOCATED_SCHEMA.items()])

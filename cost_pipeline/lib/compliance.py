@@ -14,7 +14,17 @@ from cost_pipeline.lib.tags import TAG_COLUMNS_REASON
 DIMENSIONS = {"account": "sub_account_id", "service": "service", "team": "team", "reason": TAG_COLUMNS_REASON}
 
 
-def compliance_breakdown(tagged: pl.DataFrame) -> pl.DataFrame:
+def compliance_summary(tagged: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
+    """One streaming pass: effective cost and lines per day, currency, account, service, team and
+    reason (small). The breakdown and the untagged shares are both derived from it."""
+    return (
+        tagged.lazy().group_by("date", "currency", *[c for c in DIMENSIONS.values()])
+        .agg(pl.col("effective_cost").sum(), pl.len().alias("lines"))
+        .collect(engine="streaming")
+    )
+
+
+def compliance_breakdown(summary: pl.DataFrame) -> pl.DataFrame:
     """One row per day, dimension (account, service, team, reason), value and currency."""
     zero = pl.lit(0).cast(MONEY)
     untagged = pl.col(TAG_COLUMNS_REASON).is_not_null()
@@ -23,11 +33,11 @@ def compliance_breakdown(tagged: pl.DataFrame) -> pl.DataFrame:
         value = pl.col(column).cast(pl.String)
         value = value.fill_null("compliant" if dimension == "reason" else "(none)")
         parts.append(
-            tagged.group_by("date", "currency", value.alias("value"))
+            summary.group_by("date", "currency", value.alias("value"))
             .agg(
                 pl.col("effective_cost").sum().alias("total"),
                 pl.col("effective_cost").filter(untagged).sum().alias("untagged"),
-                pl.len().alias("lines"),
+                pl.col("lines").sum().cast(pl.UInt32).alias("lines"),
             )
             .with_columns(dimension=pl.lit(dimension))
         )
@@ -43,10 +53,10 @@ def compliance_breakdown(tagged: pl.DataFrame) -> pl.DataFrame:
     ).sort("date", "dimension", "currency", "untagged", "value", descending=[False, False, False, True, False], nulls_last=True)
 
 
-def untagged_shares(tagged: pl.DataFrame) -> pl.DataFrame:
+def untagged_shares(summary: pl.DataFrame) -> pl.DataFrame:
     """Per day and currency: total, untagged and the untagged share of effective cost."""
     return (
-        tagged.group_by("date", "currency")
+        summary.group_by("date", "currency")
         .agg(
             pl.col("effective_cost").sum().alias("total"),
             pl.col("effective_cost").filter(pl.col(TAG_COLUMNS_REASON).is_not_null()).sum().alias("untagged"),

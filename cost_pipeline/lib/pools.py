@@ -26,7 +26,7 @@ from cost_pipeline.lib.drivers.kubernetes import kubernetes_shares
 from cost_pipeline.lib.drivers.simple import even_shares, fixed_shares, metric_shares
 from cost_pipeline.lib.money import split_exact
 from cost_pipeline.lib.selectors import line_condition
-from cost_pipeline.lib.tags import raw_tag_keys, tag_value
+from cost_pipeline.lib.tags import TAG_COLUMNS_REASON, raw_tag_keys, tag_plan, tag_value
 
 
 def tag_condition(key: str, value: str, schema: TaggingConfig, raw_keys: list[str]) -> pl.Expr:
@@ -39,11 +39,10 @@ def tag_condition(key: str, value: str, schema: TaggingConfig, raw_keys: list[st
     return (tag_value(raw_keys, [key]) == value).fill_null(False)
 
 
-def assign_pools(tagged: pl.DataFrame, pools: list[Pool], schema: TaggingConfig) -> pl.DataFrame:
+def assign_pools(tagged: pl.LazyFrame, pools: list[Pool], schema: TaggingConfig, raw_keys: list[str]) -> pl.LazyFrame:
     """Add ``pool``: the name of the first pool selecting the line, else null."""
     if not pools:
         return tagged.with_columns(pool=pl.lit(None, pl.String))
-    raw_keys = raw_tag_keys(tagged) if any(p.select.tags for p in pools) else []
     choices = []
     for pool in pools:
         sel = pool.select
@@ -55,10 +54,14 @@ def assign_pools(tagged: pl.DataFrame, pools: list[Pool], schema: TaggingConfig)
 
 
 def classify(lines: pl.DataFrame, schema: TaggingConfig, pools: list[Pool]) -> pl.DataFrame:
-    """Canonical tags, the pool of each line, and ``tag_reason`` for lines no pool takes over."""
-    from cost_pipeline.lib.tags import TAG_COLUMNS_REASON, apply_tag_schema
+    """:func:`classify_plan` for a day already in memory."""
+    return classify_plan(lines.lazy(), raw_tag_keys(lines), schema, pools).collect()
 
-    classified = assign_pools(apply_tag_schema(lines, schema), pools, schema)
+
+def classify_plan(lines: pl.LazyFrame, raw_keys: list[str], schema: TaggingConfig, pools: list[Pool]) -> pl.LazyFrame:
+    """Canonical tags, the pool of each line, and ``tag_reason`` for lines no pool takes over, as
+    one lazy plan: a day scanned from the lake streams through it in chunks."""
+    classified = assign_pools(tag_plan(lines, raw_keys, schema), pools, schema, raw_keys)
     return classified.with_columns(
         pl.when(pl.col("pool").is_null()).then(pl.col(TAG_COLUMNS_REASON)).alias(TAG_COLUMNS_REASON)
     )

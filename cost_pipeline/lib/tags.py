@@ -74,10 +74,10 @@ def _rule_value(rule: VirtualTagRule, key: str, raw_keys: list[str]) -> pl.Expr 
     return None
 
 
-def raw_tag_keys(lines: pl.DataFrame) -> list[str]:
-    if not lines.height:
-        return []
-    return lines.select(pl.col("tags").map.keys().explode().drop_nulls().unique()).to_series().to_list()
+def raw_tag_keys(lines: pl.DataFrame | pl.LazyFrame) -> list[str]:
+    """Every tag key the day's lines carry, as delivered (one streaming pass over the tags)."""
+    keys = lines.lazy().select(pl.col("tags").map.keys().explode().drop_nulls().unique().sort())
+    return keys.collect(engine="streaming").to_series().to_list()
 
 
 def _canonical(lines: pl.LazyFrame, raw_keys: list[str], schema: TaggingConfig) -> pl.LazyFrame:
@@ -119,6 +119,10 @@ def _fullmatch(expr: pl.Expr, pattern: str) -> pl.Expr:
 
 
 def apply_tag_schema(lines: pl.DataFrame, schema: TaggingConfig) -> pl.DataFrame:
+    return tag_plan(lines.lazy(), raw_tag_keys(lines), schema).collect()
+
+
+def tag_plan(lines: pl.LazyFrame, raw_keys: list[str], schema: TaggingConfig) -> pl.LazyFrame:
     """One column per schema key, ``tag_source`` (``tag``, or ``key=rule`` for keys filled by a
     virtual-tag rule) and ``tag_reason``, null when compliant.
 
@@ -126,7 +130,7 @@ def apply_tag_schema(lines: pl.DataFrame, schema: TaggingConfig) -> pl.DataFrame
     with different values), ``missing:<key>``, ``invalid:<key>``, or ``unknown_team`` for a team value
     that is not in the team registry.
     """
-    with_values = _canonical(lines.lazy(), raw_tag_keys(lines), schema)
+    with_values = _canonical(lines, raw_keys, schema)
     checks = []
     for key in schema.keys:
         col = pl.col(key.column)
@@ -146,10 +150,10 @@ def apply_tag_schema(lines: pl.DataFrame, schema: TaggingConfig) -> pl.DataFrame
         if key.pattern is not None:
             checks.append(pl.when(~_fullmatch(col, key.pattern)).then(pl.lit(f"invalid:{key.key}")))
     conflicts = [f"_conflict_{k.column}" for k in schema.keys]
-    return with_values.with_columns(pl.coalesce(checks).alias(TAG_COLUMNS_REASON)).drop(conflicts).collect()
+    return with_values.with_columns(pl.coalesce(checks).alias(TAG_COLUMNS_REASON)).drop(conflicts)
 
 
-def quarantine(tagged: pl.DataFrame) -> pl.DataFrame:
+def quarantine(tagged: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame | pl.LazyFrame:
     """The ``untagged_spend`` table: every line that fails the schema, with its reason.
 
     Lines a shared pool takes over have no reason (see ``lib/pools.classify``): the pool's driver

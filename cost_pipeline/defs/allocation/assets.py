@@ -8,8 +8,8 @@ from cost_pipeline.defs.metadata import day_metadata
 from cost_pipeline.defs.partitions import DAILY, SINGLE_RUN, partition_days
 from cost_pipeline.defs.resources import PipelineConfig
 from cost_pipeline.lib.allocate import allocate
-from cost_pipeline.lib.pools import classify
-from cost_pipeline.lib.tags import CLASSIFY_COLUMNS
+from cost_pipeline.lib.pools import classify_plan
+from cost_pipeline.lib.tags import CLASSIFY_COLUMNS, raw_tag_keys
 
 
 @dg.asset(
@@ -32,12 +32,13 @@ def allocated_costs(context: dg.AssetExecutionContext, pipeline: PipelineConfig)
     pools = settings.allocation.pools
     with lake.staging("allocated_costs") as staging:
         for day in days:
-            lines = lake.scan_days("cost_lines", [day]).select(CLASSIFY_COLUMNS).collect(engine="streaming")
+            lines = lake.scan_days("cost_lines", [day]).select(CLASSIFY_COLUMNS)
             try:
                 samples = lake.scan_days("usage", [day]).collect() if pools else None
             except FileNotFoundError as exc:
                 raise dg.Failure(description=f"{exc}: materialize `usage` for these days first (or select it too)") from None
-            allocated = allocate(classify(lines, settings.tagging, pools), settings.rules_version, pools, samples, settings.tagging)
+            tagged = classify_plan(lines, raw_tag_keys(lines), settings.tagging, pools)  # lazy: streamed into allocate's sums
+            allocated = allocate(tagged, settings.rules_version, pools, samples, settings.tagging)
             path = staging.write_day(day, allocated)
             no_usage = allocated.filter(pl.col("reason").str.starts_with("no_usage:"))["reason"].to_list()
             for reason in no_usage:

@@ -17,12 +17,13 @@ from cost_pipeline.defs.partitions import DAILY, SINGLE_RUN, partition_days
 from cost_pipeline.defs.resources import PipelineConfig
 from cost_pipeline.lib.compliance import (
     compliance_breakdown,
+    compliance_summary,
     top_untagged_resources,
     untagged_shares,
 )
 from cost_pipeline.lib.markdown import md_table
-from cost_pipeline.lib.pools import classify
-from cost_pipeline.lib.tags import CLASSIFY_COLUMNS, quarantine
+from cost_pipeline.lib.pools import classify_plan
+from cost_pipeline.lib.tags import CLASSIFY_COLUMNS, quarantine, raw_tag_keys
 
 UNTAGGED = dg.AssetSpec(
     "untagged_spend",
@@ -66,10 +67,11 @@ def tag_compliance_tables(context: dg.AssetExecutionContext, pipeline: PipelineC
     shares = []
     with lake.staging("tag_compliance") as compliance_stage, lake.staging("untagged_spend") as untagged_stage:
         for day in partition_days(context):
-            lines = lake.scan_days("cost_lines", [day]).select(CLASSIFY_COLUMNS).collect(engine="streaming")
-            tagged = classify(lines, settings.tagging, settings.allocation.pools)
+            lines = lake.scan_days("cost_lines", [day]).select(CLASSIFY_COLUMNS)
+            tagged = classify_plan(lines, raw_tag_keys(lines), settings.tagging, settings.allocation.pools)
+            summary = compliance_summary(tagged)
             if "tag_compliance" in selected:
-                breakdown = compliance_breakdown(tagged)
+                breakdown = compliance_breakdown(summary)
                 breakdown_path = compliance_stage.write_day(day, breakdown)
                 context.add_asset_metadata(
                     day_metadata(breakdown.filter(pl.col("dimension") == "reason"), breakdown_path, ["untagged"]),
@@ -78,9 +80,9 @@ def tag_compliance_tables(context: dg.AssetExecutionContext, pipeline: PipelineC
                 )
             if "untagged_spend" not in selected:
                 continue
-            quarantined = quarantine(tagged)
-            untagged_path = untagged_stage.write_day(day, quarantined)
-            day_shares = untagged_shares(tagged)
+            untagged_path = untagged_stage.write_day(day, quarantine(tagged))  # streamed to the staged file
+            quarantined = untagged_stage.scan(day).collect()
+            day_shares = untagged_shares(summary)
             shares.append(day_shares)
             by_reason = quarantined.group_by("reason", "currency").agg(pl.col("amount").sum()).sort("currency", "amount", descending=[False, True])
             context.add_asset_metadata(
