@@ -108,4 +108,5 @@ def _typed(frame: pl.LazyFrame, path: str) -> pl.LazyFrame:
 def scan_cur2_file(path: Path, where: str, name: str, source) -> pl.LazyFrame:
     """One delivered CUR 2.0 Parquet file as cost lines, lazily (only the needed columns are read)."""
     _check_file(path, where)
-    return normalize_cur2(_typed(pl.scan_parquet(path), where), source.name, name)
+    # only the columns the mapping reads: the product and cost_category maps are most of a CUR 2.0 file
+    return normalize_cur2(_typed(pl.scan_parquet(path).select(REQUIRED_COLUMNS), where), source.name, name)
