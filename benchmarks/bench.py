@@ -30,7 +30,7 @@ import yaml
 from cost_pipeline.config import BillingSource, bundled_config_path, load_settings
 from cost_pipeline.lib.allocate import allocate
 from cost_pipeline.lib.billing.sources import source_day
-from cost_pipeline.lib.compliance import compliance_breakdown, compliance_summary
+from cost_pipeline.lib.compliance import compliance_breakdown, summary_plan
 from cost_pipeline.lib.lake import Lake
 from cost_pipeline.lib.pools import classify_plan
 from cost_pipeline.lib.reports import team_daily_costs
@@ -172,10 +172,11 @@ def day_benchmark(out: Path, lines_per_day: int, pods: int, step: int, repeat: i
         lines = lake.scan_days("cost_lines", [START]).select(CLASSIFY_COLUMNS)
         return classify_plan(lines, raw_tag_keys(lines), settings.tagging, pools)
 
-    def compliance():  # as the asset: one streamed summary, the quarantine streamed to the lake
+    def compliance():  # as the asset: the summary and the quarantine's sink share one pass over the day
         tagged = classified()
-        lake.write_day("tag_compliance", START, compliance_breakdown(compliance_summary(tagged)))
-        lake.write_day("untagged_spend", START, quarantine(tagged))
+        quarantine_path = out / "untagged_spend.parquet"
+        summary = pl.collect_all([summary_plan(tagged), quarantine(tagged).sink_parquet(quarantine_path, lazy=True)], engine="streaming")[0]
+        lake.write_day("tag_compliance", START, compliance_breakdown(summary))
 
     meter.run("compliance: tags, quarantine, breakdown", compliance, repeat)
     samples = meter.run(f"usage: parse extracts ({usage_samples:,} pod samples)", lambda: read_extracts(out / "usage", START), repeat)

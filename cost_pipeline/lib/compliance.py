@@ -14,14 +14,14 @@ from cost_pipeline.lib.tags import TAG_COLUMNS_REASON
 DIMENSIONS = {"account": "sub_account_id", "service": "service", "team": "team", "reason": TAG_COLUMNS_REASON}
 
 
+def summary_plan(tagged: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
+    """Effective cost and lines per day, currency, account, service, team and reason (small). The
+    breakdown and the untagged shares are both derived from it."""
+    return tagged.lazy().group_by("date", "currency", *DIMENSIONS.values()).agg(pl.col("effective_cost").sum(), pl.len().alias("lines"))
+
+
 def compliance_summary(tagged: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
-    """One streaming pass: effective cost and lines per day, currency, account, service, team and
-    reason (small). The breakdown and the untagged shares are both derived from it."""
-    return (
-        tagged.lazy().group_by("date", "currency", *[c for c in DIMENSIONS.values()])
-        .agg(pl.col("effective_cost").sum(), pl.len().alias("lines"))
-        .collect(engine="streaming")
-    )
+    return summary_plan(tagged).collect(engine="streaming")
 
 
 def compliance_breakdown(summary: pl.DataFrame) -> pl.DataFrame:

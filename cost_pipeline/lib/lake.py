@@ -59,10 +59,15 @@ class Staging:
     def write_day(self, day: dt.date, frame: pl.DataFrame | pl.LazyFrame) -> str:
         """Stage one day (a LazyFrame is streamed to disk); returns where it will live once the run
         commits. ``scan(day)`` reads the staged rows back."""
-        path = self.folder / f"{day.isoformat()}.parquet"
+        path, location = self.reserve(day)
         _write_frame(frame, path)
-        self.staged[day] = path
-        return self.lake.location(self.lake._day(self.table, day), PART_NAME)
+        return location
+
+    def reserve(self, day: dt.date) -> tuple[Path, str]:
+        """(the staged file to write, where it will live): for a caller that sinks the day itself,
+        e.g. in one ``pl.collect_all`` with other queries over the same plan."""
+        self.staged[day] = self.folder / f"{day.isoformat()}.parquet"
+        return self.staged[day], self.lake.location(self.lake._day(self.table, day), PART_NAME)
 
     def scan(self, day: dt.date) -> pl.LazyFrame:
         return pl.scan_parquet(self.staged[day])

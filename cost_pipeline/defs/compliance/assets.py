@@ -17,7 +17,7 @@ from cost_pipeline.defs.partitions import DAILY, SINGLE_RUN, partition_days
 from cost_pipeline.defs.resources import PipelineConfig
 from cost_pipeline.lib.compliance import (
     compliance_breakdown,
-    compliance_summary,
+    summary_plan,
     top_untagged_resources,
     untagged_shares,
 )
@@ -69,7 +69,11 @@ def tag_compliance_tables(context: dg.AssetExecutionContext, pipeline: PipelineC
         for day in partition_days(context):
             lines = lake.scan_days("cost_lines", [day]).select(CLASSIFY_COLUMNS)
             tagged = classify_plan(lines, raw_tag_keys(lines), settings.tagging, settings.allocation.pools)
-            summary = compliance_summary(tagged)
+            queries = [summary_plan(tagged)]
+            if "untagged_spend" in selected:  # the quarantine is sunk in the same pass over the day
+                staged_path, untagged_path = untagged_stage.reserve(day)
+                queries.append(quarantine(tagged).sink_parquet(staged_path, lazy=True))
+            summary = pl.collect_all(queries, engine="streaming")[0]
             if "tag_compliance" in selected:
                 breakdown = compliance_breakdown(summary)
                 breakdown_path = compliance_stage.write_day(day, breakdown)
@@ -80,7 +84,6 @@ def tag_compliance_tables(context: dg.AssetExecutionContext, pipeline: PipelineC
                 )
             if "untagged_spend" not in selected:
                 continue
-            untagged_path = untagged_stage.write_day(day, quarantine(tagged))  # streamed to the staged file
             quarantined = untagged_stage.scan(day).collect()
             day_shares = untagged_shares(summary)
             shares.append(day_shares)
