@@ -13,8 +13,9 @@ import hashlib
 import numpy as np
 import polars as pl
 
+from cost_pipeline.lib.billing.schema import MAP_ENTRIES
+
 IGNORED = ["source_file", "line_item_id", "billing_period"]
-_ENTRIES = pl.List(pl.Struct({"key": pl.String, "value": pl.String}))
 
 
 def content_hash(schema: pl.Schema) -> pl.Expr:
@@ -22,7 +23,7 @@ def content_hash(schema: pl.Schema) -> pl.Expr:
     day of tens of millions of lines is hashed while streaming)."""
     columns = [
         # maps hashed as delivered: tags re-delivered in another order only cost an extra re-run
-        pl.col(c).cast(_ENTRIES) if isinstance(t, pl.Map) else pl.col(c)
+        pl.col(c).cast(MAP_ENTRIES) if isinstance(t, pl.Map) else pl.col(c)
         for c, t in schema.items() if c not in IGNORED
     ]
     return pl.struct(columns).hash(seed=1)
