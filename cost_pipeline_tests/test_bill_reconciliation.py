@@ -216,3 +216,20 @@ def test_two_currencies_are_never_added_together(tmp_path, sample_dir):
     assert "Untagged (quarantined) share of EUR spend: 40.00%" in summary
     assert "missing:ml-project                  25.00 EUR" in summary and "missing:ml-team                     15.00 EUR" in summary
     assert re.search(r"focus-eur\s+bill\s+100\.00\s+lake\s+100\.00 EUR  ok", summary)
+
+
+def test_sources_without_delivered_files_are_left_out_of_the_bill_check():
+    """A bq:// source has lake lines but no bill_totals (its table is read by day): the check compares
+    only the sources it has bill totals for, instead of calling every BigQuery line 'off'."""
+    from cost_pipeline.lib.billing.totals import reconcile_to_bill
+
+    day = START
+    row = {"date": day, "currency": "USD", "lines": 2, "billed_cost": Decimal("3"), "effective_cost": Decimal("3")}
+    money = {"billed_cost": pl.Decimal(38, 12), "effective_cost": pl.Decimal(38, 12)}
+    bill = pl.DataFrame([{"source": "aws-main", "billing_period": "2026-09", **row}], schema_overrides=money)
+    lake = pl.DataFrame([{"source": "aws-main", "billing_period": "2026-09", **row},
+                         {"source": "gcp-bq", "billing_period": "202609", **row}], schema_overrides=money)
+    table = reconcile_to_bill(bill, lake, {day}, START, sources=["aws-main"])
+    assert table.select("source", "status").rows() == [("aws-main", "ok")]
+    off = reconcile_to_bill(bill, lake.with_columns(pl.col("lines") * 2), {day}, START, sources=["aws-main"])
+    assert off["status"].to_list() == ["off"]

@@ -77,7 +77,8 @@ def summarize(lake: Lake, first_day: dt.date = dt.date.min) -> Summary:
     bill_totals = lake.read_table("bill_totals")
     bill = []
     if bill_totals is not None:
-        table = reconcile_to_bill(bill_totals, lake_totals(lake.scan("cost_lines")), lake.days("cost_lines"), first_day)
+        sources = bill_totals["source"].unique().to_list()
+        table = reconcile_to_bill(bill_totals, lake_totals(lake.scan("cost_lines")), lake.days("cost_lines"), first_day, sources)
         bill = [(r["source"], r["billing_period"], r["currency"], r["status"], round_cents(r["held_bill_effective"]),
                  round_cents(r["lake_effective"])) for r in table.iter_rows(named=True)]
     return Summary(

@@ -102,16 +102,21 @@ def read_extracts(root: str | Path, day: dt.date, storage: Storage | None = None
     return pl.concat(frames) if frames else empty_samples()
 
 
+def series_labels(samples: pl.DataFrame, query: str, labels: list[str]) -> pl.DataFrame:
+    """One row per series of a query: its number and the given labels as columns."""
+    return (
+        samples.filter(pl.col("query") == query).group_by("series").agg(pl.col("labels").first())
+        .select("series", *[pl.col("labels").map.get(name).alias(name) for name in labels])
+    )
+
+
 def query_series(samples: pl.DataFrame, query: str, labels: list[str]) -> pl.DataFrame:
     """One query's samples (series, timestamp, value) with the given labels as columns.
 
     Labels are looked up once per series and joined back on the series number: with 20,000 pods at
     5-minute steps a map lookup per sample would cost more than all the arithmetic."""
-    points = samples.filter(pl.col("query") == query)
-    meta = points.group_by("series").agg(pl.col("labels").first()).select(
-        "series", *[pl.col("labels").map.get(name).alias(name) for name in labels]
-    )
-    return points.select("series", "timestamp", "value").join(meta, on="series", how="left")
+    points = samples.filter(pl.col("query") == query).select("series", "timestamp", "value")
+    return points.join(series_labels(samples, query, labels), on="series", how="left")
 
 
 def label(name: str) -> pl.Expr:

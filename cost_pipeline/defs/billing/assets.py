@@ -70,7 +70,8 @@ def bill_totals_table(context: dg.AssetExecutionContext, pipeline: PipelineConfi
         frames = [bill_totals(s, storage_for(s), known) for s in settings.billing_sources]
     totals = pl.concat(frames) if frames else pl.DataFrame(schema=TOTALS_SCHEMA)
     path = lake.write_table("bill_totals", totals)
-    result = bill_reconciliation_result(lake, totals, settings.partitions_start_date)
+    reconciled = [s.name for s in settings.billing_sources if not s.uri.startswith("bq://")]
+    result = bill_reconciliation_result(lake, totals, settings.partitions_start_date, reconciled)
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": totals.height,

@@ -21,11 +21,11 @@ BILL_RECONCILES = dg.AssetCheckSpec(
 )
 
 
-def bill_reconciliation_result(lake: Lake, bill: pl.DataFrame, first_day: dt.date) -> dg.AssetCheckResult:
+def bill_reconciliation_result(lake: Lake, bill: pl.DataFrame, first_day: dt.date, sources: list[str]) -> dg.AssetCheckResult:
     """Re-read the lake, so the check sees exactly what readers will see."""
     days = lake.days("cost_lines")
     lake_side = lake_totals(lake.scan_days("cost_lines", sorted(days))) if days else bill.head(0)
-    table = reconcile_to_bill(bill, lake_side, days, first_day)
+    table = reconcile_to_bill(bill, lake_side, days, first_day, sources)
     bad = table.filter(pl.col("status").is_in(["off", "unlandable"]))
     problems = [
         f"{r['source']} {r['billing_period']} {r['currency']}: "

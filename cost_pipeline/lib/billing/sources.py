@@ -94,7 +94,6 @@ def scan_file(source: BillingSource, file: StoredFile, storage: Storage) -> pl.L
 
     def parse() -> pl.DataFrame:
         frame = fmt.read(storage.fetch(file), file.uri, file.name, source)
-        frame = frame.collect() if isinstance(frame, pl.LazyFrame) else frame
         return with_content_ids(frame) if fmt.content_ids else frame
 
     if fmt.lazy:

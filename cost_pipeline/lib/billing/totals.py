@@ -28,8 +28,13 @@ def lake_totals(cost_lines: pl.LazyFrame) -> pl.DataFrame:
     )
 
 
-def reconcile_to_bill(bill: pl.DataFrame, lake: pl.DataFrame, lake_days: set[dt.date], first_day: dt.date) -> pl.DataFrame:
+def reconcile_to_bill(
+    bill: pl.DataFrame, lake: pl.DataFrame, lake_days: set[dt.date], first_day: dt.date, sources: list[str]
+) -> pl.DataFrame:
     """Per source, period and currency: bill and lake totals over the days the lake holds, and a status.
+
+    ``sources``: the sources reconciled from delivered files (``bq://`` tables are read by day and
+    have no bill totals yet; their lake lines are left out rather than reported as off).
 
     status: ``ok``; ``off`` (a materialized day differs: a line lost, doubled or changed);
     ``pending`` (matches so far, some of the delivery's days are not materialized yet);
@@ -38,7 +43,7 @@ def reconcile_to_bill(bill: pl.DataFrame, lake: pl.DataFrame, lake_days: set[dt.
     zero = pl.lit(0).cast(MONEY)
     days = pl.Series("date", sorted(lake_days), dtype=pl.Date)
     joined = (
-        bill.select(KEY + AMOUNTS).join(lake.select(KEY + AMOUNTS), on=KEY, how="full", coalesce=True, suffix="_lake")
+        bill.select(KEY + AMOUNTS).join(lake.filter(pl.col("source").is_in(sources)).select(KEY + AMOUNTS), on=KEY, how="full", coalesce=True, suffix="_lake")
         .with_columns(
             pl.col("lines", "lines_lake").fill_null(0),
             pl.col("billed_cost", "effective_cost", "billed_cost_lake", "effective_cost_lake").fill_null(zero),

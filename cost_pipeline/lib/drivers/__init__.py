@@ -38,11 +38,7 @@ def validated(shares: pl.DataFrame, schema: TaggingConfig) -> pl.DataFrame:
     The owner's ``__idle__`` line is the pool's own and is kept as is."""
     clean = lambda c: pl.col(c).str.strip_chars().str.to_lowercase()  # noqa: E731
     team = clean("team")
-    known = pl.lit(False)
-    if schema.teams:
-        known = team.is_in(list(schema.teams))
-    else:
-        known = team.str.contains(SAFE_TEAM) & (team != UNKNOWN)
+    known = team.is_in(list(schema.teams)) if schema.teams else team.str.contains(SAFE_TEAM) & (team != UNKNOWN)
     dims = {}
     for dim in DIMENSIONS:
         key = next((k for k in schema.keys if k.column == dim), None)

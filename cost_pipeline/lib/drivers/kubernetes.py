@@ -23,7 +23,7 @@ import polars as pl
 
 from cost_pipeline.config import KubernetesDriver
 from cost_pipeline.lib.drivers import IDLE_PROJECT, recipients
-from cost_pipeline.lib.usage import query_series
+from cost_pipeline.lib.usage import query_series, series_labels
 
 _MIG = re.compile(r"^nvidia[._]com[/_]mig[-_](\d+)g[._](\d+)gb$")
 DIMENSIONS = ["team", "project", "workload_type", "environment"]
@@ -66,7 +66,7 @@ def namespace_attributes(samples: pl.DataFrame, driver: KubernetesDriver) -> pl.
     """
     queries = [q for q in (driver.requests, driver.cpu_usage, driver.memory_usage, driver.namespace_labels_query) if q]
     wanted = {dim: lbl for dim, lbl in driver.namespace_labels.items() if dim in DIMENSIONS}
-    per_series = pl.concat([query_series(samples, q, ["namespace", *wanted.values()]).unique("series") for q in queries])
+    per_series = pl.concat([series_labels(samples, q, ["namespace", *wanted.values()]) for q in queries])
     values = per_series.filter(pl.col("namespace").is_not_null()).select(
         "namespace", *[pl.col(lbl).str.strip_chars().alias(dim) for dim, lbl in wanted.items()],
     )
