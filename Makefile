@@ -8,7 +8,7 @@ DEMO_DAYS := 60
 DEMO_END := 2026-10-30
 DEMO_LINES := 5000
 
-.PHONY: install install-dev demo ui test bench validate clean prometheus lint
+.PHONY: install install-dev demo ui test bench validate clean prometheus chromium lint
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,7 +51,14 @@ prometheus:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 
-test: install-dev prometheus
+# The dashboard tests drive Debian's Chromium with Playwright (its own browser download is not needed).
+chromium:
+	@command -v chromium >/dev/null || { \
+	  echo "installing Chromium (Debian package) for the dashboard tests"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+
+test: install-dev prometheus chromium
 	$(BIN)/python -m pytest -q
 
 lint: install-dev

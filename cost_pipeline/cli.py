@@ -117,8 +117,33 @@ def cmd_summary(args: argparse.Namespace) -> int:
     settings = load_settings()
     lake = Lake.from_uri(settings.lake_uri, settings.lake_endpoint_url, settings.lake_region)
     print(render_text(summarize(lake, settings.partitions_start_date)))
-    print(f"Lake:    {lake.uri}")
-    print(f"Reports: {lake.location('reports', 'summary.md')} and {lake.location('reports', 'teams')}/<team>.csv")
+    print(f"Lake:       {lake.uri}")
+    print(f"Reports:    {lake.location('reports', 'summary.md')} and {lake.location('reports', 'teams')}/<team>.csv")
+    print(f"Dashboards: {lake.location('reports', 'dashboards', 'platform.html')} (links to every team's page)")
+    if lake.is_local:
+        for page in sorted((lake.root / "reports" / "dashboards").glob("*.html")):
+            if page.name != "platform.html":
+                print(f"            {page}")
+    print(f"Statements: {lake.location('reports', 'statements')}/YYYY-MM/<team>.csv and .html ({settings.reports.mode})")
+    return 0
+
+
+def cmd_close_month(args: argparse.Namespace) -> int:
+    from cost_pipeline.lib.lake import Lake
+    from cost_pipeline.lib.month_close import close_month
+    from cost_pipeline.lib.statements import StatementError
+
+    _use_config(args.config)
+    settings = load_settings()
+    lake = Lake.from_uri(settings.lake_uri, settings.lake_endpoint_url, settings.lake_region)
+    try:
+        written = close_month(lake, settings, args.month, args.allow_missing_days)
+    except StatementError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"closed {args.month}: its statements are final; later changes appear as adjustments on the next open month")
+    for path in written:
+        print(f"  {path}")
     return 0
 
 
@@ -184,6 +209,12 @@ def main(argv: list[str] | None = None) -> int:
     policies.add_argument("--config")
     policies.add_argument("--out", default="policies")
     policies.set_defaults(func=cmd_policies)
+
+    close = sub.add_parser("close-month", help="make a month's chargeback statements final (later changes become adjustments)")
+    close.add_argument("month", help="YYYY-MM")
+    close.add_argument("--config")
+    close.add_argument("--allow-missing-days", action="store_true", help="close although days of the month are not in the lake")
+    close.set_defaults(func=cmd_close_month)
 
     rules = sub.add_parser("rules", help="work with allocation and tagging rules")
     rules_sub = rules.add_subparsers(dest="rules_command", required=True)

@@ -10,7 +10,15 @@ from cost_pipeline.defs.billing.assets import bill_totals_table, cost_lines
 from cost_pipeline.defs.billing.sensors import delivery_sensors
 from cost_pipeline.defs.compliance.assets import tag_compliance_tables
 from cost_pipeline.defs.jobs import daily_costs_job, daily_schedule, reports_job
-from cost_pipeline.defs.reports.assets import team_daily_costs, team_reports
+from cost_pipeline.defs.reports.assets import (
+    chargeback_statements,
+    close_month_job,
+    dashboards,
+    report_tables,
+    team_cost_detail,
+    team_daily_costs,
+    team_reports,
+)
 from cost_pipeline.defs.resources import PipelineConfig
 from cost_pipeline.defs.usage.assets import usage
 
@@ -25,8 +33,9 @@ def build_defs(settings: Settings) -> dg.Definitions:
         for asset in RULE_DEPENDENT
     ]
     return dg.Definitions(
-        assets=[cost_lines, bill_totals_table, usage, *versioned, team_daily_costs, team_reports],
-        jobs=[daily_costs_job, reports_job],
+        assets=[cost_lines, bill_totals_table, usage, *versioned, team_daily_costs, team_cost_detail,
+                report_tables, dashboards, chargeback_statements, team_reports],
+        jobs=[daily_costs_job, reports_job, close_month_job],
         schedules=[daily_schedule],
         sensors=delivery_sensors(settings.billing_sources),
         resources={"pipeline": PipelineConfig(config_path=settings.source_path or "")},

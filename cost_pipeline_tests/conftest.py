@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import boto3
@@ -48,6 +50,24 @@ def write_config(tmp_path: Path, sample: Path, **overrides) -> Path:
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
+
+
+OCTOBER_FIRST, OCTOBER_LAST = dt.date(2026, 10, 1), dt.date(2026, 11, 2)
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cost_pipeline.cli", *args], capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="session")
+def october(tmp_path_factory) -> Path:
+    """A lake with October and 2026-11-01..02 materialized through the CLI (once per session: ~25 s)."""
+    root = tmp_path_factory.mktemp("october")
+    generate(root / "data", OCTOBER_FIRST, (OCTOBER_LAST - OCTOBER_FIRST).days + 1, 300, seed=5)
+    config = write_config(root, root / "data", partitions_start_date=OCTOBER_FIRST.isoformat())
+    done = cli("run", "--config", str(config), "--start", OCTOBER_FIRST.isoformat(), "--end", OCTOBER_LAST.isoformat())
+    assert done.returncode == 0, done.stderr[-3000:]
+    return root
 
 
 @pytest.fixture

@@ -30,6 +30,7 @@ from cost_pipeline.config.base import _Model
 from cost_pipeline.config.sources import (
     BillingFormat,
     BillingSource,
+    ReportsConfig,
     SlackConfig,
     UsageConfig,
 )
@@ -44,7 +45,7 @@ from cost_pipeline.lib.keys import fold_key
 
 __all__ = [
     "AllocationConfig", "BillingFormat", "BillingSource", "CONFIG_ENV", "ConfigError", "EnforcementConfig", "EvenDriver",
-    "FixedDriver", "KubernetesDriver", "MetricDriver", "Pool", "PoolSelect", "Settings", "SlackConfig", "TagKey",
+    "FixedDriver", "KubernetesDriver", "MetricDriver", "Pool", "PoolSelect", "ReportsConfig", "Settings", "SlackConfig", "TagKey",
     "TaggingConfig", "Team", "UsageConfig", "VirtualTagRule", "bundled_config_path", "load_settings",
 ]
 
@@ -63,6 +64,7 @@ class Settings(_Model):
     billing_sources: list[BillingSource] = Field(min_length=1)
     usage: UsageConfig = UsageConfig()
     slack: SlackConfig = SlackConfig()
+    reports: ReportsConfig = ReportsConfig()
     tagging: TaggingConfig = TaggingConfig()
     allocation: AllocationConfig = AllocationConfig()
     source_path: str | None = Field(default=None, exclude=True)

@@ -44,3 +44,11 @@ class UsageConfig(_Model):
 class SlackConfig(_Model):
     outbox_uri: str | None = None
     token_env: str = "SLACK_BOT_TOKEN"
+
+
+class ReportsConfig(_Model):
+    """How statements are labelled: ``showback`` (information only, the default) until the numbers are
+    trusted, then ``chargeback``; ``dashboard_url``: where the report folder is served, for links."""
+
+    mode: Literal["showback", "chargeback"] = "showback"
+    dashboard_url: str | None = None

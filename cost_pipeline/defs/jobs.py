@@ -6,7 +6,7 @@ import dagster as dg
 
 from cost_pipeline.defs.partitions import DAILY
 
-DAILY_ASSETS = ["cost_lines", "usage", "untagged_spend", "tag_compliance", "allocated_costs", "team_daily_costs"]
+DAILY_ASSETS = ["cost_lines", "usage", "untagged_spend", "tag_compliance", "allocated_costs", "team_daily_costs", "team_cost_detail"]
 
 daily_costs_job = dg.define_asset_job(
     "daily_costs_job",
@@ -16,8 +16,10 @@ daily_costs_job = dg.define_asset_job(
 )
 reports_job = dg.define_asset_job(
     "reports_job",
-    selection=dg.AssetSelection.assets("bill_totals", "team_reports"),
-    description="The bill reconciliation (bill_totals and its check) and the report folder, over every day in the lake.",
+    selection=dg.AssetSelection.assets(
+        "bill_totals", "team_months", "experiment_costs", "pool_shares", "untagged_by_account", "dashboards", "chargeback_statements", "team_reports"
+    ),
+    description="The bill reconciliation, report tables, dashboards, statements and the summary, over every day in the lake.",
 )
 
 # Billing exports land several times a day; running at 06:00 UTC covers yesterday with the data AWS

@@ -24,19 +24,25 @@ def round_cents(value: Decimal) -> Decimal:
     return Decimal(value).quantize(CENT, rounding=ROUND_HALF_EVEN)
 
 
-def largest_remainder(amounts: list[Decimal], unit: Decimal = CENT) -> list[Decimal]:
+def largest_remainder(amounts: list[Decimal], unit: Decimal = CENT, total: Decimal | None = None) -> list[Decimal]:
     """Round each amount to ``unit`` so the results add up to the rounded total.
 
     Each part is floored to the unit; the units left over go to the parts with the largest
     remainders (ties to the earlier part, so the result is deterministic). Works for negative
-    amounts too, by flooring towards minus infinity.
+    amounts too, by flooring towards minus infinity. ``total``: the already rounded whole the parts
+    must add up to, when this is one level of a hierarchy (a team's lines to the team's total).
     """
     if not amounts:
         return []
     units = [Decimal(a) / unit for a in amounts]
     floors = [u.to_integral_value(rounding="ROUND_FLOOR") for u in units]
-    target = (sum(units, Decimal(0))).quantize(Decimal(1), rounding=ROUND_HALF_EVEN)
+    if total is None:
+        target = (sum(units, Decimal(0))).quantize(Decimal(1), rounding=ROUND_HALF_EVEN)
+    else:
+        target = (Decimal(total) / unit).to_integral_value(rounding=ROUND_HALF_EVEN)
     leftover = int(target - sum(floors, Decimal(0)))
+    if not 0 <= leftover <= len(units):
+        raise ValueError(f"cannot round {len(units)} parts to a total {total} that is more than one unit per part away")
     order = sorted(range(len(units)), key=lambda i: (-(units[i] - floors[i]), i))
     result = list(floors)
     for i in order[:leftover]:

@@ -16,9 +16,11 @@ import polars as pl
 
 from cost_pipeline.lib.allocate import UNATTRIBUTED_TEAM
 from cost_pipeline.lib.billing.totals import lake_totals, reconcile_to_bill
+from cost_pipeline.lib.cents import with_cents
 from cost_pipeline.lib.compliance import top_untagged_resources
 from cost_pipeline.lib.lake import Lake
 from cost_pipeline.lib.money import largest_remainder, round_cents
+from cost_pipeline.lib.reports import KINDS
 from cost_pipeline.lib.tags import SAFE_TEAM
 
 
@@ -152,10 +154,10 @@ def write_reports(lake: Lake, first_day: dt.date = dt.date.min) -> WrittenReport
     summary = summarize(lake, first_day)
     text = "# Cloud cost summary\n\n```\n" + render_text(summary) + "\n```\n"
     daily = lake.scan("team_daily_costs").collect().sort("date", "team")
-    team_files = {
-        _team_file_name(team): rows.with_columns(pl.col("direct", "shared", "unattributed", "total").round(2)).write_csv()
-        for (team,), rows in daily.group_by("team", maintain_order=True)
-    }
+    # cents rounded once: teams' totals add up per day and currency, each row's parts to its total
+    daily = with_cents(daily.drop("total_cents"), "total", ["date", "currency"], parts=KINDS)
+    people = daily.select("date", "team", "currency", *[pl.col(f"{c}_cents").alias(c) for c in [*KINDS, "total"]])
+    team_files = {_team_file_name(team): rows.write_csv() for (team,), rows in people.group_by("team", maintain_order=True)}
     summary_path = lake.write_file("reports", None, "summary.md", text.encode("utf-8"))
     files = [lake.write_file("reports/teams", None, name, body.encode("utf-8")) for name, body in team_files.items()]
     return WrittenReports(folder=lake.location("reports"), summary=summary_path, summary_text=text, team_files=files)

@@ -1,0 +1,149 @@
+"""Chargeback statements through the CLI: they add up to the bill, close, and carry later changes as adjustments.
+
+The pipeline runs over generated CUR 2.0 for all of October and two November days; the oracle is the
+raw delivered Parquet, summed with the amortization rules by hand.
+"""
+
+import csv
+import datetime as dt
+import io
+import shutil
+from decimal import Decimal
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from cost_pipeline_tests.conftest import cli
+
+CHANGED_DAY = dt.date(2026, 10, 5)
+
+
+def copy_of(october: Path, tmp_path: Path) -> Path:
+    shutil.copytree(october, tmp_path, dirs_exist_ok=True)
+    raw = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    raw["lake_uri"] = str(tmp_path / "lake")
+    raw["billing_sources"][0]["uri"] = str(tmp_path / "data" / "billing" / "aws")
+    raw["usage"]["extracts_uri"] = str(tmp_path / "data" / "usage")
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(raw))
+    return tmp_path / "config.yaml"
+
+
+def raw_effective(billing: Path, month: str) -> Decimal:
+    """Oracle: the month's effective cost from the delivered files, by the contract's rules, by hand."""
+    total = Decimal(0)
+    for row in pq.read_table(billing / "data").to_pylist():
+        if row["line_item_usage_start_date"].strftime("%Y-%m") != month:
+            continue
+        kind = row["line_item_line_item_type"]
+        if kind == "SavingsPlanCoveredUsage":
+            total += Decimal(repr(row["savings_plan_savings_plan_effective_cost"]))
+        elif kind == "SavingsPlanRecurringFee":
+            total += Decimal(repr(row["savings_plan_total_commitment_to_date"])) - Decimal(repr(row["savings_plan_used_commitment"]))
+        elif kind != "SavingsPlanNegation":
+            total += Decimal(repr(row["line_item_unblended_cost"]))
+    return total
+
+
+def read_statements(lake: Path, month: str) -> dict[str, list[dict]]:
+    folder = lake / "reports" / "statements" / month
+    return {p.stem: list(csv.DictReader(io.StringIO(p.read_text()))) for p in sorted(folder.glob("*.csv"))}
+
+
+def statement_total(rows: list[dict]) -> Decimal:
+    return sum((Decimal(r["amount"]) for r in rows if r["line_type"] == "total"), Decimal(0))
+
+
+def test_every_statement_adds_up_and_october_equals_the_bill(october):
+    statements = read_statements(october / "lake", "2026-10")
+    assert {"unattributed", "fraud-detection", "platform"} <= set(statements)
+    for team, rows in statements.items():
+        lines = [Decimal(r["amount"]) for r in rows if r["line_type"] != "total"]
+        assert len(lines) > 1 and sum(lines, Decimal(0)) == statement_total(rows), team
+        assert {r["team"] for r in rows} == {"__unattributed__" if team == "unattributed" else team}
+    bill = raw_effective(october / "data" / "billing" / "aws", "2026-10")
+    assert sum(statement_total(rows) for rows in statements.values()) == bill.quantize(Decimal("0.01"))
+    shared = [r for r in statements["fraud-detection"] if r["line_type"] == "shared"]
+    assert shared and all(r["pool"] and r["driver"] for r in shared)
+
+
+def test_team_csv_parts_add_up_to_each_row_total(october):
+    files = sorted((october / "lake" / "reports" / "teams").glob("*.csv"))
+    assert len(files) == 6
+    for path in files:
+        rows = list(csv.DictReader(io.StringIO(path.read_text())))
+        assert rows
+        for r in rows:
+            assert Decimal(r["direct"]) + Decimal(r["shared"]) + Decimal(r["unattributed"]) == Decimal(r["total"]), (path.name, r)
+
+
+def test_a_closed_month_stays_byte_identical_and_changes_land_on_the_next_open_month(october, tmp_path):
+    config = copy_of(october, tmp_path)
+    lake = tmp_path / "lake"
+    closed = cli("close-month", "2026-10", "--config", str(config))
+    assert closed.returncode == 0, closed.stderr
+    assert "closed 2026-10" in closed.stdout
+    october_files = {p: p.read_bytes() for p in (lake / "reports" / "statements" / "2026-10").iterdir()}
+    assert "Closed 20" in (lake / "reports" / "statements" / "2026-10" / "platform.html").read_text()
+
+    again = cli("close-month", "2026-10", "--config", str(config))
+    assert again.returncode == 2 and "never rewritten" in again.stderr
+
+    # AWS re-delivers October with one fraud-detection usage line 10.00 dearer
+    billing = tmp_path / "data" / "billing" / "aws"
+    path = next(p for p in sorted((billing / "data" / "BILLING_PERIOD=2026-10").glob("*.parquet")) if p.name.endswith(f"{CHANGED_DAY.day:05d}.snappy.parquet"))
+    table = pq.read_table(path)
+    rows = table.to_pylist()
+    target = next(i for i, r in enumerate(rows) if r["line_item_line_item_type"] == "Usage" and r["line_item_usage_account_id"] == "210000000001")
+    costs = table["line_item_unblended_cost"].to_pylist()
+    costs[target] += 10.0
+    delta = Decimal(repr(costs[target])) - Decimal(repr(rows[target]["line_item_unblended_cost"]))
+    table = table.set_column(table.schema.get_field_index("line_item_unblended_cost"), "line_item_unblended_cost", pc.cast(costs, table.schema.field("line_item_unblended_cost").type))
+    pq.write_table(table, path)
+
+    rerun = cli("run", "--config", str(config), "--start", CHANGED_DAY.isoformat(), "--end", CHANGED_DAY.isoformat())
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert {p: p.read_bytes() for p in (lake / "reports" / "statements" / "2026-10").iterdir()} == october_files
+
+    november = read_statements(lake, "2026-11")
+    adjustments = [r for rows in november.values() for r in rows if r["line_type"] == "adjustment"]
+    assert adjustments and sum(Decimal(r["amount"]) for r in adjustments) == delta
+    assert {r["ref_month"] for r in adjustments} == {"2026-10"}
+    assert all("restatement of the 2026-10 bill" in r["why"] for r in adjustments)
+    assert {r["team"] for r in adjustments} <= {"fraud-detection", "__unattributed__"}
+    for team, rows in november.items():
+        assert sum((Decimal(r["amount"]) for r in rows if r["line_type"] != "total"), Decimal(0)) == statement_total(rows), team
+    # November's statements: its own bill plus the adjustment, to the cent
+    bill = raw_effective(billing, "2026-11")
+    assert sum(statement_total(rows) for rows in november.values()) == (bill + delta).quantize(Decimal("0.01"))
+
+
+def test_closing_needs_every_day_of_the_month(october, tmp_path):
+    config = copy_of(october, tmp_path)
+    shutil.rmtree(tmp_path / "lake" / "team_cost_detail" / "date=2026-10-17")
+    refused = cli("close-month", "2026-10", "--config", str(config))
+    assert refused.returncode == 2
+    assert "lacks 1 day(s)" in refused.stderr and "2026-10-17" in refused.stderr
+    assert not (tmp_path / "lake" / "closed_statements").exists()
+    bad = cli("close-month", "October", "--config", str(config))
+    assert bad.returncode == 2 and "YYYY-MM" in bad.stderr
+
+
+def test_the_close_month_job_closes_once(october, tmp_path):
+    import dagster as dg
+
+    from cost_pipeline.config import load_settings
+    from cost_pipeline.definitions import build_defs
+    from cost_pipeline.defs.resources import PipelineConfig
+
+    config = copy_of(october, tmp_path)
+    job = build_defs(load_settings(config)).resolve_job_def("close_month_job")
+    run = {"ops": {"close_month_op": {"config": {"month": "2026-10"}}}}
+    resources = {"pipeline": PipelineConfig(config_path=str(config))}
+    assert job.execute_in_process(run_config=run, resources=resources, instance=dg.DagsterInstance.ephemeral()).success
+    index = (tmp_path / "lake" / "closed_statements" / "index.json").read_text()
+    assert '"2026-10"' in index
+    with pytest.raises(Exception, match="never rewritten"):
+        job.execute_in_process(run_config=run, resources=resources, instance=dg.DagsterInstance.ephemeral())
