@@ -42,8 +42,9 @@ def _filter(names: list[str]) -> str:
     return " && ".join(f"({n} == null || datum.{n} == {n})" for n in names)
 
 
-def rows_for_browser(detail: pl.DataFrame, kind: str) -> pl.DataFrame:
-    """The rows a dashboard embeds: display-safe text, ISO days, integer amount parts."""
+def rows_for_browser(detail: pl.DataFrame, kind: str, with_team: bool = False) -> pl.DataFrame:
+    """The rows a dashboard embeds: display-safe text, ISO days, integer amount parts. A team's page
+    leaves the team out (every row is its own); the platform page keeps it."""
     text = ["project", "workload_type", "environment", "experiment_id", "pool"]
     return split_units(detail).select(
         kind=pl.lit(kind),
@@ -55,9 +56,10 @@ def rows_for_browser(detail: pl.DataFrame, kind: str) -> pl.DataFrame:
         segment=pl.when(pl.col("allocation") == "shared").then(pl.lit("shared: ") + pl.col("pool").fill_null("")).otherwise(pl.col("workload_type").fill_null(NONE)),
         **{c: pl.col(c).fill_null(NONE) for c in text},
         driver=pl.col("driver") if "driver" in detail.columns else pl.lit(None, pl.String),
+        **({"team": pl.col("team")} if with_team else {}),
         hi="hi",
         lo="lo",
-    ).with_columns([pl.col(c).map_elements(display_text, return_dtype=pl.String) for c in ["project", "workload_type", "environment", "experiment_id", "pool", "segment"]])
+    ).with_columns([pl.col(c).map_elements(display_text, return_dtype=pl.String) for c in ["project", "workload_type", "environment", "experiment_id", "pool", "segment", *(["team"] if with_team else [])]])
 
 
 def team_spec(rows: list[dict], options: dict[str, list[str]], currencies: list[str], month: str) -> dict:

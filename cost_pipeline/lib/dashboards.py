@@ -106,19 +106,24 @@ def team_page(team: str, detail: pl.DataFrame, pool_totals: pl.DataFrame, untagg
 
 
 def platform_page(teams: list[str], months: pl.DataFrame, pools: pl.DataFrame, untagged: pl.DataFrame,
-                  compliance: pl.DataFrame, freshness: Freshness) -> str:
+                  compliance: pl.DataFrame, freshness: Freshness, team_months: pl.DataFrame) -> str:
     """All teams, pools with their idle part, and tag compliance; links to every team's page."""
     links = "".join(f"<li><a href='{file_stem(t)}.html'>{html_text(t)}</a></li>" for t in teams)
-    spec = alt.Chart(alt.InlineData(values=rows_for_browser(months, "team").to_dicts(), name="rows"),
+    spec = alt.Chart(alt.InlineData(values=rows_for_browser(months, "team", with_team=True).to_dicts(), name="rows"),
                      transform=exact_cents(["month", "team", "allocation", "currency"])).mark_bar().encode(
-        x=alt.X("month:N", title="Month"), xOffset="team:N", y=alt.Y("usd:Q", title="Cost"),
-        color=alt.Color("allocation:N", title="Allocation"), column=alt.Column("currency:N", title=None),
+        x=alt.X("team:N", title=None), y=alt.Y("usd:Q", title="Cost"),
+        color=alt.Color("allocation:N", title="Allocation"), column=alt.Column("month:N", title=None),
         tooltip=["team:N", "month:N", "allocation:N", alt.Tooltip("usd:Q", format=",.2f", title="cost")],
-    ).properties(width=480, height=260, title="Cost per team and month (direct, shared, unattributed)").to_dict()
+    ).properties(width=260, height=260, title="Cost per team and month (direct, shared, unattributed)").to_dict()
     header = (f"<header><h1>Platform: cloud costs of every team</h1><p class='fresh'>{freshness.html()}</p>"
               f"<h2>Team dashboards</h2><ul>{links}</ul></header>")
+    latest = team_months.filter(pl.col("month") == team_months["month"].max()) if team_months.height else team_months
     sections = (
-        "<section><h2>Tag compliance</h2>"
+        "<section><h2>Teams this month and last</h2>"
+        + table(latest.to_dicts(), [("team", "Team"), ("month", "Month"), ("days", "Days"), ("total_cents", "Cost"),
+                                    ("previous_cents", "Previous month"), ("change_cents", "Change"), ("currency", "Currency")],
+                {"days", "total_cents", "previous_cents", "change_cents"})
+        + "</section><section><h2>Tag compliance</h2>"
         + table(compliance.to_dicts(), [("month", "Month"), ("currency", "Currency"), ("total_cents", "Effective cost"),
                                         ("untagged_cents", "Untagged"), ("untagged_share", "Untagged share")],
                 {"total_cents", "untagged_cents", "untagged_share"})

@@ -83,7 +83,7 @@ def dashboard_files(tables: ReportTables, settings: Settings) -> dict[str, bytes
     monthly = tables.detail.with_columns(date=pl.col("date").dt.month_start()).group_by("date", "team", "allocation", "currency").agg(
         pl.col("amount").sum()).with_columns(**{c: pl.lit(None, pl.String) for c in ["project", "workload_type", "environment", "experiment_id", "pool"]})
     files["dashboards/platform.html"] = platform_page(
-        teams, monthly, tables.pools.with_columns(pl.col("idle").round(2)), tables.untagged, tables.compliance, tables.freshness
+        teams, monthly, tables.pools.with_columns(pl.col("idle").round(2)), tables.untagged, tables.compliance, tables.freshness, tables.months
     ).encode()
     return files
 
