@@ -35,7 +35,8 @@ $(DAGSTER_HOME)/dagster.yaml: deployments/local/dagster.yaml
 
 demo: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/cost-pipeline sample --days $(DEMO_DAYS) --lines-per-day $(DEMO_LINES) --start $(DEMO_START) --out data
-	DAGSTER_HOME=$(DAGSTER_HOME) $(BIN)/cost-pipeline run --start $(DEMO_START) --end $(DEMO_END)
+	DAGSTER_HOME=$(DAGSTER_HOME) $(BIN)/cost-pipeline run --notify --start $(DEMO_START) --end $(DEMO_END)
+	$(BIN)/cost-pipeline evaluate
 	@echo "Open the runs in the UI with: make ui"
 
 ui: install $(DAGSTER_HOME)/dagster.yaml

@@ -90,7 +90,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"error: --end {args.end} is after the last complete UTC day with a partition ({last})", file=sys.stderr)
         return 2
     instance = _instance()
+    from cost_pipeline.defs.alerts.assets import NOTIFY_TAG
+
     tags = {ASSET_PARTITION_RANGE_START_TAG: args.start.isoformat(), ASSET_PARTITION_RANGE_END_TAG: args.end.isoformat()}
+    if args.notify:
+        tags[NOTIFY_TAG] = "true"
     for job_name, job_tags in (("daily_costs_job", tags), ("reports_job", {})):
         result = defs.resolve_job_def(job_name).execute_in_process(
             instance=instance, tags=job_tags, raise_on_error=False, run_config=_log_config(args.log_level)
@@ -125,6 +129,27 @@ def cmd_summary(args: argparse.Namespace) -> int:
             if page.name != "platform.html":
                 print(f"            {page}")
     print(f"Statements: {lake.location('reports', 'statements')}/YYYY-MM/<team>.csv and .html ({settings.reports.mode})")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import polars as pl
+
+    from cost_pipeline.lib.evaluate import score
+    from cost_pipeline.lib.lake import Lake
+
+    _use_config(args.config)
+    settings = load_settings()
+    lake = Lake.from_uri(settings.lake_uri, settings.lake_endpoint_url, settings.lake_region)
+    truth_path = Path(args.truth)
+    if not truth_path.exists():
+        print(f"error: {truth_path}: no ground truth (cost-pipeline sample writes it)", file=sys.stderr)
+        return 2
+    if not lake.days("anomalies"):
+        print(f"error: the lake at {lake.uri} has no anomalies yet; run the pipeline first", file=sys.stderr)
+        return 2
+    quality = score(lake.scan("anomalies").collect(), pl.read_csv(truth_path), lake.scan("team_cost_detail").collect())
+    print(quality.text())
     return 0
 
 
@@ -197,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--config")
     run.add_argument("--start", type=_date, required=True)
     run.add_argument("--end", type=_date, required=True, help="last day, inclusive")
+    run.add_argument("--notify", action="store_true",
+                     help="send Slack alerts and digests for past days too (a backfill sends nothing otherwise)")
     run.add_argument("--log-level", default="CRITICAL", choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
                      help="Dagster's console log; problems are summarized after the run whatever the level")
     run.set_defaults(func=cmd_run)
@@ -209,6 +236,11 @@ def main(argv: list[str] | None = None) -> int:
     policies.add_argument("--config")
     policies.add_argument("--out", default="policies")
     policies.set_defaults(func=cmd_policies)
+
+    evaluate = sub.add_parser("evaluate", help="anomaly precision, recall, F1 and false alerts, and forecast MAPE, against ground truth")
+    evaluate.add_argument("--config")
+    evaluate.add_argument("--truth", default="data/ground_truth/anomalies.csv")
+    evaluate.set_defaults(func=cmd_evaluate)
 
     close = sub.add_parser("close-month", help="make a month's chargeback statements final (later changes become adjustments)")
     close.add_argument("month", help="YYYY-MM")

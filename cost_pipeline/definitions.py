@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from cost_pipeline.config import Settings, load_settings
+from cost_pipeline.defs.alerts.assets import anomalies, slack_notifications
 from cost_pipeline.defs.allocation.assets import allocated_costs
 from cost_pipeline.defs.billing.assets import bill_totals_table, cost_lines
 from cost_pipeline.defs.billing.sensors import delivery_sensors
@@ -33,7 +34,7 @@ def build_defs(settings: Settings) -> dg.Definitions:
         for asset in RULE_DEPENDENT
     ]
     return dg.Definitions(
-        assets=[cost_lines, bill_totals_table, usage, *versioned, team_daily_costs, team_cost_detail,
+        assets=[cost_lines, bill_totals_table, usage, *versioned, team_daily_costs, team_cost_detail, anomalies, slack_notifications,
                 report_tables, dashboards, chargeback_statements, team_reports],
         jobs=[daily_costs_job, reports_job, close_month_job],
         schedules=[daily_schedule],

@@ -52,7 +52,7 @@ def write_config(tmp_path: Path, sample: Path, **overrides) -> Path:
     return path
 
 
-OCTOBER_FIRST, OCTOBER_LAST = dt.date(2026, 10, 1), dt.date(2026, 11, 2)
+OCTOBER_FIRST, OCTOBER_LAST = dt.date(2026, 9, 1), dt.date(2026, 11, 1)  # September as baseline, October whole
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
@@ -61,9 +61,10 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="session")
 def october(tmp_path_factory) -> Path:
-    """A lake with October and 2026-11-01..02 materialized through the CLI (once per session: ~25 s)."""
+    """A lake with 2026-09-01 .. 2026-11-01 materialized through the CLI (once per session: ~40 s), with the
+    generator's injected anomalies (spikes, a level shift, new spend) and 1,500 lines a day."""
     root = tmp_path_factory.mktemp("october")
-    generate(root / "data", OCTOBER_FIRST, (OCTOBER_LAST - OCTOBER_FIRST).days + 1, 300, seed=5)
+    generate(root / "data", OCTOBER_FIRST, (OCTOBER_LAST - OCTOBER_FIRST).days + 1, 1500, seed=5)
     config = write_config(root, root / "data", partitions_start_date=OCTOBER_FIRST.isoformat())
     done = cli("run", "--config", str(config), "--start", OCTOBER_FIRST.isoformat(), "--end", OCTOBER_LAST.isoformat())
     assert done.returncode == 0, done.stderr[-3000:]

@@ -28,6 +28,7 @@ from cost_pipeline.config.allocation import (
 )
 from cost_pipeline.config.base import _Model
 from cost_pipeline.config.sources import (
+    AlertsConfig,
     BillingFormat,
     BillingSource,
     ReportsConfig,
@@ -44,7 +45,7 @@ from cost_pipeline.config.tagging import (
 from cost_pipeline.lib.keys import fold_key
 
 __all__ = [
-    "AllocationConfig", "BillingFormat", "BillingSource", "CONFIG_ENV", "ConfigError", "EnforcementConfig", "EvenDriver",
+    "AlertsConfig", "AllocationConfig", "BillingFormat", "BillingSource", "CONFIG_ENV", "ConfigError", "EnforcementConfig", "EvenDriver",
     "FixedDriver", "KubernetesDriver", "MetricDriver", "Pool", "PoolSelect", "ReportsConfig", "Settings", "SlackConfig", "TagKey",
     "TaggingConfig", "Team", "UsageConfig", "VirtualTagRule", "bundled_config_path", "load_settings",
 ]
@@ -65,6 +66,7 @@ class Settings(_Model):
     usage: UsageConfig = UsageConfig()
     slack: SlackConfig = SlackConfig()
     reports: ReportsConfig = ReportsConfig()
+    alerts: AlertsConfig = AlertsConfig()
     tagging: TaggingConfig = TaggingConfig()
     allocation: AllocationConfig = AllocationConfig()
     source_path: str | None = Field(default=None, exclude=True)
@@ -91,6 +93,13 @@ class Settings(_Model):
                         f"allocation.pools[{pool.name}].select.tags names {key!r}, which is not a key of the tagging schema "
                         f"({', '.join(k.key for k in self.tagging.keys)})"
                     )
+        return self
+
+    @model_validator(mode="after")
+    def _alert_teams_known(self) -> "Settings":
+        unknown = sorted(set(self.alerts.teams) - set(self.tagging.teams)) if self.tagging.teams else []
+        if unknown:
+            raise ValueError(f"alerts.teams names team(s) not in tagging.teams: {unknown}")
         return self
 
     @property

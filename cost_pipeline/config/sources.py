@@ -42,8 +42,15 @@ class UsageConfig(_Model):
 
 
 class SlackConfig(_Model):
+    """Dry run (the default) writes each message as JSON under ``outbox_uri`` (default ``<lake>/_outbox``); ``dry_run: false`` posts
+    through the Web API with the bot token from ``$token_env`` (``base_url``: a proxy or a test server)."""
+
     outbox_uri: str | None = None
     token_env: str = "SLACK_BOT_TOKEN"
+    dry_run: bool = True
+    base_url: str | None = None
+    platform_channel: str = "#ml-platform-costs"
+    notify_days: int = Field(default=2, ge=0)  # partitions older than this many days send nothing unless --notify
 
 
 class ReportsConfig(_Model):
@@ -52,3 +59,20 @@ class ReportsConfig(_Model):
 
     mode: Literal["showback", "chargeback"] = "showback"
     dashboard_url: str | None = None
+
+
+class TeamAlerts(_Model):
+    min_delta: float | None = Field(default=None, gt=0)
+    min_ratio: float | None = Field(default=None, gt=0)
+    monthly_budget: float | None = Field(default=None, gt=0)  # in the team's billing currency
+
+
+class AlertsConfig(_Model):
+    """Anomaly thresholds (a day is flagged only when it passes all three), budgets, and routing.
+    Kept apart from tagging and allocation so that changing a budget does not change ``rules_version``."""
+
+    min_delta: float = Field(default=250.0, gt=0)  # currency units above the baseline, per day
+    min_ratio: float = Field(default=0.5, gt=0)  # relative increase over the baseline
+    z: float = Field(default=5.0, gt=0)  # robust z-score (median absolute deviation)
+    teams: dict[str, TeamAlerts] = {}
+    platform_min_severity: Literal["medium", "high", "critical"] = "high"  # also alert the platform channel

@@ -6,7 +6,7 @@ import dagster as dg
 
 from cost_pipeline.defs.partitions import DAILY
 
-DAILY_ASSETS = ["cost_lines", "usage", "untagged_spend", "tag_compliance", "allocated_costs", "team_daily_costs", "team_cost_detail"]
+DAILY_ASSETS = ["cost_lines", "usage", "untagged_spend", "tag_compliance", "allocated_costs", "team_daily_costs", "team_cost_detail", "anomalies", "slack_notifications"]
 
 daily_costs_job = dg.define_asset_job(
     "daily_costs_job",

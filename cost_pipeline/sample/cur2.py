@@ -107,7 +107,9 @@ class SampleSpec:
     bad_tag_share: float = 0.08
     anomalies: int = 3
     chunk: int = 200_000
-    anomaly_days: list[tuple[dt.date, str, float]] = field(default_factory=list)
+    anomaly_days: list[tuple[dt.date, str, float]] = field(default_factory=list)  # one-day spikes
+    level_shifts: list[tuple[dt.date, str, float]] = field(default_factory=list)  # from the day on, the team costs factor×
+    new_spend: list[tuple[dt.date, str, str]] = field(default_factory=list)  # from the day on, a team's training runs in a new project
 
 
 def _choice(rng: np.random.Generator, items: list[str], n: int, p=None) -> np.ndarray:
@@ -171,6 +173,14 @@ def _day_chunk(rng: np.random.Generator, day: dt.date, n: int, first_index: int,
     for a_day, a_team, factor in spec.anomaly_days:
         if a_day == day:
             cost = np.where(team == a_team, np.round(cost * factor, 8), cost)
+    for s_day, s_team, factor in spec.level_shifts:
+        if day >= s_day:
+            cost = np.where(team == s_team, np.round(cost * factor, 8), cost)
+    for n_day, n_team, new_project in spec.new_spend:
+        if day >= n_day:
+            moved = (team == n_team) & (workload == "training") & (kind == 0)
+            project = np.where(moved, new_project, project)
+            cost = np.where(moved, np.round(cost * 1.5, 8), cost)
     is_ec2_like = np.isin(service, ["AmazonEC2", "AmazonSageMaker"]) & (kind <= 1)
     covered = is_ec2_like & (rng.random(n) < 0.45)
     line_type = np.where(covered, "SavingsPlanCoveredUsage", "Usage").astype(object)

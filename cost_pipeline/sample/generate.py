@@ -26,9 +26,23 @@ def _anomalies(spec: SampleSpec) -> list[tuple[dt.date, str, float]]:
     ]
 
 
+def _shifts(spec: SampleSpec) -> tuple[list, list]:
+    """A sustained level shift (needs 45 days: two weeks of baseline, a week of shift) and new spend (35 days)."""
+    rng = np.random.default_rng([spec.seed, 101])
+    teams = org.WORKLOAD_TEAMS[:4]
+    shifts = new = []
+    if spec.days >= 45:
+        shifts = [(spec.start + dt.timedelta(days=int(rng.integers(spec.days - 21, spec.days - 9))), teams[int(rng.integers(0, 4))], 1.8)]
+    if spec.days >= 35:
+        team = teams[int(rng.integers(0, 4))]
+        new = [(spec.start + dt.timedelta(days=int(rng.integers(28, spec.days - 4))), team, f"{team.split('-')[0]}-llm-pilot")]
+    return shifts, new
+
+
 def generate(out: Path, start: dt.date, days: int, lines_per_day: int, seed: int) -> dict:
     spec = SampleSpec(start=start, days=days, lines_per_day=lines_per_day, seed=seed)
     spec.anomaly_days = _anomalies(spec)
+    spec.level_shifts, spec.new_spend = _shifts(spec)
     truth = write_cur2(out / "billing" / "aws", spec)
     write_usage(out / "usage", start, days, seed)
     gt = out / "ground_truth"
@@ -39,6 +53,8 @@ def generate(out: Path, start: dt.date, days: int, lines_per_day: int, seed: int
         writer.writerows(truth)
     with open(gt / "anomalies.csv", "w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["date", "team", "factor"])
-        writer.writerows([(d.isoformat(), t, f) for d, t, f in spec.anomaly_days])
+        writer.writerow(["date", "team", "kind", "project", "factor"])
+        writer.writerows([(d.isoformat(), t, "spike", "", f) for d, t, f in spec.anomaly_days])
+        writer.writerows([(d.isoformat(), t, "level_shift", "", f) for d, t, f in spec.level_shifts])
+        writer.writerows([(d.isoformat(), t, "new_spend", p, 1.5) for d, t, p in spec.new_spend])
     return {"billing": out / "billing" / "aws", "usage": out / "usage", "ground_truth": gt, "tag_defects": len(truth)}

@@ -1,0 +1,1 @@
+"""Anomalies, budgets and Slack."""
