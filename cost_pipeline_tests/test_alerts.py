@@ -214,3 +214,29 @@ def test_hostile_values_ping_nobody_and_messages_stay_within_limits():
 def test_evaluate_without_truth_is_a_clear_error(october, bad):
     out = cli("evaluate", "--config", str(october / "config.yaml"), "--truth", str(october / bad))
     assert out.returncode == 2 and "no ground truth" in out.stderr
+
+
+def test_the_pipeline_posts_through_slack_sdk_once_per_message(october, tmp_path, monkeypatch):
+    """The daily job against the stand-in (dry_run false): the same partition twice posts nothing twice."""
+    import yaml
+
+    config = _copy(october, tmp_path)
+    with SlackStandIn() as slack:
+        raw = yaml.safe_load(config.read_text())
+        raw["slack"] = {"dry_run": False, "base_url": slack.url, "token_env": "TEST_SLACK_TOKEN"}
+        config.write_text(yaml.safe_dump(raw))
+        monkeypatch.setenv("TEST_SLACK_TOKEN", "xoxb-pipeline")
+        args = ("run", "--config", str(config), "--notify", "--start", "2026-10-14", "--end", "2026-10-14")
+        first = cli(*args)
+        assert first.returncode == 0, first.stderr[-2000:]
+        channels = sorted(p["params"]["channel"] for p in slack.calls("chat.postMessage"))
+        assert channels.count("#ml-search-costs") == 2  # the spike's alert and the team's digest
+        ledger = read_ledger(Lake.from_uri(str(tmp_path / "lake")))
+        assert len(channels) == ledger.height and set(ledger["state"]) == {"sent"}
+        assert len(slack.calls("upload")) == len(TEAMS)  # one chart per team digest
+        count = len(slack.requests)
+        assert cli(*args).returncode == 0
+        assert len(slack.requests) == count
+    monkeypatch.delenv("TEST_SLACK_TOKEN")
+    missing = cli(*args)
+    assert missing.returncode == 1 and "$TEST_SLACK_TOKEN is not set" in missing.stderr
