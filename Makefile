@@ -8,7 +8,7 @@ DEMO_DAYS := 60
 DEMO_END := 2026-10-30
 DEMO_LINES := 5000
 
-.PHONY: install install-dev demo ui test bench validate clean prometheus chromium lint
+.PHONY: install install-dev demo ui test bench validate clean prometheus chromium postgresql lint
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -59,7 +59,14 @@ chromium:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
 
-test: install-dev prometheus chromium
+# The production-instance test runs Debian's PostgreSQL on loopback (started by the test itself).
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  echo "installing PostgreSQL (Debian package) for the deployment tests"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends postgresql >/dev/null; }
+
+test: install-dev prometheus chromium postgresql
 	$(BIN)/python -m pytest -q
 
 lint: install-dev

@@ -181,29 +181,63 @@ def cmd_policies(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_rules_diff(args: argparse.Namespace) -> int:
+def _preview(current, proposed, start: dt.date, end: dt.date, show_all: bool) -> str:
     from cost_pipeline.lib.lake import Lake
-    from cost_pipeline.lib.rules_diff import (
-        allocate_days,
-        diff_allocations,
-        render_diff,
-    )
+    from cost_pipeline.lib.rules_diff import allocate_days, diff_allocations, render_diff
 
+    days = [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
+    lake = Lake.from_uri(current.lake_uri, current.lake_endpoint_url, current.lake_region)
+    diff = diff_allocations(allocate_days(lake, current, days), allocate_days(lake, proposed, days))
+    return render_diff(diff, current.rules_version, proposed.rules_version, show_all=show_all)
+
+
+def cmd_rules_diff(args: argparse.Namespace) -> int:
     _use_config(args.config)
-    current = load_settings()
-    proposed = load_settings(args.proposed)
     if args.end < args.start:
         print(f"error: --end {args.end} is before --start {args.start}", file=sys.stderr)
         return 2
-    days = [args.start + dt.timedelta(days=i) for i in range((args.end - args.start).days + 1)]
-    lake = Lake.from_uri(current.lake_uri, current.lake_endpoint_url, current.lake_region)
     try:
-        diff = diff_allocations(allocate_days(lake, current, days), allocate_days(lake, proposed, days))
+        print(_preview(load_settings(), load_settings(args.proposed), args.start, args.end, args.all))
     except FileNotFoundError as exc:
         print(f"error: {exc}; materialize cost_lines and usage for these days first", file=sys.stderr)
         return 2
-    print(render_diff(diff, current.rules_version, proposed.rules_version, show_all=args.all))
     return 0
+
+
+def cmd_rules_apply(args: argparse.Namespace) -> int:
+    """Preview, adopt (the proposed file replaces the config, the old one kept beside it), backfill."""
+    import shutil
+
+    from cost_pipeline.config import bundled_config_path
+
+    _use_config(args.config)
+    target = Path(os.environ.get(CONFIG_ENV) or bundled_config_path())
+    if target.resolve() == bundled_config_path().resolve():
+        print("error: rules apply replaces your config file; pass --config FILE (or set COST_PIPELINE_CONFIG)", file=sys.stderr)
+        return 2
+    current, proposed = load_settings(), load_settings(args.proposed)
+    if (proposed.lake_uri, proposed.partitions_start_date) != (current.lake_uri, current.partitions_start_date):
+        print("error: the proposed file must keep lake_uri and partitions_start_date; only rules change here", file=sys.stderr)
+        return 2
+    if args.end < args.start:
+        print(f"error: --end {args.end} is before --start {args.start}", file=sys.stderr)
+        return 2
+    try:
+        print(_preview(current, proposed, args.start, args.end, False))
+    except FileNotFoundError as exc:
+        print(f"error: {exc}; materialize cost_lines and usage for these days first", file=sys.stderr)
+        return 2
+    if current.rules_version == proposed.rules_version:
+        print("the proposed rules are the current rules; nothing to adopt")
+        return 0
+    if not args.yes:
+        print("not adopted: re-run with --yes to adopt these rules and backfill the range")
+        return 0
+    backup = target.with_name(f"{target.name}.{current.rules_version}.bak")
+    shutil.copyfile(target, backup)
+    shutil.copyfile(args.proposed, target)
+    print(f"adopted rules {proposed.rules_version} in {target} (previous rules kept in {backup}); backfilling {args.start} .. {args.end}")
+    return cmd_run(argparse.Namespace(config=str(target), start=args.start, end=args.end, notify=False, log_level=args.log_level))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -257,6 +291,14 @@ def main(argv: list[str] | None = None) -> int:
     diff.add_argument("--end", type=_date, required=True, help="last day, inclusive")
     diff.add_argument("--all", action="store_true", help="also list rows that do not change")
     diff.set_defaults(func=cmd_rules_diff)
+    apply = rules_sub.add_parser("apply", help="preview a rule change, then (with --yes) adopt it and backfill the range")
+    apply.add_argument("--config", help="the config file the proposed rules replace")
+    apply.add_argument("--proposed", required=True, help="a config file holding the proposed rules")
+    apply.add_argument("--start", type=_date, required=True)
+    apply.add_argument("--end", type=_date, required=True, help="last day, inclusive")
+    apply.add_argument("--yes", action="store_true", help="adopt and backfill; without it, only the preview is printed")
+    apply.add_argument("--log-level", default="CRITICAL", choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"])
+    apply.set_defaults(func=cmd_rules_apply)
 
     args = parser.parse_args(argv)
     try:

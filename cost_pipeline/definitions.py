@@ -9,6 +9,7 @@ from cost_pipeline.defs.alerts.assets import anomalies, slack_notifications
 from cost_pipeline.defs.allocation.assets import allocated_costs
 from cost_pipeline.defs.billing.assets import bill_totals_table, cost_lines
 from cost_pipeline.defs.billing.sensors import delivery_sensors
+from cost_pipeline.defs.catalog import describe
 from cost_pipeline.defs.compliance.assets import tag_compliance_tables
 from cost_pipeline.defs.jobs import daily_costs_job, daily_schedule, reports_job
 from cost_pipeline.defs.reports.assets import (
@@ -23,22 +24,26 @@ from cost_pipeline.defs.reports.assets import (
 from cost_pipeline.defs.resources import PipelineConfig
 from cost_pipeline.defs.usage.assets import usage
 
+# Downstream tables follow their upstream days (AutomationCondition.eager) while this sensor runs.
+FOLLOW_UPSTREAM = dg.AutomationConditionSensorDefinition(
+    "follow_upstream_days", target=dg.AssetSelection.all(), default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Recomputes team tables, reports, dashboards, statements and digests when their upstream days change.",
+)
+
 # Tables whose content depends on the tagging and allocation rules: their code version is the
 # rules' hash, so changing a rule shows every materialized day of them as stale in the UI.
 RULE_DEPENDENT = (tag_compliance_tables, allocated_costs)
 
 
 def build_defs(settings: Settings) -> dg.Definitions:
-    versioned = [
-        asset.map_asset_specs(lambda spec: spec.replace_attributes(code_version=settings.rules_version))
-        for asset in RULE_DEPENDENT
-    ]
+    rule_dependent = {key.to_user_string() for asset in RULE_DEPENDENT for key in asset.keys}
+    assets = [cost_lines, bill_totals_table, usage, *RULE_DEPENDENT, team_daily_costs, team_cost_detail, anomalies, slack_notifications,
+              report_tables, dashboards, chargeback_statements, team_reports]
     return dg.Definitions(
-        assets=[cost_lines, bill_totals_table, usage, *versioned, team_daily_costs, team_cost_detail, anomalies, slack_notifications,
-                report_tables, dashboards, chargeback_statements, team_reports],
+        assets=[asset.map_asset_specs(lambda spec: describe(spec, settings, rule_dependent)) for asset in assets],
         jobs=[daily_costs_job, reports_job, close_month_job],
         schedules=[daily_schedule],
-        sensors=delivery_sensors(settings.billing_sources),
+        sensors=[*delivery_sensors(settings.billing_sources), FOLLOW_UPSTREAM],
         resources={"pipeline": PipelineConfig(config_path=settings.source_path or "")},
     )
 

@@ -4,7 +4,6 @@ and delivery through slack-sdk against a local stand-in for the Slack Web API.""
 import datetime as dt
 import json
 import re
-import shutil
 from decimal import Decimal
 
 import polars as pl
@@ -17,6 +16,7 @@ from cost_pipeline.lib.lake import Lake
 from cost_pipeline.lib.slack.delivery import ApiSender, deliver, read_ledger, web_client
 from cost_pipeline.lib.slack.messages import MAX_BLOCKS, MAX_SECTION, Digest, anomaly_alert, team_digest
 from cost_pipeline.lib.slack.plan import alerts, digests
+from cost_pipeline_tests.conftest import START as SAMPLE_START
 from cost_pipeline_tests.conftest import cli
 from cost_pipeline_tests.slack_standin import SlackStandIn
 
@@ -114,26 +114,19 @@ def test_a_backfill_of_past_days_sends_nothing(october):
     assert Lake.from_uri(str(october / "lake")).read_table("slack_ledger") is None
 
 
-def _copy(october, tmp_path):
-    shutil.copytree(october, tmp_path, dirs_exist_ok=True)
-    text = (tmp_path / "config.yaml").read_text().replace(str(october), str(tmp_path))
-    (tmp_path / "config.yaml").write_text(text)
-    return tmp_path / "config.yaml"
-
-
-def test_notify_writes_each_message_once_to_the_outbox(october, tmp_path):
-    config = _copy(october, tmp_path)
-    first = cli("run", "--config", str(config), "--notify", "--start", "2026-10-30", "--end", "2026-11-01")
-    assert first.returncode == 0, first.stderr[-2000:]
+def test_notify_writes_each_message_once_to_the_outbox(config_path, tmp_path):
+    last_day = SAMPLE_START + dt.timedelta(days=3)
+    args = ("run", "--config", str(config_path), "--notify", "--start", SAMPLE_START.isoformat(), "--end", last_day.isoformat())
     outbox = tmp_path / "lake" / "_outbox" / "messages"
+    first = cli(*args)
+    assert first.returncode == 0, first.stderr[-2000:]
     files = {p.name: p.read_bytes() for p in outbox.iterdir()}
     digests_written = sorted(n for n in files if "team_digest" in n and n.endswith(".json"))
-    assert digests_written == [f"2026-11-01-team_digest-{t}.json" for t in sorted(TEAMS)]
+    assert digests_written == [f"{last_day}-team_digest-{t}.json" for t in sorted(TEAMS)]  # the range's last day only
     assert all(n.replace(".json", ".png") in files for n in digests_written)
-    payload = json.loads(files["2026-11-01-team_digest-fraud-detection.json"])
+    payload = json.loads(files[f"{last_day}-team_digest-fraud-detection.json"])
     assert payload["channel"] == "#ml-fraud-costs" and len(payload["blocks"]) <= MAX_BLOCKS
-    again = cli("run", "--config", str(config), "--notify", "--start", "2026-10-30", "--end", "2026-11-01")
-    assert again.returncode == 0
+    assert cli(*args).returncode == 0
     assert {p.name: p.read_bytes() for p in outbox.iterdir()} == files
     ledger = read_ledger(Lake.from_uri(str(tmp_path / "lake")))
     assert ledger.height == len([n for n in files if n.endswith(".json")]) and set(ledger["state"]) == {"sent"}
@@ -216,24 +209,26 @@ def test_evaluate_without_truth_is_a_clear_error(october, bad):
     assert out.returncode == 2 and "no ground truth" in out.stderr
 
 
-def test_the_pipeline_posts_through_slack_sdk_once_per_message(october, tmp_path, monkeypatch):
+def test_the_pipeline_posts_through_slack_sdk_once_per_message(config_path, tmp_path, monkeypatch):
     """The daily job against the stand-in (dry_run false): the same partition twice posts nothing twice."""
     import yaml
 
-    config = _copy(october, tmp_path)
+    day = SAMPLE_START + dt.timedelta(days=3)
     with SlackStandIn() as slack:
-        raw = yaml.safe_load(config.read_text())
+        raw = yaml.safe_load(config_path.read_text())
         raw["slack"] = {"dry_run": False, "base_url": slack.url, "token_env": "TEST_SLACK_TOKEN"}
-        config.write_text(yaml.safe_dump(raw))
+        config_path.write_text(yaml.safe_dump(raw))
         monkeypatch.setenv("TEST_SLACK_TOKEN", "xoxb-pipeline")
-        args = ("run", "--config", str(config), "--notify", "--start", "2026-10-14", "--end", "2026-10-14")
+        args = ("run", "--config", str(config_path), "--notify", "--start", SAMPLE_START.isoformat(), "--end", day.isoformat())
         first = cli(*args)
         assert first.returncode == 0, first.stderr[-2000:]
         channels = sorted(p["params"]["channel"] for p in slack.calls("chat.postMessage"))
-        assert channels.count("#ml-search-costs") == 2  # the spike's alert and the team's digest
+        assert sorted(set(channels)) == sorted({"#ml-platform-costs", "#ml-fraud-costs", "#ml-personalization-costs", "#ml-search-costs",
+                                                 "#ml-forecasting-costs"})
         ledger = read_ledger(Lake.from_uri(str(tmp_path / "lake")))
         assert len(channels) == ledger.height and set(ledger["state"]) == {"sent"}
         assert len(slack.calls("upload")) == len(TEAMS)  # one chart per team digest
+        assert {p["auth"] for p in slack.calls("chat.postMessage")} == {"Bearer xoxb-pipeline"}
         count = len(slack.requests)
         assert cli(*args).returncode == 0
         assert len(slack.requests) == count

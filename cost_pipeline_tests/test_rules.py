@@ -69,3 +69,29 @@ def test_rules_diff_shows_the_expected_per_team_delta(config_path, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "eks-shared" in proc.stdout and "nothing was written" in proc.stdout
     assert pl.read_parquet(lake.day_path("allocated_costs", START)).equals(written)
+
+
+def test_rules_apply_previews_adopts_and_backfills(config_path, tmp_path):
+    from decimal import Decimal
+
+    from cost_pipeline_tests.conftest import cli
+
+    first = cli("run", "--config", str(config_path), "--start", START.isoformat(), "--end", START.isoformat())
+    assert first.returncode == 0, first.stderr[-2000:]
+    current, proposed_path = load_settings(config_path), _proposed(config_path, tmp_path)
+    proposed = load_settings(proposed_path)
+    args = ("rules", "apply", "--config", str(config_path), "--proposed", str(proposed_path), "--start", START.isoformat(), "--end", START.isoformat())
+    preview = cli(*args)
+    assert preview.returncode == 0 and "eks-shared" in preview.stdout and "re-run with --yes" in preview.stdout
+    assert load_settings(config_path).rules_version == current.rules_version  # nothing adopted
+    applied = cli(*args, "--yes")
+    assert applied.returncode == 0, applied.stderr[-2000:]
+    assert load_settings(config_path).rules_version == proposed.rules_version
+    assert (tmp_path / f"config.yaml.{current.rules_version}.bak").read_text() != config_path.read_text()
+    lake = Lake.from_uri(current.lake_uri)
+    written = pl.read_parquet(lake.day_path("allocated_costs", START))
+    assert set(written["rules_version"]) == {proposed.rules_version}
+    lines = pl.read_parquet(lake.day_path("cost_lines", START))
+    assert written["amount"].sum() == lines["effective_cost"].sum() != Decimal(0)
+    bundled = cli("rules", "apply", "--proposed", str(proposed_path), "--start", START.isoformat(), "--end", START.isoformat(), "--yes")
+    assert bundled.returncode == 2 and "replaces your config file" in bundled.stderr

@@ -31,6 +31,7 @@ from cost_pipeline.config.sources import (
     AlertsConfig,
     BillingFormat,
     BillingSource,
+    OperationsConfig,
     ReportsConfig,
     SlackConfig,
     UsageConfig,
@@ -67,6 +68,7 @@ class Settings(_Model):
     slack: SlackConfig = SlackConfig()
     reports: ReportsConfig = ReportsConfig()
     alerts: AlertsConfig = AlertsConfig()
+    operations: OperationsConfig = OperationsConfig()
     tagging: TaggingConfig = TaggingConfig()
     allocation: AllocationConfig = AllocationConfig()
     source_path: str | None = Field(default=None, exclude=True)

@@ -76,3 +76,10 @@ class AlertsConfig(_Model):
     z: float = Field(default=5.0, gt=0)  # robust z-score (median absolute deviation)
     teams: dict[str, TeamAlerts] = {}
     platform_min_severity: Literal["medium", "high", "critical"] = "high"  # also alert the platform channel
+
+
+class OperationsConfig(_Model):
+    """Who runs the pipeline: shown as owners of every asset in the Dagster UI (emails or ``team:<name>``)."""
+
+    owners: list[str] = []
+    backfill_days_per_run: int | None = Field(default=None, ge=1)  # None: a backfill is one run

@@ -24,4 +24,7 @@ reports_job = dg.define_asset_job(
 
 # Billing exports land several times a day; running at 06:00 UTC covers yesterday with the data AWS
 # has delivered overnight (restatements are picked up by re-running the affected days).
-daily_schedule = dg.build_schedule_from_partitioned_job(daily_costs_job, hour_of_day=6)
+daily_schedule = dg.build_schedule_from_partitioned_job(
+    daily_costs_job, hour_of_day=6,
+    description="06:00 UTC: yesterday's partition of every daily table, with the data the providers delivered overnight.",
+)

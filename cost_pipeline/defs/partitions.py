@@ -10,7 +10,14 @@ from cost_pipeline.config import load_settings
 
 SETTINGS = load_settings()
 DAILY = dg.DailyPartitionsDefinition(start_date=SETTINGS.partitions_start_date.isoformat(), timezone="UTC")
-SINGLE_RUN = dg.BackfillPolicy.single_run()
+# One run per backfill by default (Dagster starts once, memory stays per day); with
+# operations.backfill_days_per_run N, a backfill is split into runs of N days that run in parallel
+# (e.g. one Kubernetes pod each with the K8sRunLauncher).
+BACKFILL_POLICY = (
+    dg.BackfillPolicy.multi_run(max_partitions_per_run=SETTINGS.operations.backfill_days_per_run)
+    if SETTINGS.operations.backfill_days_per_run
+    else dg.BackfillPolicy.single_run()
+)
 
 
 def partition_days(context: dg.AssetExecutionContext) -> list[dt.date]:

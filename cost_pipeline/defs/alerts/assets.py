@@ -7,7 +7,7 @@ import dagster as dg
 import polars as pl
 
 from cost_pipeline.defs.metadata import day_metadata
-from cost_pipeline.defs.partitions import DAILY, SINGLE_RUN, partition_days
+from cost_pipeline.defs.partitions import BACKFILL_POLICY, DAILY, partition_days
 from cost_pipeline.defs.resources import PipelineConfig
 from cost_pipeline.lib.anomalies import Thresholds, detect
 from cost_pipeline.lib.lake import Lake
@@ -28,7 +28,7 @@ def _history(lake: Lake, first: dt.date, last: dt.date) -> pl.DataFrame:
     return lake.scan_days("team_cost_detail", days).collect()
 
 
-@dg.asset(partitions_def=DAILY, backfill_policy=SINGLE_RUN, group_name="alerts", kinds={"polars", "parquet"}, deps=["team_cost_detail"])
+@dg.asset(partitions_def=DAILY, backfill_policy=BACKFILL_POLICY, group_name="alerts", kinds={"polars", "parquet"}, deps=["team_cost_detail"])
 def anomalies(context: dg.AssetExecutionContext, pipeline: PipelineConfig) -> dg.MaterializeResult:
     """Spikes, sustained increases and new spend per team and team × project, with their top contributors."""
     lake, settings = pipeline.lake(), pipeline.settings()
@@ -49,7 +49,7 @@ def anomalies(context: dg.AssetExecutionContext, pipeline: PipelineConfig) -> dg
     return dg.MaterializeResult()
 
 
-@dg.asset(partitions_def=DAILY, backfill_policy=SINGLE_RUN, group_name="alerts", kinds={"slack"}, deps=["anomalies", "team_cost_detail", "untagged_spend"])
+@dg.asset(partitions_def=DAILY, backfill_policy=BACKFILL_POLICY, group_name="alerts", kinds={"slack"}, deps=["anomalies", "team_cost_detail", "untagged_spend"])
 def slack_notifications(context: dg.AssetExecutionContext, pipeline: PipelineConfig) -> dg.MaterializeResult:
     """Anomaly and budget alerts for each day, and the digests of the newest day; each message once
     (ledger). Days older than ``slack.notify_days`` send nothing unless the run is tagged notify."""

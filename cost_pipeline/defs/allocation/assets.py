@@ -5,7 +5,7 @@ import polars as pl
 
 from cost_pipeline.defs.allocation.checks import CONSERVES, reconciliation_result
 from cost_pipeline.defs.metadata import day_metadata
-from cost_pipeline.defs.partitions import DAILY, SINGLE_RUN, partition_days
+from cost_pipeline.defs.partitions import BACKFILL_POLICY, DAILY, partition_days
 from cost_pipeline.defs.resources import PipelineConfig
 from cost_pipeline.lib.allocate import allocate
 from cost_pipeline.lib.pools import classify_plan
@@ -14,7 +14,7 @@ from cost_pipeline.lib.tags import CLASSIFY_COLUMNS, raw_tag_keys
 
 @dg.asset(
     partitions_def=DAILY,
-    backfill_policy=SINGLE_RUN,
+    backfill_policy=BACKFILL_POLICY,
     group_name="allocation",
     kinds={"polars", "parquet"},
     deps=["cost_lines", "usage"],

@@ -7,7 +7,7 @@ from cost_pipeline.defs.billing.checks import BILL_RECONCILES, bill_reconciliati
 from cost_pipeline.defs.billing.resources import storage_for
 from cost_pipeline.defs.failures import input_errors_as_failures
 from cost_pipeline.defs.metadata import lazy_day_metadata
-from cost_pipeline.defs.partitions import DAILY, SINGLE_RUN, partition_days
+from cost_pipeline.defs.partitions import BACKFILL_POLICY, DAILY, partition_days
 from cost_pipeline.defs.resources import PipelineConfig
 from cost_pipeline.lib.billing.fingerprint import day_fingerprint
 from cost_pipeline.lib.billing.sources import TOTALS_SCHEMA, bill_totals, source_day
@@ -16,7 +16,7 @@ from cost_pipeline.lib.billing.totals import totals_markdown
 
 @dg.asset(
     partitions_def=DAILY,
-    backfill_policy=SINGLE_RUN,
+    backfill_policy=BACKFILL_POLICY,
     group_name="billing",
     kinds={"polars", "parquet"},
 )
@@ -30,6 +30,7 @@ def cost_lines(context: dg.AssetExecutionContext, pipeline: PipelineConfig) -> d
     settings = pipeline.settings()
     lake = pipeline.lake()
     rows = 0
+    empty_days, last_with_data = [], None
     with lake.staging("cost_lines") as staging:
         for day in partition_days(context):
             with input_errors_as_failures():
@@ -47,9 +48,21 @@ def cost_lines(context: dg.AssetExecutionContext, pipeline: PipelineConfig) -> d
             for source in settings.billing_sources:
                 metadata[f"lines/{source.name}"] = per_source.get(source.name, 0)
                 metadata[f"fingerprint/{source.name}"] = day_fingerprint(staged.filter(pl.col("source") == source.name))
+            if not per_source:
+                empty_days.append(day)
+            else:
+                last_with_data = day
             if empty:
                 context.log.warning(f"{day}: no lines from {', '.join(empty)} (no current delivery holds this day)")
             context.add_asset_metadata(metadata, partition_key=day.isoformat())
+        # days after the last day with any line are not delivered yet (a gap inside the range is only warned about)
+        undelivered = [d.isoformat() for d in empty_days if last_with_data is None or d > last_with_data]
+        if undelivered:  # raised inside the staging block: no day of the run replaces the lake
+            raise dg.Failure(
+                description=f"no billing source has any line for {', '.join(undelivered[:10])}{' ...' if len(undelivered) > 10 else ''}: "
+                f"not delivered yet? Nothing was written; run the days that have data.",
+                allow_retries=False,
+            )
     return dg.MaterializeResult(metadata={"days_in_run": len(partition_days(context)), "lines_in_run": rows})
 
 

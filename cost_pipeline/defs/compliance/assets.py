@@ -13,7 +13,7 @@ from cost_pipeline.defs.compliance.checks import (
     share_results,
 )
 from cost_pipeline.defs.metadata import day_metadata
-from cost_pipeline.defs.partitions import DAILY, SINGLE_RUN, partition_days
+from cost_pipeline.defs.partitions import BACKFILL_POLICY, DAILY, partition_days
 from cost_pipeline.defs.resources import PipelineConfig
 from cost_pipeline.lib.compliance import (
     compliance_breakdown,
@@ -56,7 +56,7 @@ def _top_resources_md(quarantined: pl.DataFrame) -> str:
     specs=[UNTAGGED, COMPLIANCE],
     check_specs=[UNTAGGED_WARN, UNTAGGED_ERROR],
     partitions_def=DAILY,
-    backfill_policy=SINGLE_RUN,
+    backfill_policy=BACKFILL_POLICY,
     name="tag_compliance_tables",
     can_subset=True,  # the contract's `--select cost_lines,untagged_spend,...` names one of the two
 )

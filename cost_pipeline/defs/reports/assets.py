@@ -3,7 +3,7 @@
 import dagster as dg
 
 from cost_pipeline.defs.metadata import day_metadata
-from cost_pipeline.defs.partitions import DAILY, SINGLE_RUN, partition_days
+from cost_pipeline.defs.partitions import BACKFILL_POLICY, DAILY, partition_days
 from cost_pipeline.defs.resources import PipelineConfig
 from cost_pipeline.lib.markdown import md_table
 from cost_pipeline.lib.month_close import close_month
@@ -15,7 +15,7 @@ from cost_pipeline.lib.reports import team_daily_costs as daily_costs_of
 
 @dg.asset(
     partitions_def=DAILY,
-    backfill_policy=SINGLE_RUN,
+    backfill_policy=BACKFILL_POLICY,
     group_name="reports",
     kinds={"polars", "parquet"},
     deps=["allocated_costs", "untagged_spend"],
@@ -33,7 +33,7 @@ def team_daily_costs(context: dg.AssetExecutionContext, pipeline: PipelineConfig
 
 @dg.asset(
     partitions_def=DAILY,
-    backfill_policy=SINGLE_RUN,
+    backfill_policy=BACKFILL_POLICY,
     group_name="reports",
     kinds={"polars", "parquet"},
     deps=["allocated_costs"],

@@ -10,7 +10,7 @@ from cost_pipeline.config import Settings
 from cost_pipeline.defs.billing.resources import storage_for_uri
 from cost_pipeline.defs.failures import input_errors_as_failures
 from cost_pipeline.defs.metadata import column_schema
-from cost_pipeline.defs.partitions import DAILY, SINGLE_RUN, partition_days
+from cost_pipeline.defs.partitions import BACKFILL_POLICY, DAILY, partition_days
 from cost_pipeline.defs.resources import PipelineConfig
 from cost_pipeline.lib.lake import Lake
 from cost_pipeline.lib.prometheus import query_range_day
@@ -32,7 +32,7 @@ def _live(settings: Settings, lake: Lake, day: dt.date) -> pl.DataFrame:
     return pl.concat(frames) if frames else empty_samples()
 
 
-@dg.asset(partitions_def=DAILY, backfill_policy=SINGLE_RUN, group_name="usage", kinds={"prometheus", "parquet"})
+@dg.asset(partitions_def=DAILY, backfill_policy=BACKFILL_POLICY, group_name="usage", kinds={"prometheus", "parquet"})
 def usage(context: dg.AssetExecutionContext, pipeline: PipelineConfig) -> dg.MaterializeResult:
     """Usage samples (query, timestamp, value, labels) that drive shared-pool allocation.
 
