@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
 
 import boto3
@@ -37,6 +38,16 @@ def sample_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("sample")
     generate(out, START, DAYS, LINES, seed=11)
     return out
+
+
+def cur2_effective(row: dict) -> Decimal:
+    """Independent oracle for one raw CUR 2.0 row: its effective cost by the contract's rules, by hand."""
+    kind = row["line_item_line_item_type"]
+    if kind == "SavingsPlanCoveredUsage":
+        return Decimal(repr(row["savings_plan_savings_plan_effective_cost"]))
+    if kind == "SavingsPlanRecurringFee":
+        return Decimal(repr(row["savings_plan_total_commitment_to_date"])) - Decimal(repr(row["savings_plan_used_commitment"]))
+    return Decimal(0) if kind == "SavingsPlanNegation" else Decimal(repr(row["line_item_unblended_cost"]))
 
 
 def write_config(tmp_path: Path, sample: Path, **overrides) -> Path:

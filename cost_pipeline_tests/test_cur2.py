@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from cost_pipeline.lib.errors import InputError
-from cost_pipeline_tests.conftest import START, read_day
+from cost_pipeline_tests.conftest import START, cur2_effective, read_day
 
 DAY = START + dt.timedelta(days=1)
 
@@ -23,15 +23,8 @@ def _raw_day(billing, day):
         if r["line_item_usage_start_date"].date() != day:
             continue
         rows += 1
-        unblended = Decimal(repr(r["line_item_unblended_cost"]))
-        billed += unblended
-        kind = r["line_item_line_item_type"]
-        if kind == "SavingsPlanCoveredUsage":
-            effective += Decimal(repr(r["savings_plan_savings_plan_effective_cost"]))
-        elif kind == "SavingsPlanRecurringFee":
-            effective += Decimal(repr(r["savings_plan_total_commitment_to_date"])) - Decimal(repr(r["savings_plan_used_commitment"]))
-        elif kind != "SavingsPlanNegation":
-            effective += unblended
+        billed += Decimal(repr(r["line_item_unblended_cost"]))
+        effective += cur2_effective(r)
     return rows, billed, effective
 
 

@@ -53,3 +53,27 @@ def test_restated_period_reruns_only_the_day_that_changed(tmp_path, sample_dir):
     # the same delivery seen again (the cursor looks back a little): the same run key, which Dagster dedupes
     again, _, _ = _tick(defs, instance, cursor, config)
     assert [r.run_key for r in again] == [r.run_key for r in requests]
+
+
+def test_a_failed_run_of_a_delivery_is_requested_again(tmp_path, sample_dir):
+    config = write_config(tmp_path, sample_dir)
+    defs = build_defs(load_settings(config))
+    instance = dg.DagsterInstance.ephemeral()
+    job = defs.resolve_job_def("daily_costs_job")
+    requests, cursor, _ = _tick(defs, instance, None, config)
+    first = requests[0]
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("lake_uri: [not, a, path]\n")  # the run fails, as a transient outage would
+    failed = job.execute_in_process(instance=instance, partition_key=first.partition_key, tags=first.tags, raise_on_error=False,
+                                    resources={"pipeline": PipelineConfig(config_path=str(broken))})
+    assert not failed.success
+    # the next tick re-lists the files (cursor overlap): the other days keep their keys, the failed day is retried
+    again, cursor, _ = _tick(defs, instance, cursor, config)
+    keys = {r.partition_key: r.run_key for r in again}
+    assert keys == {**{r.partition_key: r.run_key for r in requests}, first.partition_key: first.run_key + ":retry1"}
+    retry = next(r for r in again if r.partition_key == first.partition_key)
+    ok = job.execute_in_process(instance=instance, partition_key=first.partition_key, tags=retry.tags,
+                                resources={"pipeline": PipelineConfig(config_path=str(config))})
+    assert ok.success
+    after, _, _ = _tick(defs, instance, cursor, config)
+    assert first.partition_key not in {r.partition_key for r in after}  # materialized: neither requested nor retried

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from cost_pipeline_tests.conftest import cli
+from cost_pipeline_tests.conftest import cli, cur2_effective
 
 CHANGED_DAY = dt.date(2026, 10, 5)
 
@@ -33,18 +33,8 @@ def copy_of(october: Path, tmp_path: Path) -> Path:
 
 def raw_effective(billing: Path, month: str) -> Decimal:
     """Oracle: the month's effective cost from the delivered files, by the contract's rules, by hand."""
-    total = Decimal(0)
-    for row in pq.read_table(billing / "data").to_pylist():
-        if row["line_item_usage_start_date"].strftime("%Y-%m") != month:
-            continue
-        kind = row["line_item_line_item_type"]
-        if kind == "SavingsPlanCoveredUsage":
-            total += Decimal(repr(row["savings_plan_savings_plan_effective_cost"]))
-        elif kind == "SavingsPlanRecurringFee":
-            total += Decimal(repr(row["savings_plan_total_commitment_to_date"])) - Decimal(repr(row["savings_plan_used_commitment"]))
-        elif kind != "SavingsPlanNegation":
-            total += Decimal(repr(row["line_item_unblended_cost"]))
-    return total
+    rows = pq.read_table(billing / "data").to_pylist()
+    return sum((cur2_effective(r) for r in rows if r["line_item_usage_start_date"].strftime("%Y-%m") == month), Decimal(0))
 
 
 def read_statements(lake: Path, month: str) -> dict[str, list[dict]]:

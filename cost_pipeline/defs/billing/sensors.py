@@ -31,6 +31,32 @@ def _recorded_fingerprint(instance: dg.DagsterInstance, source: str, day: dt.dat
     return value.value if value is not None else None
 
 
+MAX_RETRIES = 3
+
+
+def _retries(instance: dg.DagsterInstance, source: str, fresh: dict[str, str]) -> list[dg.RunRequest]:
+    """Failed runs this sensor requested whose day still lacks their fingerprint: ask again (a new run
+    key per attempt, so Dagster does not dedupe it), at most ``MAX_RETRIES`` times per delivery.
+    ``fresh``: day -> fingerprint of this tick's requests; a newer delivery of the day wins."""
+    failed = instance.get_runs(filters=dg.RunsFilter(tags={"cost_pipeline/source": source}, statuses=[dg.DagsterRunStatus.FAILURE]), limit=50)
+    out: dict[str, dg.RunRequest] = {}
+    for run in failed:
+        day, fingerprint = run.tags.get("dagster/partition"), run.tags.get("cost_pipeline/fingerprint")
+        if not day or not fingerprint or fresh.get(day, fingerprint) != fingerprint or day in out:
+            continue
+        if _recorded_fingerprint(instance, source, dt.date.fromisoformat(day)) == fingerprint:
+            continue
+        attempts = instance.get_runs(filters=dg.RunsFilter(tags={"cost_pipeline/source": source, "dagster/partition": day,
+                                                                  "cost_pipeline/fingerprint": fingerprint}))
+        if any(r.status != dg.DagsterRunStatus.FAILURE for r in attempts) or len(attempts) > MAX_RETRIES:
+            continue  # another attempt is queued, running or done; or we gave up (visible as failed runs)
+        out[day] = dg.RunRequest(
+            run_key=f"{source}:{day}:{fingerprint}:retry{len(attempts)}", partition_key=day,
+            tags={"cost_pipeline/source": source, "cost_pipeline/fingerprint": fingerprint, "cost_pipeline/retry": str(len(attempts))},
+        )
+    return list(out.values())
+
+
 def _recorded_days(lake: Lake, source: str) -> dict[str, set[dt.date]]:
     """The days each period's last seen delivery held (empty before the first bill_totals)."""
     totals = lake.read_table("bill_totals")
@@ -55,7 +81,8 @@ def build_delivery_sensor(source: BillingSource) -> dg.SensorDefinition:
         since = dt.datetime.fromisoformat(context.cursor) - CURSOR_OVERLAP if context.cursor else None
         changed = storage.list(source.uri, since=since)
         if not changed:
-            return dg.SkipReason(f"no new files under {source.uri} since {since}")
+            retries = _retries(context.instance, source.name, {})
+            return retries or dg.SkipReason(f"no new files under {source.uri} since {since}")
         partitions = {dt.date.fromisoformat(k) for k in DAILY.get_partition_keys()}
         days = changed_days(source, changed, storage, _recorded_days(pipeline.lake(), source.name))
         requests = []
@@ -71,6 +98,9 @@ def build_delivery_sensor(source: BillingSource) -> dg.SensorDefinition:
                     tags={"cost_pipeline/source": source.name, "cost_pipeline/fingerprint": fingerprint},
                 )
             )
+        retries = _retries(context.instance, source.name, {r.partition_key: r.tags["cost_pipeline/fingerprint"] for r in requests})
+        retried = {r.partition_key for r in retries}  # the failed run's key would be deduped: the retry replaces it
+        requests = [r for r in requests if r.partition_key not in retried] + retries
         newest = max(f.modified for f in changed)
         context.update_cursor(newest.isoformat())
         context.log.info(f"{len(changed)} new file(s); {len(requests)} day(s) changed: {[r.partition_key for r in requests]}")

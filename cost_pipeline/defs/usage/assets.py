@@ -41,25 +41,26 @@ def usage(context: dg.AssetExecutionContext, pipeline: PipelineConfig) -> dg.Mat
     """
     settings = pipeline.settings()
     lake = pipeline.lake()
-    for day in partition_days(context):
-        with input_errors_as_failures():
-            if settings.usage.prometheus_url:
-                samples = _live(settings, lake, day)
-            elif settings.usage.extracts_uri:
-                storage = storage_for_uri(settings.usage.extracts_uri, settings.usage.endpoint_url)
-                samples = read_extracts(settings.usage.extracts_uri, day, storage)
-            else:
-                samples = empty_samples()
-        path = lake.write_day("usage", day, samples)
-        per_query = dict(samples.group_by("query").agg(pl.col("series").n_unique()).iter_rows())
-        context.add_asset_metadata(
-            {
-                "dagster/row_count": samples.height,
-                "dagster/column_schema": column_schema(samples),
-                "path": dg.MetadataValue.path(str(path)),
-                "series_per_query": dg.MetadataValue.json(per_query),
-                "source": "prometheus" if settings.usage.prometheus_url else "extracts",
-            },
-            partition_key=day.isoformat(),
-        )
+    with lake.staging("usage") as staging:  # a failed range leaves every earlier day as it was
+        for day in partition_days(context):
+            with input_errors_as_failures():
+                if settings.usage.prometheus_url:
+                    samples = _live(settings, lake, day)
+                elif settings.usage.extracts_uri:
+                    storage = storage_for_uri(settings.usage.extracts_uri, settings.usage.endpoint_url)
+                    samples = read_extracts(settings.usage.extracts_uri, day, storage)
+                else:
+                    samples = empty_samples()
+            path = staging.write_day(day, samples)
+            per_query = dict(samples.group_by("query").agg(pl.col("series").n_unique()).iter_rows())
+            context.add_asset_metadata(
+                {
+                    "dagster/row_count": samples.height,
+                    "dagster/column_schema": column_schema(samples),
+                    "path": dg.MetadataValue.path(str(path)),
+                    "series_per_query": dg.MetadataValue.json(per_query),
+                    "source": "prometheus" if settings.usage.prometheus_url else "extracts",
+                },
+                partition_key=day.isoformat(),
+            )
     return dg.MaterializeResult()
