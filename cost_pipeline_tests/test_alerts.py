@@ -4,6 +4,7 @@ and delivery through slack-sdk against a local stand-in for the Slack Web API.""
 import datetime as dt
 import json
 import re
+import shutil
 from decimal import Decimal
 
 import polars as pl
@@ -235,3 +236,24 @@ def test_the_pipeline_posts_through_slack_sdk_once_per_message(config_path, tmp_
     monkeypatch.delenv("TEST_SLACK_TOKEN")
     missing = cli(*args)
     assert missing.returncode == 1 and "$TEST_SLACK_TOKEN is not set" in missing.stderr
+
+
+def test_a_restatement_of_a_past_day_is_detected_but_not_alerted(october, tmp_path):
+    import dagster as dg
+
+    from cost_pipeline.definitions import build_defs
+    from cost_pipeline.defs.resources import PipelineConfig
+
+    shutil.copytree(october, tmp_path, dirs_exist_ok=True)
+    config = tmp_path / "config.yaml"
+    config.write_text(config.read_text().replace(str(october), str(tmp_path)))
+    day = "2026-10-14"  # the search-ranking spike
+    before = pl.read_parquet(tmp_path / "lake" / "anomalies" / f"date={day}" / "*.parquet")
+    assert before.height and before["suppressed"].is_null().all()
+    job = build_defs(load_settings(config)).resolve_job_def("daily_costs_job")
+    result = job.execute_in_process(partition_key=day, tags={"cost_pipeline/source": "aws-main", "cost_pipeline/fingerprint": "restated"},
+                                    resources={"pipeline": PipelineConfig(config_path=str(config))}, instance=dg.DagsterInstance.ephemeral())
+    assert result.success
+    after = pl.read_parquet(tmp_path / "lake" / "anomalies" / f"date={day}" / "*.parquet")
+    assert after["anomaly_id"].to_list() == before["anomaly_id"].to_list()
+    assert set(after["suppressed"]) == {f"restatement of {day} delivered later"}

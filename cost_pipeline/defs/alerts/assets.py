@@ -38,9 +38,14 @@ def anomalies(context: dg.AssetExecutionContext, pipeline: PipelineConfig) -> dg
     default = Thresholds(min_delta=config.min_delta, min_ratio=config.min_ratio, z=config.z)
     per_team = {t: Thresholds(min_delta=c.min_delta or default.min_delta, min_ratio=c.min_ratio or default.min_ratio, z=default.z)
                 for t, c in config.teams.items()}
+    # a sensor's restatement run of a past day: what changed is the provider's restatement, not new spend
+    restated = "cost_pipeline/fingerprint" in context.run.tags
+    settled = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=settings.slack.notify_days)
     with lake.staging("anomalies") as staging:
         for day in days:
             found = detect(detail, day, per_team, default)
+            if restated and day < settled:
+                found = found.with_columns(suppressed=pl.col("suppressed").fill_null(f"restatement of {day} delivered later"))
             path = staging.write_day(day, found)
             shown = found.select("team", "scope", "scope_value", "kind", "severity", pl.col("impact").round(2), "suppressed")
             context.add_asset_metadata({**day_metadata(found, path, ["impact"]), "anomalies": len(found),
