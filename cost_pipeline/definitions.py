@@ -7,10 +7,12 @@ import dagster as dg
 from cost_pipeline.config import Settings, load_settings
 from cost_pipeline.defs.alerts.assets import anomalies, slack_notifications
 from cost_pipeline.defs.allocation.assets import allocated_costs
+from cost_pipeline.defs.allocation.checks import allocation_conserves_cost_lines
 from cost_pipeline.defs.billing.assets import bill_totals_table, cost_lines
 from cost_pipeline.defs.billing.sensors import delivery_sensors
 from cost_pipeline.defs.catalog import describe
 from cost_pipeline.defs.compliance.assets import tag_compliance_tables
+from cost_pipeline.defs.compliance.checks import untagged_share_below_error, untagged_share_below_warn
 from cost_pipeline.defs.jobs import daily_costs_job, daily_schedule, reports_job
 from cost_pipeline.defs.reports.assets import (
     chargeback_statements,
@@ -41,6 +43,7 @@ def build_defs(settings: Settings) -> dg.Definitions:
               report_tables, dashboards, chargeback_statements, team_reports]
     return dg.Definitions(
         assets=[asset.map_asset_specs(lambda spec: describe(spec, settings, rule_dependent)) for asset in assets],
+        asset_checks=[allocation_conserves_cost_lines, untagged_share_below_warn, untagged_share_below_error],
         jobs=[daily_costs_job, reports_job, close_month_job],
         schedules=[daily_schedule],
         sensors=[*delivery_sensors(settings.billing_sources), FOLLOW_UPSTREAM],

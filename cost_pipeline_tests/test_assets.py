@@ -217,3 +217,37 @@ def test_contract_dagster_cli_recomputes_a_range(config_path, tmp_path):
     for table in ("untagged_spend", "allocated_costs"):
         assert len(list((tmp_path / "lake" / table).iterdir())) == DAYS
     assert not (tmp_path / "lake" / "tag_compliance").exists()  # not selected, not written
+
+
+def test_checks_report_one_result_per_day_and_run_on_their_own(config_path):
+    import datetime as dt
+
+    from dagster._core.definitions.asset_key import AssetCheckKey
+
+    from cost_pipeline.config import load_settings
+    from cost_pipeline.definitions import build_defs
+    from cost_pipeline.defs.resources import PipelineConfig
+
+    instance = dg.DagsterInstance.ephemeral()
+    last = START + dt.timedelta(days=1)
+    result = _run(config_path, instance, START, last)
+    assert result.success
+    evaluations = [e.asset_check_evaluation_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+    per_check = {}
+    for e in evaluations:
+        per_check.setdefault(e.check_name, []).append((e.partition, e.passed))
+    days = [START.isoformat(), last.isoformat()]
+    for name in ("allocation_conserves_cost_lines", "untagged_share_below_warn", "untagged_share_below_error"):
+        assert sorted(per_check[name]) == [(d, True) for d in days], name
+
+    defs = build_defs(load_settings(config_path))
+    job = defs.resolve_implicit_global_asset_job_def().get_subset(
+        asset_check_selection={AssetCheckKey(dg.AssetKey("allocated_costs"), "allocation_conserves_cost_lines"),
+                               AssetCheckKey(dg.AssetKey("untagged_spend"), "untagged_share_below_error")},
+        asset_selection=set(),
+    )
+    alone = job.execute_in_process(instance=instance, partition_key=last.isoformat(), resources={"pipeline": PipelineConfig(config_path=str(config_path))})
+    assert alone.success
+    got = sorted((e.asset_check_evaluation_data.check_name, e.asset_check_evaluation_data.partition, e.asset_check_evaluation_data.passed)
+                 for e in alone.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION")
+    assert got == [("allocation_conserves_cost_lines", last.isoformat(), True), ("untagged_share_below_error", last.isoformat(), True)]

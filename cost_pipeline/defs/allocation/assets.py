@@ -3,7 +3,7 @@
 import dagster as dg
 import polars as pl
 
-from cost_pipeline.defs.allocation.checks import CONSERVES, reconciliation_result
+from cost_pipeline.defs.allocation.checks import conservation_evaluations
 from cost_pipeline.defs.metadata import day_metadata
 from cost_pipeline.defs.partitions import BACKFILL_POLICY, DAILY, partition_days
 from cost_pipeline.defs.resources import PipelineConfig
@@ -18,9 +18,8 @@ from cost_pipeline.lib.tags import CLASSIFY_COLUMNS, raw_tag_keys
     group_name="allocation",
     kinds={"polars", "parquet"},
     deps=["cost_lines", "usage"],
-    check_specs=[CONSERVES],
 )
-def allocated_costs(context: dg.AssetExecutionContext, pipeline: PipelineConfig) -> dg.MaterializeResult:
+def allocated_costs(context: dg.AssetExecutionContext, pipeline: PipelineConfig):
     """Direct costs by tags, shared pools by their drivers, the rest ``unattributed`` with a reason.
 
     ``rules_version`` (a hash of the tagging and allocation rules) is written into every row and is
@@ -53,4 +52,5 @@ def allocated_costs(context: dg.AssetExecutionContext, pipeline: PipelineConfig)
                 },
                 partition_key=day.isoformat(),
             )
-    return dg.MaterializeResult(check_results=[reconciliation_result(lake, days)])
+    yield dg.MaterializeResult()
+    yield from conservation_evaluations(lake, days)  # one per day, blocking: a failed day stops what follows

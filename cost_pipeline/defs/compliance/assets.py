@@ -7,11 +7,7 @@ are read and classified once, and the two tables can never disagree about what i
 import dagster as dg
 import polars as pl
 
-from cost_pipeline.defs.compliance.checks import (
-    UNTAGGED_ERROR,
-    UNTAGGED_WARN,
-    share_results,
-)
+from cost_pipeline.defs.compliance.checks import share_evaluations
 from cost_pipeline.defs.metadata import day_metadata
 from cost_pipeline.defs.partitions import BACKFILL_POLICY, DAILY, partition_days
 from cost_pipeline.defs.resources import PipelineConfig
@@ -54,7 +50,6 @@ def _top_resources_md(quarantined: pl.DataFrame) -> str:
 
 @dg.multi_asset(
     specs=[UNTAGGED, COMPLIANCE],
-    check_specs=[UNTAGGED_WARN, UNTAGGED_ERROR],
     partitions_def=DAILY,
     backfill_policy=BACKFILL_POLICY,
     name="tag_compliance_tables",
@@ -102,4 +97,4 @@ def tag_compliance_tables(context: dg.AssetExecutionContext, pipeline: PipelineC
         yield dg.MaterializeResult(asset_key="tag_compliance")
     if "untagged_spend" in selected:
         yield dg.MaterializeResult(asset_key="untagged_spend")
-        yield from share_results(pl.concat(shares), settings.tagging)
+        yield from share_evaluations(pl.concat(shares), settings.tagging)
