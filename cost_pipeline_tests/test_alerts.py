@@ -32,7 +32,7 @@ def detail_rows(series: dict[tuple[str, str], list[float]], rules: dict[int, str
         for i, amount in enumerate(amounts):
             if amount:
                 rows.append({"date": START + dt.timedelta(days=i), "team": team, "project": project, "workload_type": "training",
-                             "environment": "prod", "experiment_id": None, "allocation": "direct", "pool": None, "reason": None,
+                             "environment": "prod", "experiment_id": None, "service": "AmazonEC2", "allocation": "direct", "pool": None, "reason": None,
                              "currency": "USD", "rules_version": (rules or {}).get(i, "r1"), "amount": Decimal(str(amount))})
     return pl.DataFrame(rows, schema_overrides={"amount": pl.Decimal(38, 12), "experiment_id": pl.String, "pool": pl.String, "reason": pl.String})
 
@@ -257,3 +257,11 @@ def test_a_restatement_of_a_past_day_is_detected_but_not_alerted(october, tmp_pa
     after = pl.read_parquet(tmp_path / "lake" / "anomalies" / f"date={day}" / "*.parquet")
     assert after["anomaly_id"].to_list() == before["anomaly_id"].to_list()
     assert set(after["suppressed"]) == {f"restatement of {day} delivered later"}
+
+
+def test_a_service_can_spike_while_its_team_and_project_stay_within_bounds():
+    ec2 = detail_rows({("ml", "p1"): flat(40)})
+    s3 = detail_rows({("ml", "p1"): [300.0 + (i % 3) for i in range(35)] + [700.0] * 5}).with_columns(service=pl.lit("AmazonS3"))
+    found = detect(pl.concat([ec2, s3]), START + dt.timedelta(days=35))
+    assert found.select("scope", "scope_value", "kind").rows() == [("service", "AmazonS3", "spike")]
+    assert found["observed"][0] == Decimal("700")  # the team rose 36 % and the project too: under min_ratio

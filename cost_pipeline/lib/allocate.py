@@ -32,6 +32,7 @@ ALLOCATED_SCHEMA: dict[str, pl.DataType] = {
     "rules_version": pl.String(),
     "reason": pl.String(),
     "tag_source": pl.String(),
+    "service": pl.String(),  # provider service of direct and unattributed rows (anomalies by team × service); null for shared
 }
 
 
@@ -50,11 +51,13 @@ def allocate(
     columns = lazy.collect_schema().names()
     if "pool" not in columns:
         lazy = lazy.with_columns(pool=pl.lit(None, pl.String))
+    if "service" not in columns:
+        lazy = lazy.with_columns(service=pl.lit(None, pl.String))
     # a schema may define fewer keys than the five dimensions; absent ones stay null
     lazy = lazy.with_columns([pl.lit(None, pl.String).alias(d) for d in DIMENSIONS if d not in columns])
     # one streaming pass: the day's lines summed by everything allocation distinguishes (small)
     summed = (
-        lazy.group_by(["date", "currency", "pool", TAG_COLUMNS_REASON, *DIMENSIONS, "tag_source"])
+        lazy.group_by(["date", "currency", "pool", TAG_COLUMNS_REASON, *DIMENSIONS, "tag_source", "service"])
         .agg(pl.col("effective_cost").sum())
         .collect(engine="streaming")
     )
@@ -62,13 +65,13 @@ def allocate(
     compliant = pl.col(TAG_COLUMNS_REASON).is_null() & unpooled
     direct = (
         summed.filter(compliant)
-        .group_by(["date", *DIMENSIONS, "tag_source", "currency"])
+        .group_by(["date", *DIMENSIONS, "tag_source", "service", "currency"])
         .agg(pl.col("effective_cost").sum().alias("amount"))
         .with_columns(allocation=pl.lit("direct"), pool=pl.lit(None, pl.String), reason=pl.lit(None, pl.String))
     )
     unattributed = (
         summed.filter(unpooled & ~compliant)
-        .group_by(["date", "currency", TAG_COLUMNS_REASON])
+        .group_by(["date", "currency", TAG_COLUMNS_REASON, "service"])
         .agg(pl.col("effective_cost").sum().alias("amount"))
         .with_columns(
             team=pl.lit(UNATTRIBUTED_TEAM),
@@ -83,7 +86,7 @@ def allocate(
     rows = pl.concat([direct, unattributed, shared], how="diagonal_relaxed").with_columns(rules_version=pl.lit(rules_version))
     return (
         rows.select([pl.col(c).cast(t) for c, t in ALLOCATED_SCHEMA.items()])
-        .sort(["date", "currency", "allocation", "pool", *DIMENSIONS, "tag_source", "reason", "amount"], nulls_last=True)
+        .sort(["date", "currency", "allocation", "pool", *DIMENSIONS, "tag_source", "service", "reason", "amount"], nulls_last=True)
     )
 
 

@@ -1,4 +1,5 @@
-"""Spend anomalies per day: spikes, sustained level shifts and new spend, with their causes.
+"""Spend anomalies per day (team, team × project, team × service): spikes, sustained level shifts and
+new spend, with their causes.
 
 Baseline: the median of the same weekday in the previous four weeks (weekly seasonality), or of the
 previous 14 days when fewer than three such weekdays exist; scale: the median absolute deviation of
@@ -7,7 +8,7 @@ only when the increase passes the absolute *and* the relative threshold *and* th
 scope with a zero baseline is *new spend*. Consecutive flagged days form one episode with one stable
 id, so a level shift is one anomaly (``level_shift`` from its third day), not an alert a day.
 
-Team × project anomalies on a day the team itself is flagged are folded into the team's anomaly as
+Team × project and team × service anomalies on a day the team itself is flagged are folded into the team's anomaly as
 drivers, so one event is one alert. A day computed under other rules than its baseline is kept but
 ``suppressed`` (the change is the rules', not the spend's).
 """
@@ -30,8 +31,8 @@ ANOMALY_SCHEMA: dict[str, pl.DataType] = {
     "date": pl.Date(),
     "anomaly_id": pl.String(),
     "team": pl.String(),
-    "scope": pl.String(),  # team | project
-    "scope_value": pl.String(),  # the project for scope=project
+    "scope": pl.String(),  # team | project | service
+    "scope_value": pl.String(),  # the project or service for those scopes
     "kind": pl.String(),  # spike | level_shift | new_spend
     "episode_start": pl.Date(),
     "currency": pl.String(),
@@ -115,7 +116,7 @@ def _severity(delta: float, t: Thresholds) -> str:
 def _drivers(rows: pl.DataFrame, day: dt.date, baseline_days: list[dt.date], delta: Decimal) -> str:
     """Each dimension value's change against its own median on the baseline days, by share of the delta."""
     out = []
-    for dim in ("project", "workload_type", "experiment_id", "pool"):
+    for dim in ("project", "workload_type", "service", "experiment_id", "pool"):
         per = rows.group_by(dim, "date").agg(pl.col("amount").sum())
         for (value,), group in per.group_by(dim):
             if value is None:
@@ -144,7 +145,7 @@ def detect(detail: pl.DataFrame, day: dt.date, thresholds: dict[str, Thresholds]
     rules = dict(detail.group_by("date").agg(pl.col("rules_version").unique().sort().str.join("+")).iter_rows())
     found: list[dict] = []
     active_teams: set[tuple[str, str]] = set()  # teams in an episode: their projects' anomalies are drivers, not alerts
-    for scope, keys in (("team", ["team", "currency"]), ("project", ["team", "currency", "project"])):
+    for scope, keys in (("team", ["team", "currency"]), ("project", ["team", "currency", "project"]), ("service", ["team", "currency", "service"])):
         for key, values in _series(detail, keys, calendar).items():
             team, currency = key[0], key[1]
             t = thresholds.get(team, default)
@@ -160,10 +161,10 @@ def detect(detail: pl.DataFrame, day: dt.date, thresholds: dict[str, Thresholds]
             window = [day - dt.timedelta(days=i) for i in range(1, t.weeks * 7 + 1)]
             baseline_rules = [rules[d] for d in window if d in rules]
             majority = max(set(baseline_rules), key=baseline_rules.count) if baseline_rules else rules[day]
-            scoped = detail.filter((pl.col("team") == team) & (pl.col("currency") == currency) & (pl.col("project").eq_missing(key[2]) if scope == "project" else pl.lit(True)))
+            scoped = detail.filter((pl.col("team") == team) & (pl.col("currency") == currency) & (pl.col(scope).eq_missing(key[2]) if scope != "team" else pl.lit(True)))
             found.append({
-                "date": day, "anomaly_id": anomaly_id(team, scope, key[2] if scope == "project" else None, currency, start),
-                "team": team, "scope": scope, "scope_value": key[2] if scope == "project" else None, "kind": kind, "episode_start": start,
+                "date": day, "anomaly_id": anomaly_id(team, scope, key[2] if scope != "team" else None, currency, start),
+                "team": team, "scope": scope, "scope_value": key[2] if scope != "team" else None, "kind": kind, "episode_start": start,
                 "currency": currency, "observed": values[day], "expected": expected, "impact": delta,
                 "impact_pct": None if expected <= 0 else float(delta / expected), "score": round(float(delta) / scale, 2),
                 "severity": _severity(float(delta), t),

@@ -15,12 +15,12 @@ from cost_pipeline.lib.cents import with_cents
 from cost_pipeline.lib.drivers import IDLE_PROJECT
 from cost_pipeline.lib.money import MONEY, zero
 
-DETAIL_KEYS = ["date", "team", "project", "workload_type", "environment", "experiment_id", "allocation", "pool", "reason", "currency"]
+DETAIL_KEYS = ["date", "team", "project", "workload_type", "environment", "experiment_id", "service", "allocation", "pool", "reason", "currency"]
 KINDS = ["direct", "shared", "unattributed"]
 
 
 def team_cost_detail(allocated: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
-    """team × day × project × workload type × environment × experiment × allocation/pool: what the
+    """team × day × project × workload type × environment × experiment × service × allocation/pool: what the
     dashboards filter and the statements group. ``rules_version`` says which rules produced the row."""
     return (
         allocated.lazy()

@@ -77,7 +77,7 @@ def ranked_lines(items: list[tuple[str, Decimal]], total: Decimal, currency: str
 
 def describe_anomaly(a: dict) -> str:
     kind = {"spike": "Spike", "level_shift": "Sustained increase", "new_spend": "New spend"}[a["kind"]]
-    where = f"project *{esc(a['scope_value'])}*" if a["scope"] == "project" else "the team's total"
+    where = f"{a['scope']} *{esc(a['scope_value'])}*" if a["scope"] != "team" else "the team's total"
     pct = f" ({a['impact_pct']:+.0%})" if a["impact_pct"] is not None else ""
     since = f" since {a['episode_start']}" if a["episode_start"] != a["date"] else ""
     observed, expected = round_cents(a["observed"]), round_cents(a["expected"])  # the printed difference is theirs
