@@ -75,6 +75,7 @@ lint: install-dev
 # One day at 1 M lines with 20,000 pods by default; e.g. BENCH_ARGS="--lines-per-day 10000000 --backfill-days 7"
 bench: $(VENV)/.installed-bench
 	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/quality.py
 
 clean:
 	rm -rf lake data $(DAGSTER_HOME)
