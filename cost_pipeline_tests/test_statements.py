@@ -137,3 +137,18 @@ def test_the_close_month_job_closes_once(october, tmp_path):
     assert '"2026-10"' in index
     with pytest.raises(Exception, match="never rewritten"):
         job.execute_in_process(run_config=run, resources=resources, instance=dg.DagsterInstance.ephemeral())
+
+
+def test_a_pool_whose_credits_cancel_its_charges_has_no_share():
+    import datetime as dt
+
+    import polars as pl
+
+    from cost_pipeline.lib.report_tables import pool_shares
+
+    detail = pl.DataFrame({"date": [dt.date(2026, 10, 1)] * 2, "team": ["a", "b"], "project": [None, None], "pool": ["p", "p"],
+                           "currency": ["USD"] * 2, "amount": [Decimal("5"), Decimal("-5")]},
+                          schema_overrides={"amount": pl.Decimal(38, 12), "project": pl.String})
+    shares = pool_shares(detail, [])
+    assert shares["share"].to_list() == [None, None]
+    assert shares["amount_cents"].sum() == 0 and sorted(shares["amount_cents"].to_list()) == [Decimal("-5.00"), Decimal("5.00")]

@@ -113,7 +113,8 @@ def pool_shares(detail: pl.DataFrame, pools: list[Pool]) -> pl.DataFrame:
             pl.col("amount").filter(pl.col("project") == IDLE_PROJECT).sum().alias("idle"),
         )
         .with_columns(pool_total=pl.col("amount").sum().over("month", "pool", "currency"))
-        .with_columns(share=(pl.col("amount").cast(pl.Float64) / pl.col("pool_total").cast(pl.Float64)).fill_nan(0.0))
+        # a pool whose credits cancel its charges has a zero total: no share rather than inf/NaN
+        .with_columns(share=pl.when(pl.col("pool_total") != 0).then(pl.col("amount").cast(pl.Float64) / pl.col("pool_total").cast(pl.Float64)))
         .sort("month", "pool", "currency", "amount", descending=[False, False, False, True])
     )
     drivers = pl.DataFrame({"pool": [p.name for p in pools], "driver": [driver_text(p) for p in pools]}, schema={"pool": pl.String, "driver": pl.String})
