@@ -55,6 +55,17 @@ def _failed_steps(result) -> list[str]:
     return failures + list(_check_events(result, "ERROR"))
 
 
+def _errors(result) -> list[tuple[str, object]]:
+    """(step or "resources", error) of each failed step, or of the resources that could not start."""
+    out = []
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data.error:
+            out.append((event.step_key, event.step_failure_data.error))
+        elif event.event_type_value == "RESOURCE_INIT_FAILURE" and getattr(event.event_specific_data, "error", None):
+            out.append(("resources", event.event_specific_data.error))
+    return out
+
+
 def _root_cause(error) -> str:
     """The innermost error of a step failure, one line: the file and problem, not Dagster's wrapper."""
     while error.cause is not None:
@@ -82,8 +93,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.start < settings.partitions_start_date:
         print(f"error: --start {args.start} is before partitions_start_date {settings.partitions_start_date}", file=sys.stderr)
         return 2
-    from cost_pipeline.definitions import defs
+    from cost_pipeline.definitions import defs as load_defs
     from cost_pipeline.defs.partitions import DAILY
+
+    defs = load_defs()
 
     last = dt.date.fromisoformat(DAILY.get_last_partition_key())
     if args.end > last:
@@ -106,9 +119,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not result.success or problems:
             for problem in problems:
                 print(f"  failed: {problem}", file=sys.stderr)
-            for event in result.all_events:
-                if event.is_step_failure and event.step_failure_data.error:
-                    print(f"  {event.step_key}: {_root_cause(event.step_failure_data.error)}", file=sys.stderr)
+            for where, error in _errors(result):
+                print(f"  {where}: {_root_cause(error)}", file=sys.stderr)
             return 1
     return cmd_summary(args)
 

@@ -23,8 +23,10 @@ from cost_pipeline.defs.reports.assets import (
     team_daily_costs,
     team_reports,
 )
-from cost_pipeline.defs.resources import PipelineConfig
+from cost_pipeline.defs.reports.checks import TEAM_DAILY_ADDS_UP, TEAM_DETAIL_ADDS_UP
+from cost_pipeline.defs.resources import resources_for
 from cost_pipeline.defs.usage.assets import usage
+from cost_pipeline.defs.usage.checks import USAGE_COVERS_POOLS
 
 # Downstream tables follow their upstream days (AutomationCondition.eager) while this sensor runs.
 FOLLOW_UPSTREAM = dg.AutomationConditionSensorDefinition(
@@ -43,12 +45,16 @@ def build_defs(settings: Settings) -> dg.Definitions:
               report_tables, dashboards, chargeback_statements, team_reports]
     return dg.Definitions(
         assets=[asset.map_asset_specs(lambda spec: describe(spec, settings, rule_dependent)) for asset in assets],
-        asset_checks=[allocation_conserves_cost_lines, untagged_share_below_warn, untagged_share_below_error],
+        asset_checks=[allocation_conserves_cost_lines, untagged_share_below_warn, untagged_share_below_error,
+                      *(c.definition() for c in (USAGE_COVERS_POOLS, TEAM_DAILY_ADDS_UP, TEAM_DETAIL_ADDS_UP))],
         jobs=[daily_costs_job, reports_job, close_month_job],
         schedules=[daily_schedule],
         sensors=[*delivery_sensors(settings.billing_sources), FOLLOW_UPSTREAM],
-        resources={"pipeline": PipelineConfig(config_path=settings.source_path or "")},
+        resources=resources_for(settings),
     )
 
 
-defs = build_defs(load_settings())
+@dg.definitions
+def defs() -> dg.Definitions:
+    """Loaded once per code-location load: the settings read here are the ones every run uses."""
+    return build_defs(load_settings())

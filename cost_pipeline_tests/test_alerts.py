@@ -242,7 +242,7 @@ def test_a_restatement_of_a_past_day_is_detected_but_not_alerted(october, tmp_pa
     import dagster as dg
 
     from cost_pipeline.definitions import build_defs
-    from cost_pipeline.defs.resources import PipelineConfig
+    from cost_pipeline.defs.resources import resources_for
 
     shutil.copytree(october, tmp_path, dirs_exist_ok=True)
     config = tmp_path / "config.yaml"
@@ -252,7 +252,7 @@ def test_a_restatement_of_a_past_day_is_detected_but_not_alerted(october, tmp_pa
     assert before.height and before["suppressed"].is_null().all()
     job = build_defs(load_settings(config)).resolve_job_def("daily_costs_job")
     result = job.execute_in_process(partition_key=day, tags={"cost_pipeline/source": "aws-main", "cost_pipeline/fingerprint": "restated"},
-                                    resources={"pipeline": PipelineConfig(config_path=str(config))}, instance=dg.DagsterInstance.ephemeral())
+                                    resources=resources_for(load_settings(config)), instance=dg.DagsterInstance.ephemeral())
     assert result.success
     after = pl.read_parquet(tmp_path / "lake" / "anomalies" / f"date={day}" / "*.parquet")
     assert after["anomaly_id"].to_list() == before["anomaly_id"].to_list()

@@ -16,8 +16,8 @@ from dagster._core.storage.tags import (
 )
 
 from cost_pipeline.config import load_settings
-from cost_pipeline.definitions import defs
-from cost_pipeline.defs.resources import PipelineConfig
+from cost_pipeline.definitions import defs as load_defs
+from cost_pipeline.defs.resources import resources_for
 from cost_pipeline.lib.pools import classify
 from cost_pipeline_tests.conftest import DAYS, START, write_config
 
@@ -26,17 +26,17 @@ LAST = START + dt.timedelta(days=DAYS - 1)
 
 
 def _run(config: Path, instance, first=START, last=LAST, raise_on_error=True):
-    job = defs.resolve_job_def("daily_costs_job")
+    job = load_defs().resolve_job_def("daily_costs_job")
     return job.execute_in_process(
         instance=instance,
-        resources={"pipeline": PipelineConfig(config_path=str(config))},
+        resources=resources_for(load_settings(config)),
         tags={ASSET_PARTITION_RANGE_START_TAG: first.isoformat(), ASSET_PARTITION_RANGE_END_TAG: last.isoformat()},
         raise_on_error=raise_on_error,
     )
 
 
 def test_definitions_load():
-    assert {k.to_user_string() for k in defs.resolve_all_asset_keys()} >= {*DAILY, "team_reports"}
+    assert {k.to_user_string() for k in load_defs().resolve_all_asset_keys()} >= {*DAILY, "team_reports"}
 
 
 def test_ranged_run_writes_every_day_and_reconciles(config_path, tmp_path):
@@ -66,11 +66,13 @@ def test_ranged_run_writes_every_day_and_reconciles(config_path, tmp_path):
     checks = [e for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
     assert {c.asset_check_evaluation_data.check_name: c.asset_check_evaluation_data.passed for c in checks} == {
         "allocation_conserves_cost_lines": True, "untagged_share_below_warn": True, "untagged_share_below_error": True,
+        "usage_covers_pools": True, "team_daily_costs_equal_allocated_costs": True, "team_cost_detail_equals_allocated_costs": True,
     }
+    assert len(checks) == 6 * DAYS  # one result per check and day
 
     untagged = instance.fetch_materializations(dg.AssetKey("untagged_spend"), limit=10).records
-    shares = [r.event_log_entry.asset_materialization.metadata["untagged_share (USD)"].value for r in untagged]
-    assert len(shares) == DAYS and all(0.02 < s < 0.2 for s in shares)
+    shares = [r.event_log_entry.asset_materialization.metadata["untagged % (USD)"].value for r in untagged]
+    assert len(shares) == DAYS and all(2 < s < 20 and round(s, 2) == s for s in shares)
     top = untagged[0].event_log_entry.asset_materialization.metadata["top_untagged_resources"].value
     assert top.startswith("| resource | account |")
 
@@ -177,7 +179,7 @@ def test_dg_materialize_over_a_partition_range(config_path, tmp_path):
 
     result = dg.materialize(
         [cost_lines, usage, allocated_costs],
-        resources={"pipeline": PipelineConfig(config_path=str(config_path))},
+        resources=resources_for(load_settings(config_path)),
         instance=dg.DagsterInstance.ephemeral(),
         tags={ASSET_PARTITION_RANGE_START_TAG: START.isoformat(), ASSET_PARTITION_RANGE_END_TAG: LAST.isoformat()},
     )
@@ -226,7 +228,7 @@ def test_checks_report_one_result_per_day_and_run_on_their_own(config_path):
 
     from cost_pipeline.config import load_settings
     from cost_pipeline.definitions import build_defs
-    from cost_pipeline.defs.resources import PipelineConfig
+    from cost_pipeline.defs.resources import resources_for
 
     instance = dg.DagsterInstance.ephemeral()
     last = START + dt.timedelta(days=1)
@@ -246,8 +248,53 @@ def test_checks_report_one_result_per_day_and_run_on_their_own(config_path):
                                AssetCheckKey(dg.AssetKey("untagged_spend"), "untagged_share_below_error")},
         asset_selection=set(),
     )
-    alone = job.execute_in_process(instance=instance, partition_key=last.isoformat(), resources={"pipeline": PipelineConfig(config_path=str(config_path))})
+    alone = job.execute_in_process(instance=instance, partition_key=last.isoformat(), resources=resources_for(load_settings(config_path)))
     assert alone.success
     got = sorted((e.asset_check_evaluation_data.check_name, e.asset_check_evaluation_data.partition, e.asset_check_evaluation_data.passed)
                  for e in alone.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION")
     assert got == [("allocation_conserves_cost_lines", last.isoformat(), True), ("untagged_share_below_error", last.isoformat(), True)]
+
+
+def test_new_checks_fail_on_a_short_usage_day_and_a_tampered_team_table(tmp_path, sample_dir):
+    """usage_covers_pools names the pool and query whose samples stop early; the team tables' checks,
+    run alone for a day, catch one cent missing from a team table written outside the pipeline."""
+    import json
+    from decimal import Decimal
+
+    from dagster._core.definitions.asset_key import AssetCheckKey
+
+    from cost_pipeline.definitions import build_defs
+
+    usage = tmp_path / "usage"
+    shutil.copytree(sample_dir / "usage", usage)
+    extract = usage / f"date={START}" / "k8s_requests.json"
+    body = json.loads(extract.read_text())
+    noon = dt.datetime.combine(START, dt.time(12), tzinfo=dt.UTC).timestamp()
+    for series in body["data"]["result"]:  # Prometheus lost the afternoon
+        series["values"] = [v for v in series["values"] if float(v[0]) < noon]
+    extract.write_text(json.dumps(body))
+    config = write_config(tmp_path, sample_dir, usage={"extracts_uri": str(usage), "prometheus_url": None})
+    instance = dg.DagsterInstance.ephemeral()
+    result = _run(config, instance, START, START)
+    assert result.success  # a warning, not a failure
+    coverage = next(e.asset_check_evaluation_data for e in result.all_events
+                    if e.event_type_value == "ASSET_CHECK_EVALUATION" and e.asset_check_evaluation_data.check_name == "usage_covers_pools")
+    assert not coverage.passed and coverage.severity == dg.AssetCheckSeverity.WARN
+    assert "eks-shared: k8s_requests (12 h)" in coverage.description
+
+    path = tmp_path / "lake" / "team_daily_costs" / f"date={START}" / "part-0.parquet"
+    table = pl.read_parquet(path)
+    pl.concat([table.head(1).with_columns(pl.col("total") - Decimal("0.01")), table.slice(1)]).write_parquet(path)
+    defs = build_defs(load_settings(config))
+    job = defs.resolve_implicit_global_asset_job_def().get_subset(
+        asset_check_selection={AssetCheckKey(dg.AssetKey("team_daily_costs"), "team_daily_costs_equal_allocated_costs"),
+                               AssetCheckKey(dg.AssetKey("team_cost_detail"), "team_cost_detail_equals_allocated_costs")},
+        asset_selection=set(),
+    )
+    alone = job.execute_in_process(instance=instance, partition_key=START.isoformat(), resources=resources_for(load_settings(config)),
+                                   raise_on_error=False)
+    got = {e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data for e in alone.all_events
+           if e.event_type_value == "ASSET_CHECK_EVALUATION"}
+    assert got["team_cost_detail_equals_allocated_costs"].passed
+    failed = got["team_daily_costs_equal_allocated_costs"]
+    assert not failed.passed and "differs from allocated_costs: USD -0.01" in failed.description

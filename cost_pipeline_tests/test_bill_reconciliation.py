@@ -17,8 +17,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from cost_pipeline.definitions import defs
-from cost_pipeline.defs.resources import PipelineConfig
+from cost_pipeline.config import load_settings
+from cost_pipeline.definitions import defs as load_defs
+from cost_pipeline.defs.resources import resources_for
 from cost_pipeline.sample.cur2 import EXPORT
 from cost_pipeline_tests.conftest import DAYS, START, write_config
 
@@ -29,8 +30,8 @@ Q = Decimal("1e-12")
 
 def _run(config: Path, instance, job="daily_costs_job", first=START, last=LAST):
     tags = {ASSET_PARTITION_RANGE_START_TAG: first.isoformat(), ASSET_PARTITION_RANGE_END_TAG: last.isoformat()} if job == "daily_costs_job" else {}
-    return defs.resolve_job_def(job).execute_in_process(
-        instance=instance, resources={"pipeline": PipelineConfig(config_path=str(config))}, tags=tags, raise_on_error=False
+    return load_defs().resolve_job_def(job).execute_in_process(
+        instance=instance, resources=resources_for(load_settings(config)), tags=tags, raise_on_error=False
     )
 
 
@@ -210,8 +211,8 @@ def test_two_currencies_are_never_added_together(tmp_path, sample_dir):
     assert _check(result).passed
     record = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=dg.AssetKey("untagged_spend"), asset_partitions=[START.isoformat()]), limit=1)
     metadata = record.records[0].event_log_entry.asset_materialization.metadata
-    assert metadata["untagged_share (EUR)"].value == 0.4  # (25 + 15) / 100, by hand
-    assert 0 < metadata["untagged_share (USD)"].value < 0.2
+    assert metadata["untagged % (EUR)"].value == 40.0  # (25 + 15) / 100, by hand
+    assert 0 < metadata["untagged % (USD)"].value < 20
     summary = (tmp_path / "lake" / "reports" / "summary.md").read_text()
     assert "Untagged (quarantined) share of EUR spend: 40.00%" in summary
     assert "missing:ml-project                  25.00 EUR" in summary and "missing:ml-team                     15.00 EUR" in summary

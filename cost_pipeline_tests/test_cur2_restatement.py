@@ -11,14 +11,14 @@ import pyarrow.parquet as pq
 
 from cost_pipeline.config import load_settings
 from cost_pipeline.definitions import build_defs
-from cost_pipeline.defs.resources import PipelineConfig
+from cost_pipeline.defs.resources import PipelineConfig, resources_for
 from cost_pipeline_tests.conftest import DAYS, START, write_config
 
 SENSOR = "aws_main_deliveries"
 
 
 def _tick(defs, instance, cursor, config):
-    resources = {"pipeline": PipelineConfig(config_path=str(config))}
+    resources = resources_for(load_settings(config))
     with dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources, definitions=defs) as ctx:
         result = defs.resolve_sensor_def(SENSOR).evaluate_tick(ctx)
     return result.run_requests or [], result.cursor, result.skip_message
@@ -35,7 +35,7 @@ def test_restated_period_reruns_only_the_day_that_changed(tmp_path, sample_dir):
     requests, cursor, _ = _tick(defs, instance, None, config)
     assert sorted(r.partition_key for r in requests) == [(START + dt.timedelta(days=i)).isoformat() for i in range(DAYS)]
     for r in requests:
-        job.execute_in_process(instance=instance, partition_key=r.partition_key, resources={"pipeline": PipelineConfig(config_path=str(config))})
+        job.execute_in_process(instance=instance, partition_key=r.partition_key, resources=resources_for(load_settings(config)))
 
     # AWS re-delivers every file of the period; only the third day's charges differ
     time.sleep(0.01)
@@ -65,7 +65,7 @@ def test_a_failed_run_of_a_delivery_is_requested_again(tmp_path, sample_dir):
     broken = tmp_path / "broken.yaml"
     broken.write_text("lake_uri: [not, a, path]\n")  # the run fails, as a transient outage would
     failed = job.execute_in_process(instance=instance, partition_key=first.partition_key, tags=first.tags, raise_on_error=False,
-                                    resources={"pipeline": PipelineConfig(config_path=str(broken))})
+                                    resources={**resources_for(load_settings(config)), "pipeline": PipelineConfig(config_path=str(broken))})
     assert not failed.success
     # the next tick re-lists the files (cursor overlap): the other days keep their keys, the failed day is retried
     again, cursor, _ = _tick(defs, instance, cursor, config)
@@ -73,7 +73,7 @@ def test_a_failed_run_of_a_delivery_is_requested_again(tmp_path, sample_dir):
     assert keys == {**{r.partition_key: r.run_key for r in requests}, first.partition_key: first.run_key + ":retry1"}
     retry = next(r for r in again if r.partition_key == first.partition_key)
     ok = job.execute_in_process(instance=instance, partition_key=first.partition_key, tags=retry.tags,
-                                resources={"pipeline": PipelineConfig(config_path=str(config))})
+                                resources=resources_for(load_settings(config)))
     assert ok.success
     after, _, _ = _tick(defs, instance, cursor, config)
     assert first.partition_key not in {r.partition_key for r in after}  # materialized: neither requested nor retried

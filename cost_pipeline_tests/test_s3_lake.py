@@ -39,10 +39,10 @@ def test_pipeline_writes_and_reconciles_on_an_s3_lake(tmp_path, sample_dir, s3):
               for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
     assert checks["allocation_conserves_cost_lines"] is True
 
-    from cost_pipeline.definitions import defs
-    from cost_pipeline.defs.resources import PipelineConfig
+    from cost_pipeline.definitions import defs as load_defs
+    from cost_pipeline.defs.resources import resources_for
 
-    reports = defs.resolve_job_def("reports_job").execute_in_process(resources={"pipeline": PipelineConfig(config_path=str(config))})
+    reports = load_defs().resolve_job_def("reports_job").execute_in_process(resources=resources_for(load_settings(config)))
     assert reports.success
     summary = client.get_object(Bucket="lake", Key="cost/reports/summary.md")["Body"].read().decode()
     assert "Untagged (quarantined) share" in summary

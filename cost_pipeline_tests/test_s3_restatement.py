@@ -9,7 +9,7 @@ import pyarrow as pa
 
 from cost_pipeline.config import load_settings
 from cost_pipeline.definitions import build_defs
-from cost_pipeline.defs.resources import PipelineConfig
+from cost_pipeline.defs.resources import resources_for
 from cost_pipeline.sample.cur_legacy import deliver
 from cost_pipeline_tests.conftest import START, write_config
 from cost_pipeline_tests.test_cur_legacy import _day_table
@@ -24,7 +24,7 @@ def _upload(client, files):
 
 def _tick(defs, instance, cursor, config):
     sensor = defs.resolve_sensor_def("aws_legacy_deliveries")
-    resources = {"pipeline": PipelineConfig(config_path=str(config))}
+    resources = resources_for(load_settings(config))
     with dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources, definitions=defs) as ctx:
         result = sensor.evaluate_tick(ctx)
     return result.run_requests or [], result.cursor
@@ -35,7 +35,7 @@ def _execute(defs, instance, config, requests):
     for request in requests:
         result = job.execute_in_process(
             instance=instance, partition_key=request.partition_key, tags=request.tags,
-            resources={"pipeline": PipelineConfig(config_path=str(config))},
+            resources=resources_for(load_settings(config)),
         )
         assert result.success
 

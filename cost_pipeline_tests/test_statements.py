@@ -126,12 +126,12 @@ def test_the_close_month_job_closes_once(october, tmp_path):
 
     from cost_pipeline.config import load_settings
     from cost_pipeline.definitions import build_defs
-    from cost_pipeline.defs.resources import PipelineConfig
+    from cost_pipeline.defs.resources import resources_for
 
     config = copy_of(october, tmp_path)
     job = build_defs(load_settings(config)).resolve_job_def("close_month_job")
     run = {"ops": {"close_month_op": {"config": {"month": "2026-10"}}}}
-    resources = {"pipeline": PipelineConfig(config_path=str(config))}
+    resources = resources_for(load_settings(config))
     assert job.execute_in_process(run_config=run, resources=resources, instance=dg.DagsterInstance.ephemeral()).success
     index = (tmp_path / "lake" / "closed_statements" / "index.json").read_text()
     assert '"2026-10"' in index

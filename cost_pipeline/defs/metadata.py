@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import dagster as dg
 import polars as pl
 
@@ -44,3 +46,13 @@ def lazy_day_metadata(frame: pl.LazyFrame, path: str, amount_columns: list[str])
         for column in amount_columns:
             out[f"{column} ({row['currency']})"] = dg.MetadataValue.float(float(round(row[column], 2)))
     return out
+
+
+def content_version(fingerprints: list[str]) -> dg.DataVersion:
+    """The run's data version from the content fingerprints of its days: re-materializing a day whose
+    content did not change (a restatement with the same charges) leaves downstream days fresh.
+
+    Dagster records one data version per run, so a range run's days share the hash of all of them."""
+    if len(fingerprints) == 1:
+        return dg.DataVersion(fingerprints[0])
+    return dg.DataVersion(hashlib.sha256("|".join(fingerprints).encode()).hexdigest()[:20])

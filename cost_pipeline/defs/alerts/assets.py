@@ -8,7 +8,7 @@ import polars as pl
 
 from cost_pipeline.defs.metadata import day_metadata
 from cost_pipeline.defs.partitions import BACKFILL_POLICY, DAILY, partition_days
-from cost_pipeline.defs.resources import PipelineConfig
+from cost_pipeline.defs.resources import LakeResource, PipelineConfig
 from cost_pipeline.lib.anomalies import Thresholds, detect
 from cost_pipeline.lib.lake import Lake
 from cost_pipeline.lib.markdown import md_table
@@ -29,9 +29,9 @@ def _history(lake: Lake, first: dt.date, last: dt.date) -> pl.DataFrame:
 
 
 @dg.asset(partitions_def=DAILY, backfill_policy=BACKFILL_POLICY, group_name="alerts", kinds={"polars", "parquet"}, deps=["team_cost_detail"])
-def anomalies(context: dg.AssetExecutionContext, pipeline: PipelineConfig) -> dg.MaterializeResult:
+def anomalies(context: dg.AssetExecutionContext, pipeline: PipelineConfig, cost_lake: LakeResource) -> dg.MaterializeResult:
     """Spikes, sustained increases and new spend per team and team × project, with their top contributors."""
-    lake, settings = pipeline.lake(), pipeline.settings()
+    lake, settings = cost_lake.lake(), pipeline.settings()
     days = partition_days(context)
     detail = _history(lake, days[0], days[-1])
     config = settings.alerts
@@ -55,10 +55,10 @@ def anomalies(context: dg.AssetExecutionContext, pipeline: PipelineConfig) -> dg
 
 
 @dg.asset(partitions_def=DAILY, backfill_policy=BACKFILL_POLICY, group_name="alerts", kinds={"slack"}, deps=["anomalies", "team_cost_detail", "untagged_spend"])
-def slack_notifications(context: dg.AssetExecutionContext, pipeline: PipelineConfig) -> dg.MaterializeResult:
+def slack_notifications(context: dg.AssetExecutionContext, pipeline: PipelineConfig, cost_lake: LakeResource) -> dg.MaterializeResult:
     """Anomaly and budget alerts for each day, and the digests of the newest day; each message once
     (ledger). Days older than ``slack.notify_days`` send nothing unless the run is tagged notify."""
-    lake, settings = pipeline.lake(), pipeline.settings()
+    lake, settings = cost_lake.lake(), pipeline.settings()
     days = partition_days(context)
     asked = context.run.tags.get(NOTIFY_TAG) == "true"
     recent = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=settings.slack.notify_days)

@@ -6,7 +6,7 @@ import polars as pl
 from cost_pipeline.defs.allocation.checks import conservation_evaluations
 from cost_pipeline.defs.metadata import day_metadata
 from cost_pipeline.defs.partitions import BACKFILL_POLICY, DAILY, partition_days
-from cost_pipeline.defs.resources import PipelineConfig
+from cost_pipeline.defs.resources import LakeResource, PipelineConfig
 from cost_pipeline.lib.allocate import allocate
 from cost_pipeline.lib.pools import classify_plan
 from cost_pipeline.lib.tags import CLASSIFY_COLUMNS, raw_tag_keys
@@ -19,14 +19,14 @@ from cost_pipeline.lib.tags import CLASSIFY_COLUMNS, raw_tag_keys
     kinds={"polars", "parquet"},
     deps=["cost_lines", "usage"],
 )
-def allocated_costs(context: dg.AssetExecutionContext, pipeline: PipelineConfig):
+def allocated_costs(context: dg.AssetExecutionContext, pipeline: PipelineConfig, cost_lake: LakeResource):
     """Direct costs by tags, shared pools by their drivers, the rest ``unattributed`` with a reason.
 
     ``rules_version`` (a hash of the tagging and allocation rules) is written into every row and is
     the asset's code version, so changing the rules marks materialized days stale.
     """
     settings = pipeline.settings()
-    lake = pipeline.lake()
+    lake = cost_lake.lake()
     days = partition_days(context)
     pools = settings.allocation.pools
     with lake.staging("allocated_costs") as staging:

@@ -12,7 +12,7 @@ import dagster as dg
 import polars as pl
 
 from cost_pipeline.defs.partitions import DAILY, partition_days
-from cost_pipeline.defs.resources import PipelineConfig
+from cost_pipeline.defs.resources import LakeResource, PipelineConfig
 from cost_pipeline.lib.allocate import reconcile
 from cost_pipeline.lib.lake import Lake
 
@@ -41,7 +41,7 @@ def conservation_evaluations(lake: Lake, days: list[dt.date]) -> list[dg.AssetCh
 
 
 @dg.asset_check(asset="allocated_costs", name=NAME, description=DESCRIPTION, partitions_def=DAILY, blocking=True)
-def allocation_conserves_cost_lines(context: dg.AssetCheckExecutionContext, pipeline: PipelineConfig) -> dg.AssetCheckResult:
-    lake = pipeline.lake()
+def allocation_conserves_cost_lines(context: dg.AssetCheckExecutionContext, pipeline: PipelineConfig, cost_lake: LakeResource) -> dg.AssetCheckResult:
+    lake = cost_lake.lake()
     results = [conservation(lake, day) for day in partition_days(context.op_execution_context)]
     return dg.AssetCheckResult(passed=all(p for p, _ in results), metadata=results[0][1] if len(results) == 1 else {"days": len(results)})

@@ -4,11 +4,10 @@ import dagster as dg
 import polars as pl
 
 from cost_pipeline.defs.billing.checks import BILL_RECONCILES, bill_reconciliation_result
-from cost_pipeline.defs.billing.resources import storage_for
 from cost_pipeline.defs.failures import input_errors_as_failures
-from cost_pipeline.defs.metadata import lazy_day_metadata
+from cost_pipeline.defs.metadata import content_version, lazy_day_metadata
 from cost_pipeline.defs.partitions import BACKFILL_POLICY, DAILY, partition_days
-from cost_pipeline.defs.resources import PipelineConfig
+from cost_pipeline.defs.resources import BillingStorage, LakeResource, PipelineConfig
 from cost_pipeline.lib.billing.fingerprint import day_fingerprint
 from cost_pipeline.lib.billing.sources import TOTALS_SCHEMA, bill_totals, source_day
 from cost_pipeline.lib.billing.totals import totals_markdown
@@ -20,7 +19,7 @@ from cost_pipeline.lib.billing.totals import totals_markdown
     group_name="billing",
     kinds={"polars", "parquet"},
 )
-def cost_lines(context: dg.AssetExecutionContext, pipeline: PipelineConfig) -> dg.MaterializeResult:
+def cost_lines(context: dg.AssetExecutionContext, pipeline: PipelineConfig, cost_lake: LakeResource, billing: BillingStorage) -> dg.MaterializeResult:
     """Every charge of a UTC day, FOCUS-aligned, with billed and effective (amortized) cost.
 
     Each day gathers the lines of every current delivery whose usage started that day, whichever
@@ -28,26 +27,27 @@ def cost_lines(context: dg.AssetExecutionContext, pipeline: PipelineConfig) -> d
     run was read and validated, so a bad file leaves all previously materialized days untouched.
     """
     settings = pipeline.settings()
-    lake = pipeline.lake()
+    lake = cost_lake.lake()
     rows = 0
-    empty_days, last_with_data = [], None
+    empty_days, last_with_data, fingerprints = [], None, []
     with lake.staging("cost_lines") as staging:
         for day in partition_days(context):
             with input_errors_as_failures():
-                plans = [source_day(s, day, storage_for(s)) for s in settings.billing_sources]
+                plans = [source_day(s, day, billing.for_source(s)) for s in settings.billing_sources]
             path = staging.write_day(day, pl.concat(plans))
             staged = staging.scan(day)
             per_source = dict(staged.group_by("source").agg(pl.len()).collect().iter_rows())
             rows += sum(per_source.values())
             metadata = lazy_day_metadata(staged, path, ["billed_cost", "effective_cost"])
             finality = staged.select(pl.col("is_final").mean().alias("share"), pl.col("is_final").all().alias("all")).collect()
-            metadata["final_share"] = dg.MetadataValue.float(float(finality["share"][0] or 0.0))
+            metadata["final %"] = dg.MetadataValue.float(round(float(finality["share"][0] or 0.0) * 100, 2))
             metadata["final"] = bool(per_source) and bool(finality["all"][0])
             empty = [s.name for s in settings.billing_sources if not per_source.get(s.name)]
             metadata["sources_without_data"] = ", ".join(empty) or "none"
             for source in settings.billing_sources:
                 metadata[f"lines/{source.name}"] = per_source.get(source.name, 0)
                 metadata[f"fingerprint/{source.name}"] = day_fingerprint(staged.filter(pl.col("source") == source.name))
+            fingerprints.append(",".join(str(metadata[f"fingerprint/{s.name}"]) for s in settings.billing_sources))
             if not per_source:
                 empty_days.append(day)
             else:
@@ -63,7 +63,8 @@ def cost_lines(context: dg.AssetExecutionContext, pipeline: PipelineConfig) -> d
                 f"not delivered yet? Nothing was written; run the days that have data.",
                 allow_retries=False,
             )
-    return dg.MaterializeResult(metadata={"days_in_run": len(partition_days(context)), "lines_in_run": rows})
+    return dg.MaterializeResult(metadata={"days_in_run": len(partition_days(context)), "lines_in_run": rows},
+                                data_version=content_version(fingerprints))
 
 
 @dg.asset(
@@ -73,14 +74,14 @@ def cost_lines(context: dg.AssetExecutionContext, pipeline: PipelineConfig) -> d
     deps=["cost_lines"],
     check_specs=[BILL_RECONCILES],
 )
-def bill_totals_table(context: dg.AssetExecutionContext, pipeline: PipelineConfig) -> dg.MaterializeResult:
+def bill_totals_table(context: dg.AssetExecutionContext, pipeline: PipelineConfig, cost_lake: LakeResource, billing: BillingStorage) -> dg.MaterializeResult:
     """Per source, billing period and usage day: lines, billed and effective cost of the current delivery,
     summed from the delivered files themselves. ``cost_lines`` must add up to it exactly."""
     settings = pipeline.settings()
-    lake = pipeline.lake()
+    lake = cost_lake.lake()
     known = lake.read_table("bill_totals")
     with input_errors_as_failures():
-        frames = [bill_totals(s, storage_for(s), known) for s in settings.billing_sources]
+        frames = [bill_totals(s, billing.for_source(s), known) for s in settings.billing_sources]
     totals = pl.concat(frames) if frames else pl.DataFrame(schema=TOTALS_SCHEMA)
     path = lake.write_table("bill_totals", totals)
     reconciled = [s.name for s in settings.billing_sources if not s.uri.startswith("bq://")]

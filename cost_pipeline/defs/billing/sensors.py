@@ -6,10 +6,9 @@ import dagster as dg
 import polars as pl
 
 from cost_pipeline.config import BillingSource
-from cost_pipeline.defs.billing.resources import storage_for
 from cost_pipeline.defs.jobs import daily_costs_job
 from cost_pipeline.defs.partitions import DAILY
-from cost_pipeline.defs.resources import PipelineConfig
+from cost_pipeline.defs.resources import BillingStorage, LakeResource, PipelineConfig
 from cost_pipeline.lib.billing.fingerprint import day_fingerprint
 from cost_pipeline.lib.billing.gcp import bigquery_changed_days
 from cost_pipeline.lib.billing.sources import changed_days, read_source_day
@@ -34,17 +33,19 @@ def _recorded_fingerprint(instance: dg.DagsterInstance, source: str, day: dt.dat
 MAX_RETRIES = 3
 
 
-def _retries(instance: dg.DagsterInstance, source: str, fresh: dict[str, str]) -> list[dg.RunRequest]:
+def _retries(instance: dg.DagsterInstance, source: str, fresh: dict[str, str], content_fingerprints: bool = True) -> list[dg.RunRequest]:
     """Failed runs this sensor requested whose day still lacks their fingerprint: ask again (a new run
     key per attempt, so Dagster does not dedupe it), at most ``MAX_RETRIES`` times per delivery.
-    ``fresh``: day -> fingerprint of this tick's requests; a newer delivery of the day wins."""
+    ``fresh``: day -> fingerprint of this tick's requests; a newer delivery of the day wins.
+    ``content_fingerprints``: False for BigQuery, whose "fingerprint" is the newest export time: only
+    a later successful run of the same day and export settles it."""
     failed = instance.get_runs(filters=dg.RunsFilter(tags={"cost_pipeline/source": source}, statuses=[dg.DagsterRunStatus.FAILURE]), limit=50)
     out: dict[str, dg.RunRequest] = {}
     for run in failed:
         day, fingerprint = run.tags.get("dagster/partition"), run.tags.get("cost_pipeline/fingerprint")
         if not day or not fingerprint or fresh.get(day, fingerprint) != fingerprint or day in out:
             continue
-        if _recorded_fingerprint(instance, source, dt.date.fromisoformat(day)) == fingerprint:
+        if content_fingerprints and _recorded_fingerprint(instance, source, dt.date.fromisoformat(day)) == fingerprint:
             continue
         attempts = instance.get_runs(filters=dg.RunsFilter(tags={"cost_pipeline/source": source, "dagster/partition": day,
                                                                   "cost_pipeline/fingerprint": fingerprint}))
@@ -76,15 +77,15 @@ def build_delivery_sensor(source: BillingSource) -> dg.SensorDefinition:
         minimum_interval_seconds=300,
         description=f"Watches {source.uri} ({source.format}) and re-runs the days whose charges changed.",
     )
-    def delivery_sensor(context: dg.SensorEvaluationContext, pipeline: PipelineConfig):
-        storage = storage_for(source)
+    def delivery_sensor(context: dg.SensorEvaluationContext, pipeline: PipelineConfig, cost_lake: LakeResource, billing: BillingStorage):
+        storage = billing.for_source(source)
         since = dt.datetime.fromisoformat(context.cursor) - CURSOR_OVERLAP if context.cursor else None
         changed = storage.list(source.uri, since=since)
         if not changed:
             retries = _retries(context.instance, source.name, {})
             return retries or dg.SkipReason(f"no new files under {source.uri} since {since}")
         partitions = {dt.date.fromisoformat(k) for k in DAILY.get_partition_keys()}
-        days = changed_days(source, changed, storage, _recorded_days(pipeline.lake(), source.name))
+        days = changed_days(source, changed, storage, _recorded_days(cost_lake.lake(), source.name))
         requests = []
         for day in sorted(days & partitions):
             fingerprint = day_fingerprint(read_source_day(source, day, storage))
@@ -120,20 +121,26 @@ def build_bigquery_sensor(source: BillingSource) -> dg.SensorDefinition:
         minimum_interval_seconds=900,
         description=f"Watches {source.uri} (export_time) and re-runs the usage days that received rows.",
     )
-    def bigquery_sensor(context: dg.SensorEvaluationContext):
+    def bigquery_sensor(context: dg.SensorEvaluationContext, billing: BillingStorage):
         partitions = DAILY.get_partition_keys()
         since = dt.datetime.fromisoformat(context.cursor) if context.cursor else dt.datetime.combine(
             dt.date.fromisoformat(partitions[0]), dt.time(), tzinfo=dt.UTC)
-        changed = bigquery_changed_days(table, since, storage_for(source).bigquery_client())
-        if not changed:
-            return dg.SkipReason(f"no rows exported to {table} after {since.isoformat()}")
-        context.update_cursor(max(newest for _, newest, _ in changed).isoformat())
+        changed = bigquery_changed_days(table, since, billing.for_source(source).bigquery_client())
         keys = set(partitions)
-        return [
+        requests = [
             dg.RunRequest(run_key=f"{source.name}:{day}:{newest.isoformat()}", partition_key=day.isoformat(),
-                          tags={"cost_pipeline/source": source.name, "cost_pipeline/new_rows": str(rows)})
+                          tags={"cost_pipeline/source": source.name, "cost_pipeline/new_rows": str(rows),
+                                "cost_pipeline/fingerprint": f"exported-{newest.isoformat()}"})
             for day, newest, rows in changed if day.isoformat() in keys
-        ] or dg.SkipReason(f"{len(changed)} day(s) received rows, none inside the partitions")
+        ]
+        retries = _retries(context.instance, source.name, {r.partition_key: r.tags["cost_pipeline/fingerprint"] for r in requests},
+                           content_fingerprints=False)
+        retried = {r.partition_key for r in retries}
+        requests = [r for r in requests if r.partition_key not in retried] + retries
+        if changed:
+            context.update_cursor(max(newest for _, newest, _ in changed).isoformat())
+        return requests or dg.SkipReason(
+            f"{len(changed)} day(s) received rows, none inside the partitions" if changed else f"no rows exported to {table} after {since.isoformat()}")
 
     return bigquery_sensor
 

@@ -10,7 +10,7 @@ import polars as pl
 from cost_pipeline.defs.compliance.checks import share_evaluations
 from cost_pipeline.defs.metadata import day_metadata
 from cost_pipeline.defs.partitions import BACKFILL_POLICY, DAILY, partition_days
-from cost_pipeline.defs.resources import PipelineConfig
+from cost_pipeline.defs.resources import LakeResource, PipelineConfig
 from cost_pipeline.lib.compliance import (
     compliance_breakdown,
     summary_plan,
@@ -55,9 +55,9 @@ def _top_resources_md(quarantined: pl.DataFrame) -> str:
     name="tag_compliance_tables",
     can_subset=True,  # the contract's `--select cost_lines,untagged_spend,...` names one of the two
 )
-def tag_compliance_tables(context: dg.AssetExecutionContext, pipeline: PipelineConfig):
+def tag_compliance_tables(context: dg.AssetExecutionContext, pipeline: PipelineConfig, cost_lake: LakeResource):
     settings = pipeline.settings()
-    lake = pipeline.lake()
+    lake = cost_lake.lake()
     selected = {key.to_user_string() for key in context.selected_asset_keys}
     shares = []
     with lake.staging("tag_compliance") as compliance_stage, lake.staging("untagged_spend") as untagged_stage:
@@ -86,7 +86,7 @@ def tag_compliance_tables(context: dg.AssetExecutionContext, pipeline: PipelineC
             context.add_asset_metadata(
                 {
                     **day_metadata(quarantined, untagged_path, ["amount"]),
-                    **{f"untagged_share ({c})": dg.MetadataValue.float(round(share, 6)) for c, share in day_shares.select("currency", "share").iter_rows()},
+                    **{f"untagged % ({c})": dg.MetadataValue.float(round(float(share) * 100, 2)) for c, share in day_shares.select("currency", "share").iter_rows()},
                     "by_reason": dg.MetadataValue.json({f"{r} ({c})": float(round(a, 2)) for r, c, a in by_reason.iter_rows()}),
                     "top_untagged_resources": dg.MetadataValue.md(_top_resources_md(quarantined)),
                 },

@@ -11,7 +11,7 @@ import polars as pl
 
 from cost_pipeline.config import TaggingConfig
 from cost_pipeline.defs.partitions import DAILY, partition_days
-from cost_pipeline.defs.resources import PipelineConfig
+from cost_pipeline.defs.resources import LakeResource, PipelineConfig
 from cost_pipeline.lib.lake import Lake
 
 WARN, ERROR = "untagged_share_below_warn", "untagged_share_below_error"
@@ -48,10 +48,10 @@ def _day_shares(lake: Lake, day: dt.date) -> pl.DataFrame:
 
 def _standalone(name: str, description: str, blocking: bool):
     @dg.asset_check(asset="untagged_spend", name=name, description=description, partitions_def=DAILY, blocking=blocking)
-    def check(context: dg.AssetCheckExecutionContext, pipeline: PipelineConfig) -> dg.AssetCheckResult:
+    def check(context: dg.AssetCheckExecutionContext, pipeline: PipelineConfig, cost_lake: LakeResource) -> dg.AssetCheckResult:
         settings = pipeline.settings()
         days = partition_days(context.op_execution_context)
-        evaluations = [e for e in share_evaluations(pl.concat([_day_shares(pipeline.lake(), d) for d in days]), settings.tagging)
+        evaluations = [e for e in share_evaluations(pl.concat([_day_shares(cost_lake.lake(), d) for d in days]), settings.tagging)
                        if e.check_name == name]
         first = evaluations[0]
         return dg.AssetCheckResult(passed=all(e.passed for e in evaluations), severity=first.severity,

@@ -4,7 +4,8 @@ import dagster as dg
 
 from cost_pipeline.defs.metadata import day_metadata
 from cost_pipeline.defs.partitions import BACKFILL_POLICY, DAILY, partition_days
-from cost_pipeline.defs.resources import PipelineConfig
+from cost_pipeline.defs.reports.checks import TEAM_DAILY_ADDS_UP, TEAM_DETAIL_ADDS_UP
+from cost_pipeline.defs.resources import LakeResource, PipelineConfig
 from cost_pipeline.lib.markdown import md_table
 from cost_pipeline.lib.month_close import close_month
 from cost_pipeline.lib.report_files import write_reports
@@ -20,15 +21,16 @@ from cost_pipeline.lib.reports import team_daily_costs as daily_costs_of
     kinds={"polars", "parquet"},
     deps=["allocated_costs", "untagged_spend"],
 )
-def team_daily_costs(context: dg.AssetExecutionContext, pipeline: PipelineConfig) -> dg.MaterializeResult:
+def team_daily_costs(context: dg.AssetExecutionContext, pipeline: PipelineConfig, cost_lake: LakeResource):
     """What each team cost each day: direct, shared and unattributed, plus a cent total that adds up."""
-    lake = pipeline.lake()
+    lake = cost_lake.lake()
     with lake.staging("team_daily_costs") as staging:
         for day in partition_days(context):
             table = daily_costs_of(lake.scan_days("allocated_costs", [day]).collect())
             path = staging.write_day(day, table)
             context.add_asset_metadata(day_metadata(table, str(path), ["total"]), partition_key=day.isoformat())
-    return dg.MaterializeResult()
+    yield dg.MaterializeResult()
+    yield from TEAM_DAILY_ADDS_UP.evaluations(lake, pipeline.settings(), partition_days(context))
 
 
 @dg.asset(
@@ -38,16 +40,17 @@ def team_daily_costs(context: dg.AssetExecutionContext, pipeline: PipelineConfig
     kinds={"polars", "parquet"},
     deps=["allocated_costs"],
 )
-def team_cost_detail(context: dg.AssetExecutionContext, pipeline: PipelineConfig) -> dg.MaterializeResult:
+def team_cost_detail(context: dg.AssetExecutionContext, pipeline: PipelineConfig, cost_lake: LakeResource):
     """team × day × project × workload type × environment × experiment × allocation/pool: what dashboards
     filter and statements group, with the rules version that produced each row."""
-    lake = pipeline.lake()
+    lake = cost_lake.lake()
     with lake.staging("team_cost_detail") as staging:
         for day in partition_days(context):
             table = detail_of(lake.scan_days("allocated_costs", [day]))
             path = staging.write_day(day, table)
             context.add_asset_metadata(day_metadata(table, str(path), ["amount"]), partition_key=day.isoformat())
-    return dg.MaterializeResult()
+    yield dg.MaterializeResult()
+    yield from TEAM_DETAIL_ADDS_UP.evaluations(lake, pipeline.settings(), partition_days(context))
 
 
 REPORT_TABLES = {
@@ -63,8 +66,8 @@ REPORT_TABLES = {
            for name, text in REPORT_TABLES.items()],
     name="report_tables",
 )
-def report_tables(pipeline: PipelineConfig):
-    lake = pipeline.lake()
+def report_tables(pipeline: PipelineConfig, cost_lake: LakeResource):
+    lake = cost_lake.lake()
     tables = load_tables(lake, pipeline.settings())
     frames = {"team_months": tables.months, "experiment_costs": tables.experiments, "pool_shares": tables.pools, "untagged_by_account": tables.untagged}
     for name, frame in frames.items():
@@ -78,9 +81,9 @@ def report_tables(pipeline: PipelineConfig):
 
 
 @dg.asset(group_name="reports", kinds={"html", "vega"}, deps=list(REPORT_TABLES))
-def dashboards(pipeline: PipelineConfig) -> dg.MaterializeResult:
+def dashboards(pipeline: PipelineConfig, cost_lake: LakeResource) -> dg.MaterializeResult:
     """One self-contained HTML dashboard per team (only its own rows) and the platform dashboard."""
-    lake, settings = pipeline.lake(), pipeline.settings()
+    lake, settings = cost_lake.lake(), pipeline.settings()
     tables = load_tables(lake, settings)
     files = dashboard_files(tables, settings)  # every page rendered before the first is written
     written = {name: lake.write_file("reports/dashboards", None, name.rpartition("/")[2], body) for name, body in files.items()}
@@ -94,10 +97,10 @@ def dashboards(pipeline: PipelineConfig) -> dg.MaterializeResult:
 
 
 @dg.asset(group_name="reports", kinds={"csv", "html"}, deps=["team_cost_detail"])
-def chargeback_statements(pipeline: PipelineConfig) -> dg.MaterializeResult:
+def chargeback_statements(pipeline: PipelineConfig, cost_lake: LakeResource) -> dg.MaterializeResult:
     """Per team and month: lines by project, workload type and environment, shared pools on their own
     lines; closed months are never rewritten and later changes land as adjustments on the next open month."""
-    lake, settings = pipeline.lake(), pipeline.settings()
+    lake, settings = cost_lake.lake(), pipeline.settings()
     result = statement_files(lake, lake.scan("team_cost_detail").collect(), settings)
     for path, body in result.files.items():
         folder, _, name = path.rpartition("/")
@@ -112,9 +115,9 @@ def chargeback_statements(pipeline: PipelineConfig) -> dg.MaterializeResult:
 
 
 @dg.asset(group_name="reports", kinds={"csv", "markdown"}, deps=["team_daily_costs", "untagged_spend"])
-def team_reports(pipeline: PipelineConfig) -> dg.MaterializeResult:
+def team_reports(pipeline: PipelineConfig, cost_lake: LakeResource) -> dg.MaterializeResult:
     """The report folder: an organisation summary and one CSV per team holding only that team's rows."""
-    written = write_reports(pipeline.lake(), pipeline.settings().partitions_start_date)
+    written = write_reports(cost_lake.lake(), pipeline.settings().partitions_start_date)
     return dg.MaterializeResult(
         metadata={
             "summary": dg.MetadataValue.path(written.summary),
@@ -131,9 +134,9 @@ class CloseMonthConfig(dg.Config):
 
 
 @dg.op
-def close_month_op(context: dg.OpExecutionContext, config: CloseMonthConfig, pipeline: PipelineConfig) -> None:
+def close_month_op(context: dg.OpExecutionContext, config: CloseMonthConfig, pipeline: PipelineConfig, cost_lake: LakeResource) -> None:
     """Freeze a month's statements (the snapshot in ``closed_statements`` is the issued version)."""
-    written = close_month(pipeline.lake(), pipeline.settings(), config.month, config.allow_missing_days)
+    written = close_month(cost_lake.lake(), pipeline.settings(), config.month, config.allow_missing_days)
     context.log.info(f"closed {config.month}: {len(written)} statement file(s)")
 
 

@@ -7,11 +7,12 @@ import dagster as dg
 import polars as pl
 
 from cost_pipeline.config import Settings
-from cost_pipeline.defs.billing.resources import storage_for_uri
 from cost_pipeline.defs.failures import input_errors_as_failures
-from cost_pipeline.defs.metadata import column_schema
+from cost_pipeline.defs.metadata import column_schema, content_version
 from cost_pipeline.defs.partitions import BACKFILL_POLICY, DAILY, partition_days
-from cost_pipeline.defs.resources import PipelineConfig
+from cost_pipeline.defs.resources import BillingStorage, LakeResource, PipelineConfig
+from cost_pipeline.defs.usage.checks import USAGE_COVERS_POOLS
+from cost_pipeline.lib.billing.fingerprint import day_fingerprint
 from cost_pipeline.lib.lake import Lake
 from cost_pipeline.lib.prometheus import query_range_day
 from cost_pipeline.lib.usage import empty_samples, parse_query_range, read_extracts
@@ -33,25 +34,27 @@ def _live(settings: Settings, lake: Lake, day: dt.date) -> pl.DataFrame:
 
 
 @dg.asset(partitions_def=DAILY, backfill_policy=BACKFILL_POLICY, group_name="usage", kinds={"prometheus", "parquet"})
-def usage(context: dg.AssetExecutionContext, pipeline: PipelineConfig) -> dg.MaterializeResult:
+def usage(context: dg.AssetExecutionContext, pipeline: PipelineConfig, cost_lake: LakeResource, billing: BillingStorage):
     """Usage samples (query, timestamp, value, labels) that drive shared-pool allocation.
 
     With ``usage.prometheus_url`` the raw responses are archived under ``usage_raw/`` in the lake, so
     a day is recomputed from exactly the data first used, even after Prometheus has dropped it.
     """
     settings = pipeline.settings()
-    lake = pipeline.lake()
+    lake = cost_lake.lake()
+    fingerprints = []
     with lake.staging("usage") as staging:  # a failed range leaves every earlier day as it was
         for day in partition_days(context):
             with input_errors_as_failures():
                 if settings.usage.prometheus_url:
                     samples = _live(settings, lake, day)
                 elif settings.usage.extracts_uri:
-                    storage = storage_for_uri(settings.usage.extracts_uri, settings.usage.endpoint_url)
+                    storage = billing.for_uri(settings.usage.extracts_uri, settings.usage.endpoint_url)
                     samples = read_extracts(settings.usage.extracts_uri, day, storage)
                 else:
                     samples = empty_samples()
             path = staging.write_day(day, samples)
+            fingerprints.append(day_fingerprint(samples))
             per_query = dict(samples.group_by("query").agg(pl.col("series").n_unique()).iter_rows())
             context.add_asset_metadata(
                 {
@@ -60,7 +63,9 @@ def usage(context: dg.AssetExecutionContext, pipeline: PipelineConfig) -> dg.Mat
                     "path": dg.MetadataValue.path(str(path)),
                     "series_per_query": dg.MetadataValue.json(per_query),
                     "source": "prometheus" if settings.usage.prometheus_url else "extracts",
+                    "fingerprint": fingerprints[-1],
                 },
                 partition_key=day.isoformat(),
             )
-    return dg.MaterializeResult()
+    yield dg.MaterializeResult(data_version=content_version(fingerprints))
+    yield from USAGE_COVERS_POOLS.evaluations(lake, settings, partition_days(context))
