@@ -131,7 +131,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
     _use_config(args.config)
     settings = load_settings()
-    lake = Lake.from_uri(settings.lake_uri, settings.lake_endpoint_url, settings.lake_region)
+    lake = Lake.from_settings(settings)
     print(render_text(summarize(lake, settings.partitions_start_date)))
     print(f"Lake:       {lake.uri}")
     print(f"Reports:    {lake.location('reports', 'summary.md')} and {lake.location('reports', 'teams')}/<team>.csv")
@@ -152,7 +152,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     _use_config(args.config)
     settings = load_settings()
-    lake = Lake.from_uri(settings.lake_uri, settings.lake_endpoint_url, settings.lake_region)
+    lake = Lake.from_settings(settings)
     truth_path = Path(args.truth)
     if not truth_path.exists():
         print(f"error: {truth_path}: no ground truth (cost-pipeline sample writes it)", file=sys.stderr)
@@ -172,7 +172,7 @@ def cmd_close_month(args: argparse.Namespace) -> int:
 
     _use_config(args.config)
     settings = load_settings()
-    lake = Lake.from_uri(settings.lake_uri, settings.lake_endpoint_url, settings.lake_region)
+    lake = Lake.from_settings(settings)
     try:
         written = close_month(lake, settings, args.month, args.allow_missing_days)
     except StatementError as exc:
@@ -198,7 +198,7 @@ def _preview(current, proposed, start: dt.date, end: dt.date, show_all: bool) ->
     from cost_pipeline.lib.rules_diff import allocate_days, diff_allocations, render_diff
 
     days = [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
-    lake = Lake.from_uri(current.lake_uri, current.lake_endpoint_url, current.lake_region)
+    lake = Lake.from_settings(current)
     diff = diff_allocations(allocate_days(lake, current, days), allocate_days(lake, proposed, days))
     return render_diff(diff, current.rules_version, proposed.rules_version, show_all=show_all)
 

@@ -68,6 +68,10 @@ def test_iam_policies_are_least_privilege():
             assert statement["Resource"] != "*"
     read = json.loads((DEPLOY / "aws" / "cur-read-policy.json").read_text())
     assert {a for s in read["Statement"] for a in s["Action"]} == {"s3:ListBucket", "s3:GetObject"}
+    roles = {p.stem: yaml.safe_load(p.read_text()) for p in (DEPLOY / "gcp").glob("*.yaml")}
+    assert set(roles["lake-writer-role"]["includedPermissions"]) == {f"storage.objects.{v}" for v in ("list", "get", "create", "delete")}
+    reader = set(roles["billing-reader-role"]["includedPermissions"])
+    assert not {p for p in reader if p.split(".")[-1] in ("create", "delete", "update", "setIamPolicy")} - {"bigquery.jobs.create"}
 
 
 def test_definitions_validate():

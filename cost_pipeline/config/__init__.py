@@ -59,9 +59,10 @@ class ConfigError(ValueError):
 
 
 class Settings(_Model):
-    lake_uri: str  # a local folder or s3://bucket/prefix
+    lake_uri: str  # a local folder, s3://bucket/prefix or gs://bucket/prefix
     lake_endpoint_url: str | None = None  # S3-compatible endpoint for the lake (MinIO, a test server)
     lake_region: str | None = None
+    lake_gcp_project: str | None = None  # a gs:// lake's project (default: the environment's)
     partitions_start_date: dt.date = dt.date(2026, 1, 1)
     billing_sources: list[BillingSource] = Field(min_length=1)
     usage: UsageConfig = UsageConfig()

@@ -71,7 +71,7 @@ def table_schema(table: str) -> dg.TableSchema:
 def describe(spec: dg.AssetSpec, settings: Settings, rule_dependent: set[str]) -> dg.AssetSpec:
     """Owners from ``operations.owners``, table URI and columns, code version, automation."""
     name = spec.key.to_user_string()
-    lake = Lake.from_uri(settings.lake_uri, settings.lake_endpoint_url, settings.lake_region)
+    lake = Lake.from_settings(settings)
     metadata = {**spec.metadata, "dagster/uri": lake.location(name), "dagster/table_name": f"cost_lake.{name}"}
     if name in TABLES:
         metadata["dagster/column_schema"] = table_schema(name)

@@ -52,21 +52,22 @@ class PipelineConfig(dg.ConfigurableResource):
 
 
 class LakeResource(dg.ConfigurableResource):
-    """The cost lake: a local folder, ``s3://bucket/prefix`` (any S3-compatible endpoint)."""
+    """The cost lake: a local folder, ``s3://bucket/prefix`` (any S3-compatible endpoint) or ``gs://bucket/prefix``."""
 
     uri: str
     endpoint_url: str | None = None
     region: str | None = None
+    gcp_project: str | None = None
     _lake: Lake | None = PrivateAttr(default=None)
 
     def lake(self) -> Lake:
         if self._lake is None:
-            self._lake = Lake.from_uri(self.uri, self.endpoint_url, self.region)
+            self._lake = Lake.from_uri(self.uri, self.endpoint_url, self.region, self.gcp_project)
         return self._lake
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "LakeResource":
-        return cls(uri=settings.lake_uri, endpoint_url=settings.lake_endpoint_url, region=settings.lake_region)
+        return cls(uri=settings.lake_uri, endpoint_url=settings.lake_endpoint_url, region=settings.lake_region, gcp_project=settings.lake_gcp_project)
 
 
 class BillingStorage(dg.ConfigurableResource):

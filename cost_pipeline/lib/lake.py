@@ -1,10 +1,13 @@
 """The cost lake: hive-partitioned Parquet, one file per table and day, replaced atomically.
 
-Layout: ``<lake_uri>/<table>/date=YYYY-MM-DD/part-0.parquet``, with ``lake_uri`` a local folder or
-``s3://bucket/prefix``. Locally a day is written to a temporary file under ``<lake>/_tmp/`` (outside
-every table, so no reader's ``date=*/*.parquet`` glob can see it, and on the same file system) and
-renamed over the old one (``os.replace`` is atomic on POSIX); on S3 a single PUT replaces the object
-atomically. Either way a reader sees the previous day or the new one, never half of it.
+Layout: ``<lake_uri>/<table>/date=YYYY-MM-DD/part-0.parquet``, with ``lake_uri`` a local folder,
+``s3://bucket/prefix`` or ``gs://bucket/prefix``. Locally a day is written to a temporary file under
+``<lake>/_tmp/`` (outside every table, so no reader's ``date=*/*.parquet`` glob can see it, and on the
+same file system) and renamed over the old one (``os.replace`` is atomic on POSIX); on S3 and GCS a
+single upload replaces the object atomically. Either way a reader sees the previous day or the new
+one, never half of it. Polars reads an S3 lake directly; a GCS lake's day files are fetched with the
+google-cloud-storage client into a local cache keyed by object generation (so any endpoint the
+client supports works, e.g. an emulator via ``STORAGE_EMULATOR_HOST``), then scanned locally.
 
 A run over a range of days stages every day first (:meth:`Lake.staging`) and replaces the days only
 once all of them were computed, so a bad input on day 2 leaves day 1 as it was. Files carry their
@@ -32,6 +35,7 @@ from cost_pipeline.lib.storage import split_uri
 PART_NAME = "part-0.parquet"
 WORK_DIR = "_tmp"  # temporary and staged files: inside the lake (same file system), outside every table
 STALE_SECONDS = 24 * 3600  # staged files of a run killed this long ago are removed
+GCS_CACHE = Path(tempfile.gettempdir()) / "cost_pipeline_lake_cache"
 
 
 def _replace_atomically(target: Path, write: Callable[[Path], object], work: Path) -> Path:
@@ -91,21 +95,31 @@ def _write_frame(frame: pl.DataFrame | pl.LazyFrame, path: Path) -> None:
 
 @dataclass(frozen=True)
 class Lake:
-    uri: str  # an absolute local path, or s3://bucket/prefix
+    uri: str  # an absolute local path, s3://bucket/prefix or gs://bucket/prefix
     endpoint_url: str | None = None
     region: str | None = None
+    gcp_project: str | None = None  # a GCS lake's project (else the environment's default)
     _client: list = field(default_factory=list, compare=False, repr=False)
 
     @classmethod
-    def from_uri(cls, uri: str, endpoint_url: str | None = None, region: str | None = None) -> "Lake":
+    def from_uri(cls, uri: str, endpoint_url: str | None = None, region: str | None = None, gcp_project: str | None = None) -> "Lake":
         if uri.startswith("file://"):
             uri = uri[len("file://") :]
         scheme = split_uri(uri)[0]
         if scheme == "file":
             return cls(str(Path(uri).expanduser().resolve()))
-        if scheme != "s3":
-            raise ValueError(f"lake_uri {uri!r}: use a local path or s3://bucket/prefix ({scheme}:// is not supported)")
-        return cls(uri.rstrip("/"), endpoint_url, region)
+        if scheme not in ("s3", "gs"):
+            raise ValueError(f"lake_uri {uri!r}: use a local path, s3://bucket/prefix or gs://bucket/prefix ({scheme}:// is not supported)")
+        return cls(uri.rstrip("/"), endpoint_url, region, gcp_project)
+
+    @classmethod
+    def from_settings(cls, settings) -> "Lake":
+        """The configured lake (``lake_uri``, ``lake_endpoint_url``, ``lake_region``, ``lake_gcp_project``)."""
+        return cls.from_uri(settings.lake_uri, settings.lake_endpoint_url, settings.lake_region, settings.lake_gcp_project)
+
+    @property
+    def is_gcs(self) -> bool:
+        return self.uri.startswith("gs://")
 
     @property
     def is_local(self) -> bool:
@@ -127,7 +141,7 @@ class Lake:
     def day_path(self, table: str, day: dt.date) -> Path:
         return self.root / self._day(table, day) / PART_NAME
 
-    # --- S3 plumbing -------------------------------------------------------------------------
+    # --- object store plumbing (S3, GCS) ------------------------------------------------------
     def _s3(self):
         if not self._client:
             from dagster_aws.s3 import S3Resource
@@ -135,13 +149,44 @@ class Lake:
             self._client.append(S3Resource(endpoint_url=self.endpoint_url, region_name=self.region).get_client())
         return self._client[0]
 
+    def _bucket(self):
+        """The GCS bucket (dagster-gcp's client: application default credentials / workload identity)."""
+        if not self._client:
+            from dagster_gcp import GCSResource
+
+            self._client.append(GCSResource(project=self.gcp_project).get_client())
+        return self._client[0].bucket(split_uri(self.uri)[1])
+
+    def _gcs_local(self, *parts: str) -> Path:
+        """A local copy of a GCS object, fetched once per object generation."""
+        _, key = self._key(*parts)
+        blob = self._bucket().get_blob(key)
+        if blob is None:
+            raise FileNotFoundError(f"{self.location(*parts)} does not exist")
+        path = GCS_CACHE / split_uri(self.uri)[1] / f"{key}@{blob.generation}"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            for old in path.parent.glob(f"{Path(key).name}@*"):  # an older generation of the same object
+                old.unlink(missing_ok=True)
+            tmp = path.with_name(f".{uuid.uuid4().hex}")
+            blob.download_to_filename(str(tmp))
+            os.replace(tmp, path)
+        return path
+
+    def _keys(self, prefix: str) -> list[str]:
+        bucket, key = self._key(prefix)
+        if self.is_gcs:
+            return [b.name for b in self._bucket().client.list_blobs(bucket, prefix=key + "/")]
+        pages = self._s3().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key + "/")
+        return [o["Key"] for page in pages for o in page.get("Contents", [])]
+
     def _key(self, *parts: str) -> tuple[str, str]:
         _, bucket, prefix = split_uri(self.uri)
         return bucket, "/".join(p for p in [prefix, *parts] if p)
 
     def storage_options(self) -> dict[str, str] | None:
         """Polars' object-store options for an S3 lake (credentials come from the AWS environment)."""
-        if self.is_local:
+        if self.is_local or self.is_gcs:
             return None
         options = {}
         if self.endpoint_url:
@@ -156,11 +201,16 @@ class Lake:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "object"
             write(path)
+            if self.is_gcs:
+                self._bucket().blob(key).upload_from_filename(str(path))  # one upload: atomic replacement
+                return f"gs://{bucket}/{key}"
             self._s3().upload_file(str(path), bucket, key)  # one PUT: atomic replacement
         return f"s3://{bucket}/{key}"
 
     def _exists(self, *parts: str) -> bool:
         bucket, key = self._key(*parts)
+        if self.is_gcs:
+            return self._bucket().blob(key).exists()
         response = self._s3().list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1)
         return any(o["Key"] == key for o in response.get("Contents", []))
 
@@ -215,6 +265,8 @@ class Lake:
         if not self._exists(folder, name):
             return None
         bucket, key = self._key(folder, name)
+        if self.is_gcs:
+            return self._bucket().blob(key).download_as_bytes()
         return self._s3().get_object(Bucket=bucket, Key=key)["Body"].read()
 
     def has_day(self, table: str, day: dt.date) -> bool:
@@ -227,9 +279,7 @@ class Lake:
         if self.is_local:
             names = [p.parent.name for p in (self.root / table).glob(f"date=*/{PART_NAME}")]
         else:
-            bucket, key = self._key(table)
-            pages = self._s3().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key + "/")
-            names = [o["Key"].split("/")[-2] for page in pages for o in page.get("Contents", []) if o["Key"].endswith("/" + PART_NAME)]
+            names = [k.split("/")[-2] for k in self._keys(table) if k.endswith("/" + PART_NAME)]
         return {dt.date.fromisoformat(n.removeprefix("date=")) for n in names if n.startswith("date=")}
 
     def scan_days(self, table: str, days: list[dt.date]) -> pl.LazyFrame:
@@ -237,12 +287,20 @@ class Lake:
         missing = [d.isoformat() for d in days if not self.has_day(table, d)]
         if missing:
             raise FileNotFoundError(f"lake table {table!r} under {self.uri} lacks days: {', '.join(missing[:5])}")
-        paths = [self.location(self._day(table, d), PART_NAME) for d in days]
+        if self.is_gcs:
+            paths = [str(self._gcs_local(self._day(table, d), PART_NAME)) for d in days]
+        else:
+            paths = [self.location(self._day(table, d), PART_NAME) for d in days]
         return pl.scan_parquet(paths, hive_partitioning=False, storage_options=self.storage_options())
 
     def scan(self, table: str) -> pl.LazyFrame:
         """Every day the table holds (for reports and ad-hoc reads)."""
         if self.is_local and not list((self.root / table).glob(f"date=*/{PART_NAME}")):
             raise FileNotFoundError(f"lake table {table!r} is empty under {self.uri}")
+        if self.is_gcs:
+            days = sorted(self.days(table))
+            if not days:
+                raise FileNotFoundError(f"lake table {table!r} is empty under {self.uri}")
+            return self.scan_days(table, days)
         pattern = self.location(table, "date=*", PART_NAME)
         return pl.scan_parquet(pattern, hive_partitioning=False, storage_options=self.storage_options())

@@ -10,6 +10,8 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import polars as pl
@@ -66,8 +68,8 @@ def parse_query_range(body: dict | bytes | str, query: str, day: dt.date, source
     labels = series.select(
         "series",
         (pl.concat_list(entries).list.eval(pl.element().filter(pl.element().struct.field("value").is_not_null()))
-         if entries else pl.lit([], dtype=_ENTRIES)).cast(_ENTRIES).alias("labels"),
-    )
+         if entries else pl.lit([], dtype=_ENTRIES)).cast(_ENTRIES).cast(SAMPLES_SCHEMA["labels"]).alias("labels"),
+    )  # the map is built per series (thousands), not per sample (millions): the join only gathers it
     if "values" not in inner:
         return empty_samples()
     points = series.select("series", pl.col("values").cast(pl.List(pl.List(pl.String)))).explode("values").drop_nulls("values")
@@ -84,7 +86,7 @@ def parse_query_range(body: dict | bytes | str, query: str, day: dt.date, source
     kept = points.filter((pl.col("timestamp") >= start) & (pl.col("timestamp") < start + 86400) & pl.col("value").is_finite())
     return (
         kept.drop("values").join(labels, on="series", how="left", maintain_order="left")
-        .with_columns(date=pl.lit(day), query=pl.lit(query), labels=pl.col("labels").cast(SAMPLES_SCHEMA["labels"]))
+        .with_columns(date=pl.lit(day), query=pl.lit(query))
         .select(list(SAMPLES_SCHEMA))
     )
 
@@ -94,11 +96,14 @@ def read_extracts(root: str | Path, day: dt.date, storage: Storage | None = None
     day folder is no usage."""
     storage = storage or Storage()
     folder = f"{str(root).rstrip('/')}/date={day.isoformat()}"
-    frames = []
-    for stored in storage.list(folder):
-        if stored.name.endswith(".json") and "/" not in stored.name:
-            name = stored.name[: -len(".json")]
-            frames.append(parse_query_range(storage.fetch(stored).read_bytes(), name, day, stored.uri))
+    extracts = [s for s in storage.list(folder) if s.name.endswith(".json") and "/" not in s.name]
+
+    def parse(stored) -> pl.DataFrame:
+        return parse_query_range(storage.fetch(stored).read_bytes(), stored.name[: -len(".json")], day, stored.uri)
+
+    # Polars' JSON reader runs one document on one core: extracts are parsed side by side
+    with ThreadPoolExecutor(max_workers=min(len(extracts), os.cpu_count() or 1) or 1) as pool:
+        frames = list(pool.map(parse, extracts))
     return pl.concat(frames) if frames else empty_samples()
 
 
