@@ -53,3 +53,27 @@ def test_bad_extracts_name_the_file_and_problem(body, problem):
 def test_an_empty_result_is_no_samples():
     body = json.dumps({"status": "success", "data": {"resultType": "matrix", "result": []}})
     assert parse_query_range(body, "q", DAY, "x").height == 0
+
+
+def test_the_lake_keeps_labels_once_per_series_and_reads_them_back_on_every_sample(tmp_path):
+    from cost_pipeline.lib.lake import Lake
+    from cost_pipeline.lib.usage import read_extracts_parts, read_usage
+
+    folder = tmp_path / "usage" / f"date={DAY}"
+    folder.mkdir(parents=True)
+    pods = [{"namespace": f"ns-{i % 3}", "pod": f"p-{i}", "resource": "cpu"} for i in range(50)]
+    body = {"status": "success", "data": {"resultType": "matrix", "result": [
+        {"metric": m, "values": [[T0 + 300 * k, str(i + k)] for k in range(288)]} for i, m in enumerate(pods)]}}
+    (folder / "k8s_requests.json").write_text(json.dumps(body))
+    (folder / "k8s_cpu_usage.json").write_text(json.dumps({**body, "data": {**body["data"], "result": body["data"]["result"][:7]}}))
+    points, series = read_extracts_parts(tmp_path / "usage", DAY)
+    assert "labels" not in points.columns and points.height == 50 * 288 + 7 * 288
+    assert series.height == 50 + 7  # one row of labels per series
+    lake = Lake.from_uri(str(tmp_path / "lake"))
+    lake.write_day("usage", DAY, points)
+    lake.write_day("usage_series", DAY, series)
+    samples = read_usage(lake, [DAY])
+    assert samples.height == points.height
+    pod_17 = samples.filter((pl.col("query") == "k8s_requests") & (pl.col("labels").map.get("pod") == "p-17"))
+    assert pod_17.height == 288 and pod_17["value"].sum() == sum(17 + k for k in range(288))
+    assert set(pod_17["labels"].map.get("namespace")) == {"ns-2"}

@@ -15,12 +15,13 @@ from cost_pipeline.lib.allocate import allocate
 from cost_pipeline.lib.lake import Lake
 from cost_pipeline.lib.money import MONEY
 from cost_pipeline.lib.pools import classify
+from cost_pipeline.lib.usage import read_usage
 
 
 def allocate_days(lake: Lake, rules: Settings, days: list[dt.date]) -> pl.DataFrame:
     lines = lake.scan_days("cost_lines", days).collect()
     pools = rules.allocation.pools
-    samples = lake.scan_days("usage", days).collect() if pools else None
+    samples = read_usage(lake, days) if pools else None
     return allocate(classify(lines, rules.tagging, pools), rules.rules_version, pools, samples, rules.tagging)
 
 

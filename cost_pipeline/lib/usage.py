@@ -30,16 +30,37 @@ SAMPLES_SCHEMA = {
 _ENTRIES = pl.List(pl.Struct({"key": pl.String, "value": pl.String}))
 
 
+# In the lake, samples and their series' labels are two tables joined on (date, query, series): a
+# labels map repeated on each of 23 M samples cost more to write and read than everything else.
+POINTS_SCHEMA = {k: v for k, v in SAMPLES_SCHEMA.items() if k != "labels"}
+SERIES_SCHEMA = {k: SAMPLES_SCHEMA[k] for k in ("date", "query", "series", "labels")}
+
+
 def empty_samples() -> pl.DataFrame:
     return pl.DataFrame(schema=SAMPLES_SCHEMA)
 
 
+def empty_parts() -> tuple[pl.DataFrame, pl.DataFrame]:
+    return pl.DataFrame(schema=POINTS_SCHEMA), pl.DataFrame(schema=SERIES_SCHEMA)
+
+
+def join_parts(points: pl.DataFrame | pl.LazyFrame, series: pl.DataFrame | pl.LazyFrame):
+    """Samples with their series' labels (what the drivers read)."""
+    return points.join(series.select("date", "query", "series", "labels"), on=["date", "query", "series"], how="left",
+                       maintain_order="left").select(list(SAMPLES_SCHEMA))
+
+
 def parse_query_range(body: dict | bytes | str, query: str, day: dt.date, source: str) -> pl.DataFrame:
-    """One query's response as samples of ``day`` (samples outside the UTC day, NaN and ±Inf are dropped).
+    """One query's response as samples of ``day`` (samples outside the UTC day, NaN and ±Inf are dropped)."""
+    return join_parts(*parse_query_range_parts(body, query, day, source))
+
+
+def parse_query_range_parts(body: dict | bytes | str, query: str, day: dt.date, source: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """One query's response as (samples without labels, one row of labels per series).
 
     Parsed by Polars' JSON reader and exploded column-wise: no Python loop over samples, so 20,000
     pods at 5-minute steps (5.8 M samples a query) stay a matter of seconds. Labels are built once
-    per series and joined, not repeated per sample in Python.
+    per series, not per sample.
     """
     raw = json.dumps(body).encode() if isinstance(body, dict) else body.encode() if isinstance(body, str) else body
     try:
@@ -56,7 +77,7 @@ def parse_query_range(body: dict | bytes | str, query: str, day: dt.date, source
         raise InputError(source, f"expected resultType 'matrix' (a query_range response), got {result_type!r}")
     result_dtype = fields.get("result")
     if not isinstance(result_dtype, pl.List) or not isinstance(result_dtype.inner, pl.Struct):
-        return empty_samples()
+        return empty_parts()
     series = (
         frame.select(pl.col("data").struct.field("result")).explode("result").unnest("result")
         .with_row_index("series").with_columns(pl.col("series").cast(pl.Int64))
@@ -69,9 +90,9 @@ def parse_query_range(body: dict | bytes | str, query: str, day: dt.date, source
         "series",
         (pl.concat_list(entries).list.eval(pl.element().filter(pl.element().struct.field("value").is_not_null()))
          if entries else pl.lit([], dtype=_ENTRIES)).cast(_ENTRIES).cast(SAMPLES_SCHEMA["labels"]).alias("labels"),
-    )  # the map is built per series (thousands), not per sample (millions): the join only gathers it
+    )
     if "values" not in inner:
-        return empty_samples()
+        return empty_parts()
     points = series.select("series", pl.col("values").cast(pl.List(pl.List(pl.String)))).explode("values").drop_nulls("values")
     points = points.select(
         "series",
@@ -84,27 +105,44 @@ def parse_query_range(body: dict | bytes | str, query: str, day: dt.date, source
         raise InputError(source, f"series {bad['series'][0]}: bad sample {bad['values'][0].to_list()!r}")
     start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC).timestamp()
     kept = points.filter((pl.col("timestamp") >= start) & (pl.col("timestamp") < start + 86400) & pl.col("value").is_finite())
-    return (
-        kept.drop("values").join(labels, on="series", how="left", maintain_order="left")
-        .with_columns(date=pl.lit(day), query=pl.lit(query))
-        .select(list(SAMPLES_SCHEMA))
-    )
+    constants = {"date": pl.lit(day), "query": pl.lit(query)}
+    return (kept.drop("values").with_columns(**constants).select(list(POINTS_SCHEMA)),
+            labels.with_columns(**constants).select(list(SERIES_SCHEMA)))
 
 
 def read_extracts(root: str | Path, day: dt.date, storage: Storage | None = None) -> pl.DataFrame:
     """Every ``<root>/date=YYYY-MM-DD/<query>.json`` of the day (local, s3:// or gs://); a missing
     day folder is no usage."""
+    return join_parts(*read_extracts_parts(root, day, storage))
+
+
+def concat_parts(parts: list[tuple[pl.DataFrame, pl.DataFrame]]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    if not parts:
+        return empty_parts()
+    return pl.concat([p for p, _ in parts]), pl.concat([s for _, s in parts])
+
+
+def read_extracts_parts(root: str | Path, day: dt.date, storage: Storage | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """:func:`read_extracts` as (samples, series labels), the way the lake stores them."""
     storage = storage or Storage()
     folder = f"{str(root).rstrip('/')}/date={day.isoformat()}"
     extracts = [s for s in storage.list(folder) if s.name.endswith(".json") and "/" not in s.name]
 
-    def parse(stored) -> pl.DataFrame:
-        return parse_query_range(storage.fetch(stored).read_bytes(), stored.name[: -len(".json")], day, stored.uri)
+    def parse(stored) -> tuple[pl.DataFrame, pl.DataFrame]:
+        return parse_query_range_parts(storage.fetch(stored).read_bytes(), stored.name[: -len(".json")], day, stored.uri)
 
     # Polars' JSON reader runs one document on one core: extracts are parsed side by side
     with ThreadPoolExecutor(max_workers=min(len(extracts), os.cpu_count() or 1) or 1) as pool:
-        frames = list(pool.map(parse, extracts))
-    return pl.concat(frames) if frames else empty_samples()
+        return concat_parts(list(pool.map(parse, extracts)))
+
+
+def read_usage(lake, days: list[dt.date]) -> pl.DataFrame:
+    """The lake's samples of ``days`` with their labels (lakes written before the split hold the
+    labels on every sample of ``usage`` and have no ``usage_series``)."""
+    points = lake.scan_days("usage", days)
+    if "labels" in points.collect_schema().names():
+        return points.select(list(SAMPLES_SCHEMA)).collect()
+    return join_parts(points, lake.scan_days("usage_series", days)).collect()
 
 
 def series_labels(samples: pl.DataFrame, query: str, labels: list[str]) -> pl.DataFrame:

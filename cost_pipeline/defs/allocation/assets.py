@@ -10,6 +10,7 @@ from cost_pipeline.defs.resources import LakeResource, PipelineConfig
 from cost_pipeline.lib.allocate import allocate
 from cost_pipeline.lib.pools import classify_plan
 from cost_pipeline.lib.tags import CLASSIFY_COLUMNS, raw_tag_keys
+from cost_pipeline.lib.usage import read_usage
 
 
 @dg.asset(
@@ -33,7 +34,7 @@ def allocated_costs(context: dg.AssetExecutionContext, pipeline: PipelineConfig,
         for day in days:
             lines = lake.scan_days("cost_lines", [day]).select(CLASSIFY_COLUMNS)
             try:
-                samples = lake.scan_days("usage", [day]).collect() if pools else None
+                samples = read_usage(lake, [day]) if pools else None
             except FileNotFoundError as exc:
                 raise dg.Failure(description=f"{exc}: materialize `usage` for these days first (or select it too)") from None
             tagged = classify_plan(lines, raw_tag_keys(lines), settings.tagging, pools)  # lazy: streamed into allocate's sums

@@ -15,27 +15,28 @@ from cost_pipeline.defs.usage.checks import USAGE_COVERS_POOLS
 from cost_pipeline.lib.billing.fingerprint import day_fingerprint
 from cost_pipeline.lib.lake import Lake
 from cost_pipeline.lib.prometheus import query_range_day
-from cost_pipeline.lib.usage import empty_samples, parse_query_range, read_extracts
+from cost_pipeline.lib.usage import concat_parts, empty_parts, parse_query_range_parts, read_extracts_parts
 
 RAW_TABLE = "usage_raw"
 
 
-def _live(settings: Settings, lake: Lake, day: dt.date) -> pl.DataFrame:
+def _live(settings: Settings, lake: Lake, day: dt.date) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Query each configured query once per day; later reruns reuse the archived answers."""
-    frames = []
+    parts = []
     for name, query in settings.usage.queries.items():
         body = lake.read_file(RAW_TABLE, day, f"{name}.json")
         if body is None:
             answer = query_range_day(settings.usage.prometheus_url, query, day, settings.usage.step_seconds, settings.usage.timeout_seconds)
             body = json.dumps(answer).encode()
             lake.write_file(RAW_TABLE, day, f"{name}.json", body)
-        frames.append(parse_query_range(body, name, day, lake.location(RAW_TABLE, f"date={day}", f"{name}.json")))
-    return pl.concat(frames) if frames else empty_samples()
+        parts.append(parse_query_range_parts(body, name, day, lake.location(RAW_TABLE, f"date={day}", f"{name}.json")))
+    return concat_parts(parts)
 
 
 @dg.asset(partitions_def=DAILY, backfill_policy=BACKFILL_POLICY, group_name="usage", kinds={"prometheus", "parquet"})
 def usage(context: dg.AssetExecutionContext, pipeline: PipelineConfig, cost_lake: LakeResource, billing: BillingStorage):
-    """Usage samples (query, timestamp, value, labels) that drive shared-pool allocation.
+    """Usage samples (query, series, timestamp, value) that drive shared-pool allocation, and each
+    series' labels in ``usage_series`` (joined on date, query, series).
 
     With ``usage.prometheus_url`` the raw responses are archived under ``usage_raw/`` in the lake, so
     a day is recomputed from exactly the data first used, even after Prometheus has dropped it.
@@ -43,23 +44,25 @@ def usage(context: dg.AssetExecutionContext, pipeline: PipelineConfig, cost_lake
     settings = pipeline.settings()
     lake = cost_lake.lake()
     fingerprints = []
-    with lake.staging("usage") as staging:  # a failed range leaves every earlier day as it was
+    # a failed range leaves every earlier day of both tables as it was
+    with lake.staging("usage") as staging, lake.staging("usage_series") as series_staging:
         for day in partition_days(context):
             with input_errors_as_failures():
                 if settings.usage.prometheus_url:
-                    samples = _live(settings, lake, day)
+                    points, series = _live(settings, lake, day)
                 elif settings.usage.extracts_uri:
                     storage = billing.for_uri(settings.usage.extracts_uri, settings.usage.endpoint_url)
-                    samples = read_extracts(settings.usage.extracts_uri, day, storage)
+                    points, series = read_extracts_parts(settings.usage.extracts_uri, day, storage)
                 else:
-                    samples = empty_samples()
-            path = staging.write_day(day, samples)
-            fingerprints.append(day_fingerprint(samples))
-            per_query = dict(samples.group_by("query").agg(pl.col("series").n_unique()).iter_rows())
+                    points, series = empty_parts()
+            path = staging.write_day(day, points)
+            series_staging.write_day(day, series)
+            fingerprints.append(f"{day_fingerprint(points)}/{day_fingerprint(series)}")
+            per_query = dict(series.group_by("query").agg(pl.len()).sort("query").iter_rows())
             context.add_asset_metadata(
                 {
-                    "dagster/row_count": samples.height,
-                    "dagster/column_schema": column_schema(samples),
+                    "dagster/row_count": points.height,
+                    "dagster/column_schema": column_schema(points),
                     "path": dg.MetadataValue.path(str(path)),
                     "series_per_query": dg.MetadataValue.json(per_query),
                     "source": "prometheus" if settings.usage.prometheus_url else "extracts",
