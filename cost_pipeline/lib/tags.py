@@ -11,6 +11,7 @@ from __future__ import annotations
 import polars as pl
 
 from cost_pipeline.config import TaggingConfig, VirtualTagRule
+from cost_pipeline.lib.exprs import lookup
 from cost_pipeline.lib.keys import fold_key
 from cost_pipeline.lib.selectors import line_condition
 
@@ -69,7 +70,7 @@ def _rule_value(rule: VirtualTagRule, key: str, raw_keys: list[str]) -> pl.Expr 
     if key in rule.set_from_tag:
         value = tag_value(raw_keys, [rule.set_from_tag[key]])
         if rule.value_map is not None:
-            value = value.replace_strict(rule.value_map, default=None, return_dtype=pl.String)
+            value = lookup(value, rule.value_map)
         return value
     return None
 

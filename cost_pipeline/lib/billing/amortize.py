@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import polars as pl
 
+from cost_pipeline.lib.exprs import lookup
 from cost_pipeline.lib.money import MONEY, zero
 
 # Columns the rules read, beyond the unblended cost.
@@ -71,4 +72,4 @@ def effective_cost(line_type: str = "line_item_line_item_type") -> pl.Expr:
 
 
 def charge_category(line_type: str = "line_item_line_item_type") -> pl.Expr:
-    return pl.col(line_type).replace_strict(CHARGE_CATEGORY, default="Adjustment", return_dtype=pl.String)
+    return lookup(pl.col(line_type), CHARGE_CATEGORY, default="Adjustment")

@@ -26,6 +26,7 @@ import polars as pl
 from cost_pipeline.lib.billing.columns import LINE, fold_column, parse_money, require_values, with_line_numbers
 from cost_pipeline.lib.billing.schema import MAP_ENTRIES, conform, empty_cost_lines
 from cost_pipeline.lib.errors import InputError
+from cost_pipeline.lib.exprs import lookup
 
 # cost_lines column -> Azure header spellings, preferred first
 COLUMNS: dict[str, list[str]] = {
@@ -88,10 +89,10 @@ def _parse_tags(text: str | None, where: str) -> list[dict]:
 
 def _tags(frame: pl.DataFrame, where: str) -> pl.Series:
     distinct = frame["tags"].drop_nulls().unique().to_list()
-    lookup = pl.DataFrame(
+    by_tags = pl.DataFrame(
         {"tags": distinct, "_map": [_parse_tags(t, where) for t in distinct]}, schema={"tags": pl.String, "_map": MAP_ENTRIES}
     )
-    joined = frame.select("tags").join(lookup, on="tags", how="left", maintain_order="left")
+    joined = frame.select("tags").join(by_tags, on="tags", how="left", maintain_order="left")
     return joined["_map"].fill_null(pl.lit([], dtype=MAP_ENTRIES)).cast(pl.Map(pl.String, pl.String)).alias("tags")
 
 
@@ -139,9 +140,7 @@ def read_azure_file(path: Path, where: str, name: str, source) -> pl.DataFrame:
             provider=pl.lit("azure"),
             source=pl.lit(source.name),
             line_item_id=pl.lit(None, pl.String),
-            charge_category=charge.replace_strict(
-                {"Purchase": "Purchase", "Refund": "Credit", "Tax": "Tax", "RoundingAdjustment": "Adjustment"}, default="Usage"
-            ),
+            charge_category=lookup(charge, {"Purchase": "Purchase", "Refund": "Credit", "Tax": "Tax", "RoundingAdjustment": "Adjustment"}, default="Usage"),
             charge_period_start=start,
             charge_period_end=start + pl.duration(days=1),
             usage_quantity=pl.col("usage_quantity").cast(pl.Float64, strict=False),

@@ -17,6 +17,7 @@ import polars as pl
 from cost_pipeline.lib.billing.columns import parse_money, parse_timestamps
 from cost_pipeline.lib.billing.schema import conform, empty_cost_lines
 from cost_pipeline.lib.errors import InputError
+from cost_pipeline.lib.exprs import lookup
 from cost_pipeline.lib.keys import fold_key_expr
 
 REQUIRED = ["billing_account_id", "service", "sku", "usage_start_time", "usage_end_time", "cost", "currency"]
@@ -92,7 +93,7 @@ def normalize_gcp(raw: pl.DataFrame, source: str, where: str, name: str) -> pl.D
     frame = frame.with_columns(pl.col("charge_period_start", "charge_period_end").cast(pl.String).str.replace(r" UTC$", "+00:00"))
     frame = parse_timestamps(frame, ["charge_period_start", "charge_period_end"], where)
     frame = parse_money(frame, ["billed_cost", "list_cost"], where)
-    category = pl.col("cost_type").replace_strict({"tax": "Tax", "adjustment": "Adjustment", "rounding_error": "Adjustment"}, default="Usage")
+    category = lookup(pl.col("cost_type"), {"tax": "Tax", "adjustment": "Adjustment", "rounding_error": "Adjustment"}, default="Usage")
     this_month = dt.datetime.now(dt.UTC).strftime("%Y%m")
     return conform(
         frame.with_columns(
