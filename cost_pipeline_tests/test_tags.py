@@ -143,3 +143,17 @@ def test_virtual_tags_and_pools_in_the_sample_repair_what_the_truth_says(sample_
     rows = tagged.filter(pl.col("line_item_id").is_in(pooled.implode()))
     assert rows.height == pooled.len() > 0
     assert rows["tag_reason"].is_null().all() and rows["pool"].is_not_null().all()
+
+
+def test_tag_keys_from_the_parquet_key_column_equal_a_full_pass(tmp_path):
+    from cost_pipeline.lib.tags import parquet_tag_keys, raw_tag_keys
+
+    entries = pl.List(pl.Struct({"key": pl.String, "value": pl.String}))
+    tags = [[{"key": "user_ml_team", "value": "a"}], [], None, [{"key": "ML-Team ", "value": "b"}, {"key": "\u202eevil", "value": ""}],
+            [{"key": "user_ml_team", "value": None}]] * 40_000
+    frame = pl.DataFrame({"n": range(len(tags)), "tags": pl.Series(tags, dtype=entries).cast(pl.Map(pl.String, pl.String))})
+    path = tmp_path / "day.parquet"
+    frame.write_parquet(path, row_group_size=30_000)  # several row groups
+    assert parquet_tag_keys(path) == raw_tag_keys(pl.scan_parquet(path)) == sorted(["user_ml_team", "ML-Team ", "\u202eevil"])
+    pl.DataFrame({"n": [1]}).write_parquet(tmp_path / "no_tags.parquet")
+    assert parquet_tag_keys(tmp_path / "no_tags.parquet") is None

@@ -282,6 +282,15 @@ class Lake:
             names = [k.split("/")[-2] for k in self._keys(table) if k.endswith("/" + PART_NAME)]
         return {dt.date.fromisoformat(n.removeprefix("date=")) for n in names if n.startswith("date=")}
 
+    def local_day_file(self, table: str, day: dt.date) -> Path | None:
+        """The day's file on local disk (a local lake, or a GCS lake's cached copy); None on S3."""
+        if self.is_local:
+            path = self.day_path(table, day)
+            return path if path.exists() else None
+        if self.is_gcs:
+            return self._gcs_local(self._day(table, day), PART_NAME)
+        return None
+
     def scan_days(self, table: str, days: list[dt.date]) -> pl.LazyFrame:
         """Lazily read the given days; a missing day is an error, not an empty result."""
         missing = [d.isoformat() for d in days if not self.has_day(table, d)]

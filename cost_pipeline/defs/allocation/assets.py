@@ -9,7 +9,7 @@ from cost_pipeline.defs.partitions import BACKFILL_POLICY, DAILY, partition_days
 from cost_pipeline.defs.resources import LakeResource, PipelineConfig
 from cost_pipeline.lib.allocate import allocate
 from cost_pipeline.lib.pools import classify_plan
-from cost_pipeline.lib.tags import CLASSIFY_COLUMNS, raw_tag_keys
+from cost_pipeline.lib.tags import CLASSIFY_COLUMNS, day_tag_keys
 from cost_pipeline.lib.usage import read_usage
 
 
@@ -37,7 +37,7 @@ def allocated_costs(context: dg.AssetExecutionContext, pipeline: PipelineConfig,
                 samples = read_usage(lake, [day]) if pools else None
             except FileNotFoundError as exc:
                 raise dg.Failure(description=f"{exc}: materialize `usage` for these days first (or select it too)") from None
-            tagged = classify_plan(lines, raw_tag_keys(lines), settings.tagging, pools)  # lazy: streamed into allocate's sums
+            tagged = classify_plan(lines, day_tag_keys(lake, day, lines), settings.tagging, pools)  # lazy: streamed into allocate's sums
             allocated = allocate(tagged, settings.rules_version, pools, samples, settings.tagging)
             path = staging.write_day(day, allocated)
             no_usage = allocated.filter(pl.col("reason").str.starts_with("no_usage:"))["reason"].to_list()

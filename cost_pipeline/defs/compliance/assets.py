@@ -19,7 +19,7 @@ from cost_pipeline.lib.compliance import (
 )
 from cost_pipeline.lib.markdown import md_table
 from cost_pipeline.lib.pools import classify_plan
-from cost_pipeline.lib.tags import CLASSIFY_COLUMNS, quarantine, raw_tag_keys
+from cost_pipeline.lib.tags import CLASSIFY_COLUMNS, day_tag_keys, quarantine
 
 UNTAGGED = dg.AssetSpec(
     "untagged_spend",
@@ -63,7 +63,7 @@ def tag_compliance_tables(context: dg.AssetExecutionContext, pipeline: PipelineC
     with lake.staging("tag_compliance") as compliance_stage, lake.staging("untagged_spend") as untagged_stage:
         for day in partition_days(context):
             lines = lake.scan_days("cost_lines", [day]).select(CLASSIFY_COLUMNS)
-            tagged = classify_plan(lines, raw_tag_keys(lines), settings.tagging, settings.allocation.pools)
+            tagged = classify_plan(lines, day_tag_keys(lake, day, lines), settings.tagging, settings.allocation.pools)
             queries = [summary_plan(tagged)]
             if "untagged_spend" in selected:  # the quarantine is sunk in the same pass over the day
                 staged_path, untagged_path = untagged_stage.reserve(day)
