@@ -57,7 +57,7 @@ def test_an_empty_result_is_no_samples():
 
 def test_the_lake_keeps_labels_once_per_series_and_reads_them_back_on_every_sample(tmp_path):
     from cost_pipeline.lib.lake import Lake
-    from cost_pipeline.lib.usage import read_extracts_parts, read_usage
+    from cost_pipeline.lib.usage import query_series, read_extracts_parts, read_usage
 
     folder = tmp_path / "usage" / f"date={DAY}"
     folder.mkdir(parents=True)
@@ -72,8 +72,13 @@ def test_the_lake_keeps_labels_once_per_series_and_reads_them_back_on_every_samp
     lake = Lake.from_uri(str(tmp_path / "lake"))
     lake.write_day("usage", DAY, points)
     lake.write_day("usage_series", DAY, series)
-    samples = read_usage(lake, [DAY])
-    assert samples.height == points.height
-    pod_17 = samples.filter((pl.col("query") == "k8s_requests") & (pl.col("labels").map.get("pod") == "p-17"))
+    usage = read_usage(lake, [DAY])
+    assert usage.points.height == points.height and usage.series.height == 57
+    requests = query_series(usage, "k8s_requests", ["pod", "namespace"])
+    assert requests.height == 50 * 288
+    pod_17 = requests.filter(pl.col("pod") == "p-17")
     assert pod_17.height == 288 and pod_17["value"].sum() == sum(17 + k for k in range(288))
-    assert set(pod_17["labels"].map.get("namespace")) == {"ns-2"}
+    assert set(pod_17["namespace"]) == {"ns-2"}
+    # the same from samples carrying their labels (what older lakes hold)
+    assert query_series(parse_query_range(json.dumps(body), "k8s_requests", DAY, "x"), "k8s_requests", ["pod", "namespace"]).sort(
+        "series", "timestamp").equals(requests.sort("series", "timestamp"))

@@ -14,7 +14,7 @@ from cost_pipeline.config import Pool, TaggingConfig
 from cost_pipeline.lib.money import MONEY
 from cost_pipeline.lib.pools import driver_shares, split_pool
 from cost_pipeline.lib.tags import TAG_COLUMNS_REASON
-from cost_pipeline.lib.usage import empty_samples
+from cost_pipeline.lib.usage import Usage
 
 UNATTRIBUTED_TEAM = "__unattributed__"
 DIMENSIONS = ["team", "project", "workload_type", "environment", "experiment_id"]
@@ -98,12 +98,10 @@ def _shared(tagged, pools, samples, schema, direct) -> pl.DataFrame:
         pl.col("effective_cost").sum().alias("cost")
     )
     rows = []
-    by_day = {} if samples is None or samples.is_empty() else (
-        {samples["date"][0]: samples} if samples["date"].n_unique() == 1
-        else {k[0]: v for k, v in samples.partition_by("date", as_dict=True).items()}
-    )
+    usage = Usage.of(samples)
+    by_day = {} if usage.is_empty() else usage.by_day()
     for day, pool_name, currency, cost in pooled.sort("date", "pool", "currency").iter_rows():
-        day_samples = by_day.get(day, empty_samples())
+        day_samples = by_day.get(day, Usage.of(None))
         active = direct.filter((pl.col("date") == day) & (pl.col("currency") == currency))["team"].unique().to_list()
         shares = driver_shares(by_name[pool_name], day_samples, schema, active)
         if shares is None or shares.is_empty():

@@ -12,6 +12,7 @@ import io
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
@@ -136,31 +137,57 @@ def read_extracts_parts(root: str | Path, day: dt.date, storage: Storage | None 
         return concat_parts(list(pool.map(parse, extracts)))
 
 
-def read_usage(lake, days: list[dt.date]) -> pl.DataFrame:
-    """The lake's samples of ``days`` with their labels (lakes written before the split hold the
-    labels on every sample of ``usage`` and have no ``usage_series``)."""
+@dataclass(frozen=True)
+class Usage:
+    """A day's usage as the lake keeps it: samples without labels, and one row of labels per series.
+
+    Drivers look labels up per series and join them to the samples of one query at a time, so the
+    labels of 23 M samples are never materialized."""
+
+    points: pl.DataFrame  # POINTS_SCHEMA
+    series: pl.DataFrame  # SERIES_SCHEMA
+
+    @classmethod
+    def of(cls, samples: "pl.DataFrame | Usage | None") -> "Usage":
+        """From samples with a ``labels`` column (tests, older lakes), or as is."""
+        if isinstance(samples, Usage):
+            return samples
+        if samples is None:
+            return cls(*empty_parts())
+        series = samples.group_by("date", "query", "series", maintain_order=True).agg(pl.col("labels").first())
+        return cls(samples.select(list(POINTS_SCHEMA)), series.select(list(SERIES_SCHEMA)))
+
+    def is_empty(self) -> bool:
+        return self.points.is_empty()
+
+    def by_day(self) -> dict[dt.date, "Usage"]:
+        days = self.points["date"].unique().to_list()
+        if len(days) == 1:
+            return {days[0]: self}
+        return {d: Usage(self.points.filter(pl.col("date") == d), self.series.filter(pl.col("date") == d)) for d in days}
+
+
+def read_usage(lake, days: list[dt.date]) -> Usage:
+    """The lake's usage of ``days`` (lakes written before the split hold the labels on every sample
+    of ``usage`` and have no ``usage_series``)."""
     points = lake.scan_days("usage", days)
     if "labels" in points.collect_schema().names():
-        return points.select(list(SAMPLES_SCHEMA)).collect()
-    return join_parts(points, lake.scan_days("usage_series", days)).collect()
+        return Usage.of(points.select(list(SAMPLES_SCHEMA)).collect())
+    return Usage(points.select(list(POINTS_SCHEMA)).collect(), lake.scan_days("usage_series", days).select(list(SERIES_SCHEMA)).collect())
 
 
-def series_labels(samples: pl.DataFrame, query: str, labels: list[str]) -> pl.DataFrame:
+def series_labels(samples: "pl.DataFrame | Usage", query: str, labels: list[str]) -> pl.DataFrame:
     """One row per series of a query: its number and the given labels as columns."""
+    usage = Usage.of(samples)
     return (
-        samples.filter(pl.col("query") == query).group_by("series").agg(pl.col("labels").first())
+        usage.series.filter(pl.col("query") == query)
         .select("series", *[pl.col("labels").map.get(name).alias(name) for name in labels])
     )
 
 
-def query_series(samples: pl.DataFrame, query: str, labels: list[str]) -> pl.DataFrame:
-    """One query's samples (series, timestamp, value) with the given labels as columns.
-
-    Labels are looked up once per series and joined back on the series number: with 20,000 pods at
-    5-minute steps a map lookup per sample would cost more than all the arithmetic."""
-    points = samples.filter(pl.col("query") == query).select("series", "timestamp", "value")
-    return points.join(series_labels(samples, query, labels), on="series", how="left")
-
-
-def label(name: str) -> pl.Expr:
-    return pl.col("labels").map.get(name)
+def query_series(samples: "pl.DataFrame | Usage", query: str, labels: list[str]) -> pl.DataFrame:
+    """One query's samples (series, timestamp, value) with the given labels as columns, looked up
+    once per series and joined on the series number."""
+    usage = Usage.of(samples)
+    points = usage.points.filter(pl.col("query") == query).select("series", "timestamp", "value")
+    return points.join(series_labels(usage, query, labels), on="series", how="left")

@@ -13,14 +13,14 @@ import polars as pl
 
 from cost_pipeline.config import EvenDriver, FixedDriver, MetricDriver
 from cost_pipeline.lib.drivers import UNKNOWN, recipients
-from cost_pipeline.lib.usage import label
+from cost_pipeline.lib.usage import Usage, query_series
 
 
-def metric_shares(samples: pl.DataFrame, driver: MetricDriver) -> pl.DataFrame | None:
-    series = samples.filter(pl.col("query") == driver.query)
+def metric_shares(samples: "pl.DataFrame | Usage", driver: MetricDriver) -> pl.DataFrame | None:
+    series = query_series(samples, driver.query, [driver.label])
     if series.is_empty():
         return None
-    per_tenant = series.group_by(label(driver.label).alias("tenant")).agg(pl.col("value").clip(lower_bound=0).sum())
+    per_tenant = series.group_by(pl.col(driver.label).alias("tenant")).agg(pl.col("value").clip(lower_bound=0).sum())
     rows: dict[str, float] = {}
     for tenant, value in per_tenant.iter_rows():
         team = driver.label_map.get(tenant, tenant) if tenant is not None else UNKNOWN
