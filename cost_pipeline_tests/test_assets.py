@@ -298,3 +298,34 @@ def test_new_checks_fail_on_a_short_usage_day_and_a_tampered_team_table(tmp_path
     assert got["team_cost_detail_equals_allocated_costs"].passed
     failed = got["team_daily_costs_equal_allocated_costs"]
     assert not failed.passed and "differs from allocated_costs: USD -0.01" in failed.description
+
+
+def test_days_are_independent_runs_in_parallel_processes_and_backfills_split_by_config(tmp_path, sample_dir):
+    """Scaling past one process: two runs of different days at the same time on one lake (as parallel
+    pods would), each day complete; ``operations.backfill_days_per_run`` makes backfills multi-run."""
+    config = write_config(tmp_path, sample_dir, operations={"backfill_days_per_run": 2})
+    policy = subprocess.run(
+        [sys.executable, "-c", "from cost_pipeline.definitions import defs; "
+         "print(defs().resolve_assets_def('cost_lines').backfill_policy)"],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "COST_PIPELINE_CONFIG": str(config)})
+    assert policy.returncode == 0, policy.stderr[-2000:]
+    assert "multi_run(max_partitions_per_run=2)" in policy.stdout
+
+    halves = [(START, START + dt.timedelta(days=1)), (START + dt.timedelta(days=2), LAST)]
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "cost_pipeline.cli", "run", "--config", str(config), "--start", a.isoformat(), "--end", b.isoformat()],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "DAGSTER_HOME": str(tmp_path / f"home{i}")})
+        for i, (a, b) in enumerate(halves)
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err[-3000:]
+    raw = pl.read_parquet(sample_dir / "billing" / "aws" / "data" / "*" / "*.parquet").with_columns(
+        day=pl.col("line_item_usage_start_date").dt.date())
+    lake = tmp_path / "lake"
+    for offset in range(DAYS):
+        day = START + dt.timedelta(days=offset)
+        lines = pl.read_parquet(lake / "cost_lines" / f"date={day}" / "part-0.parquet")
+        allocated = pl.read_parquet(lake / "allocated_costs" / f"date={day}" / "part-0.parquet")
+        assert lines.height == raw.filter(pl.col("day") == day).height  # lines in == lines out, per day
+        assert allocated["amount"].sum() == lines["effective_cost"].sum()
