@@ -125,7 +125,7 @@ def team_spec(rows: list[dict], options: dict[str, list[str]], currencies: list[
         "Shared pools: your share and why", sort="tcents",
     )
     chart = alt.vconcat(kpi, alt.hconcat(stacked, trend), experiments, pools).add_params(*params).configure_view(stroke=None)
-    spec = chart.to_dict()
+    spec = chart.to_dict(validate=False)  # one fixed structure, checked by the dashboard tests in a browser; validation took 1 s a team
     spec["datasets"] = {"rows": rows}
     return spec
 
