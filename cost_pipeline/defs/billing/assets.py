@@ -5,10 +5,10 @@ import polars as pl
 
 from cost_pipeline.defs.billing.checks import BILL_RECONCILES, bill_reconciliation_result
 from cost_pipeline.defs.failures import input_errors_as_failures
-from cost_pipeline.defs.metadata import content_version, lazy_day_metadata
+from cost_pipeline.defs.metadata import content_version
 from cost_pipeline.defs.partitions import BACKFILL_POLICY, DAILY, partition_days
 from cost_pipeline.defs.resources import BillingStorage, LakeResource, PipelineConfig
-from cost_pipeline.lib.billing.fingerprint import day_fingerprint
+from cost_pipeline.lib.billing.fingerprint import content_hash, fingerprint_of
 from cost_pipeline.lib.billing.sources import TOTALS_SCHEMA, bill_totals, source_day
 from cost_pipeline.lib.billing.totals import totals_markdown
 
@@ -34,19 +34,34 @@ def cost_lines(context: dg.AssetExecutionContext, pipeline: PipelineConfig, cost
         for day in partition_days(context):
             with input_errors_as_failures():
                 plans = [source_day(s, day, billing.for_source(s)) for s in settings.billing_sources]
-            path = staging.write_day(day, pl.concat(plans))
-            staged = staging.scan(day)
-            per_source = dict(staged.group_by("source").agg(pl.len()).collect().iter_rows())
+            plan = pl.concat(plans)
+            staged_path, path = staging.reserve(day)
+            schema = plan.collect_schema()
+            # one streaming pass writes the day, hashes its lines and sums it (Polars shares the scan)
+            _, hashes, sums = pl.collect_all([
+                plan.sink_parquet(staged_path, lazy=True),
+                plan.select("source", content_hash(schema).alias("h")),
+                plan.group_by("source", "currency").agg(pl.len().alias("rows"), pl.col("billed_cost").sum(), pl.col("effective_cost").sum(),
+                                                        pl.col("is_final").sum().alias("final")),
+            ], engine="streaming")
+            per_source = dict(sums.group_by("source").agg(pl.col("rows").sum()).iter_rows())
             rows += sum(per_source.values())
-            metadata = lazy_day_metadata(staged, path, ["billed_cost", "effective_cost"])
-            finality = staged.select(pl.col("is_final").mean().alias("share"), pl.col("is_final").all().alias("all")).collect()
-            metadata["final %"] = dg.MetadataValue.float(round(float(finality["share"][0] or 0.0) * 100, 2))
-            metadata["final"] = bool(per_source) and bool(finality["all"][0])
+            metadata = {
+                "dagster/row_count": sum(per_source.values()),
+                "dagster/column_schema": dg.TableSchema(columns=[dg.TableColumn(n, str(t)) for n, t in schema.items()]),
+                "path": dg.MetadataValue.path(path),
+            }
+            for currency, billed, effective in sums.group_by("currency").agg(pl.col("billed_cost").sum(), pl.col("effective_cost").sum()).sort("currency").iter_rows():
+                metadata[f"billed_cost ({currency})"] = dg.MetadataValue.float(float(round(billed, 2)))
+                metadata[f"effective_cost ({currency})"] = dg.MetadataValue.float(float(round(effective, 2)))
+            total, final = int(sums["rows"].sum()), int(sums["final"].sum())
+            metadata["final %"] = dg.MetadataValue.float(round(100 * final / total, 2) if total else 0.0)
+            metadata["final"] = bool(total) and final == total
             empty = [s.name for s in settings.billing_sources if not per_source.get(s.name)]
             metadata["sources_without_data"] = ", ".join(empty) or "none"
             for source in settings.billing_sources:
                 metadata[f"lines/{source.name}"] = per_source.get(source.name, 0)
-                metadata[f"fingerprint/{source.name}"] = day_fingerprint(staged.filter(pl.col("source") == source.name))
+                metadata[f"fingerprint/{source.name}"] = fingerprint_of(hashes.filter(pl.col("source") == source.name)["h"])
             fingerprints.append(",".join(str(metadata[f"fingerprint/{s.name}"]) for s in settings.billing_sources))
             if not per_source:
                 empty_days.append(day)

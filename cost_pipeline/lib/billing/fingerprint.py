@@ -36,7 +36,12 @@ def row_hashes(lines: pl.DataFrame) -> pl.Series:
 def day_fingerprint(lines: pl.DataFrame | pl.LazyFrame) -> str:
     """Order-independent: the sorted row hashes, hashed, and the line count."""
     lazy = lines.lazy()
-    hashes = lazy.select(content_hash(lazy.collect_schema()).alias("h")).collect(engine="streaming")["h"]
+    return fingerprint_of(lazy.select(content_hash(lazy.collect_schema()).alias("h")).collect(engine="streaming")["h"])
+
+
+def fingerprint_of(hashes: pl.Series) -> str:
+    """The fingerprint of lines given their :func:`content_hash` values (e.g. computed in the same
+    streaming pass that writes them)."""
     if hashes.is_empty():
         return "empty"
     return hashlib.sha256(np.sort(hashes.to_numpy()).tobytes()).hexdigest()[:20] + f"-{hashes.len()}"
