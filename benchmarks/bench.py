@@ -280,7 +280,10 @@ def main() -> None:
     parser.add_argument("--report", default="BENCHMARKS.md")
     parser.add_argument("--out", default=None, help="keep the generated data here")
     args = parser.parse_args()
-    lines = [f"## {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC: `bench.py {' '.join(sys.argv[1:])}`", "", f"Machine: {machine()}.", ""]
+    shown = " ".join(sys.argv[1:])
+    if args.out:  # the machine's own paths stay out of the committed report
+        shown = shown.replace(args.out, "DIR")
+    lines = [f"## {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC: `bench.py {shown}`", "", f"Machine: {machine()}.", ""]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.out or tmp)
         table, _ = day_benchmark(root / "day", args.lines_per_day, args.pods, args.step_seconds, args.repeat)
