@@ -23,7 +23,7 @@ from cost_pipeline.defs.reports.assets import (
     team_daily_costs,
     team_reports,
 )
-from cost_pipeline.defs.reports.checks import TEAM_DAILY_ADDS_UP, TEAM_DETAIL_ADDS_UP
+from cost_pipeline.defs.reports.checks import TEAM_DAILY_ADDS_UP, TEAM_DETAIL_ADDS_UP, team_months_equal_allocated_costs
 from cost_pipeline.defs.resources import resources_for
 from cost_pipeline.defs.usage.assets import usage
 from cost_pipeline.defs.usage.checks import USAGE_COVERS_POOLS
@@ -46,7 +46,7 @@ def build_defs(settings: Settings) -> dg.Definitions:
     return dg.Definitions(
         assets=[asset.map_asset_specs(lambda spec: describe(spec, settings, rule_dependent)) for asset in assets],
         asset_checks=[allocation_conserves_cost_lines, untagged_share_below_warn, untagged_share_below_error,
-                      *(c.definition() for c in (USAGE_COVERS_POOLS, TEAM_DAILY_ADDS_UP, TEAM_DETAIL_ADDS_UP))],
+                      team_months_equal_allocated_costs, *(c.definition() for c in (USAGE_COVERS_POOLS, TEAM_DAILY_ADDS_UP, TEAM_DETAIL_ADDS_UP))],
         jobs=[daily_costs_job, reports_job, close_month_job],
         schedules=[daily_schedule],
         sensors=[*delivery_sensors(settings.billing_sources), FOLLOW_UPSTREAM],

@@ -329,3 +329,30 @@ def test_days_are_independent_runs_in_parallel_processes_and_backfills_split_by_
         allocated = pl.read_parquet(lake / "allocated_costs" / f"date={day}" / "part-0.parquet")
         assert lines.height == raw.filter(pl.col("day") == day).height  # lines in == lines out, per day
         assert allocated["amount"].sum() == lines["effective_cost"].sum()
+
+
+def test_team_months_check_passes_on_the_reports_run_and_catches_a_missing_cent(tmp_path, sample_dir):
+    from decimal import Decimal
+
+    from dagster._core.definitions.asset_key import AssetCheckKey
+
+    from cost_pipeline.definitions import build_defs
+
+    config = write_config(tmp_path, sample_dir)
+    instance = dg.DagsterInstance.ephemeral()
+    assert _run(config, instance).success
+    defs, resources = build_defs(load_settings(config)), resources_for(load_settings(config))
+    reports = defs.resolve_job_def("reports_job").execute_in_process(instance=instance, resources=resources)
+    checks = {e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data for e in reports.all_events
+              if e.event_type_value == "ASSET_CHECK_EVALUATION"}
+    assert checks["team_months_equal_allocated_costs"].passed
+
+    path = tmp_path / "lake" / "team_months" / "part-0.parquet"
+    months = pl.read_parquet(path)
+    first = months.row(0, named=True)
+    pl.concat([months.head(1).with_columns(pl.col("total") - Decimal("0.01")), months.slice(1)]).write_parquet(path)
+    job = defs.resolve_implicit_global_asset_job_def().get_subset(
+        asset_check_selection={AssetCheckKey(dg.AssetKey("team_months"), "team_months_equal_allocated_costs")}, asset_selection=set())
+    alone = job.execute_in_process(instance=instance, resources=resources, raise_on_error=False)
+    failed = next(e.asset_check_evaluation_data for e in alone.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION")
+    assert not failed.passed and f"{first['month']} {first['currency']}: allocated" in failed.description
