@@ -28,7 +28,7 @@ import polars as pl
 import yaml
 
 from cost_pipeline.config import BillingSource, bundled_config_path, load_settings
-from cost_pipeline.lib.allocate import allocate
+from cost_pipeline.lib.allocate import allocate, allocate_sums, allocation_sums
 from cost_pipeline.lib.billing.sources import source_day
 from cost_pipeline.lib.compliance import compliance_breakdown, summary_plan
 from cost_pipeline.lib.lake import Lake
@@ -177,13 +177,6 @@ def day_benchmark(out: Path, lines_per_day: int, pods: int, step: int, repeat: i
         lines = lake.scan_days("cost_lines", [START]).select(CLASSIFY_COLUMNS)
         return classify_plan(lines, day_tag_keys(lake, START, lines), settings.tagging, pools)
 
-    def compliance():  # as the asset: the summary and the quarantine's sink share one pass over the day
-        tagged = classified()
-        quarantine_path = out / "untagged_spend.parquet"
-        summary = pl.collect_all([summary_plan(tagged), quarantine(tagged).sink_parquet(quarantine_path, lazy=True)], engine="streaming")[0]
-        lake.write_day("tag_compliance", START, compliance_breakdown(summary))
-
-    meter.run("compliance: tags, quarantine, breakdown", compliance, repeat)
     def usage():  # as the asset: samples and their series' labels, each written to the lake
         points, series = read_extracts_parts(out / "usage", START)
         lake.write_day("usage", START, points)
@@ -191,12 +184,17 @@ def day_benchmark(out: Path, lines_per_day: int, pods: int, step: int, repeat: i
 
     meter.run(f"usage: parse extracts, write usage ({usage_samples:,} pod samples)", usage, repeat)
 
-    def allocation():  # as the asset: usage read back from the lake
-        allocated = allocate(classified(), "bench", pools, read_usage(lake, [START]), settings.tagging)
+    def attribution():  # as the asset: one pass over the tagged lines for quarantine, breakdown and allocation
+        tagged = classified()
+        summary, _, summed = pl.collect_all(
+            [summary_plan(tagged), quarantine(tagged).sink_parquet(out / "untagged_spend.parquet", lazy=True), allocation_sums(tagged)],
+            engine="streaming")
+        lake.write_day("tag_compliance", START, compliance_breakdown(summary))
+        allocated = allocate_sums(summed, "bench", pools, read_usage(lake, [START]), settings.tagging)  # usage read back
         lake.write_day("allocated_costs", START, allocated)
         return allocated
 
-    allocated = meter.run("allocation: direct + 4 shared pools", allocation, repeat)
+    allocated = meter.run("attribution: tags once -> quarantine, compliance, allocation (direct + 4 pools)", attribution, repeat)
     meter.run("reports: team_daily_costs", lambda: team_daily_costs(allocated), repeat)
 
     # floor and peer last, so the memory they hold does not count against the pipeline's stages
@@ -214,7 +212,7 @@ def day_benchmark(out: Path, lines_per_day: int, pods: int, step: int, repeat: i
     whole = sum(by_name[n][0] for n in stages)
     ingest_direct = by_name["ingest: read, validate, write cost_lines"][0] + by_name["direct attribution (tags, no pools)"][0]
     rows = [f"| {name} | {secs:.2f} | {rss / 2**30:.2f} | {secs / floor:.2f} | {secs / peer:.2f} |" for name, (secs, rss) in by_name.items()]
-    rows.append(f"| **whole day** (ingest → compliance → usage → allocation → reports) | {whole:.2f} | "
+    rows.append(f"| **whole day** (ingest → usage → attribution → reports) | {whole:.2f} | "
                 f"{max(by_name[n][1] for n in stages) / 2**30:.2f} | {whole / floor:.2f} | {whole / peer:.2f} |")
     rows.append(f"| **ingest + direct attribution** | {ingest_direct:.2f} | | {ingest_direct / floor:.2f} | {ingest_direct / peer:.2f} |")
     head = [f"One day: {count:,} CUR 2.0 lines ({lines_per_day:,} generated + Savings Plan lines), {usage_samples:,} usage samples "

@@ -6,12 +6,11 @@ import dagster as dg
 
 from cost_pipeline.config import Settings, load_settings
 from cost_pipeline.defs.alerts.assets import anomalies, slack_notifications
-from cost_pipeline.defs.allocation.assets import allocated_costs
 from cost_pipeline.defs.allocation.checks import allocation_conserves_cost_lines
 from cost_pipeline.defs.billing.assets import bill_totals_table, cost_lines
 from cost_pipeline.defs.billing.sensors import delivery_sensors
 from cost_pipeline.defs.catalog import describe
-from cost_pipeline.defs.compliance.assets import tag_compliance_tables
+from cost_pipeline.defs.compliance.assets import attribution
 from cost_pipeline.defs.compliance.checks import untagged_share_below_error, untagged_share_below_warn
 from cost_pipeline.defs.jobs import daily_costs_job, daily_schedule, reports_job
 from cost_pipeline.defs.reports.assets import (
@@ -36,7 +35,7 @@ FOLLOW_UPSTREAM = dg.AutomationConditionSensorDefinition(
 
 # Tables whose content depends on the tagging and allocation rules: their code version is the
 # rules' hash, so changing a rule shows every materialized day of them as stale in the UI.
-RULE_DEPENDENT = (tag_compliance_tables, allocated_costs)
+RULE_DEPENDENT = (attribution,)
 
 
 def build_defs(settings: Settings) -> dg.Definitions:

@@ -173,20 +173,22 @@ def test_untagged_share_above_warn_only_warns(tmp_path, sample_dir):
 
 
 def test_dg_materialize_over_a_partition_range(config_path, tmp_path):
-    from cost_pipeline.defs.allocation.assets import allocated_costs
     from cost_pipeline.defs.billing.assets import cost_lines
+    from cost_pipeline.defs.compliance.assets import attribution
     from cost_pipeline.defs.usage.assets import usage
 
     result = dg.materialize(
-        [cost_lines, usage, allocated_costs],
+        [cost_lines, usage, attribution], selection=["cost_lines", "usage", "allocated_costs"],
         resources=resources_for(load_settings(config_path)),
         instance=dg.DagsterInstance.ephemeral(),
         tags={ASSET_PARTITION_RANGE_START_TAG: START.isoformat(), ASSET_PARTITION_RANGE_END_TAG: LAST.isoformat()},
     )
     assert result.success
-    partitions = {m.partition for m in result.asset_materializations_for_node("allocated_costs")}
+    partitions = {m.partition for m in result.asset_materializations_for_node("attribution") if m.asset_key == dg.AssetKey("allocated_costs")}
     assert partitions == {(START + dt.timedelta(days=i)).isoformat() for i in range(DAYS)}
-    assert result.get_asset_check_evaluations()[0].passed
+    assert not {m.asset_key for m in result.asset_materializations_for_node("attribution")} - {dg.AssetKey("allocated_costs")}  # only what was selected
+    conservation = [e for e in result.get_asset_check_evaluations() if e.check_name == "allocation_conserves_cost_lines"]
+    assert len(conservation) == DAYS and all(e.passed for e in conservation)
 
 
 def test_cli_run_fails_with_the_file_and_problem(tmp_path, sample_dir):

@@ -47,6 +47,13 @@ def allocate(
 
     ``tagged`` comes from :func:`classify` (or :func:`apply_tag_schema` when there are no pools).
     """
+    summed = allocation_sums(tagged).collect(engine="streaming")
+    return allocate_sums(summed, rules_version, pools, samples, schema)
+
+
+def allocation_sums(tagged: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
+    """The day's lines summed by everything allocation distinguishes (small): a lazy query, so it can
+    share one streaming pass over the tagged lines with the compliance queries."""
     lazy = tagged.lazy()
     columns = lazy.collect_schema().names()
     if "pool" not in columns:
@@ -55,12 +62,17 @@ def allocate(
         lazy = lazy.with_columns(service=pl.lit(None, pl.String))
     # a schema may define fewer keys than the five dimensions; absent ones stay null
     lazy = lazy.with_columns([pl.lit(None, pl.String).alias(d) for d in DIMENSIONS if d not in columns])
-    # one streaming pass: the day's lines summed by everything allocation distinguishes (small)
-    summed = (
-        lazy.group_by(["date", "currency", "pool", TAG_COLUMNS_REASON, *DIMENSIONS, "tag_source", "service"])
-        .agg(pl.col("effective_cost").sum())
-        .collect(engine="streaming")
-    )
+    return lazy.group_by(["date", "currency", "pool", TAG_COLUMNS_REASON, *DIMENSIONS, "tag_source", "service"]).agg(pl.col("effective_cost").sum())
+
+
+def allocate_sums(
+    summed: pl.DataFrame,
+    rules_version: str,
+    pools: list[Pool] = (),
+    samples=None,
+    schema: TaggingConfig | None = None,
+) -> pl.DataFrame:
+    """:func:`allocate` from :func:`allocation_sums`' result: direct, unattributed and shared rows."""
     unpooled = pl.col("pool").is_null()
     compliant = pl.col(TAG_COLUMNS_REASON).is_null() & unpooled
     direct = (

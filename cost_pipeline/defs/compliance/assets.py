@@ -1,16 +1,19 @@
-"""Tag compliance: the ``untagged_spend`` quarantine and the ``tag_compliance`` breakdown.
+"""Attribution: ``allocated_costs``, the ``untagged_spend`` quarantine and the ``tag_compliance`` breakdown.
 
-Both come from one classification of the day's cost lines, so they are one multi-asset: the lines
-are read and classified once, and the two tables can never disagree about what is untagged.
+All three come from one classification of the day's cost lines (tags, virtual tags, pools), so they
+are one multi-asset: the day's tags map, the most expensive column to decode, is read once for all
+three, and the tables can never disagree about what is untagged. Each can be materialized alone.
 """
 
 import dagster as dg
 import polars as pl
 
+from cost_pipeline.defs.allocation.checks import conservation_evaluations
 from cost_pipeline.defs.compliance.checks import share_evaluations
 from cost_pipeline.defs.metadata import day_metadata
 from cost_pipeline.defs.partitions import BACKFILL_POLICY, DAILY, partition_days
 from cost_pipeline.defs.resources import LakeResource, PipelineConfig
+from cost_pipeline.lib.allocate import allocate_sums, allocation_sums
 from cost_pipeline.lib.compliance import (
     compliance_breakdown,
     summary_plan,
@@ -20,7 +23,19 @@ from cost_pipeline.lib.compliance import (
 from cost_pipeline.lib.markdown import md_table
 from cost_pipeline.lib.pools import classify_plan
 from cost_pipeline.lib.tags import CLASSIFY_COLUMNS, day_tag_keys, quarantine
+from cost_pipeline.lib.usage import read_usage
 
+ALLOCATED = dg.AssetSpec(
+    "allocated_costs",
+    deps=["cost_lines", "usage"],
+    group_name="allocation",
+    kinds={"polars", "parquet"},
+    description=(
+        "Direct costs by tags, shared pools by their drivers, the rest unattributed with a reason. rules_version "
+        "(a hash of the tagging and allocation rules) is written into every row and is the code version, so "
+        "changing the rules marks materialized days stale."
+    ),
+)
 UNTAGGED = dg.AssetSpec(
     "untagged_spend",
     deps=["cost_lines"],
@@ -49,26 +64,34 @@ def _top_resources_md(quarantined: pl.DataFrame) -> str:
 
 
 @dg.multi_asset(
-    specs=[UNTAGGED, COMPLIANCE],
+    specs=[ALLOCATED, UNTAGGED, COMPLIANCE],
     partitions_def=DAILY,
     backfill_policy=BACKFILL_POLICY,
-    name="tag_compliance_tables",
-    can_subset=True,  # the contract's `--select cost_lines,untagged_spend,...` names one of the two
+    name="attribution",
+    can_subset=True,  # the contract's `--select cost_lines,untagged_spend,...` names some of the three
 )
-def tag_compliance_tables(context: dg.AssetExecutionContext, pipeline: PipelineConfig, cost_lake: LakeResource):
+def attribution(context: dg.AssetExecutionContext, pipeline: PipelineConfig, cost_lake: LakeResource):
     settings = pipeline.settings()
     lake = cost_lake.lake()
     selected = {key.to_user_string() for key in context.selected_asset_keys}
+    pools = settings.allocation.pools
     shares = []
-    with lake.staging("tag_compliance") as compliance_stage, lake.staging("untagged_spend") as untagged_stage:
+    with (lake.staging("tag_compliance") as compliance_stage, lake.staging("untagged_spend") as untagged_stage,
+          lake.staging("allocated_costs") as allocated_stage):
         for day in partition_days(context):
             lines = lake.scan_days("cost_lines", [day]).select(CLASSIFY_COLUMNS)
-            tagged = classify_plan(lines, day_tag_keys(lake, day, lines), settings.tagging, settings.allocation.pools)
-            queries = [summary_plan(tagged)]
-            if "untagged_spend" in selected:  # the quarantine is sunk in the same pass over the day
+            tagged = classify_plan(lines, day_tag_keys(lake, day, lines), settings.tagging, pools)
+            # one streaming pass over the tagged lines answers every selected table
+            queries = {"summary": summary_plan(tagged)} if selected & {"tag_compliance", "untagged_spend"} else {}
+            if "untagged_spend" in selected:
                 staged_path, untagged_path = untagged_stage.reserve(day)
-                queries.append(quarantine(tagged).sink_parquet(staged_path, lazy=True))
-            summary = pl.collect_all(queries, engine="streaming")[0]
+                queries["quarantine"] = quarantine(tagged).sink_parquet(staged_path, lazy=True)
+            if "allocated_costs" in selected:
+                queries["allocation"] = allocation_sums(tagged)
+            results = dict(zip(queries, pl.collect_all(list(queries.values()), engine="streaming"), strict=True))
+            if "allocated_costs" in selected:
+                _allocated_day(context, lake, settings, day, results["allocation"], allocated_stage)
+            summary = results.get("summary")
             if "tag_compliance" in selected:
                 breakdown = compliance_breakdown(summary)
                 breakdown_path = compliance_stage.write_day(day, breakdown)
@@ -93,8 +116,36 @@ def tag_compliance_tables(context: dg.AssetExecutionContext, pipeline: PipelineC
                 asset_key="untagged_spend",
                 partition_key=day.isoformat(),
             )
+    if "allocated_costs" in selected:
+        yield dg.MaterializeResult(asset_key="allocated_costs")
+        # one per day, re-read from the lake, blocking: a failed day stops what follows
+        yield from conservation_evaluations(lake, partition_days(context))
     if "tag_compliance" in selected:
         yield dg.MaterializeResult(asset_key="tag_compliance")
     if "untagged_spend" in selected:
         yield dg.MaterializeResult(asset_key="untagged_spend")
         yield from share_evaluations(pl.concat(shares), settings.tagging)
+
+
+def _allocated_day(context: dg.AssetExecutionContext, lake, settings, day, summed: pl.DataFrame, staging) -> None:
+    pools = settings.allocation.pools
+    try:
+        samples = read_usage(lake, [day]) if pools else None
+    except FileNotFoundError as exc:
+        raise dg.Failure(description=f"{exc}: materialize `usage` for these days first (or select it too)") from None
+    allocated = allocate_sums(summed, settings.rules_version, pools, samples, settings.tagging)
+    path = staging.write_day(day, allocated)
+    no_usage = allocated.filter(pl.col("reason").str.starts_with("no_usage:"))["reason"].to_list()
+    for reason in no_usage:
+        context.log.warning(f"{day}: pool {reason.split(':', 1)[1]} has no usage data; its cost stays unattributed")
+    per_pool = allocated.filter(pl.col("pool").is_not_null()).group_by("pool", "allocation").agg(pl.col("amount").sum())
+    context.add_asset_metadata(
+        {
+            **day_metadata(allocated, str(path), ["amount"]),
+            "pools": dg.MetadataValue.json({f"{p} ({a})": float(round(v, 2)) for p, a, v in per_pool.sort("pool").iter_rows()}),
+            "pools_without_usage": ", ".join(r.split(":", 1)[1] for r in no_usage) or "none",
+            "rules_version": settings.rules_version,
+        },
+        asset_key="allocated_costs",
+        partition_key=day.isoformat(),
+    )
