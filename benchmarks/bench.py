@@ -28,9 +28,9 @@ import polars as pl
 import yaml
 
 from cost_pipeline.config import BillingSource, bundled_config_path, load_settings
-from cost_pipeline.lib.allocate import allocate, allocate_sums, allocation_sums
+from cost_pipeline.lib.allocate import allocate, allocate_sums, allocation_from_attribution_sums, attribution_sums
 from cost_pipeline.lib.billing.sources import source_day
-from cost_pipeline.lib.compliance import compliance_breakdown, summary_plan
+from cost_pipeline.lib.compliance import compliance_breakdown, summary_from_sums
 from cost_pipeline.lib.lake import Lake
 from cost_pipeline.lib.pools import classify_plan
 from cost_pipeline.lib.reports import team_daily_costs
@@ -186,11 +186,10 @@ def day_benchmark(out: Path, lines_per_day: int, pods: int, step: int, repeat: i
 
     def attribution():  # as the asset: one pass over the tagged lines for quarantine, breakdown and allocation
         tagged = classified()
-        summary, _, summed = pl.collect_all(
-            [summary_plan(tagged), quarantine(tagged).sink_parquet(out / "untagged_spend.parquet", lazy=True), allocation_sums(tagged)],
-            engine="streaming")
-        lake.write_day("tag_compliance", START, compliance_breakdown(summary))
-        allocated = allocate_sums(summed, "bench", pools, read_usage(lake, [START]), settings.tagging)  # usage read back
+        sums = pl.collect_all([attribution_sums(tagged), quarantine(tagged).sink_parquet(out / "untagged_spend.parquet", lazy=True)],
+                              engine="streaming")[0]
+        lake.write_day("tag_compliance", START, compliance_breakdown(summary_from_sums(sums)))
+        allocated = allocate_sums(allocation_from_attribution_sums(sums), "bench", pools, read_usage(lake, [START]), settings.tagging)
         lake.write_day("allocated_costs", START, allocated)
         return allocated
 

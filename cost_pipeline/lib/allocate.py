@@ -51,9 +51,10 @@ def allocate(
     return allocate_sums(summed, rules_version, pools, samples, schema)
 
 
-def allocation_sums(tagged: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
-    """The day's lines summed by everything allocation distinguishes (small): a lazy query, so it can
-    share one streaming pass over the tagged lines with the compliance queries."""
+SUM_KEYS = ["date", "currency", "pool", TAG_COLUMNS_REASON, *DIMENSIONS, "tag_source", "service"]
+
+
+def _normalized(tagged: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
     lazy = tagged.lazy()
     columns = lazy.collect_schema().names()
     if "pool" not in columns:
@@ -61,8 +62,24 @@ def allocation_sums(tagged: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
     if "service" not in columns:
         lazy = lazy.with_columns(service=pl.lit(None, pl.String))
     # a schema may define fewer keys than the five dimensions; absent ones stay null
-    lazy = lazy.with_columns([pl.lit(None, pl.String).alias(d) for d in DIMENSIONS if d not in columns])
-    return lazy.group_by(["date", "currency", "pool", TAG_COLUMNS_REASON, *DIMENSIONS, "tag_source", "service"]).agg(pl.col("effective_cost").sum())
+    return lazy.with_columns([pl.lit(None, pl.String).alias(d) for d in DIMENSIONS if d not in columns])
+
+
+def allocation_sums(tagged: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
+    """The day's lines summed by everything allocation distinguishes (small), as a lazy query."""
+    return _normalized(tagged).group_by(SUM_KEYS).agg(pl.col("effective_cost").sum())
+
+
+def attribution_sums(tagged: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
+    """:func:`allocation_sums` by account too, with line counts: still small, and enough to derive both
+    the allocation's sums (:func:`allocation_from_attribution_sums`) and the compliance summary, so a
+    single group-by over the tagged lines serves both (several queries sharing one plan made Polars
+    2.1 cache the whole day: 7 GiB at 13 M lines)."""
+    return _normalized(tagged).group_by([*SUM_KEYS, "sub_account_id"]).agg(pl.col("effective_cost").sum(), pl.len().alias("lines"))
+
+
+def allocation_from_attribution_sums(sums: pl.DataFrame) -> pl.DataFrame:
+    return sums.group_by(SUM_KEYS).agg(pl.col("effective_cost").sum())
 
 
 def allocate_sums(

@@ -20,6 +20,11 @@ def summary_plan(tagged: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
     return tagged.lazy().group_by("date", "currency", *DIMENSIONS.values()).agg(pl.col("effective_cost").sum(), pl.len().alias("lines"))
 
 
+def summary_from_sums(sums: pl.DataFrame) -> pl.DataFrame:
+    """:func:`summary_plan`'s result from ``allocate.attribution_sums`` (same lines, finer keys)."""
+    return sums.group_by("date", "currency", *DIMENSIONS.values()).agg(pl.col("effective_cost").sum(), pl.col("lines").sum().cast(pl.UInt32))
+
+
 def compliance_summary(tagged: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
     return summary_plan(tagged).collect(engine="streaming")
 

@@ -13,10 +13,10 @@ from cost_pipeline.defs.compliance.checks import share_evaluations
 from cost_pipeline.defs.metadata import day_metadata
 from cost_pipeline.defs.partitions import BACKFILL_POLICY, DAILY, partition_days
 from cost_pipeline.defs.resources import LakeResource, PipelineConfig
-from cost_pipeline.lib.allocate import allocate_sums, allocation_sums
+from cost_pipeline.lib.allocate import allocate_sums, allocation_from_attribution_sums, attribution_sums
 from cost_pipeline.lib.compliance import (
     compliance_breakdown,
-    summary_plan,
+    summary_from_sums,
     top_untagged_resources,
     untagged_shares,
 )
@@ -81,17 +81,16 @@ def attribution(context: dg.AssetExecutionContext, pipeline: PipelineConfig, cos
         for day in partition_days(context):
             lines = lake.scan_days("cost_lines", [day]).select(CLASSIFY_COLUMNS)
             tagged = classify_plan(lines, day_tag_keys(lake, day, lines), settings.tagging, pools)
-            # one streaming pass over the tagged lines answers every selected table
-            queries = {"summary": summary_plan(tagged)} if selected & {"tag_compliance", "untagged_spend"} else {}
+            # one streaming pass over the tagged lines: small sums (both the compliance summary and the
+            # allocation derive from them) and the quarantine, sunk
+            queries = [attribution_sums(tagged)]
             if "untagged_spend" in selected:
                 staged_path, untagged_path = untagged_stage.reserve(day)
-                queries["quarantine"] = quarantine(tagged).sink_parquet(staged_path, lazy=True)
+                queries.append(quarantine(tagged).sink_parquet(staged_path, lazy=True))
+            sums = pl.collect_all(queries, engine="streaming")[0]
             if "allocated_costs" in selected:
-                queries["allocation"] = allocation_sums(tagged)
-            results = dict(zip(queries, pl.collect_all(list(queries.values()), engine="streaming"), strict=True))
-            if "allocated_costs" in selected:
-                _allocated_day(context, lake, settings, day, results["allocation"], allocated_stage)
-            summary = results.get("summary")
+                _allocated_day(context, lake, settings, day, allocation_from_attribution_sums(sums), allocated_stage)
+            summary = summary_from_sums(sums)
             if "tag_compliance" in selected:
                 breakdown = compliance_breakdown(summary)
                 breakdown_path = compliance_stage.write_day(day, breakdown)
