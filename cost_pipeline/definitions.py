@@ -6,7 +6,7 @@ import dagster as dg
 
 from cost_pipeline.config import Settings, load_settings
 from cost_pipeline.defs.alerts.assets import anomalies, slack_notifications
-from cost_pipeline.defs.allocation.checks import allocation_conserves_cost_lines
+from cost_pipeline.defs.allocation.checks import CONSERVES
 from cost_pipeline.defs.billing.assets import bill_totals_table, cost_lines
 from cost_pipeline.defs.billing.sensors import delivery_sensors
 from cost_pipeline.defs.catalog import describe
@@ -44,8 +44,8 @@ def build_defs(settings: Settings) -> dg.Definitions:
               report_tables, dashboards, chargeback_statements, team_reports]
     return dg.Definitions(
         assets=[asset.map_asset_specs(lambda spec: describe(spec, settings, rule_dependent)) for asset in assets],
-        asset_checks=[allocation_conserves_cost_lines, untagged_share_below_warn, untagged_share_below_error,
-                      team_months_equal_allocated_costs, *(c.definition() for c in (USAGE_COVERS_POOLS, TEAM_DAILY_ADDS_UP, TEAM_DETAIL_ADDS_UP))],
+        asset_checks=[untagged_share_below_warn, untagged_share_below_error, team_months_equal_allocated_costs,
+                      *(c.definition() for c in (CONSERVES, USAGE_COVERS_POOLS, TEAM_DAILY_ADDS_UP, TEAM_DETAIL_ADDS_UP))],
         jobs=[daily_costs_job, reports_job, close_month_job],
         schedules=[daily_schedule],
         sensors=[*delivery_sensors(settings.billing_sources), FOLLOW_UPSTREAM],

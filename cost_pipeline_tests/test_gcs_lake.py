@@ -12,7 +12,7 @@ import pytest
 
 from cost_pipeline.config import load_settings
 from cost_pipeline.lib.lake import Lake
-from cost_pipeline_tests.conftest import DAYS, START, write_config
+from cost_pipeline_tests.conftest import DAYS, START, cur2_effective, write_config
 from cost_pipeline_tests.test_assets import LAST, _run
 
 
@@ -48,7 +48,7 @@ def test_pipeline_writes_and_reconciles_on_a_gcs_lake(tmp_path, sample_dir, gcs)
     assert allocated.height and allocated.filter(pl.col("allocation") == "shared").height > 0
     lines = lake.scan("cost_lines").collect()
     assert lines.height == raw.height
-    assert allocated["amount"].sum() == lines["effective_cost"].sum()
+    assert allocated["amount"].sum() == lines["effective_cost"].sum() == sum(cur2_effective(r) for r in raw.iter_rows(named=True))
 
     from cost_pipeline.definitions import defs as load_defs
     from cost_pipeline.defs.resources import resources_for

@@ -24,17 +24,19 @@ class DayCheck:
     description: str
     evaluate: Callable[[Lake, Settings, dt.date], Outcome]
     severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR
+    blocking: bool = False  # a failed day stops the tables downstream
 
     def evaluations(self, lake: Lake, settings: Settings, days: list[dt.date]) -> list[dg.AssetCheckEvaluation]:
         out = []
         for day in days:
             passed, metadata, text = self.evaluate(lake, settings, day)
             out.append(dg.AssetCheckEvaluation(asset_key=dg.AssetKey(self.asset), check_name=self.name, passed=passed, metadata=metadata,
-                                               severity=self.severity, partition=day.isoformat(), description=f"{day}: {text}"))
+                                               severity=self.severity, blocking=self.blocking, partition=day.isoformat(),
+                                               description=f"{day}: {text}"))
         return out
 
     def definition(self) -> dg.AssetChecksDefinition:
-        @dg.asset_check(asset=self.asset, name=self.name, description=self.description, partitions_def=DAILY)
+        @dg.asset_check(asset=self.asset, name=self.name, description=self.description, partitions_def=DAILY, blocking=self.blocking)
         def check(context: dg.AssetCheckExecutionContext, pipeline: PipelineConfig, cost_lake: LakeResource) -> dg.AssetCheckResult:
             lake, settings = cost_lake.lake(), pipeline.settings()
             outcomes = [self.evaluate(lake, settings, day) for day in partition_days(context.op_execution_context)]

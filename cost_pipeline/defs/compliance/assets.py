@@ -8,7 +8,7 @@ three, and the tables can never disagree about what is untagged. Each can be mat
 import dagster as dg
 import polars as pl
 
-from cost_pipeline.defs.allocation.checks import conservation_evaluations
+from cost_pipeline.defs.allocation.checks import CONSERVES
 from cost_pipeline.defs.compliance.checks import share_evaluations
 from cost_pipeline.defs.metadata import day_metadata
 from cost_pipeline.defs.partitions import BACKFILL_POLICY, DAILY, partition_days
@@ -118,7 +118,7 @@ def attribution(context: dg.AssetExecutionContext, pipeline: PipelineConfig, cos
     if "allocated_costs" in selected:
         yield dg.MaterializeResult(asset_key="allocated_costs")
         # one per day, re-read from the lake, blocking: a failed day stops what follows
-        yield from conservation_evaluations(lake, partition_days(context))
+        yield from CONSERVES.evaluations(lake, settings, partition_days(context))
     if "tag_compliance" in selected:
         yield dg.MaterializeResult(asset_key="tag_compliance")
     if "untagged_spend" in selected:

@@ -48,7 +48,10 @@ def team_months_equal_allocated_costs(cost_lake: LakeResource) -> dg.AssetCheckR
     months = lake.read_table("team_months")
     if months is None:
         return dg.AssetCheckResult(passed=False, description="team_months has not been written yet")
-    want = lake.scan("allocated_costs").group_by(month_of().alias("month"), "currency").agg(pl.col("amount").sum().alias("allocated")).collect()
+    try:
+        want = lake.scan("allocated_costs").group_by(month_of().alias("month"), "currency").agg(pl.col("amount").sum().alias("allocated")).collect()
+    except FileNotFoundError as exc:
+        return dg.AssetCheckResult(passed=False, description=f"{exc}: team_months holds money allocated_costs does not")
     got = months.group_by("month", "currency").agg(pl.col("total").sum().alias("table"), pl.col("total_cents").sum().alias("cents"))
     both = want.join(got, on=["month", "currency"], how="full", coalesce=True).with_columns(
         pl.col("allocated", "table").fill_null(pl.lit(0).cast(MONEY)), pl.col("cents").fill_null(pl.lit(0).cast(pl.Decimal(38, 2))))
