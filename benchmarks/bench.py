@@ -28,13 +28,13 @@ import polars as pl
 import yaml
 
 from cost_pipeline.config import BillingSource, bundled_config_path, load_settings
-from cost_pipeline.lib.allocate import allocate, allocate_sums, allocation_from_attribution_sums, attribution_sums
+from cost_pipeline.lib.allocate import allocate_sums, allocation_from_attribution_sums
+from cost_pipeline.lib.attribution import attribute_day, lake_day
 from cost_pipeline.lib.billing.sources import source_day
+from cost_pipeline.lib.billing.write_day import write_cost_lines_day
 from cost_pipeline.lib.compliance import compliance_breakdown, summary_from_sums
 from cost_pipeline.lib.lake import Lake
-from cost_pipeline.lib.pools import classify_plan
 from cost_pipeline.lib.reports import team_daily_costs
-from cost_pipeline.lib.tags import CLASSIFY_COLUMNS, day_tag_keys, quarantine, tag_plan
 from cost_pipeline.lib.usage import read_extracts_parts, read_usage
 from cost_pipeline.sample import org
 from cost_pipeline.sample.generate import generate
@@ -160,22 +160,21 @@ def day_benchmark(out: Path, lines_per_day: int, pods: int, step: int, repeat: i
     lake = Lake.from_uri(str(out / "lake"))
     meter = Meter()
 
-    def ingest():
-        lake.write_day("cost_lines", START, source_day(source, START))  # streamed: validated per file, then sunk
+    def ingest():  # as the asset: validated per file, then sunk, hashed, summed and its tag sets kept in one streaming pass
+        with lake.staging("cost_lines") as staging, lake.staging("tag_sets") as tag_set_stage:
+            path, _ = staging.reserve(START)
+            tag_set_stage.write_day(START, write_cost_lines_day(source_day(source, START), path)[2])
         return lake.scan_days("cost_lines", [START]).select(pl.len()).collect().item()
 
     count = meter.run("ingest: read, validate, write cost_lines", ingest, repeat)
 
-    def direct_attribution():
-        lines = lake.scan_days("cost_lines", [START]).select(CLASSIFY_COLUMNS)
-        return allocate(tag_plan(lines, day_tag_keys(lake, START, lines), settings.tagging), "bench")
+    def direct_attribution():  # the asset's path without pools: the day's tag sets classified, not its lines
+        lines, tag_sets = lake_day(lake, START)
+        attributed = attribute_day(lines, None, settings.tagging, [], tag_sets)
+        return allocate_sums(allocation_from_attribution_sums(attributed.sums), "bench", [], None, settings.tagging)
 
     direct = meter.run("direct attribution (tags, no pools)", direct_attribution, repeat)
     pools = settings.allocation.pools
-
-    def classified():
-        lines = lake.scan_days("cost_lines", [START]).select(CLASSIFY_COLUMNS)
-        return classify_plan(lines, day_tag_keys(lake, START, lines), settings.tagging, pools)
 
     def usage():  # as the asset: samples and their series' labels, each written to the lake
         points, series = read_extracts_parts(out / "usage", START)
@@ -184,16 +183,16 @@ def day_benchmark(out: Path, lines_per_day: int, pods: int, step: int, repeat: i
 
     meter.run(f"usage: parse extracts, write usage ({usage_samples:,} pod samples)", usage, repeat)
 
-    def attribution():  # as the asset: one pass over the tagged lines for quarantine, breakdown and allocation
-        tagged = classified()
-        sums = pl.collect_all([attribution_sums(tagged), quarantine(tagged).sink_parquet(out / "untagged_spend.parquet", lazy=True)],
-                              engine="streaming")[0]
-        lake.write_day("tag_compliance", START, compliance_breakdown(summary_from_sums(sums)))
-        allocated = allocate_sums(allocation_from_attribution_sums(sums), "bench", pools, read_usage(lake, [START]), settings.tagging)
+    def attribution():  # as the asset: sums per combination classified, the quarantine's lines sunk
+        lines, tag_sets = lake_day(lake, START)
+        attributed = attribute_day(lines, None, settings.tagging, pools, tag_sets)
+        attributed.quarantine(lines).sink_parquet(out / "untagged_spend.parquet")
+        lake.write_day("tag_compliance", START, compliance_breakdown(summary_from_sums(attributed.sums)))
+        allocated = allocate_sums(allocation_from_attribution_sums(attributed.sums), "bench", pools, read_usage(lake, [START]), settings.tagging)
         lake.write_day("allocated_costs", START, allocated)
         return allocated
 
-    allocated = meter.run("attribution: tags once -> quarantine, compliance, allocation (direct + 4 pools)", attribution, repeat)
+    allocated = meter.run("attribution: tag sets classified -> quarantine, compliance, allocation (direct + 4 pools)", attribution, repeat)
     meter.run("reports: team_daily_costs", lambda: team_daily_costs(allocated), repeat)
 
     # floor and peer last, so the memory they hold does not count against the pipeline's stages

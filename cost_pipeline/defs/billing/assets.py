@@ -8,9 +8,10 @@ from cost_pipeline.defs.failures import input_errors_as_failures
 from cost_pipeline.defs.metadata import content_version
 from cost_pipeline.defs.partitions import BACKFILL_POLICY, DAILY, partition_days
 from cost_pipeline.defs.resources import BillingStorage, LakeResource, PipelineConfig
-from cost_pipeline.lib.billing.fingerprint import content_hash, fingerprint_of
+from cost_pipeline.lib.billing.fingerprint import fingerprint_of
 from cost_pipeline.lib.billing.sources import TOTALS_SCHEMA, bill_totals, source_day
 from cost_pipeline.lib.billing.totals import totals_markdown
+from cost_pipeline.lib.billing.write_day import write_cost_lines_day
 
 
 @dg.asset(
@@ -30,20 +31,16 @@ def cost_lines(context: dg.AssetExecutionContext, pipeline: PipelineConfig, cost
     lake = cost_lake.lake()
     rows = 0
     empty_days, last_with_data, fingerprints = [], None, []
-    with lake.staging("cost_lines") as staging:
+    with lake.staging("cost_lines") as staging, lake.staging("tag_sets") as tag_set_stage:
         for day in partition_days(context):
             with input_errors_as_failures():
                 plans = [source_day(s, day, billing.for_source(s)) for s in settings.billing_sources]
             plan = pl.concat(plans)
             staged_path, path = staging.reserve(day)
             schema = plan.collect_schema()
-            # one streaming pass writes the day, hashes its lines and sums it (Polars shares the scan)
-            _, hashes, sums = pl.collect_all([
-                plan.sink_parquet(staged_path, lazy=True),
-                plan.select("source", content_hash(schema).alias("h")),
-                plan.group_by("source", "currency").agg(pl.len().alias("rows"), pl.col("billed_cost").sum(), pl.col("effective_cost").sum(),
-                                                        pl.col("is_final").sum().alias("final")),
-            ], engine="streaming")
+            hashes, sums, tag_sets = write_cost_lines_day(plan, staged_path)
+            # no tag sets (two maps sharing a hash): an empty table makes attribution read the maps themselves
+            tag_set_stage.write_day(day, tag_sets if tag_sets is not None else pl.DataFrame(schema={"tag_set": pl.UInt64, "tags": schema["tags"]}))
             per_source = dict(sums.group_by("source").agg(pl.col("rows").sum()).iter_rows())
             rows += sum(per_source.values())
             metadata = {
@@ -57,6 +54,7 @@ def cost_lines(context: dg.AssetExecutionContext, pipeline: PipelineConfig, cost
             total, final = int(sums["rows"].sum()), int(sums["final"].sum())
             metadata["final %"] = dg.MetadataValue.float(round(100 * final / total, 2) if total else 0.0)
             metadata["final"] = bool(total) and final == total
+            metadata["tag_sets"] = tag_sets.height if tag_sets is not None else 0
             empty = [s.name for s in settings.billing_sources if not per_source.get(s.name)]
             metadata["sources_without_data"] = ", ".join(empty) or "none"
             for source in settings.billing_sources:

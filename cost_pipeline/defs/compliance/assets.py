@@ -13,16 +13,17 @@ from cost_pipeline.defs.compliance.checks import share_evaluations
 from cost_pipeline.defs.metadata import day_metadata
 from cost_pipeline.defs.partitions import BACKFILL_POLICY, DAILY, partition_days
 from cost_pipeline.defs.resources import LakeResource, PipelineConfig
-from cost_pipeline.lib.allocate import allocate_sums, allocation_from_attribution_sums, attribution_sums
+from cost_pipeline.lib.allocate import allocate_sums, allocation_from_attribution_sums
+from cost_pipeline.lib.attribution import attribute_day, lake_day
 from cost_pipeline.lib.compliance import (
     compliance_breakdown,
     summary_from_sums,
     top_untagged_resources,
     untagged_shares,
 )
+from cost_pipeline.lib.lake import PARQUET
 from cost_pipeline.lib.markdown import md_table
-from cost_pipeline.lib.pools import classify_plan
-from cost_pipeline.lib.tags import CLASSIFY_COLUMNS, day_tag_keys, quarantine
+from cost_pipeline.lib.tags import day_tag_keys
 from cost_pipeline.lib.usage import read_usage
 
 ALLOCATED = dg.AssetSpec(
@@ -79,15 +80,15 @@ def attribution(context: dg.AssetExecutionContext, pipeline: PipelineConfig, cos
     with (lake.staging("tag_compliance") as compliance_stage, lake.staging("untagged_spend") as untagged_stage,
           lake.staging("allocated_costs") as allocated_stage):
         for day in partition_days(context):
-            lines = lake.scan_days("cost_lines", [day]).select(CLASSIFY_COLUMNS)
-            tagged = classify_plan(lines, day_tag_keys(lake, day, lines), settings.tagging, pools)
-            # one streaming pass over the tagged lines: small sums (both the compliance summary and the
-            # allocation derive from them) and the quarantine, sunk
-            queries = [attribution_sums(tagged)]
+            lines, tag_sets = lake_day(lake, day)
+            # the day summed per distinct combination of what the rules read (its tag sets, not 10^7 maps),
+            # the combinations classified (lib/attribution); the quarantine's lines: a second pass, sunk
+            raw_keys = day_tag_keys(lake, day, lines) if tag_sets is None else None
+            attributed = attribute_day(lines, raw_keys, settings.tagging, pools, tag_sets)
+            sums = attributed.sums
             if "untagged_spend" in selected:
                 staged_path, untagged_path = untagged_stage.reserve(day)
-                queries.append(quarantine(tagged).sink_parquet(staged_path, lazy=True))
-            sums = pl.collect_all(queries, engine="streaming")[0]
+                attributed.quarantine(lines).sink_parquet(staged_path, **PARQUET)
             if "allocated_costs" in selected:
                 _allocated_day(context, lake, settings, day, allocation_from_attribution_sums(sums), allocated_stage)
             summary = summary_from_sums(sums)

@@ -8,7 +8,9 @@ version; after an upgrade, days may be re-run once, which is harmless.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import operator
 
 import numpy as np
 import polars as pl
@@ -18,15 +20,23 @@ from cost_pipeline.lib.billing.schema import MAP_ENTRIES
 IGNORED = ["source_file", "line_item_id", "billing_period"]
 
 
-def content_hash(schema: pl.Schema) -> pl.Expr:
+def tag_set_hash(seed: int = 1) -> pl.Expr:
+    """A 64-bit hash of a line's tags map as delivered (a line's ``tag_set``, see ``lib/billing/write_day.py``)."""
+    return pl.col("tags").cast(MAP_ENTRIES).hash(seed=seed)
+
+
+def content_hash(schema: pl.Schema, tag_set: pl.Expr | None = None) -> pl.Expr:
     """A 64-bit hash of each line's content, ignoring where it came from (a lazy expression, so a
-    day of tens of millions of lines is hashed while streaming)."""
-    columns = [
-        # maps hashed as delivered: tags re-delivered in another order only cost an extra re-run
-        pl.col(c).cast(MAP_ENTRIES) if isinstance(t, pl.Map) else pl.col(c)
-        for c, t in schema.items() if c not in IGNORED
+    day of tens of millions of lines is hashed while streaming). ``tag_set``: the lines'
+    :func:`tag_set_hash`, when already computed."""
+    hashes = [
+        # the tags map hashed as delivered (its tag set): re-delivered in another order only costs a re-run
+        (tag_set if tag_set is not None else tag_set_hash()) if c == "tags" else (pl.col(c).cast(MAP_ENTRIES) if isinstance(t, pl.Map) else pl.col(c)).hash(seed=i + 1)
+        for i, (c, t) in enumerate((c, t) for c, t in schema.items() if c not in IGNORED)
     ]
-    return pl.struct(columns).hash(seed=1)
+    # each column hashed alone with its position as seed, combined: a third of the time of hashing
+    # them as one struct (1.5 s instead of 4 s for the plain columns of 13 M lines)
+    return functools.reduce(operator.xor, hashes)
 
 
 def row_hashes(lines: pl.DataFrame) -> pl.Series:
