@@ -147,3 +147,7 @@ def test_stale_or_missing_tag_sets_fall_back_to_the_maps(tmp_path):
     assert none is None and "tag_set" not in old_lines.collect_schema().names()
     old = attribute_day(old_lines, None, SCHEMA, POOLS)
     assert old.sums.sort(KEYS, nulls_last=True).equals(expected)
+    # ... and a lake holding such a day next to a new one still reads as one table
+    _write_day(lake, lines.with_columns(date=pl.lit(START + dt.timedelta(days=1))).lazy(), START + dt.timedelta(days=1))
+    both = lake.scan("cost_lines").select("date", "effective_cost").collect()
+    assert both.height == 2 * len(HARD) and both["effective_cost"].sum() == 2 * sum(Decimal(r["effective_cost"]) for r in HARD)

@@ -91,6 +91,16 @@ class Staging:
 PARQUET = {"compression": "snappy"}
 
 
+# Tables a later version added columns to (cost_lines: tag_set): days written before lack them, so a
+# scan over old and new days inserts them as null (or leaves them out) instead of failing. These
+# tables' files are only ever written by this pipeline, so a column is never missing otherwise.
+ADDED_COLUMNS = {"cost_lines": ["tag_set"]}
+
+
+def _evolved(table: str) -> dict:
+    return {"missing_columns": "insert", "extra_columns": "ignore"} if table in ADDED_COLUMNS else {}
+
+
 def _write_frame(frame: pl.DataFrame | pl.LazyFrame, path: Path) -> None:
     if isinstance(frame, pl.LazyFrame):
         frame.sink_parquet(path, engine="streaming", **PARQUET)
@@ -305,7 +315,7 @@ class Lake:
             paths = [str(self._gcs_local(self._day(table, d), PART_NAME)) for d in days]
         else:
             paths = [self.location(self._day(table, d), PART_NAME) for d in days]
-        return pl.scan_parquet(paths, hive_partitioning=False, storage_options=self.storage_options())
+        return pl.scan_parquet(paths, hive_partitioning=False, storage_options=self.storage_options(), **_evolved(table))
 
     def scan(self, table: str) -> pl.LazyFrame:
         """Every day the table holds (for reports and ad-hoc reads)."""
@@ -317,4 +327,4 @@ class Lake:
                 raise FileNotFoundError(f"lake table {table!r} is empty under {self.uri}")
             return self.scan_days(table, days)
         pattern = self.location(table, "date=*", PART_NAME)
-        return pl.scan_parquet(pattern, hive_partitioning=False, storage_options=self.storage_options())
+        return pl.scan_parquet(pattern, hive_partitioning=False, storage_options=self.storage_options(), **_evolved(table))

@@ -45,7 +45,7 @@ def cost_lines(context: dg.AssetExecutionContext, pipeline: PipelineConfig, cost
             rows += sum(per_source.values())
             metadata = {
                 "dagster/row_count": sum(per_source.values()),
-                "dagster/column_schema": dg.TableSchema(columns=[dg.TableColumn(n, str(t)) for n, t in schema.items()]),
+                "dagster/column_schema": dg.TableSchema(columns=[dg.TableColumn(n, str(t)) for n, t in {**schema, "tag_set": pl.UInt64()}.items()]),
                 "path": dg.MetadataValue.path(path),
             }
             for currency, billed, effective in sums.group_by("currency").agg(pl.col("billed_cost").sum(), pl.col("effective_cost").sum()).sort("currency").iter_rows():
