@@ -15,6 +15,7 @@ import datetime as dt
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -219,19 +220,11 @@ def day_benchmark(out: Path, lines_per_day: int, pods: int, step: int, repeat: i
     return head + rows, {"whole": whole, "peer": peer, "ingest_direct": ingest_direct}
 
 
-def backfill_benchmark(out: Path, days: int, lines_per_day: int) -> list[str]:
-    """An N-day single-run backfill through ``cost-pipeline run`` (Dagster included), RSS sampled."""
+def _timed_cli(args: list[str], home: Path) -> tuple[float, float, list[tuple[float, int]]]:
+    """Run ``cost-pipeline ARGS`` in a child process: (wall, when the daily job ended, RSS trace)."""
     t = time.perf_counter()
-    generate(out, START, days, lines_per_day, seed=2)
-    generated = time.perf_counter() - t
-    raw = yaml.safe_load(bundled_config_path().read_text())
-    raw.update(lake_uri=str(out / "lake"), billing_sources=[{"name": "aws-main", "format": "aws_cur2", "uri": str(out / "billing" / "aws")}],
-               usage={"extracts_uri": str(out / "usage")}, slack={"outbox_uri": str(out / "outbox")})
-    (out / "config.yaml").write_text(yaml.safe_dump(raw))
-    end = START + dt.timedelta(days=days - 1)
-    cmd = [sys.executable, "-m", "cost_pipeline.cli", "run", "--config", str(out / "config.yaml"), "--start", str(START), "--end", str(end)]
-    t = time.perf_counter()
-    proc = subprocess.Popen(cmd, env={**os.environ, "DAGSTER_HOME": str(out / "home")}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "cost_pipeline.cli", *args], env={**os.environ, "DAGSTER_HOME": str(home)},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     output: list[str] = []
     daily_done: list[float] = []  # when the CLI reports the daily job's end (the reports job follows)
 
@@ -255,14 +248,39 @@ def backfill_benchmark(out: Path, days: int, lines_per_day: int) -> list[str]:
     reader.join(timeout=5)
     if proc.returncode:
         raise SystemExit(f"backfill failed:\n{''.join(output)[-3000:]}")
-    daily_end = daily_done[0] if daily_done else wall
+    return wall, daily_done[0] if daily_done else wall, trace
+
+
+def _backfill_line(what: str, days: int, wall: float, daily_end: float, trace: list[tuple[float, int]]) -> str:
     daily = [r for s, r in trace if s <= daily_end] or [r for _, r in trace]
     quarter = max(1, len(daily) // 4)
     early, late = max(daily[:quarter]), max(daily[-quarter:])
-    return [f"{days}-day single-run backfill at {lines_per_day:,} lines/day (data generated in {generated:.0f} s): "
-            f"{wall:.1f} s wall in all; the daily tables {daily_end:.1f} s ({daily_end / days:.2f} s per day), then the reports "
+    return (f"{what}: {wall:.1f} s wall in all; the daily tables {daily_end:.1f} s ({daily_end / days:.2f} s per day), then the reports "
             f"{wall - daily_end:.1f} s. Peak RSS of the daily job {max(daily) / 2**30:.2f} GiB: in its first quarter "
-            f"{early / 2**30:.2f} GiB, in its last quarter {late / 2**30:.2f} GiB; of the whole run {max(r for _, r in trace) / 2**30:.2f} GiB."]
+            f"{early / 2**30:.2f} GiB, in its last quarter {late / 2**30:.2f} GiB; of the whole run {max(r for _, r in trace) / 2**30:.2f} GiB.")
+
+
+def backfill_benchmark(out: Path, days: int, lines_per_day: int) -> list[str]:
+    """An N-day single-run backfill through ``cost-pipeline run`` (Dagster included), RSS sampled; then
+    the backfill a rules change needs (``run --rules-only``: cost_lines and usage kept)."""
+    t = time.perf_counter()
+    marker = out / f".generated-{days}-{lines_per_day}"
+    if not marker.exists():  # --out kept from an earlier run with the same sizes: reuse the files
+        generate(out, START, days, lines_per_day, seed=2)
+        marker.write_text("")
+    generated = time.perf_counter() - t
+    for old in ("lake", "home"):  # every run starts from an empty lake and instance
+        shutil.rmtree(out / old, ignore_errors=True)
+    raw = yaml.safe_load(bundled_config_path().read_text())
+    raw.update(lake_uri=str(out / "lake"), billing_sources=[{"name": "aws-main", "format": "aws_cur2", "uri": str(out / "billing" / "aws")}],
+               usage={"extracts_uri": str(out / "usage")}, slack={"outbox_uri": str(out / "outbox")})
+    (out / "config.yaml").write_text(yaml.safe_dump(raw))
+    end = START + dt.timedelta(days=days - 1)
+    args = ["run", "--config", str(out / "config.yaml"), "--start", str(START), "--end", str(end)]
+    full = _timed_cli(args, out / "home")
+    rules = _timed_cli([*args, "--rules-only"], out / "home")
+    return [_backfill_line(f"{days}-day single-run backfill at {lines_per_day:,} lines/day (data generated in {generated:.0f} s)", days, *full),
+            "", _backfill_line(f"The same {days} days again after a rules change (`run --rules-only`: cost_lines and usage kept)", days, *rules)]
 
 
 def main() -> None:

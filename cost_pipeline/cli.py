@@ -108,9 +108,26 @@ def cmd_run(args: argparse.Namespace) -> int:
     tags = {ASSET_PARTITION_RANGE_START_TAG: args.start.isoformat(), ASSET_PARTITION_RANGE_END_TAG: args.end.isoformat()}
     if args.notify:
         tags[NOTIFY_TAG] = "true"
+    selection = None
+    if getattr(args, "rules_only", False):
+        from dagster import AssetKey
+
+        from cost_pipeline.defs.jobs import DAILY_ASSETS, RULES_INPUTS
+        from cost_pipeline.lib.lake import Lake
+
+        lake = Lake.from_settings(settings)
+        days = [args.start + dt.timedelta(days=i) for i in range((args.end - args.start).days + 1)]
+        for table in RULES_INPUTS:
+            missing = [d.isoformat() for d in days if not lake.has_day(table, d)]
+            if missing:
+                print(f"error: --rules-only keeps {table}, but the lake lacks {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}: "
+                      "run without --rules-only", file=sys.stderr)
+                return 2
+        selection = [AssetKey(a) for a in DAILY_ASSETS if a not in RULES_INPUTS]
     for job_name, job_tags in (("daily_costs_job", tags), ("reports_job", {})):
         result = defs.resolve_job_def(job_name).execute_in_process(
-            instance=instance, tags=job_tags, raise_on_error=False, run_config=_log_config(args.log_level)
+            instance=instance, tags=job_tags, raise_on_error=False, run_config=_log_config(args.log_level),
+            asset_selection=selection if job_name == "daily_costs_job" else None,
         )
         problems = _failed_steps(result)
         for warning in _check_events(result, "WARN"):
@@ -249,7 +266,8 @@ def cmd_rules_apply(args: argparse.Namespace) -> int:
     shutil.copyfile(target, backup)
     shutil.copyfile(args.proposed, target)
     print(f"adopted rules {proposed.rules_version} in {target} (previous rules kept in {backup}); backfilling {args.start} .. {args.end}")
-    return cmd_run(argparse.Namespace(config=str(target), start=args.start, end=args.end, notify=False, log_level=args.log_level))
+    # the bill and the usage did not change: only what the rules decide is recomputed
+    return cmd_run(argparse.Namespace(config=str(target), start=args.start, end=args.end, notify=False, log_level=args.log_level, rules_only=True))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -272,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
                      help="send Slack alerts and digests for past days too (a backfill sends nothing otherwise)")
     run.add_argument("--log-level", default="CRITICAL", choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
                      help="Dagster's console log; problems are summarized after the run whatever the level")
+    run.add_argument("--rules-only", action="store_true",
+                     help="recompute only what the tagging and allocation rules decide; cost_lines and usage in the lake are kept")
     run.set_defaults(func=cmd_run)
 
     summary = sub.add_parser("summary", help="print spend per team and the untagged share from the lake")

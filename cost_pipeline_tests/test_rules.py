@@ -84,14 +84,20 @@ def test_rules_apply_previews_adopts_and_backfills(config_path, tmp_path):
     preview = cli(*args)
     assert preview.returncode == 0 and "eks-shared" in preview.stdout and "re-run with --yes" in preview.stdout
     assert load_settings(config_path).rules_version == current.rules_version  # nothing adopted
+    lake = Lake.from_uri(current.lake_uri)
+    kept = {t: lake.day_path(t, START).stat().st_mtime_ns for t in ("cost_lines", "usage", "tag_sets")}
     applied = cli(*args, "--yes")
     assert applied.returncode == 0, applied.stderr[-2000:]
     assert load_settings(config_path).rules_version == proposed.rules_version
     assert (tmp_path / f"config.yaml.{current.rules_version}.bak").read_text() != config_path.read_text()
-    lake = Lake.from_uri(current.lake_uri)
     written = pl.read_parquet(lake.day_path("allocated_costs", START))
     assert set(written["rules_version"]) == {proposed.rules_version}
     lines = pl.read_parquet(lake.day_path("cost_lines", START))
     assert written["amount"].sum() == lines["effective_cost"].sum() != Decimal(0)
+    # the bill and the usage did not change: the backfill recomputed only what the rules decide
+    assert {t: lake.day_path(t, START).stat().st_mtime_ns for t in kept} == kept
+    later = START.replace(day=START.day + 1)
+    unlanded = cli("run", "--config", str(config_path), "--rules-only", "--start", START.isoformat(), "--end", later.isoformat())
+    assert unlanded.returncode == 2 and f"cost_lines, but the lake lacks {later}" in unlanded.stderr
     bundled = cli("rules", "apply", "--proposed", str(proposed_path), "--start", START.isoformat(), "--end", START.isoformat(), "--yes")
     assert bundled.returncode == 2 and "replaces your config file" in bundled.stderr

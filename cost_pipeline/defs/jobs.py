@@ -6,6 +6,8 @@ import dagster as dg
 
 from cost_pipeline.defs.partitions import DAILY
 
+# what the tagging and allocation rules read but do not decide: a rules change keeps them (`run --rules-only`)
+RULES_INPUTS = ["cost_lines", "usage"]
 DAILY_ASSETS = ["cost_lines", "usage", "untagged_spend", "tag_compliance", "allocated_costs", "team_daily_costs", "team_cost_detail", "anomalies", "slack_notifications"]
 
 daily_costs_job = dg.define_asset_job(

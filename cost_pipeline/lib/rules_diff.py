@@ -11,18 +11,24 @@ import datetime as dt
 import polars as pl
 
 from cost_pipeline.config import Settings
-from cost_pipeline.lib.allocate import allocate
+from cost_pipeline.lib.allocate import allocate_sums, allocation_from_attribution_sums
+from cost_pipeline.lib.attribution import attribute_day, lake_day
 from cost_pipeline.lib.lake import Lake
 from cost_pipeline.lib.money import MONEY
-from cost_pipeline.lib.pools import classify
+from cost_pipeline.lib.tags import day_tag_keys
 from cost_pipeline.lib.usage import read_usage
 
 
 def allocate_days(lake: Lake, rules: Settings, days: list[dt.date]) -> pl.DataFrame:
-    lines = lake.scan_days("cost_lines", days).collect()
-    pools = rules.allocation.pools
-    samples = read_usage(lake, days) if pools else None
-    return allocate(classify(lines, rules.tagging, pools), rules.rules_version, pools, samples, rules.tagging)
+    """``allocated_costs`` under ``rules``, day by day as the asset computes it (a month of 10^7-line
+    days is never loaded at once: each day's tag sets are classified, see ``lib/attribution``)."""
+    pools, frames = rules.allocation.pools, []
+    for day in days:
+        lines, tag_sets = lake_day(lake, day)
+        attributed = attribute_day(lines, day_tag_keys(lake, day, lines) if tag_sets is None else None, rules.tagging, pools, tag_sets)
+        samples = read_usage(lake, [day]) if pools else None
+        frames.append(allocate_sums(allocation_from_attribution_sums(attributed.sums), rules.rules_version, pools, samples, rules.tagging))
+    return pl.concat(frames)
 
 
 def diff_allocations(current: pl.DataFrame, proposed: pl.DataFrame) -> pl.DataFrame:

@@ -153,6 +153,8 @@ def read_source_day(source: BillingSource, day: dt.date, storage: Storage | None
 
 
 KEY = ["line_item_id", "charge_period_start"]
+# a 64-bit hash of the key per line (columns hashed alone and combined: a third of a struct hash's time)
+KEY_HASH = pl.col("line_item_id").hash(seed=3) ^ pl.col("charge_period_start").hash(seed=4)
 
 
 def _validated(lines: pl.LazyFrame, source: BillingSource, where: str) -> tuple[pl.LazyFrame, pl.Series]:
@@ -161,7 +163,7 @@ def _validated(lines: pl.LazyFrame, source: BillingSource, where: str) -> tuple[
     bad_currency = ~pl.col("currency").is_in(ISO_4217) | pl.col("currency").is_null()
     try:
         check = lines.select(
-            pl.struct(KEY).hash(seed=3).alias("key"), no_amount.alias("no_amount"), bad_currency.alias("bad_currency")
+            KEY_HASH.alias("key"), no_amount.alias("no_amount"), bad_currency.alias("bad_currency")
         ).collect(engine="streaming")
     except pl.exceptions.PolarsError as exc:
         raise InputError(where, f"cannot read billing data: {str(exc).splitlines()[0]}") from None
@@ -180,7 +182,7 @@ def _refuse_duplicates(parts: list[tuple[pl.LazyFrame, pl.Series]], source: Bill
     if suspects.is_empty():
         return
     candidates = pl.concat([
-        lines.filter(pl.struct(KEY).hash(seed=3).is_in(suspects.implode())).select(*KEY, "source_file") for lines, _ in parts
+        lines.filter(KEY_HASH.is_in(suspects.implode())).select(*KEY, "source_file") for lines, _ in parts
     ]).collect()
     twice = candidates.filter(pl.struct(KEY).is_duplicated())
     if twice.is_empty():  # a 64-bit hash collision, not a duplicate
