@@ -177,8 +177,8 @@ def _validated(lines: pl.LazyFrame, source: BillingSource, where: str) -> tuple[
 
 
 def _refuse_duplicates(parts: list[tuple[pl.LazyFrame, pl.Series]], source: BillingSource) -> None:
-    keys = pl.concat([k for _, k in parts])
-    suspects = keys.filter(keys.is_duplicated()).unique()
+    keys = pl.concat([k for _, k in parts]).sort()  # sorted, a repeat is its neighbour: 0.3 s for 13 M (is_duplicated: 2.7 s)
+    suspects = keys.filter(keys == keys.shift(1)).unique()
     if suspects.is_empty():
         return
     candidates = pl.concat([
