@@ -8,8 +8,9 @@ import dagster as dg
 import polars as pl
 
 
-def column_schema(frame: pl.DataFrame) -> dg.TableSchema:
-    return dg.TableSchema(columns=[dg.TableColumn(name, str(dtype)) for name, dtype in frame.schema.items()])
+def column_schema(frame: pl.DataFrame | pl.Schema) -> dg.TableSchema:
+    schema = frame if isinstance(frame, pl.Schema) else frame.schema
+    return dg.TableSchema(columns=[dg.TableColumn(name, str(dtype)) for name, dtype in schema.items()])
 
 
 def money_totals(frame: pl.DataFrame, columns: list[str]) -> dict[str, dg.MetadataValue]:

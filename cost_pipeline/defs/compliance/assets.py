@@ -10,7 +10,7 @@ import polars as pl
 
 from cost_pipeline.defs.allocation.checks import CONSERVES
 from cost_pipeline.defs.compliance.checks import share_evaluations
-from cost_pipeline.defs.metadata import day_metadata
+from cost_pipeline.defs.metadata import column_schema, day_metadata
 from cost_pipeline.defs.partitions import BACKFILL_POLICY, DAILY, partition_days
 from cost_pipeline.defs.resources import LakeResource, PipelineConfig
 from cost_pipeline.lib.allocate import allocate_sums, allocation_from_attribution_sums
@@ -102,13 +102,16 @@ def attribution(context: dg.AssetExecutionContext, pipeline: PipelineConfig, cos
                 )
             if "untagged_spend" not in selected:
                 continue
-            quarantined = untagged_stage.scan(day).collect()
+            # the metadata's columns only: the quarantined lines' tags maps are not decoded again
+            staged = untagged_stage.scan(day)
+            quarantined = staged.select("amount", "currency", "reason", "resource_id", "account_id", "service").collect()
             day_shares = untagged_shares(summary)
             shares.append(day_shares)
             by_reason = quarantined.group_by("reason", "currency").agg(pl.col("amount").sum()).sort("currency", "amount", descending=[False, True])
             context.add_asset_metadata(
                 {
                     **day_metadata(quarantined, untagged_path, ["amount"]),
+                    "dagster/column_schema": column_schema(staged.collect_schema()),
                     **{f"untagged % ({c})": dg.MetadataValue.float(round(float(share) * 100, 2)) for c, share in day_shares.select("currency", "share").iter_rows()},
                     "by_reason": dg.MetadataValue.json({f"{r} ({c})": float(round(a, 2)) for r, c, a in by_reason.iter_rows()}),
                     "top_untagged_resources": dg.MetadataValue.md(_top_resources_md(quarantined)),
