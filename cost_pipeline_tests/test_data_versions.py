@@ -81,3 +81,25 @@ def test_rules_edited_after_loading_fail_the_run_instead_of_writing_other_rules(
     errors = [e.event_specific_data.error.message for e in result.all_events if e.event_type_value == "RESOURCE_INIT_FAILURE"]
     assert any("reload the code location" in m and str(config) in m for m in errors), errors
     assert not (tmp_path / "lake" / "cost_lines").exists()
+
+
+def test_fingerprint_ignores_order_and_grouping_but_not_a_cent(sample_dir):
+    """The fingerprint is summed while streaming (per source and currency in the ingest pass): any
+    order and any grouping of the same lines give the same value; one cent more gives another."""
+    from decimal import Decimal
+
+    import polars as pl
+
+    from cost_pipeline.lib.billing.fingerprint import content_hash, day_fingerprint, fingerprint_from, fingerprint_parts
+    from cost_pipeline_tests.conftest import read_day
+
+    lines = read_day("aws_cur2", str(sample_dir / "billing" / "aws"), START, "aws-main")
+    whole = day_fingerprint(lines)
+    assert whole.endswith(f"-{lines.height}") and lines.height > 300
+    assert day_fingerprint(lines.sample(fraction=1.0, shuffle=True, seed=3)) == whole
+    by_service = lines.group_by("service", "currency").agg(fingerprint_parts(content_hash(lines.schema)))
+    assert by_service.height > 1 and fingerprint_from(by_service) == whole
+    one_cent = lines.with_columns(pl.when(pl.int_range(pl.len()) == 7).then(pl.col("effective_cost") + Decimal("0.01"))
+                                  .otherwise(pl.col("effective_cost")).alias("effective_cost"))
+    assert day_fingerprint(one_cent) != whole
+    assert day_fingerprint(lines.head(lines.height - 1)) != whole

@@ -34,7 +34,7 @@ def _write_day(lake: Lake, plan: pl.LazyFrame, day: dt.date) -> pl.DataFrame | N
     """As the ``cost_lines`` asset writes a day: the lines, then their tag sets."""
     with lake.staging("cost_lines") as lines_stage, lake.staging("tag_sets") as tag_set_stage:
         path, _ = lines_stage.reserve(day)
-        _, _, tag_sets = write_cost_lines_day(plan, path)
+        _, tag_sets = write_cost_lines_day(plan, path)
         tag_set_stage.write_day(day, tag_sets)
     return tag_sets
 

@@ -8,7 +8,7 @@ from cost_pipeline.defs.failures import input_errors_as_failures
 from cost_pipeline.defs.metadata import content_version
 from cost_pipeline.defs.partitions import BACKFILL_POLICY, DAILY, partition_days
 from cost_pipeline.defs.resources import BillingStorage, LakeResource, PipelineConfig
-from cost_pipeline.lib.billing.fingerprint import fingerprint_of
+from cost_pipeline.lib.billing.fingerprint import fingerprint_from
 from cost_pipeline.lib.billing.sources import TOTALS_SCHEMA, bill_totals, source_day
 from cost_pipeline.lib.billing.totals import totals_markdown
 from cost_pipeline.lib.billing.write_day import write_cost_lines_day
@@ -40,7 +40,7 @@ def cost_lines(context: dg.AssetExecutionContext, pipeline: PipelineConfig, cost
             plan = pl.concat(plans)
             staged_path, path = staging.reserve(day)
             schema = plan.collect_schema()
-            hashes, sums, tag_sets = write_cost_lines_day(plan, staged_path)
+            sums, tag_sets = write_cost_lines_day(plan, staged_path)
             # no tag sets (two maps sharing a hash): an empty table makes attribution read the maps themselves
             tag_set_stage.write_day(day, tag_sets if tag_sets is not None else pl.DataFrame(schema={"tag_set": pl.UInt64, "tags": schema["tags"]}))
             per_source = dict(sums.group_by("source").agg(pl.col("rows").sum()).iter_rows())
@@ -61,7 +61,7 @@ def cost_lines(context: dg.AssetExecutionContext, pipeline: PipelineConfig, cost
             metadata["sources_without_data"] = ", ".join(empty) or "none"
             for source in settings.billing_sources:
                 metadata[f"lines/{source.name}"] = per_source.get(source.name, 0)
-                metadata[f"fingerprint/{source.name}"] = fingerprint_of(hashes.filter(pl.col("source") == source.name)["h"])
+                metadata[f"fingerprint/{source.name}"] = fingerprint_from(sums.filter(pl.col("source") == source.name))
             fingerprints.append(",".join(str(metadata[f"fingerprint/{s.name}"]) for s in settings.billing_sources))
             if not per_source:
                 empty_days.append(day)

@@ -1,10 +1,10 @@
 """Writing one day of ``cost_lines``: the lines, their content hashes, sums and tag sets in one pass.
 
 A 10 M-line day is never held in memory: Polars streams the day's plan once and shares the scan
-between the Parquet sink, the per-line hashes (the day's fingerprint, see ``fingerprint.py``), the
-per-source totals that the asset reports and the bill reconciliation compares, and the day's tag
-sets. All four are sinks: when one of them was collected into memory instead, Polars 2.1 buffered
-the shared scan for the slower consumer and a 13 M-line day peaked at 5.4 GiB instead of 1.3 GiB.
+between the Parquet sink, the per-source totals (with the day's content fingerprint, see
+``fingerprint.py``) that the asset reports and the bill reconciliation compares, and the day's tag
+sets. All are sinks: when one of them was collected into memory instead, Polars 2.1 buffered the
+shared scan for the slower consumer and a 13 M-line day peaked at 5.4 GiB instead of 1.4 GiB.
 
 Tag sets: each line gets ``tag_set``, a 64-bit hash of its tags map, and the lake's ``tag_sets``
 table holds each distinct map of the day once. Attribution then groups the day by ``tag_set`` and
@@ -19,31 +19,32 @@ from pathlib import Path
 
 import polars as pl
 
-from cost_pipeline.lib.billing.fingerprint import content_hash, tag_set_hash
+from cost_pipeline.lib.billing.fingerprint import content_hash, fingerprint_parts, tag_set_hash
 from cost_pipeline.lib.lake import PARQUET
 
 
-def write_cost_lines_day(plan: pl.LazyFrame, path: Path) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame | None]:
-    """Sink ``plan`` (with ``tag_set``) to ``path``; returns (source, h) per line, (source, currency)
-    sums, and the day's tag sets (``tag_set``, ``tags``), None if two maps share a hash."""
+def write_cost_lines_day(plan: pl.LazyFrame, path: Path) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+    """Sink ``plan`` (with ``tag_set``) to ``path``; returns the (source, currency) sums with their
+    fingerprint parts, and the day's tag sets (``tag_set``, ``tags``), None if two maps share a hash."""
     schema = plan.collect_schema()
-    # every derived column computed once, in the plan all four queries share
+    # every derived column computed once, in the plan all three queries share
     lines = plan.with_columns(tag_set=tag_set_hash()).with_columns(
         _h=content_hash(schema, tag_set=pl.col("tag_set")), _check=tag_set_hash(seed=2))
-    work = {name: path.with_suffix(f".{name}.parquet") for name in ("hashes", "sums", "tag_sets")}
+    work = {name: path.with_suffix(f".{name}.parquet") for name in ("sums", "tag_sets")}
     try:
         pl.collect_all([
             lines.drop("_h", "_check").sink_parquet(path, lazy=True, **PARQUET),
-            lines.select("source", pl.col("_h").alias("h")).sink_parquet(work["hashes"], lazy=True),
-            lines.group_by("source", "currency").agg(pl.len().alias("rows"), pl.col("billed_cost").sum(), pl.col("effective_cost").sum(),
-                                                     pl.col("is_final").sum().alias("final")).sink_parquet(work["sums"], lazy=True),
+            lines.group_by("source", "currency").agg(pl.col("billed_cost").sum(), pl.col("effective_cost").sum(),
+                                                     pl.col("is_final").sum().alias("final"), *fingerprint_parts(pl.col("_h")))
+            .sink_parquet(work["sums"], lazy=True),
             # the first line of each (tag_set, check) pair: a group-by keeping maps peaked at 7.8 GiB
             lines.select("tag_set", "tags", pl.col("_check").alias("check")).filter(pl.struct("tag_set", "check").is_first_distinct())
             .sink_parquet(work["tag_sets"], lazy=True),
         ], engine="streaming")
+        sums = pl.read_parquet(work["sums"]).with_columns(rows=pl.col("fp_lines"))
         tag_sets = pl.read_parquet(work["tag_sets"])
         unique = not tag_sets["tag_set"].is_duplicated().any()
-        return pl.read_parquet(work["hashes"]), pl.read_parquet(work["sums"]), tag_sets.drop("check").sort("tag_set") if unique else None
+        return sums, tag_sets.drop("check").sort("tag_set") if unique else None
     finally:
         for file in work.values():
             file.unlink(missing_ok=True)
