@@ -12,7 +12,9 @@ the configured prefixes. A 13 M-line day holds about 10^5 distinct combinations 
    (an inner join on the combination, nulls equal) with their reason.
 
 Classifying 13 M lines one by one took 20 s on this machine, most of it string work repeated on the
-same few values (trim, lower-case, patterns, provenance); the two passes take a fraction of it.
+same few values (trim, lower-case, patterns, provenance). With the day's tag sets (written by the
+ingest, see ``lib/billing/write_day.py``) the first pass reads no tags map at all: 3 s for the sums,
+4 s for the quarantine's pass.
 """
 
 from __future__ import annotations
