@@ -59,7 +59,17 @@ def rows_for_browser(detail: pl.DataFrame, kind: str, with_team: bool = False) -
         **({"team": pl.col("team")} if with_team else {}),
         hi="hi",
         lo="lo",
-    ).with_columns([pl.col(c).map_elements(display_text, return_dtype=pl.String) for c in ["project", "workload_type", "environment", "experiment_id", "pool", "segment", *(["team"] if with_team else [])]])
+    ).pipe(_displayed, ["project", "workload_type", "environment", "experiment_id", "pool", "segment", *(["team"] if with_team else [])])
+
+
+def _displayed(frame: pl.DataFrame, columns: list[str]) -> pl.DataFrame:
+    """:func:`display_text` once per distinct value, here, then replaced in: called per element from
+    Polars' threads it waited for the GIL each time (14 s for 3,000 values in a 30-day report run)."""
+    mapped = []
+    for column in columns:
+        values = frame[column].unique().drop_nulls().to_list()
+        mapped.append(pl.col(column).replace(values, [display_text(v) for v in values]))
+    return frame.with_columns(mapped)
 
 
 def team_spec(rows: list[dict], options: dict[str, list[str]], currencies: list[str], month: str) -> dict:
