@@ -30,7 +30,7 @@ import yaml
 
 from cost_pipeline.config import BillingSource, bundled_config_path, load_settings
 from cost_pipeline.lib.allocate import allocate_sums, allocation_from_attribution_sums
-from cost_pipeline.lib.attribution import attribute_day, lake_day
+from cost_pipeline.lib.attribution import attribute_lake_day
 from cost_pipeline.lib.billing.sources import source_day
 from cost_pipeline.lib.billing.write_day import write_cost_lines_day
 from cost_pipeline.lib.compliance import compliance_breakdown, summary_from_sums
@@ -170,8 +170,7 @@ def day_benchmark(out: Path, lines_per_day: int, pods: int, step: int, repeat: i
     count = meter.run("ingest: read, validate, write cost_lines", ingest, repeat)
 
     def direct_attribution():  # the asset's path without pools: the day's tag sets classified, not its lines
-        lines, tag_sets = lake_day(lake, START)
-        attributed = attribute_day(lines, None, settings.tagging, [], tag_sets)
+        attributed = attribute_lake_day(lake, START, settings.tagging, [])
         return allocate_sums(allocation_from_attribution_sums(attributed.sums), "bench", [], None, settings.tagging)
 
     direct = meter.run("direct attribution (tags, no pools)", direct_attribution, repeat)
@@ -185,9 +184,8 @@ def day_benchmark(out: Path, lines_per_day: int, pods: int, step: int, repeat: i
     meter.run(f"usage: parse extracts, write usage ({usage_samples:,} pod samples)", usage, repeat)
 
     def attribution():  # as the asset: sums per combination classified, the quarantine's lines sunk
-        lines, tag_sets = lake_day(lake, START)
-        attributed = attribute_day(lines, None, settings.tagging, pools, tag_sets)
-        attributed.quarantine(lines).sink_parquet(out / "untagged_spend.parquet")
+        attributed = attribute_lake_day(lake, START, settings.tagging, pools)
+        attributed.quarantine().sink_parquet(out / "untagged_spend.parquet")
         lake.write_day("tag_compliance", START, compliance_breakdown(summary_from_sums(attributed.sums)))
         allocated = allocate_sums(allocation_from_attribution_sums(attributed.sums), "bench", pools, read_usage(lake, [START]), settings.tagging)
         lake.write_day("allocated_costs", START, allocated)

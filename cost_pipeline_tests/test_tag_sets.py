@@ -30,7 +30,7 @@ SETTINGS = load_settings(bundled_config_path())
 KEYS = [*SUM_KEYS, "sub_account_id"]
 
 
-def _write_day(lake: Lake, plan: pl.LazyFrame, day: dt.date) -> pl.DataFrame | None:
+def _write_day(lake: Lake, plan: pl.LazyFrame, day: dt.date) -> pl.DataFrame:
     """As the ``cost_lines`` asset writes a day: the lines, then their tag sets."""
     with lake.staging("cost_lines") as lines_stage, lake.staging("tag_sets") as tag_set_stage:
         path, _ = lines_stage.reserve(day)
@@ -55,7 +55,7 @@ def test_sample_days_by_tag_set_match_the_ground_truth_and_the_bill(tmp_path, sa
         # lines in = lines out, and every cent of the bill, summed by hand from the raw rows
         assert attributed.sums["lines"].sum() == len(rows) > 300
         assert attributed.sums["effective_cost"].sum() == sum((cur2_effective(r) for r in rows), Decimal(0))
-        got = attributed.quarantine(lines).collect()
+        got = attributed.quarantine().collect()
         expected = truth.filter(pl.col("expected_reason").is_not_null() & pl.col("line_item_id").is_in(pl.Series([r["identity_line_item_id"] for r in rows]).implode()))
         joined = expected.join(got.select("line_item_id", "reason", "tags"), on="line_item_id", how="full", coalesce=True)
         assert joined.height == expected.height == got.height > 10
@@ -120,7 +120,7 @@ def test_hard_cases_classify_alike_by_combination_and_line_by_line(tmp_path, by_
     attributed = attribute_day(day_lines, keys, SCHEMA, POOLS, tag_sets if by_tag_set else None)
     one_by_one = classify(lines, SCHEMA, POOLS)
     assert attributed.sums.sort(KEYS, nulls_last=True).equals(attribution_sums(one_by_one).collect().sort(KEYS, nulls_last=True))
-    got = attributed.quarantine(day_lines).collect().sort("line_item_id")
+    got = attributed.quarantine().collect().sort("line_item_id")
     assert got.equals(quarantine(one_by_one).sort("line_item_id"))
     # the cases meant: a conflict and a hostile value quarantined, a pool by provider tag, rules applied
     reasons = dict(zip(got["line_item_id"], got["reason"]))

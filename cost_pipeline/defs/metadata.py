@@ -34,21 +34,6 @@ def day_metadata(frame: pl.DataFrame, path: str, amount_columns: list[str]) -> d
     }
 
 
-def lazy_day_metadata(frame: pl.LazyFrame, path: str, amount_columns: list[str]) -> dict:
-    """The same as :func:`day_metadata`, computed by streaming aggregates (the day is not loaded)."""
-    schema = frame.collect_schema()
-    sums = frame.group_by("currency").agg(pl.len().alias("_rows"), *[pl.col(c).sum() for c in amount_columns]).sort("currency").collect()
-    out: dict = {
-        "dagster/row_count": int(sums["_rows"].sum()) if sums.height else 0,
-        "dagster/column_schema": dg.TableSchema(columns=[dg.TableColumn(name, str(dtype)) for name, dtype in schema.items()]),
-        "path": dg.MetadataValue.path(path),
-    }
-    for row in sums.iter_rows(named=True):
-        for column in amount_columns:
-            out[f"{column} ({row['currency']})"] = dg.MetadataValue.float(float(round(row[column], 2)))
-    return out
-
-
 def content_version(fingerprints: list[str]) -> dg.DataVersion:
     """The run's data version from the content fingerprints of its days: re-materializing a day whose
     content did not change (a restatement with the same charges) leaves downstream days fresh.

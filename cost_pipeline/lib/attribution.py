@@ -27,7 +27,7 @@ from cost_pipeline.config import Pool, TaggingConfig
 from cost_pipeline.lib.allocate import attribution_sums
 from cost_pipeline.lib.keys import fold_key
 from cost_pipeline.lib.pools import classify_plan
-from cost_pipeline.lib.tags import CLASSIFY_COLUMNS, TAG_COLUMNS_REASON, quarantine, raw_tag_keys
+from cost_pipeline.lib.tags import CLASSIFY_COLUMNS, TAG_COLUMNS_REASON, day_tag_keys, quarantine, raw_tag_keys
 
 LINE_KEYS = ["date", "currency", "sub_account_id", "service"]
 TAGS_MAP = pl.Map(pl.String(), pl.String())
@@ -96,10 +96,11 @@ class DayAttribution:
     sums: pl.DataFrame  # attribution_sums of the day: what compliance and allocation derive from
     failing: pl.DataFrame  # the combinations that fail the schema, with their reason
     combination: Combination
+    lines: pl.LazyFrame  # the day's lines, for the quarantine's pass
 
-    def quarantine(self, lines: pl.LazyFrame) -> pl.LazyFrame:
+    def quarantine(self) -> pl.LazyFrame:
         """The day's ``untagged_spend`` lines, as a lazy plan to sink (the second pass)."""
-        return self.combination.quarantine(lines, self.failing)
+        return self.combination.quarantine(self.lines, self.failing)
 
 
 def map_keys(tag_sets: pl.DataFrame) -> list[str]:
@@ -133,7 +134,7 @@ def attribute_day(lines: pl.LazyFrame, raw_keys: list[str] | None, schema: Taggi
         shaped = shaped.drop("_known")
     tagged = classify_plan(shaped.lazy(), combination.raw_keys, schema, pools).collect()
     failing = tagged.filter(pl.col(TAG_COLUMNS_REASON).is_not_null()).select(*combination.names, TAG_COLUMNS_REASON)
-    return DayAttribution(attribution_sums(tagged).collect(), failing, combination)
+    return DayAttribution(attribution_sums(tagged).collect(), failing, combination, lines)
 
 
 def lake_day(lake, day) -> tuple[pl.LazyFrame, pl.DataFrame | None]:
@@ -142,3 +143,10 @@ def lake_day(lake, day) -> tuple[pl.LazyFrame, pl.DataFrame | None]:
     if "tag_set" not in lines.collect_schema().names() or not lake.has_day("tag_sets", day):
         return lines.select(CLASSIFY_COLUMNS), None
     return lines.select(*CLASSIFY_COLUMNS, "tag_set"), lake.scan_days("tag_sets", [day]).collect()
+
+
+def attribute_lake_day(lake, day, schema: TaggingConfig, pools: list[Pool]) -> DayAttribution:
+    """:func:`attribute_day` of a lake day: by its tag sets, or (a day written without them) by its
+    maps, with the tag keys read from the file's key column."""
+    lines, tag_sets = lake_day(lake, day)
+    return attribute_day(lines, day_tag_keys(lake, day, lines) if tag_sets is None else None, schema, pools, tag_sets)

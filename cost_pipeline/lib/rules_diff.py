@@ -12,10 +12,9 @@ import polars as pl
 
 from cost_pipeline.config import Settings
 from cost_pipeline.lib.allocate import allocate_sums, allocation_from_attribution_sums
-from cost_pipeline.lib.attribution import attribute_day, lake_day
+from cost_pipeline.lib.attribution import attribute_lake_day
 from cost_pipeline.lib.lake import Lake
 from cost_pipeline.lib.money import MONEY
-from cost_pipeline.lib.tags import day_tag_keys
 from cost_pipeline.lib.usage import read_usage
 
 
@@ -24,8 +23,7 @@ def allocate_days(lake: Lake, rules: Settings, days: list[dt.date]) -> pl.DataFr
     days is never loaded at once: each day's tag sets are classified, see ``lib/attribution``)."""
     pools, frames = rules.allocation.pools, []
     for day in days:
-        lines, tag_sets = lake_day(lake, day)
-        attributed = attribute_day(lines, day_tag_keys(lake, day, lines) if tag_sets is None else None, rules.tagging, pools, tag_sets)
+        attributed = attribute_lake_day(lake, day, rules.tagging, pools)
         samples = read_usage(lake, [day]) if pools else None
         frames.append(allocate_sums(allocation_from_attribution_sums(attributed.sums), rules.rules_version, pools, samples, rules.tagging))
     return pl.concat(frames)

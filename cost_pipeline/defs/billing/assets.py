@@ -4,8 +4,9 @@ import dagster as dg
 import polars as pl
 
 from cost_pipeline.defs.billing.checks import BILL_RECONCILES, bill_reconciliation_result
+from cost_pipeline.defs.catalog import TABLES
 from cost_pipeline.defs.failures import input_errors_as_failures
-from cost_pipeline.defs.metadata import content_version
+from cost_pipeline.defs.metadata import column_schema, content_version, money_totals
 from cost_pipeline.defs.partitions import BACKFILL_POLICY, DAILY, partition_days
 from cost_pipeline.defs.resources import BillingStorage, LakeResource, PipelineConfig
 from cost_pipeline.lib.billing.fingerprint import fingerprint_from
@@ -39,24 +40,20 @@ def cost_lines(context: dg.AssetExecutionContext, pipeline: PipelineConfig, cost
                 plans = [source_day(s, day, billing.for_source(s)) for s in settings.billing_sources]
             plan = pl.concat(plans)
             staged_path, path = staging.reserve(day)
-            schema = plan.collect_schema()
             sums, tag_sets = write_cost_lines_day(plan, staged_path)
-            # no tag sets (two maps sharing a hash): an empty table makes attribution read the maps themselves
-            tag_set_stage.write_day(day, tag_sets if tag_sets is not None else pl.DataFrame(schema={"tag_set": pl.UInt64, "tags": schema["tags"]}))
-            per_source = dict(sums.group_by("source").agg(pl.col("rows").sum()).iter_rows())
+            tag_set_stage.write_day(day, tag_sets)
+            per_source = dict(sums.group_by("source").agg(pl.col("fp_lines").sum()).iter_rows())
             rows += sum(per_source.values())
             metadata = {
                 "dagster/row_count": sum(per_source.values()),
-                "dagster/column_schema": dg.TableSchema(columns=[dg.TableColumn(n, str(t)) for n, t in {**schema, "tag_set": pl.UInt64()}.items()]),
+                "dagster/column_schema": column_schema(pl.Schema(TABLES["cost_lines"])),
                 "path": dg.MetadataValue.path(path),
+                **money_totals(sums, ["billed_cost", "effective_cost"]),
             }
-            for currency, billed, effective in sums.group_by("currency").agg(pl.col("billed_cost").sum(), pl.col("effective_cost").sum()).sort("currency").iter_rows():
-                metadata[f"billed_cost ({currency})"] = dg.MetadataValue.float(float(round(billed, 2)))
-                metadata[f"effective_cost ({currency})"] = dg.MetadataValue.float(float(round(effective, 2)))
-            total, final = int(sums["rows"].sum()), int(sums["final"].sum())
+            total, final = sum(per_source.values()), int(sums["final"].sum())
             metadata["final %"] = dg.MetadataValue.float(round(100 * final / total, 2) if total else 0.0)
             metadata["final"] = bool(total) and final == total
-            metadata["tag_sets"] = tag_sets.height if tag_sets is not None else 0
+            metadata["tag_sets"] = tag_sets.height
             empty = [s.name for s in settings.billing_sources if not per_source.get(s.name)]
             metadata["sources_without_data"] = ", ".join(empty) or "none"
             for source in settings.billing_sources:

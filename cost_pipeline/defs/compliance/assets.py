@@ -14,7 +14,7 @@ from cost_pipeline.defs.metadata import column_schema, day_metadata
 from cost_pipeline.defs.partitions import BACKFILL_POLICY, DAILY, partition_days
 from cost_pipeline.defs.resources import LakeResource, PipelineConfig
 from cost_pipeline.lib.allocate import allocate_sums, allocation_from_attribution_sums
-from cost_pipeline.lib.attribution import attribute_day, lake_day
+from cost_pipeline.lib.attribution import attribute_lake_day
 from cost_pipeline.lib.compliance import (
     compliance_breakdown,
     summary_from_sums,
@@ -23,7 +23,6 @@ from cost_pipeline.lib.compliance import (
 )
 from cost_pipeline.lib.lake import PARQUET
 from cost_pipeline.lib.markdown import md_table
-from cost_pipeline.lib.tags import day_tag_keys
 from cost_pipeline.lib.usage import read_usage
 
 ALLOCATED = dg.AssetSpec(
@@ -80,15 +79,13 @@ def attribution(context: dg.AssetExecutionContext, pipeline: PipelineConfig, cos
     with (lake.staging("tag_compliance") as compliance_stage, lake.staging("untagged_spend") as untagged_stage,
           lake.staging("allocated_costs") as allocated_stage):
         for day in partition_days(context):
-            lines, tag_sets = lake_day(lake, day)
             # the day summed per distinct combination of what the rules read (its tag sets, not 10^7 maps),
             # the combinations classified (lib/attribution); the quarantine's lines: a second pass, sunk
-            raw_keys = day_tag_keys(lake, day, lines) if tag_sets is None else None
-            attributed = attribute_day(lines, raw_keys, settings.tagging, pools, tag_sets)
+            attributed = attribute_lake_day(lake, day, settings.tagging, pools)
             sums = attributed.sums
             if "untagged_spend" in selected:
                 staged_path, untagged_path = untagged_stage.reserve(day)
-                attributed.quarantine(lines).sink_parquet(staged_path, **PARQUET)
+                attributed.quarantine().sink_parquet(staged_path, **PARQUET)
             if "allocated_costs" in selected:
                 _allocated_day(context, lake, settings, day, allocation_from_attribution_sums(sums), allocated_stage)
             summary = summary_from_sums(sums)

@@ -23,9 +23,10 @@ from cost_pipeline.lib.billing.fingerprint import content_hash, fingerprint_part
 from cost_pipeline.lib.lake import PARQUET
 
 
-def write_cost_lines_day(plan: pl.LazyFrame, path: Path) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+def write_cost_lines_day(plan: pl.LazyFrame, path: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Sink ``plan`` (with ``tag_set``) to ``path``; returns the (source, currency) sums with their
-    fingerprint parts, and the day's tag sets (``tag_set``, ``tags``), None if two maps share a hash."""
+    fingerprint parts (``fp_lines`` is the line count), and the day's tag sets (``tag_set``, ``tags``):
+    none at all if two maps share a hash, so attribution reads the maps themselves."""
     schema = plan.collect_schema()
     # every derived column computed once, in the plan all three queries share
     lines = plan.with_columns(tag_set=tag_set_hash()).with_columns(
@@ -43,10 +44,10 @@ def write_cost_lines_day(plan: pl.LazyFrame, path: Path) -> tuple[pl.DataFrame, 
             lines.select("tag_set", "tags", pl.col("_check").alias("check")).filter((pl.col("tag_set") ^ pl.col("check")).is_first_distinct())
             .sink_parquet(work["tag_sets"], lazy=True),
         ], engine="streaming")
-        sums = pl.read_parquet(work["sums"]).with_columns(rows=pl.col("fp_lines"))
-        tag_sets = pl.read_parquet(work["tag_sets"])
-        unique = not tag_sets["tag_set"].is_duplicated().any()
-        return sums, tag_sets.drop("check").sort("tag_set") if unique else None
+        tag_sets = pl.read_parquet(work["tag_sets"]).drop("check")
+        if tag_sets["tag_set"].is_duplicated().any():
+            tag_sets = tag_sets.clear()
+        return pl.read_parquet(work["sums"]), tag_sets.sort("tag_set")
     finally:
         for file in work.values():
             file.unlink(missing_ok=True)
