@@ -51,6 +51,10 @@ def test_ranged_run_writes_every_day_and_reconciles(config_path, tmp_path):
     assert allocated.columns[:11] == ["date", "team", "project", "workload_type", "environment", "experiment_id",
                                       "allocation", "pool", "amount", "currency", "rules_version"]
     lines = pl.read_parquet(lake / "cost_lines" / "*" / "*.parquet")
+    assert "tags" not in lines.columns  # each distinct map is stored once, in tag_sets: a reader joins them back
+    maps = pl.read_parquet(lake / "tag_sets" / "*" / "*.parquet").unique("tag_set")
+    assert lines["tag_set"].is_in(maps["tag_set"].implode()).all() and maps.height < lines.height / 2
+    lines = lines.join(maps, on="tag_set", how="left", maintain_order="left")
     per_day = lambda f, c: f.group_by("date", "currency").agg(pl.col(c).sum()).sort("date")  # noqa: E731
     assert per_day(allocated, "amount")["amount"].to_list() == per_day(lines, "effective_cost")["effective_cost"].to_list()
 

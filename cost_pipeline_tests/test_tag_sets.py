@@ -16,10 +16,11 @@ import pytest
 from cost_pipeline.config import Pool, PoolSelect, TaggingConfig, Team, VirtualTagRule, bundled_config_path, load_settings
 from cost_pipeline.config.allocation import EvenDriver
 from cost_pipeline.lib.allocate import SUM_KEYS, attribution_sums
-from cost_pipeline.lib.attribution import attribute_day, lake_day
-from cost_pipeline.lib.billing.schema import COST_LINES_SCHEMA
+from cost_pipeline.lib.attribution import attribute_day, lake_day, lines_with_tags
+from cost_pipeline.lib.billing.schema import COST_LINES_SCHEMA, MAP_ENTRIES
 from cost_pipeline.lib.billing.sources import source_day
 from cost_pipeline.lib.billing.write_day import write_cost_lines_day
+from cost_pipeline.lib.errors import InputError
 from cost_pipeline.lib.lake import Lake
 from cost_pipeline.lib.pools import classify
 from cost_pipeline.lib.tags import quarantine
@@ -116,8 +117,12 @@ def test_hard_cases_classify_alike_by_combination_and_line_by_line(tmp_path, by_
     _write_day(lake, lines.lazy(), START)
     day_lines, tag_sets = lake_day(lake, START)
     assert tag_sets is not None and tag_sets.height == len({str(r["tags"]) for r in HARD})
-    keys = None if by_tag_set else sorted({k for r in HARD for k in (r["tags"] or {})})
-    attributed = attribute_day(day_lines, keys, SCHEMA, POOLS, tag_sets if by_tag_set else None)
+    assert "tags" not in day_lines.collect_schema().names()  # the maps are stored once, in tag_sets
+    if by_tag_set:
+        attributed = attribute_day(day_lines, None, SCHEMA, POOLS, tag_sets)
+    else:  # the maps joined back onto the lines, classified from the maps
+        keys = sorted({k for r in HARD for k in (r["tags"] or {})})
+        attributed = attribute_day(lines_with_tags(lake, [START]), keys, SCHEMA, POOLS)
     one_by_one = classify(lines, SCHEMA, POOLS)
     assert attributed.sums.sort(KEYS, nulls_last=True).equals(attribution_sums(one_by_one).collect().sort(KEYS, nulls_last=True))
     got = attributed.quarantine().collect().sort("line_item_id")
@@ -130,23 +135,49 @@ def test_hard_cases_classify_alike_by_combination_and_line_by_line(tmp_path, by_
     assert by_team.filter(pl.col("team") == "platform")["effective_cost"].sum() == Decimal("6.06")
 
 
-def test_stale_or_missing_tag_sets_fall_back_to_the_maps(tmp_path):
+def test_the_lake_gives_each_line_its_delivered_map_back(tmp_path):
+    lines = _cost_lines(HARD)
+    lake = Lake.from_uri(str(tmp_path / "lake"))
+    _write_day(lake, lines.lazy(), START)
+    assert "tags" not in pq.read_schema(lake.day_path("cost_lines", START)).names
+    assert lines_with_tags(lake, [START]).collect().equals(lines)
+
+
+def test_stale_or_missing_tag_sets_are_a_clear_error(tmp_path):
     lines = _cost_lines(HARD)
     lake = Lake.from_uri(str(tmp_path / "lake"))
     _write_day(lake, lines.lazy(), START)
     day_lines, tag_sets = lake_day(lake, START)
+    # a tag sets table older than the lines (one set missing): the lines hold no maps to fall back to
+    with pytest.raises(InputError, match="2026-09-01: 1 line.* tag_set that the day's tag_sets table does not hold.*cost_lines"):
+        attribute_day(day_lines, None, SCHEMA, POOLS, tag_sets.filter(pl.col("tag_set") != tag_sets["tag_set"][0]))
+    lake.day_path("tag_sets", START).unlink()
+    with pytest.raises(InputError, match=r"tag_sets/date=2026-09-01: missing.*materialize cost_lines"):
+        lake_day(lake, START)
+
+
+def test_days_whose_lines_carry_their_maps_are_read_by_the_maps(tmp_path):
+    lines = _cost_lines(HARD)
+    lake = Lake.from_uri(str(tmp_path / "lake"))
     expected = attribution_sums(classify(lines, SCHEMA, POOLS)).collect().sort(KEYS, nulls_last=True)
-    # a tag sets table older than the lines (one set missing): the maps are read, results unchanged
-    stale = attribute_day(day_lines, None, SCHEMA, POOLS, tag_sets.head(tag_sets.height - 1))
-    assert stale.combination.tag_sets is None
-    assert stale.sums.sort(KEYS, nulls_last=True).equals(expected)
-    # a day written by an earlier version (no tag_set column, no tag sets): same
-    path = lake.day_path("cost_lines", START)
-    pq.write_table(pq.read_table(path).drop(["tag_set"]), path)
+    # two different maps with one hash (forced by a weak hash): the day keeps each line's map, no tag sets
+    weak = pl.col("tags").cast(MAP_ENTRIES).list.len().cast(pl.UInt64)
+    with lake.staging("cost_lines") as lines_stage, lake.staging("tag_sets") as tag_set_stage:
+        path, _ = lines_stage.reserve(START)
+        _, tag_sets = write_cost_lines_day(lines.lazy(), path, tag_set=weak)
+        tag_set_stage.write_day(START, tag_sets)
+    assert tag_sets.is_empty()
+    day_lines, none = lake_day(lake, START)
+    assert none is None and day_lines.collect()["tags"].equals(lines["tags"])
+    shared = attribute_day(day_lines, None, SCHEMA, POOLS)
+    assert shared.sums.sort(KEYS, nulls_last=True).equals(expected)
+    assert shared.quarantine().collect().sort("line_item_id").equals(quarantine(classify(lines, SCHEMA, POOLS)).sort("line_item_id"))
+    # a day written by an earlier version (maps on the lines, no tag_set column, no tag sets): same
+    pq.write_table(pq.read_table(path := lake.day_path("cost_lines", START)).drop(["tag_set"]), path)
+    lake.day_path("tag_sets", START).unlink()
     old_lines, none = lake_day(lake, START)
     assert none is None and "tag_set" not in old_lines.collect_schema().names()
-    old = attribute_day(old_lines, None, SCHEMA, POOLS)
-    assert old.sums.sort(KEYS, nulls_last=True).equals(expected)
+    assert attribute_day(old_lines, None, SCHEMA, POOLS).sums.sort(KEYS, nulls_last=True).equals(expected)
     # ... and a lake holding such a day next to a new one still reads as one table
     _write_day(lake, lines.with_columns(date=pl.lit(START + dt.timedelta(days=1))).lazy(), START + dt.timedelta(days=1))
     both = lake.scan("cost_lines").select("date", "effective_cost").collect()

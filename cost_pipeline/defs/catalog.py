@@ -12,7 +12,7 @@ from cost_pipeline.lib.anomalies import ANOMALY_SCHEMA
 from cost_pipeline.lib.billing.schema import COST_LINES_SCHEMA
 from cost_pipeline.lib.lake import Lake
 
-CODE_VERSION = "0.3"  # bump when a table's logic changes; rule-dependent tables use the rules' hash instead
+CODE_VERSION = "0.4"  # bump when a table's logic changes; rule-dependent tables use the rules' hash instead
 
 COLUMNS: dict[str, str] = {
     "date": "UTC usage day (the partition)",
@@ -33,7 +33,7 @@ COLUMNS: dict[str, str] = {
     "is_final": "true once the provider has invoiced the line (estimates may be restated)",
     "tags": "raw provider tags as delivered (untrusted)",
     "source_file": "the delivered file the line came from",
-    "tag_set": "64-bit hash of the tags map; the lake's tag_sets table holds each distinct map of the day once",
+    "tag_set": "64-bit hash of the line's tags map; the map itself is in the tag_sets table (join on date, tag_set)",
     "team": "ml-team after normalization and virtual tags; __unattributed__ for quarantined spend",
     "project": "ml-project",
     "workload_type": "ml-workload-type",
@@ -55,7 +55,8 @@ COLUMNS: dict[str, str] = {
     "suppressed": "why it is not alerted (rules change), or empty",
 }
 TABLES: dict[str, dict[str, pl.DataType]] = {
-    "cost_lines": {**COST_LINES_SCHEMA, "tag_set": pl.UInt64()},
+    # the tags map is stored once per distinct map, in tag_sets (lib/billing/write_day.py)
+    "cost_lines": {**{c: t for c, t in COST_LINES_SCHEMA.items() if c != "tags"}, "tag_set": pl.UInt64()},
     "allocated_costs": ALLOCATED_SCHEMA,
     "anomalies": ANOMALY_SCHEMA,
 }

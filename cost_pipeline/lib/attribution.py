@@ -12,9 +12,11 @@ the configured prefixes. A 13 M-line day holds about 10^5 distinct combinations 
    (an inner join on the combination, nulls equal) with their reason.
 
 Classifying 13 M lines one by one took 20 s on this machine, most of it string work repeated on the
-same few values (trim, lower-case, patterns, provenance). With the day's tag sets (written by the
-ingest, see ``lib/billing/write_day.py``) the first pass reads no tags map at all: 3 s for the sums,
-4 s for the quarantine's pass.
+same few values (trim, lower-case, patterns, provenance). The ingest stores each distinct map of
+the day once, in ``tag_sets``, and gives each line its ``tag_set`` instead of the map (see
+``lib/billing/write_day.py``): the first pass reads no map at all (3 s for the sums, 4 s for the
+quarantine's pass), and the quarantined lines get their maps back from the tag sets. Days written
+before (or whose maps shared a hash) still carry the maps and are read by them.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ import polars as pl
 
 from cost_pipeline.config import Pool, TaggingConfig
 from cost_pipeline.lib.allocate import attribution_sums
+from cost_pipeline.lib.billing.schema import COST_LINES_SCHEMA
+from cost_pipeline.lib.errors import InputError
 from cost_pipeline.lib.keys import fold_key
 from cost_pipeline.lib.pools import classify_plan
 from cost_pipeline.lib.tags import CLASSIFY_COLUMNS, TAG_COLUMNS_REASON, day_tag_keys, quarantine, raw_tag_keys
@@ -87,7 +91,7 @@ class Combination:
         keep = {"on": self.names, "how": "inner", "nulls_equal": True, "maintain_order": "left"}
         if self.tag_sets is None:
             return quarantine(self.of_lines(lines).join(failing.lazy(), **keep))
-        joined = self.of_lines(lines.drop("tags")).join(failing.lazy(), **keep)
+        joined = self.of_lines(lines.drop("tags", strict=False)).join(failing.lazy(), **keep)
         return quarantine(joined.join(self.tag_sets.lazy(), on="tag_set", how="left", maintain_order="left"))
 
 
@@ -113,7 +117,8 @@ def attribute_day(lines: pl.LazyFrame, raw_keys: list[str] | None, schema: Taggi
 
     With the day's ``tag_sets`` (and a ``tag_set`` column in ``lines``) the maps are not read per
     line; a line whose ``tag_set`` is not in them (a table older than its lines) makes the day fall
-    back to reading the maps. ``raw_keys``: the day's tag keys (None: from the tag sets, or a pass).
+    back to its lines' maps, or, for lines stored without maps, an error asking to re-ingest the day.
+    ``raw_keys``: the day's tag keys (None: from the tag sets, or a pass).
     """
     if tag_sets is not None:
         combination = Combination(rule_tag_keys(map_keys(tag_sets), schema, pools), rule_prefixes(schema, pools), tag_sets)
@@ -122,14 +127,19 @@ def attribute_day(lines: pl.LazyFrame, raw_keys: list[str] | None, schema: Taggi
         combination = Combination(rule_tag_keys(raw_keys, schema, pools), rule_prefixes(schema, pools))
     firsts = [pl.col("resource_id").first()] if combination.prefixes else [pl.lit(None, pl.String).alias("resource_id")]
     summed = (
-        combination.of_lines(lines.drop("tags") if tag_sets is not None else lines)
+        combination.of_lines(lines.drop("tags", strict=False) if tag_sets is not None else lines)
         .group_by(combination.names)
         .agg(*firsts, pl.col("effective_cost").sum(), pl.len().alias("lines"))
         .collect(engine="streaming")
     )
     shaped = combination.as_lines(summed.lazy()).collect()
     if tag_sets is not None:
-        if shaped["_known"].null_count():
+        unknown = shaped.filter(pl.col("_known").is_null())
+        if unknown.height:
+            if "tags" not in lines.collect_schema().names():
+                day = unknown["date"].drop_nulls().min()
+                raise InputError("cost_lines", f"{day}: {unknown['lines'].sum()} line(s) have a tag_set that the day's tag_sets table does "
+                                 "not hold (a run interrupted between the two tables?): materialize cost_lines for the day again")
             return attribute_day(lines, raw_keys, schema, pools)
         shaped = shaped.drop("_known")
     tagged = classify_plan(shaped.lazy(), combination.raw_keys, schema, pools).collect()
@@ -138,11 +148,18 @@ def attribute_day(lines: pl.LazyFrame, raw_keys: list[str] | None, schema: Taggi
 
 
 def lake_day(lake, day) -> tuple[pl.LazyFrame, pl.DataFrame | None]:
-    """A ``cost_lines`` day with the columns attribution reads, and its tag sets when the lake has them."""
+    """A ``cost_lines`` day with the columns attribution reads, and its tag sets when the lake has
+    them; lines carrying their maps (days written before tag sets, or whose maps shared a hash) are
+    read by their maps when there are no tag sets."""
     lines = lake.scan_days("cost_lines", [day])
-    if "tag_set" not in lines.collect_schema().names() or not lake.has_day("tag_sets", day):
+    names = lines.collect_schema().names()
+    tag_sets = lake.scan_days("tag_sets", [day]).collect() if "tag_set" in names and lake.has_day("tag_sets", day) else None
+    if "tags" in names and (tag_sets is None or tag_sets.is_empty()):
         return lines.select(CLASSIFY_COLUMNS), None
-    return lines.select(*CLASSIFY_COLUMNS, "tag_set"), lake.scan_days("tag_sets", [day]).collect()
+    if tag_sets is None:
+        raise InputError(lake.location("tag_sets", f"date={day}"), "missing: the day's cost_lines hold no tags maps, only "
+                         "tag_set references into this table; materialize cost_lines for the day again")
+    return lines.select(*(c for c in CLASSIFY_COLUMNS if c != "tags"), "tag_set"), tag_sets
 
 
 def attribute_lake_day(lake, day, schema: TaggingConfig, pools: list[Pool]) -> DayAttribution:
@@ -150,3 +167,15 @@ def attribute_lake_day(lake, day, schema: TaggingConfig, pools: list[Pool]) -> D
     maps, with the tag keys read from the file's key column."""
     lines, tag_sets = lake_day(lake, day)
     return attribute_day(lines, day_tag_keys(lake, day, lines) if tag_sets is None else None, schema, pools, tag_sets)
+
+
+def lines_with_tags(lake, days) -> pl.LazyFrame:
+    """``cost_lines`` of ``days`` with each line's tags map (joined from the day's tag sets), in the
+    lines' order: the table as delivered, for readers that want a line's tags."""
+    frames = []
+    for day in days:
+        lines = lake.scan_days("cost_lines", [day])
+        if "tags" not in lines.collect_schema().names():
+            lines = lines.join(lake.scan_days("tag_sets", [day]).select("tag_set", "tags"), on="tag_set", how="left", maintain_order="left")
+        frames.append(lines.select(list(COST_LINES_SCHEMA)))
+    return pl.concat(frames) if frames else pl.LazyFrame(schema=COST_LINES_SCHEMA)

@@ -91,14 +91,15 @@ class Staging:
 PARQUET = {"compression": "snappy"}
 
 
-# Tables a later version added columns to (cost_lines: tag_set): days written before lack them, so a
-# scan over old and new days inserts them as null (or leaves them out) instead of failing. These
-# tables' files are only ever written by this pipeline, so a column is never missing otherwise.
-ADDED_COLUMNS = {"cost_lines": ["tag_set"]}
+# Tables whose columns changed between versions (cost_lines: tag_set added, the tags map moved to the
+# tag_sets table): a scan over old and new days inserts a missing column as null (or leaves an extra
+# one out) instead of failing. These tables' files are only ever written by this pipeline, so a
+# column is never missing otherwise.
+CHANGED_COLUMNS = {"cost_lines": ["tag_set", "tags"]}
 
 
 def _evolved(table: str) -> dict:
-    return {"missing_columns": "insert", "extra_columns": "ignore"} if table in ADDED_COLUMNS else {}
+    return {"missing_columns": "insert", "extra_columns": "ignore"} if table in CHANGED_COLUMNS else {}
 
 
 def _write_frame(frame: pl.DataFrame | pl.LazyFrame, path: Path) -> None:
