@@ -2,12 +2,14 @@
 
 import datetime as dt
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 import polars as pl
 import pytest
 from dagster._core.storage.tags import (
@@ -18,11 +20,13 @@ from dagster._core.storage.tags import (
 from cost_pipeline.config import load_settings
 from cost_pipeline.definitions import defs as load_defs
 from cost_pipeline.defs.resources import resources_for
+from cost_pipeline.lib.billing.schema import MAP_ENTRIES
 from cost_pipeline.lib.pools import classify
 from cost_pipeline_tests.conftest import DAYS, START, write_config
 
 DAILY = ["cost_lines", "untagged_spend", "tag_compliance", "allocated_costs", "team_daily_costs"]
 LAST = START + dt.timedelta(days=DAYS - 1)
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _run(config: Path, instance, first=START, last=LAST, raise_on_error=True):
@@ -55,6 +59,12 @@ def test_ranged_run_writes_every_day_and_reconciles(config_path, tmp_path):
     maps = pl.read_parquet(lake / "tag_sets" / "*" / "*.parquet").unique("tag_set")
     assert lines["tag_set"].is_in(maps["tag_set"].implode()).all() and maps.height < lines.height / 2
     lines = lines.join(maps, on="tag_set", how="left", maintain_order="left")
+    # ... and DuckDB, with the README's own query, gets every line once with the same tags
+    query = re.search(r"`(SELECT l\.\*, t\.tags FROM .*?)`", (ROOT / "README.md").read_text(), re.S).group(1)
+    duck = duckdb.sql(query.replace("'lake/", f"'{lake}/")).pl()
+    assert duck.height == lines.height and duck["effective_cost"].sum() == lines["effective_cost"].sum()
+    by_id = lambda f: dict(zip(f["line_item_id"], f["tags"].cast(MAP_ENTRIES).to_list()))  # noqa: E731
+    assert by_id(duck) == by_id(lines)
     per_day = lambda f, c: f.group_by("date", "currency").agg(pl.col(c).sum()).sort("date")  # noqa: E731
     assert per_day(allocated, "amount")["amount"].to_list() == per_day(lines, "effective_cost")["effective_cost"].to_list()
 
