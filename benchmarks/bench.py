@@ -31,7 +31,7 @@ import yaml
 from cost_pipeline.config import BillingSource, bundled_config_path, load_settings
 from cost_pipeline.lib.allocate import allocate_sums, allocation_from_attribution_sums
 from cost_pipeline.lib.attribution import attribute_lake_day
-from cost_pipeline.lib.billing.sources import day_parts
+from cost_pipeline.lib.billing.sources import source_day
 from cost_pipeline.lib.billing.write_day import write_cost_lines_day
 from cost_pipeline.lib.compliance import compliance_breakdown, summary_from_sums
 from cost_pipeline.lib.lake import Lake
@@ -161,10 +161,10 @@ def day_benchmark(out: Path, lines_per_day: int, pods: int, step: int, repeat: i
     lake = Lake.from_uri(str(out / "lake"))
     meter = Meter()
 
-    def ingest():  # as the asset: the files' lines checked, sunk, hashed, summed and their tag sets kept in one streaming pass
+    def ingest():  # as the asset: validated per file, then sunk, hashed, summed and its tag sets kept in one streaming pass
         with lake.staging("cost_lines") as staging, lake.staging("tag_sets") as tag_set_stage:
             path, _ = staging.reserve(START)
-            tag_set_stage.write_day(START, write_cost_lines_day(day_parts(source, START), path)[1])
+            tag_set_stage.write_day(START, write_cost_lines_day(source_day(source, START), path)[1])
         return lake.scan_days("cost_lines", [START]).select(pl.len()).collect().item()
 
     count = meter.run("ingest: read, validate, write cost_lines", ingest, repeat)

@@ -10,7 +10,7 @@ from cost_pipeline.defs.metadata import column_schema, content_version, money_to
 from cost_pipeline.defs.partitions import BACKFILL_POLICY, DAILY, partition_days
 from cost_pipeline.defs.resources import BillingStorage, LakeResource, PipelineConfig
 from cost_pipeline.lib.billing.fingerprint import fingerprint_from
-from cost_pipeline.lib.billing.sources import TOTALS_SCHEMA, bill_totals, day_parts
+from cost_pipeline.lib.billing.sources import TOTALS_SCHEMA, bill_totals, source_day
 from cost_pipeline.lib.billing.totals import totals_markdown
 from cost_pipeline.lib.billing.write_day import write_cost_lines_day
 
@@ -36,10 +36,11 @@ def cost_lines(context: dg.AssetExecutionContext, pipeline: PipelineConfig, cost
     empty_days, last_with_data, fingerprints = [], None, []
     with lake.staging("cost_lines") as staging, lake.staging("tag_sets") as tag_set_stage:
         for day in partition_days(context):
+            with input_errors_as_failures():
+                plans = [source_day(s, day, billing.for_source(s)) for s in settings.billing_sources]
+            plan = pl.concat(plans)
             staged_path, path = staging.reserve(day)
-            with input_errors_as_failures():  # the files are checked in the write's own pass
-                parts = [part for s in settings.billing_sources for part in day_parts(s, day, billing.for_source(s))]
-                sums, tag_sets = write_cost_lines_day(parts, staged_path)
+            sums, tag_sets = write_cost_lines_day(plan, staged_path)
             tag_set_stage.write_day(day, tag_sets)
             per_source = dict(sums.group_by("source").agg(pl.col("fp_lines").sum()).iter_rows())
             rows += sum(per_source.values())

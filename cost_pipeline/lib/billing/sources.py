@@ -122,46 +122,30 @@ def file_days(source: BillingSource, file: StoredFile, storage: Storage) -> froz
     return _days_cache[key]
 
 
-@dataclass(frozen=True)
-class Part:
-    """The lines of one day from one delivered file, typed but not yet validated."""
+def source_day(source: BillingSource, day: dt.date, storage: Storage | None = None) -> pl.LazyFrame:
+    """Every line of ``day`` from every current delivery of the source, whichever period holds it,
+    validated, as a lazy plan that streams (a 10 M-line day is never held in memory to be written).
 
-    source: BillingSource
-    where: str  # the file (or table) named in errors
-    lines: pl.LazyFrame
-
-
-def day_parts(source: BillingSource, day: dt.date, storage: Storage | None = None) -> list[Part]:
-    """The files of every current delivery of the source that hold lines of ``day`` (whichever
-    billing period delivered them), each as a lazy plan of that day's lines."""
+    Validation is one streaming pass per file over a few columns (so a value that does not parse
+    names its file): amounts, ISO 4217 currencies, and a 64-bit hash of (line id, usage start) per
+    line to find a line delivered twice; the lines of a suspected duplicate are then compared for real.
+    """
     storage = storage or Storage()
     if source.uri.startswith("bq://"):
         lines = with_content_ids(gcp.read_bigquery_day(source.uri[len("bq://"):], day, source.name, storage.bigquery_client()))
-        return [Part(source, source.uri, _typed(lines.with_columns(billing_period=pl.col("invoice_id")).lazy()))]
+        parts = [_validated(lines.with_columns(billing_period=pl.col("invoice_id")).lazy(), source, source.uri)]
+        _refuse_duplicates(parts, source)
+        return parts[0][0]
     parts = []
     for delivery in current_deliveries(source, storage):
         for file in delivery.files:
             if day in file_days(source, file, storage):
                 lines = scan_file(source, file, storage).filter(pl.col("date") == day).with_columns(billing_period=pl.lit(delivery.period))
-                parts.append(Part(source, file.uri, _typed(lines)))
-    return parts
-
-
-def source_day(source: BillingSource, day: dt.date, storage: Storage | None = None) -> pl.LazyFrame:
-    """Every line of ``day`` from every current delivery of the source, validated, as a lazy plan
-    that streams (a 10 M-line day is never held in memory to be written).
-
-    Validation is one streaming pass per file over a few columns (so a value that does not parse
-    names its file): amounts, ISO 4217 currencies, and a 64-bit hash of (line id, usage start) per
-    line to find a line delivered twice; the lines of a suspected duplicate are then compared for real.
-    The ``cost_lines`` asset runs the same checks inside its write pass instead
-    (:func:`lib.billing.write_day.write_cost_lines_day`), saving a read of the day.
-    """
-    parts = day_parts(source, day, storage)
+                parts.append(_validated(lines, source, file.uri))
     if not parts:
         return empty_cost_lines().lazy()
-    refuse_duplicates(parts, [_validated(part) for part in parts])
-    return pl.concat([part.lines for part in parts])
+    _refuse_duplicates(parts, source)
+    return pl.concat([lines for lines, _ in parts])
 
 
 def read_source_day(source: BillingSource, day: dt.date, storage: Storage | None = None) -> pl.DataFrame:
@@ -171,66 +155,35 @@ def read_source_day(source: BillingSource, day: dt.date, storage: Storage | None
 KEY = ["line_item_id", "charge_period_start"]
 # a 64-bit hash of the key per line (columns hashed alone and combined: a third of a struct hash's time)
 KEY_HASH = pl.col("line_item_id").hash(seed=3) ^ pl.col("charge_period_start").hash(seed=4)
-NO_AMOUNT = pl.col("effective_cost").is_null() | pl.col("billed_cost").is_null()
-BAD_CURRENCY = ~pl.col("currency").is_in(ISO_4217) | pl.col("currency").is_null()
 
 
-def _typed(lines: pl.LazyFrame) -> pl.LazyFrame:
-    return lines.select([pl.col(c).cast(t) for c, t in COST_LINES_SCHEMA.items()])
-
-
-def _validated(part: Part) -> pl.Series:
-    """Checks one part in its own pass, raising an error that names its file; returns its key hashes."""
+def _validated(lines: pl.LazyFrame, source: BillingSource, where: str) -> tuple[pl.LazyFrame, pl.Series]:
+    lines = lines.select([pl.col(c).cast(t) for c, t in COST_LINES_SCHEMA.items()])
+    no_amount = pl.col("effective_cost").is_null() | pl.col("billed_cost").is_null()
+    bad_currency = ~pl.col("currency").is_in(ISO_4217) | pl.col("currency").is_null()
     try:
-        check = part.lines.select(KEY_HASH.alias("key"), NO_AMOUNT.alias("no_amount"), BAD_CURRENCY.alias("bad_currency")).collect(engine="streaming")
+        check = lines.select(
+            KEY_HASH.alias("key"), no_amount.alias("no_amount"), bad_currency.alias("bad_currency")
+        ).collect(engine="streaming")
     except pl.exceptions.PolarsError as exc:
-        raise InputError(part.where, f"cannot read billing data: {str(exc).splitlines()[0]}") from None
-    _refuse_bad_lines(part, int(check["no_amount"].sum()), int(check["bad_currency"].sum()))
-    return check["key"]
+        raise InputError(where, f"cannot read billing data: {str(exc).splitlines()[0]}") from None
+    if check["no_amount"].any():
+        row = lines.filter(no_amount).head(1).collect().row(0, named=True)
+        raise InputError(where, f"{check['no_amount'].sum()} line(s) without an amount, e.g. line {row['line_item_id']} ({row['charge_type']})")
+    if check["bad_currency"].any():
+        row = lines.filter(bad_currency).head(1).collect().row(0, named=True)
+        raise InputError(where, f"unknown currency {str(row['currency'])[:20]!r} on {check['bad_currency'].sum()} line(s), e.g. line {row['line_item_id']}")
+    return lines, check["key"]
 
 
-def _refuse_bad_lines(part: Part, no_amount: int, bad_currency: int) -> None:
-    if no_amount:
-        row = part.lines.filter(NO_AMOUNT).head(1).collect().row(0, named=True)
-        raise InputError(part.where, f"{no_amount} line(s) without an amount, e.g. line {row['line_item_id']} ({row['charge_type']})")
-    if bad_currency:
-        row = part.lines.filter(BAD_CURRENCY).head(1).collect().row(0, named=True)
-        raise InputError(part.where, f"unknown currency {str(row['currency'])[:20]!r} on {bad_currency} line(s), e.g. line {row['line_item_id']}")
-
-
-def checked_lines(parts: list[Part]) -> pl.LazyFrame:
-    """The parts' lines as one plan with what :func:`refuse_bad_parts` needs: ``_part`` (index),
-    ``_key`` (:data:`KEY_HASH`), ``_no_amount`` and ``_bad_currency``, computed in the caller's pass."""
-    if not parts:
-        return empty_cost_lines().lazy().with_columns(_part=pl.lit(0, pl.UInt32), _key=KEY_HASH, _no_amount=NO_AMOUNT, _bad_currency=BAD_CURRENCY)
-    return pl.concat([part.lines.with_columns(_part=pl.lit(i, pl.UInt32)) for i, part in enumerate(parts)]).with_columns(
-        _key=KEY_HASH, _no_amount=NO_AMOUNT, _bad_currency=BAD_CURRENCY)
-
-
-def refuse_unreadable(parts: list[Part]) -> None:
-    """After a pass over :func:`checked_lines` failed: find the file that does not read (its own error)."""
-    for part in parts:
-        _validated(part)
-
-
-def refuse_bad_parts(parts: list[Part], counts: pl.DataFrame, keys: pl.DataFrame) -> None:
-    """The checks of :func:`source_day`, from a pass over :func:`checked_lines`: ``counts`` per
-    ``_part`` (``no_amount``, ``bad_currency``) and every line's ``_part`` and ``_key``."""
-    for row in counts.sort("_part").iter_rows(named=True):
-        _refuse_bad_lines(parts[row["_part"]], row["no_amount"], row["bad_currency"])
-    for name in dict.fromkeys(part.source.name for part in parts):  # line ids are unique per source
-        mine = [i for i, part in enumerate(parts) if part.source.name == name]
-        by_part = keys.filter(pl.col("_part").is_in(mine)).partition_by("_part", as_dict=True, include_key=False)
-        refuse_duplicates([parts[i] for i in mine], [by_part[(i,)]["_key"] if (i,) in by_part else pl.Series([], dtype=pl.UInt64) for i in mine])
-
-
-def refuse_duplicates(parts: list[Part], keys: list[pl.Series]) -> None:
-    """A line (id, usage start) delivered twice, in one file or two, is an error naming the files."""
-    ordered = pl.concat(keys).sort()  # sorted, a repeat is its neighbour: 0.3 s for 13 M (is_duplicated: 2.7 s)
-    suspects = ordered.filter(ordered == ordered.shift(1)).unique()
+def _refuse_duplicates(parts: list[tuple[pl.LazyFrame, pl.Series]], source: BillingSource) -> None:
+    keys = pl.concat([k for _, k in parts]).sort()  # sorted, a repeat is its neighbour: 0.3 s for 13 M (is_duplicated: 2.7 s)
+    suspects = keys.filter(keys == keys.shift(1)).unique()
     if suspects.is_empty():
         return
-    candidates = pl.concat([part.lines.filter(KEY_HASH.is_in(suspects.implode())).select(*KEY, "source_file") for part in parts]).collect()
+    candidates = pl.concat([
+        lines.filter(KEY_HASH.is_in(suspects.implode())).select(*KEY, "source_file") for lines, _ in parts
+    ]).collect()
     twice = candidates.filter(pl.struct(KEY).is_duplicated())
     if twice.is_empty():  # a 64-bit hash collision, not a duplicate
         return
@@ -238,7 +191,7 @@ def refuse_duplicates(parts: list[Part], keys: list[pl.Series]) -> None:
     files = sorted(set(twice.filter(pl.col("line_item_id") == first["line_item_id"])["source_file"].to_list()))
     extra = twice.height - twice.select(KEY).n_unique()
     raise InputError(
-        parts[0].source.uri,
+        source.uri,
         f"{extra} line(s) delivered more than once, e.g. line {first['line_item_id']} in "
         + (" and ".join(files) if len(files) > 1 else f"{files[0]} (twice)"),
     )

@@ -23,54 +23,34 @@ from pathlib import Path
 import polars as pl
 
 from cost_pipeline.lib.billing.fingerprint import content_hash, fingerprint_parts, tag_set_hash
-from cost_pipeline.lib.billing.sources import Part, checked_lines, refuse_bad_parts, refuse_unreadable
 from cost_pipeline.lib.lake import PARQUET
 
 
-def write_cost_lines_day(day: list[Part] | pl.LazyFrame, path: Path, tag_set: pl.Expr | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Sink the day's lines to ``path`` with ``tag_set`` instead of ``tags``; returns the (source,
-    currency) sums with their fingerprint parts (``fp_lines`` is the line count), and the day's tag
-    sets (``tag_set``, ``tags``). If two maps share a hash, the lines keep their maps and there are
-    no tag sets. ``day``: the delivered files' parts (checked in this pass: an amount missing, an
-    unknown currency or a line delivered twice is an error naming the file), or lines already checked.
-    ``tag_set``: the hash (:func:`tag_set_hash` unless a test needs collisions)."""
-    parts = day if isinstance(day, list) else None
-    plan = checked_lines(parts) if parts is not None else day
-    checks = ["_part", "_key", "_no_amount", "_bad_currency"] if parts is not None else []
-    schema = plan.drop(checks).collect_schema()
-    # every derived column computed once, in the plan all the queries share
+def write_cost_lines_day(plan: pl.LazyFrame, path: Path, tag_set: pl.Expr | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Sink ``plan`` to ``path`` with ``tag_set`` instead of ``tags``; returns the (source, currency)
+    sums with their fingerprint parts (``fp_lines`` is the line count), and the day's tag sets
+    (``tag_set``, ``tags``). If two maps share a hash, the lines keep their maps and there are no tag
+    sets. ``tag_set``: the hash (:func:`tag_set_hash` unless a test needs collisions)."""
+    schema = plan.collect_schema()
+    # every derived column computed once, in the plan all three queries share
     lines = plan.with_columns(tag_set=tag_set if tag_set is not None else tag_set_hash()).with_columns(
         _h=content_hash(schema, tag_set=pl.col("tag_set")), _check=tag_set_hash(seed=2))
-    work = {name: path.with_suffix(f".{name}.parquet") for name in ("sums", "tag_sets", "counts", "keys")}
-    sinks = [
-        lines.drop("_h", "_check", "tags", *checks).sink_parquet(path, lazy=True, **PARQUET),
-        lines.group_by("source", "currency").agg(pl.col("billed_cost").sum(), pl.col("effective_cost").sum(),
-                                                 pl.col("is_final").sum().alias("final"), *fingerprint_parts(pl.col("_h")))
-        .sink_parquet(work["sums"], lazy=True),
-        # the first line of each (tag_set, check) pair (a group-by keeping maps peaked at 7.8 GiB), keyed by
-        # their xor: cheaper than a struct, and if two pairs ever shared it, one map would be missing and
-        # attribution would read the maps (never a wrong one)
-        lines.select("tag_set", "tags", pl.col("_check").alias("check")).filter((pl.col("tag_set") ^ pl.col("check")).is_first_distinct())
-        .sink_parquet(work["tag_sets"], lazy=True),
-    ]
-    if parts is not None:  # the validation of source_day, without a pass of its own
-        sinks += [
-            lines.group_by("_part").agg(pl.col("_no_amount").sum().alias("no_amount"), pl.col("_bad_currency").sum().alias("bad_currency"))
-            .sink_parquet(work["counts"], lazy=True),
-            lines.select("_part", "_key").sink_parquet(work["keys"], lazy=True, compression="uncompressed"),
-        ]
+    work = {name: path.with_suffix(f".{name}.parquet") for name in ("sums", "tag_sets")}
     try:
-        try:
-            pl.collect_all(sinks, engine="streaming")
-        except pl.exceptions.PolarsError:
-            if parts is not None:
-                refuse_unreadable(parts)  # the file that does not read, named in its own error
-            raise
-        if parts is not None:
-            refuse_bad_parts(parts, pl.read_parquet(work["counts"]), pl.read_parquet(work["keys"]))
+        pl.collect_all([
+            lines.drop("_h", "_check", "tags").sink_parquet(path, lazy=True, **PARQUET),
+            lines.group_by("source", "currency").agg(pl.col("billed_cost").sum(), pl.col("effective_cost").sum(),
+                                                     pl.col("is_final").sum().alias("final"), *fingerprint_parts(pl.col("_h")))
+            .sink_parquet(work["sums"], lazy=True),
+            # the first line of each (tag_set, check) pair (a group-by keeping maps peaked at 7.8 GiB), keyed by
+            # their xor: cheaper than a struct, and if two pairs ever shared it, one map would be missing and
+            # attribution would read the maps (never a wrong one)
+            lines.select("tag_set", "tags", pl.col("_check").alias("check")).filter((pl.col("tag_set") ^ pl.col("check")).is_first_distinct())
+            .sink_parquet(work["tag_sets"], lazy=True),
+        ], engine="streaming")
         tag_sets = pl.read_parquet(work["tag_sets"]).drop("check")
         if tag_sets["tag_set"].is_duplicated().any():  # a shared hash: the maps stay on the lines (a second pass)
-            lines.drop("_h", "_check", *checks).sink_parquet(path, engine="streaming", **PARQUET)
+            lines.drop("_h", "_check").sink_parquet(path, engine="streaming", **PARQUET)
             tag_sets = tag_sets.clear()
         return pl.read_parquet(work["sums"]), tag_sets.sort("tag_set")
     finally:
