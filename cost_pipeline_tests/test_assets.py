@@ -11,6 +11,8 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_END_TAG,
@@ -101,7 +103,31 @@ def test_ranged_run_writes_every_day_and_reconciles(config_path, tmp_path):
         assert "billed_cost" in [c.name for c in meta["dagster/column_schema"].schema.columns]
 
 
-def test_bad_file_fails_the_run_and_keeps_the_previous_day(tmp_path, sample_dir):
+def _truncated(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:1000])
+
+
+def _set_value(column: str, value, cast: pa.DataType | None = None):
+    """Change one Usage line's ``column`` (as ``cast``, e.g. amounts as text) in a CUR 2.0 file."""
+    def change(path: Path) -> None:
+        table = pq.read_table(path)
+        row = table["line_item_line_item_type"].to_pylist().index("Usage")
+        values = table[column].to_pylist()
+        values[row] = value
+        kind = cast or table.schema.field(column).type
+        values = [v if v is None or cast is None or i == row else str(v) for i, v in enumerate(values)]
+        pq.write_table(table.set_column(table.schema.get_field_index(column), column, pa.array(values, kind)), path)
+    return change
+
+
+@pytest.mark.parametrize("corrupt, problem", [
+    (_truncated, "not a readable Parquet file"),
+    # checked from the write pass's own sums, then named by re-reading the file alone
+    (_set_value("line_item_unblended_cost", None), r"1 line\(s\) without an amount, e\.g\. line \S+ \(Usage\)"),
+    (_set_value("line_item_currency_code", "US$"), r"unknown currency 'US\$' on 1 line\(s\)"),
+    (_set_value("line_item_unblended_cost", "12,5 EUR", pa.string()), "cannot read billing data"),
+], ids=["truncated", "no-amount", "currency", "unparseable-amount"])
+def test_bad_file_fails_the_run_and_keeps_the_previous_day(tmp_path, sample_dir, corrupt, problem):
     billing = tmp_path / "aws"
     shutil.copytree(sample_dir / "billing" / "aws", billing)
     config = write_config(tmp_path, sample_dir, billing_sources=[{"name": "aws-main", "format": "aws_cur2", "uri": str(billing)}])
@@ -110,12 +136,12 @@ def test_bad_file_fails_the_run_and_keeps_the_previous_day(tmp_path, sample_dir)
     good = (tmp_path / "lake" / "cost_lines" / f"date={START}" / "part-0.parquet").read_bytes()
 
     bad = billing / "data" / f"BILLING_PERIOD={START:%Y-%m}" / f"acme-ml-cur2-{START.day:05d}.snappy.parquet"
-    bad.write_bytes(bad.read_bytes()[:1000])
+    corrupt(bad)
     result = _run(config, instance, START, START, raise_on_error=False)
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
-    assert str(bad) in failure.step_failure_data.error.message
-    assert "not a readable Parquet file" in failure.step_failure_data.error.message
+    assert f"{bad}: " in failure.step_failure_data.error.message
+    assert re.search(problem, failure.step_failure_data.error.message), failure.step_failure_data.error.message
     assert (tmp_path / "lake" / "cost_lines" / f"date={START}" / "part-0.parquet").read_bytes() == good
     assert not list((tmp_path / "lake" / "cost_lines" / f"date={START}").glob(".tmp-*"))
 

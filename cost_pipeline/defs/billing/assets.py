@@ -10,7 +10,7 @@ from cost_pipeline.defs.metadata import column_schema, content_version, money_to
 from cost_pipeline.defs.partitions import BACKFILL_POLICY, DAILY, partition_days
 from cost_pipeline.defs.resources import BillingStorage, LakeResource, PipelineConfig
 from cost_pipeline.lib.billing.fingerprint import fingerprint_from
-from cost_pipeline.lib.billing.sources import TOTALS_SCHEMA, bill_totals, source_day
+from cost_pipeline.lib.billing.sources import TOTALS_SCHEMA, bill_totals, explain_unreadable, refuse_bad_sums, source_day
 from cost_pipeline.lib.billing.totals import totals_markdown
 from cost_pipeline.lib.billing.write_day import write_cost_lines_day
 
@@ -36,11 +36,17 @@ def cost_lines(context: dg.AssetExecutionContext, pipeline: PipelineConfig, cost
     empty_days, last_with_data, fingerprints = [], None, []
     with lake.staging("cost_lines") as staging, lake.staging("tag_sets") as tag_set_stage:
         for day in partition_days(context):
-            with input_errors_as_failures():
-                plans = [source_day(s, day, billing.for_source(s)) for s in settings.billing_sources]
-            plan = pl.concat(plans)
             staged_path, path = staging.reserve(day)
-            sums, tag_sets = write_cost_lines_day(plan, staged_path)
+            with input_errors_as_failures():
+                # amounts and currencies are checked from the write pass's own sums: one evaluation of the
+                # amortized cost instead of two; a failed check re-reads the files one by one to name one
+                plans = [source_day(s, day, billing.for_source(s), sums_checked=True) for s in settings.billing_sources]
+                try:
+                    sums, tag_sets = write_cost_lines_day(pl.concat(plans), staged_path)
+                except pl.exceptions.PolarsError:
+                    explain_unreadable(settings.billing_sources, day, billing.for_source)
+                    raise
+                refuse_bad_sums(sums, settings.billing_sources, day, billing.for_source)
             tag_set_stage.write_day(day, tag_sets)
             per_source = dict(sums.group_by("source").agg(pl.col("fp_lines").sum()).iter_rows())
             rows += sum(per_source.values())

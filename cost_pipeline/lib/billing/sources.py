@@ -122,18 +122,20 @@ def file_days(source: BillingSource, file: StoredFile, storage: Storage) -> froz
     return _days_cache[key]
 
 
-def source_day(source: BillingSource, day: dt.date, storage: Storage | None = None) -> pl.LazyFrame:
+def source_day(source: BillingSource, day: dt.date, storage: Storage | None = None, sums_checked: bool = False) -> pl.LazyFrame:
     """Every line of ``day`` from every current delivery of the source, whichever period holds it,
     validated, as a lazy plan that streams (a 10 M-line day is never held in memory to be written).
 
     Validation is one streaming pass per file over a few columns (so a value that does not parse
     names its file): amounts, ISO 4217 currencies, and a 64-bit hash of (line id, usage start) per
     line to find a line delivered twice; the lines of a suspected duplicate are then compared for real.
+    ``sums_checked``: amounts and currencies are left to the caller's own pass, which sums the day per
+    currency anyway (:func:`refuse_bad_sums`); evaluating the amortized cost twice was 0.8 s of 13 M lines.
     """
     storage = storage or Storage()
     if source.uri.startswith("bq://"):
         lines = with_content_ids(gcp.read_bigquery_day(source.uri[len("bq://"):], day, source.name, storage.bigquery_client()))
-        parts = [_validated(lines.with_columns(billing_period=pl.col("invoice_id")).lazy(), source, source.uri)]
+        parts = [_validated(lines.with_columns(billing_period=pl.col("invoice_id")).lazy(), source, source.uri, sums_checked)]
         _refuse_duplicates(parts, source)
         return parts[0][0]
     parts = []
@@ -141,7 +143,7 @@ def source_day(source: BillingSource, day: dt.date, storage: Storage | None = No
         for file in delivery.files:
             if day in file_days(source, file, storage):
                 lines = scan_file(source, file, storage).filter(pl.col("date") == day).with_columns(billing_period=pl.lit(delivery.period))
-                parts.append(_validated(lines, source, file.uri))
+                parts.append(_validated(lines, source, file.uri, sums_checked))
     if not parts:
         return empty_cost_lines().lazy()
     _refuse_duplicates(parts, source)
@@ -157,10 +159,17 @@ KEY = ["line_item_id", "charge_period_start"]
 KEY_HASH = pl.col("line_item_id").hash(seed=3) ^ pl.col("charge_period_start").hash(seed=4)
 
 
-def _validated(lines: pl.LazyFrame, source: BillingSource, where: str) -> tuple[pl.LazyFrame, pl.Series]:
+NO_AMOUNT = pl.col("effective_cost").is_null() | pl.col("billed_cost").is_null()
+
+
+def _validated(lines: pl.LazyFrame, source: BillingSource, where: str, sums_checked: bool = False) -> tuple[pl.LazyFrame, pl.Series]:
     lines = lines.select([pl.col(c).cast(t) for c, t in COST_LINES_SCHEMA.items()])
-    no_amount = pl.col("effective_cost").is_null() | pl.col("billed_cost").is_null()
+    no_amount = NO_AMOUNT
     bad_currency = ~pl.col("currency").is_in(ISO_4217) | pl.col("currency").is_null()
+    if sums_checked:
+        # the values must still parse here, so that an error names its file: casting the source's own
+        # cost columns is cheap, evaluating the amortized cost (a branch per line type) is not
+        no_amount, bad_currency = pl.lit(False), pl.lit(False)
     try:
         check = lines.select(
             KEY_HASH.alias("key"), no_amount.alias("no_amount"), bad_currency.alias("bad_currency")
@@ -174,6 +183,24 @@ def _validated(lines: pl.LazyFrame, source: BillingSource, where: str) -> tuple[
         row = lines.filter(bad_currency).head(1).collect().row(0, named=True)
         raise InputError(where, f"unknown currency {str(row['currency'])[:20]!r} on {check['bad_currency'].sum()} line(s), e.g. line {row['line_item_id']}")
     return lines, check["key"]
+
+
+def refuse_bad_sums(sums: pl.DataFrame, sources: list[BillingSource], day: dt.date, storage_for: Callable[[BillingSource], Storage]) -> None:
+    """The checks :func:`source_day` left to the caller (``sums_checked``), from the day's sums per
+    (source, currency) with ``no_amount`` (lines without an amount): on a bad amount or currency the
+    source's files are validated one by one, which names the file and an example line."""
+    bad = sums.filter((pl.col("no_amount") > 0) | pl.col("currency").is_null() | ~pl.col("currency").is_in(ISO_4217))
+    for name in bad["source"].unique(maintain_order=True).to_list():
+        source = next(s for s in sources if s.name == name)
+        source_day(source, day, storage_for(source))  # raises the file's own error
+        raise InputError(source.uri, f"{day}: lines without an amount or with an unknown currency")
+
+
+def explain_unreadable(sources: list[BillingSource], day: dt.date, storage_for: Callable[[BillingSource], Storage]) -> None:
+    """After a pass over :func:`source_day` plans (``sums_checked``) failed to read a value: validate
+    the sources' files one by one, which raises the error naming the file."""
+    for source in sources:
+        source_day(source, day, storage_for(source))
 
 
 def _refuse_duplicates(parts: list[tuple[pl.LazyFrame, pl.Series]], source: BillingSource) -> None:

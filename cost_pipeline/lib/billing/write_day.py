@@ -23,12 +23,14 @@ from pathlib import Path
 import polars as pl
 
 from cost_pipeline.lib.billing.fingerprint import content_hash, fingerprint_parts, tag_set_hash
+from cost_pipeline.lib.billing.sources import NO_AMOUNT
 from cost_pipeline.lib.lake import PARQUET
 
 
 def write_cost_lines_day(plan: pl.LazyFrame, path: Path, tag_set: pl.Expr | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Sink ``plan`` to ``path`` with ``tag_set`` instead of ``tags``; returns the (source, currency)
-    sums with their fingerprint parts (``fp_lines`` is the line count), and the day's tag sets
+    sums with their fingerprint parts (``fp_lines`` is the line count) and ``no_amount`` (lines
+    without an amount, for :func:`lib.billing.sources.refuse_bad_sums`), and the day's tag sets
     (``tag_set``, ``tags``). If two maps share a hash, the lines keep their maps and there are no tag
     sets. ``tag_set``: the hash (:func:`tag_set_hash` unless a test needs collisions)."""
     schema = plan.collect_schema()
@@ -40,7 +42,8 @@ def write_cost_lines_day(plan: pl.LazyFrame, path: Path, tag_set: pl.Expr | None
         pl.collect_all([
             lines.drop("_h", "_check", "tags").sink_parquet(path, lazy=True, **PARQUET),
             lines.group_by("source", "currency").agg(pl.col("billed_cost").sum(), pl.col("effective_cost").sum(),
-                                                     pl.col("is_final").sum().alias("final"), *fingerprint_parts(pl.col("_h")))
+                                                     pl.col("is_final").sum().alias("final"), NO_AMOUNT.sum().alias("no_amount"),
+                                                     *fingerprint_parts(pl.col("_h")))
             .sink_parquet(work["sums"], lazy=True),
             # the first line of each (tag_set, check) pair (a group-by keeping maps peaked at 7.8 GiB), keyed by
             # their xor: cheaper than a struct, and if two pairs ever shared it, one map would be missing and
