@@ -167,8 +167,8 @@ def _validated(lines: pl.LazyFrame, source: BillingSource, where: str, sums_chec
     no_amount = NO_AMOUNT
     bad_currency = ~pl.col("currency").is_in(ISO_4217) | pl.col("currency").is_null()
     if sums_checked:
-        # the values must still parse here, so that an error names its file: casting the source's own
-        # cost columns is cheap, evaluating the amortized cost (a branch per line type) is not
+        # the caller's sums hold both; a cost value that does not parse then fails the caller's pass,
+        # which names the file through explain_unreadable (this pass no longer reads the cost columns)
         no_amount, bad_currency = pl.lit(False), pl.lit(False)
     try:
         check = lines.select(
