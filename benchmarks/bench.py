@@ -30,14 +30,14 @@ import yaml
 
 from cost_pipeline.config import BillingSource, bundled_config_path, load_settings
 from cost_pipeline.lib.allocate import allocate_sums, allocation_from_attribution_sums
-from cost_pipeline.lib.attribution import attribute_lake_day
+from cost_pipeline.lib.attribution import allocate_day, attribute_lake_day
 from cost_pipeline.lib.billing.sources import refuse_bad_sums, source_day
 from cost_pipeline.lib.billing.write_day import write_cost_lines_day
 from cost_pipeline.lib.compliance import compliance_breakdown, summary_from_sums
 from cost_pipeline.lib.lake import Lake
 from cost_pipeline.lib.reports import team_daily_costs
 from cost_pipeline.lib.storage import Storage
-from cost_pipeline.lib.usage import read_extracts_parts, read_usage
+from cost_pipeline.lib.usage import read_extracts_parts
 from cost_pipeline.sample import org
 from cost_pipeline.sample.generate import generate
 
@@ -190,7 +190,7 @@ def day_benchmark(out: Path, lines_per_day: int, pods: int, step: int, repeat: i
         attributed = attribute_lake_day(lake, START, settings.tagging, pools)
         attributed.quarantine().sink_parquet(out / "untagged_spend.parquet")
         lake.write_day("tag_compliance", START, compliance_breakdown(summary_from_sums(attributed.sums)))
-        allocated = allocate_sums(allocation_from_attribution_sums(attributed.sums), "bench", pools, read_usage(lake, [START]), settings.tagging)
+        allocated = allocate_day(lake, START, settings, attributed.sums)
         lake.write_day("allocated_costs", START, allocated)
         return allocated
 

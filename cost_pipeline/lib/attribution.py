@@ -26,12 +26,13 @@ from dataclasses import dataclass
 import polars as pl
 
 from cost_pipeline.config import Pool, TaggingConfig
-from cost_pipeline.lib.allocate import attribution_sums
+from cost_pipeline.lib.allocate import allocate_sums, allocation_from_attribution_sums, attribution_sums
 from cost_pipeline.lib.billing.schema import COST_LINES_SCHEMA
 from cost_pipeline.lib.errors import InputError
 from cost_pipeline.lib.keys import fold_key
 from cost_pipeline.lib.pools import classify_plan
 from cost_pipeline.lib.tags import CLASSIFY_COLUMNS, TAG_COLUMNS_REASON, day_tag_keys, quarantine, raw_tag_keys
+from cost_pipeline.lib.usage import read_usage
 
 LINE_KEYS = ["date", "currency", "sub_account_id", "service"]
 TAGS_MAP = pl.Map(pl.String(), pl.String())
@@ -170,6 +171,14 @@ def attribute_lake_day(lake, day, schema: TaggingConfig, pools: list[Pool]) -> D
     maps, with the tag keys read from the file's key column."""
     lines, tag_sets = lake_day(lake, day)
     return attribute_day(lines, day_tag_keys(lake, day, lines) if tag_sets is None else None, schema, pools, tag_sets)
+
+
+def allocate_day(lake, day, settings, sums: pl.DataFrame) -> pl.DataFrame:
+    """``allocated_costs`` of a lake day from its attribution ``sums`` under ``settings``' rules, the
+    pools split by the day's usage (a missing usage day: FileNotFoundError)."""
+    pools = settings.allocation.pools
+    samples = read_usage(lake, [day]) if pools else None
+    return allocate_sums(allocation_from_attribution_sums(sums), settings.rules_version, pools, samples, settings.tagging)
 
 
 def lines_with_tags(lake, days) -> pl.LazyFrame:

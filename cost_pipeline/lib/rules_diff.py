@@ -11,22 +11,15 @@ import datetime as dt
 import polars as pl
 
 from cost_pipeline.config import Settings
-from cost_pipeline.lib.allocate import allocate_sums, allocation_from_attribution_sums
-from cost_pipeline.lib.attribution import attribute_lake_day
+from cost_pipeline.lib.attribution import allocate_day, attribute_lake_day
 from cost_pipeline.lib.lake import Lake
 from cost_pipeline.lib.money import MONEY
-from cost_pipeline.lib.usage import read_usage
 
 
 def allocate_days(lake: Lake, rules: Settings, days: list[dt.date]) -> pl.DataFrame:
     """``allocated_costs`` under ``rules``, day by day as the asset computes it (a month of 10^7-line
     days is never loaded at once: each day's tag sets are classified, see ``lib/attribution``)."""
-    pools, frames = rules.allocation.pools, []
-    for day in days:
-        attributed = attribute_lake_day(lake, day, rules.tagging, pools)
-        samples = read_usage(lake, [day]) if pools else None
-        frames.append(allocate_sums(allocation_from_attribution_sums(attributed.sums), rules.rules_version, pools, samples, rules.tagging))
-    return pl.concat(frames)
+    return pl.concat([allocate_day(lake, day, rules, attribute_lake_day(lake, day, rules.tagging, rules.allocation.pools).sums) for day in days])
 
 
 def diff_allocations(current: pl.DataFrame, proposed: pl.DataFrame) -> pl.DataFrame:

@@ -13,8 +13,7 @@ from cost_pipeline.defs.compliance.checks import share_evaluations
 from cost_pipeline.defs.metadata import column_schema, day_metadata
 from cost_pipeline.defs.partitions import BACKFILL_POLICY, DAILY, partition_days
 from cost_pipeline.defs.resources import LakeResource, PipelineConfig
-from cost_pipeline.lib.allocate import allocate_sums, allocation_from_attribution_sums
-from cost_pipeline.lib.attribution import attribute_lake_day
+from cost_pipeline.lib.attribution import allocate_day, attribute_lake_day
 from cost_pipeline.lib.compliance import (
     compliance_breakdown,
     summary_from_sums,
@@ -23,7 +22,6 @@ from cost_pipeline.lib.compliance import (
 )
 from cost_pipeline.lib.lake import PARQUET
 from cost_pipeline.lib.markdown import md_table
-from cost_pipeline.lib.usage import read_usage
 
 ALLOCATED = dg.AssetSpec(
     "allocated_costs",
@@ -87,7 +85,7 @@ def attribution(context: dg.AssetExecutionContext, pipeline: PipelineConfig, cos
                 staged_path, untagged_path = untagged_stage.reserve(day)
                 attributed.quarantine().sink_parquet(staged_path, **PARQUET)
             if "allocated_costs" in selected:
-                _allocated_day(context, lake, settings, day, allocation_from_attribution_sums(sums), allocated_stage)
+                _allocated_day(context, lake, settings, day, sums, allocated_stage)
             summary = summary_from_sums(sums)
             if "tag_compliance" in selected:
                 breakdown = compliance_breakdown(summary)
@@ -127,13 +125,11 @@ def attribution(context: dg.AssetExecutionContext, pipeline: PipelineConfig, cos
         yield from share_evaluations(pl.concat(shares), settings.tagging)
 
 
-def _allocated_day(context: dg.AssetExecutionContext, lake, settings, day, summed: pl.DataFrame, staging) -> None:
-    pools = settings.allocation.pools
+def _allocated_day(context: dg.AssetExecutionContext, lake, settings, day, sums: pl.DataFrame, staging) -> None:
     try:
-        samples = read_usage(lake, [day]) if pools else None
+        allocated = allocate_day(lake, day, settings, sums)
     except FileNotFoundError as exc:
         raise dg.Failure(description=f"{exc}: materialize `usage` for these days first (or select it too)") from None
-    allocated = allocate_sums(summed, settings.rules_version, pools, samples, settings.tagging)
     path = staging.write_day(day, allocated)
     no_usage = allocated.filter(pl.col("reason").str.starts_with("no_usage:"))["reason"].to_list()
     for reason in no_usage:
