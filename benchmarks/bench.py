@@ -10,6 +10,9 @@ appended to ``BENCHMARKS.md`` with the machine's description.
 
 from __future__ import annotations
 
+import cost_pipeline  # noqa: F401 - first: it configures Polars' allocator, which polars reads when it loads
+
+# isort: split
 import argparse
 import datetime as dt
 import json

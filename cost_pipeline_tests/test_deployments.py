@@ -112,3 +112,21 @@ def test_a_range_past_the_delivered_days_fails_naming_them_and_writes_nothing(tm
     assert f"cost_lines: no billing source has any line for {missing}" in done.stderr
     assert "Traceback" not in done.stderr
     assert not list((tmp_path / "lake").glob("cost_lines/date=*"))
+
+
+def _jemalloc_options(env: dict) -> dict[str, str]:
+    """The options Polars' jemalloc actually runs with, in a fresh process that imports the package
+    first (as the CLI, the code server and run workers do), printed by jemalloc itself at exit."""
+    code = ("import os, cost_pipeline; os.environ['_RJEM_MALLOC_CONF'] += ',stats_print:true,stats_print_opts:mdablxe'; "
+            "import polars as pl; pl.DataFrame({'a': [1]}).sum()")
+    env = {k: v for k, v in os.environ.items() if k != "_RJEM_MALLOC_CONF"} | env
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stderr
+    return dict(line.strip().split(": ", 1) for line in out.splitlines() if line.strip().startswith("opt.") and ": " in line)
+
+
+def test_polars_allocator_keeps_freed_pages_and_operator_value_wins():
+    options = _jemalloc_options({})
+    assert options["opt.narenas"] == str(max(1, (os.cpu_count() or 1) // 4))
+    assert options["opt.dirty_decay_ms"].startswith("5000")
+    assert options["opt.muzzy_decay_ms"].startswith("0")
+    assert _jemalloc_options({"_RJEM_MALLOC_CONF": "dirty_decay_ms:700"})["opt.dirty_decay_ms"].startswith("700")
