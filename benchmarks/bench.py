@@ -264,15 +264,39 @@ def _backfill_line(what: str, days: int, wall: float, daily_end: float, trace: l
             f"{early / 2**30:.2f} GiB, in its last quarter {late / 2**30:.2f} GiB; of the whole run {max(r for _, r in trace) / 2**30:.2f} GiB.")
 
 
-def backfill_benchmark(out: Path, days: int, lines_per_day: int) -> list[str]:
+def as_month_parts(aws: Path, parts: int) -> None:
+    """Rewrite each billing period's CUR 2.0 files (the generator writes one per day) as ``parts`` files
+    that each hold lines of every day, the manifest listing them: how AWS Data Exports deliver a month."""
+    for folder in sorted((aws / "data").glob("BILLING_PERIOD=*")):
+        files = sorted(folder.glob("*.parquet"))
+        counts = [pl.scan_parquet(f).select(pl.len()).collect().item() for f in files]
+        staged = folder.with_name(folder.name + ".parts")
+        staged.mkdir()
+        names = [f"acme-ml-cur2-part-{i + 1:05d}.snappy.parquet" for i in range(parts)]
+        for i, name in enumerate(names):
+            slices = [pl.scan_parquet(f).slice(c * i // parts, c * (i + 1) // parts - c * i // parts) for f, c in zip(files, counts, strict=True)]
+            pl.concat(slices).sink_parquet(staged / name, compression="snappy")
+        shutil.rmtree(folder)
+        staged.rename(folder)
+        manifest_path = next((aws / "metadata" / folder.name).glob("*Manifest.json"))
+        manifest = json.loads(manifest_path.read_text())
+        prefix = manifest["dataFiles"][0].rsplit("/", 1)[0]
+        manifest_path.write_text(json.dumps({**manifest, "dataFiles": [f"{prefix}/{name}" for name in names]}))
+
+
+def backfill_benchmark(out: Path, days: int, lines_per_day: int, parts: int = 0) -> list[str]:
     """An N-day single-run backfill through ``cost-pipeline run`` (Dagster included), RSS sampled; then
-    the backfill a rules change needs (``run --rules-only``: cost_lines and usage kept)."""
+    the backfill a rules change needs (``run --rules-only``: cost_lines and usage kept). ``parts``: each
+    month delivered as that many files holding every day (0: the generator's file per day)."""
     t = time.perf_counter()
     # the bench's day, or earlier when the range would reach days that have not ended yet
     start = min(START, dt.datetime.now(dt.UTC).date() - dt.timedelta(days=days))
-    marker = out / f".generated-{start}-{days}-{lines_per_day}"
+    marker = out / f".generated-{start}-{days}-{lines_per_day}-{parts}"
     if not marker.exists():  # --out kept from an earlier run with the same sizes: reuse the files
+        shutil.rmtree(out, ignore_errors=True)
         generate(out, start, days, lines_per_day, seed=2)
+        if parts:
+            as_month_parts(out / "billing" / "aws", parts)
         marker.write_text("")
     generated = time.perf_counter() - t
     for old in ("lake", "home"):  # every run starts from an empty lake and instance
@@ -285,7 +309,8 @@ def backfill_benchmark(out: Path, days: int, lines_per_day: int) -> list[str]:
     args = ["run", "--config", str(out / "config.yaml"), "--start", str(start), "--end", str(end)]
     full = _timed_cli(args, out / "home")
     rules = _timed_cli([*args, "--rules-only"], out / "home")
-    return [_backfill_line(f"{days}-day single-run backfill at {lines_per_day:,} lines/day (data generated in {generated:.0f} s)", days, *full),
+    layout = f"each month in {parts} files holding every day" if parts else "a file per day"
+    return [_backfill_line(f"{days}-day single-run backfill at {lines_per_day:,} lines/day, {layout} (data generated in {generated:.0f} s)", days, *full),
             "", _backfill_line(f"The same {days} days again after a rules change (`run --rules-only`: cost_lines and usage kept)", days, *rules)]
 
 
@@ -297,6 +322,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--backfill-days", type=int, default=0, help="also time an N-day single-run backfill at --backfill-lines per day")
     parser.add_argument("--backfill-lines", type=int, default=1_000_000)
+    parser.add_argument("--backfill-parts", type=int, default=0, help="deliver each backfill month as N files holding every day (as AWS does)")
     parser.add_argument("--report", default="BENCHMARKS.md")
     parser.add_argument("--out", default=None, help="keep the generated data here")
     args = parser.parse_args()
@@ -309,7 +335,7 @@ def main() -> None:
         table, _ = day_benchmark(root / "day", args.lines_per_day, args.pods, args.step_seconds, args.repeat)
         lines += table
         if args.backfill_days:
-            lines += ["", *backfill_benchmark(root / "backfill", args.backfill_days, args.backfill_lines)]
+            lines += ["", *backfill_benchmark(root / "backfill", args.backfill_days, args.backfill_lines, args.backfill_parts)]
     text = "\n".join(lines) + "\n"
     print(text)
     report = Path(args.report)

@@ -10,9 +10,20 @@ from cost_pipeline.defs.metadata import column_schema, content_version, money_to
 from cost_pipeline.defs.partitions import BACKFILL_POLICY, DAILY, partition_days
 from cost_pipeline.defs.resources import BillingStorage, LakeResource, PipelineConfig
 from cost_pipeline.lib.billing.fingerprint import fingerprint_from
-from cost_pipeline.lib.billing.sources import TOTALS_SCHEMA, bill_totals, explain_unreadable, refuse_bad_sums, source_day
+from cost_pipeline.lib.billing.sources import (
+    TOTALS_SCHEMA,
+    bill_totals,
+    day_batches,
+    explain_unreadable,
+    refuse_bad_sums,
+    source_days,
+)
 from cost_pipeline.lib.billing.totals import totals_markdown
-from cost_pipeline.lib.billing.write_day import write_cost_lines_day
+from cost_pipeline.lib.billing.write_day import write_cost_lines_days
+
+# days written in one pass when billing files hold many days (an export's month parts): each file is
+# read once per batch instead of once per day; a batch keeps one open Parquet writer per day
+MAX_DAYS_PER_PASS = 8
 
 
 @dg.asset(
@@ -35,44 +46,31 @@ def cost_lines(context: dg.AssetExecutionContext, pipeline: PipelineConfig, cost
     rows = 0
     empty_days, last_with_data, fingerprints = [], None, []
     with lake.staging("cost_lines") as staging, lake.staging("tag_sets") as tag_set_stage:
-        for day in partition_days(context):
-            staged_path, path = staging.reserve(day)
+        with input_errors_as_failures():
+            batches = day_batches(settings.billing_sources, partition_days(context), billing.for_source, MAX_DAYS_PER_PASS)
+        for batch in batches:
+            staged = {day: staging.reserve(day) for day in batch}
             with input_errors_as_failures():
                 # amounts and currencies are checked from the write pass's own sums: one evaluation of the
                 # amortized cost instead of two; a failed check re-reads the files one by one to name one
-                plans = [source_day(s, day, billing.for_source(s), sums_checked=True) for s in settings.billing_sources]
+                plans = [source_days(s, batch, billing.for_source(s), sums_checked=True) for s in settings.billing_sources]
                 try:
-                    sums, tag_sets = write_cost_lines_day(pl.concat(plans), staged_path)
+                    sums, tag_sets = write_cost_lines_days(pl.concat(plans), {day: path for day, (path, _) in staged.items()})
                 except pl.exceptions.PolarsError:
-                    explain_unreadable(settings.billing_sources, day, billing.for_source)
+                    for day in batch:
+                        explain_unreadable(settings.billing_sources, day, billing.for_source)
                     raise
-                refuse_bad_sums(sums, settings.billing_sources, day, billing.for_source)
-            tag_set_stage.write_day(day, tag_sets)
-            per_source = dict(sums.group_by("source").agg(pl.col("fp_lines").sum()).iter_rows())
-            rows += sum(per_source.values())
-            metadata = {
-                "dagster/row_count": sum(per_source.values()),
-                "dagster/column_schema": column_schema(pl.Schema(TABLES["cost_lines"])),
-                "path": dg.MetadataValue.path(path),
-                **money_totals(sums, ["billed_cost", "effective_cost"]),
-            }
-            total, final = sum(per_source.values()), int(sums["final"].sum())
-            metadata["final %"] = dg.MetadataValue.float(round(100 * final / total, 2) if total else 0.0)
-            metadata["final"] = bool(total) and final == total
-            metadata["tag_sets"] = tag_sets.height
-            empty = [s.name for s in settings.billing_sources if not per_source.get(s.name)]
-            metadata["sources_without_data"] = ", ".join(empty) or "none"
-            for source in settings.billing_sources:
-                metadata[f"lines/{source.name}"] = per_source.get(source.name, 0)
-                metadata[f"fingerprint/{source.name}"] = fingerprint_from(sums.filter(pl.col("source") == source.name))
-            fingerprints.append(",".join(str(metadata[f"fingerprint/{s.name}"]) for s in settings.billing_sources))
-            if not per_source:
-                empty_days.append(day)
-            else:
-                last_with_data = day
-            if empty:
-                context.log.warning(f"{day}: no lines from {', '.join(empty)} (no current delivery holds this day)")
-            context.add_asset_metadata(metadata, partition_key=day.isoformat())
+                for day in batch:
+                    refuse_bad_sums(sums.filter(pl.col("date") == day), settings.billing_sources, day, billing.for_source)
+            for day in batch:
+                day_tag_sets = tag_sets.filter(pl.col("date") == day).drop("date")
+                tag_set_stage.write_day(day, day_tag_sets)
+                day_sums = sums.filter(pl.col("date") == day)
+                rows += _report_day(context, settings, day, staged[day][1], day_sums, day_tag_sets, fingerprints)
+                if day_sums["fp_lines"].sum():
+                    last_with_data = day
+                else:
+                    empty_days.append(day)
         # days after the last day with any line are not delivered yet (a gap inside the range is only warned about)
         undelivered = [d.isoformat() for d in empty_days if last_with_data is None or d > last_with_data]
         if undelivered:  # raised inside the staging block: no day of the run replaces the lake
@@ -83,6 +81,32 @@ def cost_lines(context: dg.AssetExecutionContext, pipeline: PipelineConfig, cost
             )
     return dg.MaterializeResult(metadata={"days_in_run": len(partition_days(context)), "lines_in_run": rows},
                                 data_version=content_version(fingerprints))
+
+
+def _report_day(context: dg.AssetExecutionContext, settings, day, path: str, sums: pl.DataFrame, tag_sets: pl.DataFrame,
+                fingerprints: list[str]) -> int:
+    """The day's materialization metadata (lines, money, fingerprints per source); returns its lines."""
+    per_source = dict(sums.group_by("source").agg(pl.col("fp_lines").sum()).iter_rows())
+    total, final = sum(per_source.values()), int(sums["final"].sum())
+    metadata = {
+        "dagster/row_count": total,
+        "dagster/column_schema": column_schema(pl.Schema(TABLES["cost_lines"])),
+        "path": dg.MetadataValue.path(path),
+        **money_totals(sums, ["billed_cost", "effective_cost"]),
+        "final %": dg.MetadataValue.float(round(100 * final / total, 2) if total else 0.0),
+        "final": bool(total) and final == total,
+        "tag_sets": tag_sets.height,
+    }
+    empty = [s.name for s in settings.billing_sources if not per_source.get(s.name)]
+    metadata["sources_without_data"] = ", ".join(empty) or "none"
+    for source in settings.billing_sources:
+        metadata[f"lines/{source.name}"] = per_source.get(source.name, 0)
+        metadata[f"fingerprint/{source.name}"] = fingerprint_from(sums.filter(pl.col("source") == source.name))
+    fingerprints.append(",".join(str(metadata[f"fingerprint/{s.name}"]) for s in settings.billing_sources))
+    if empty:
+        context.log.warning(f"{day}: no lines from {', '.join(empty)} (no current delivery holds this day)")
+    context.add_asset_metadata(metadata, partition_key=day.isoformat())
+    return total
 
 
 @dg.asset(

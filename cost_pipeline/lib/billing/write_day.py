@@ -18,6 +18,7 @@ maps themselves, so results stay exact.
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import polars as pl
@@ -28,34 +29,74 @@ from cost_pipeline.lib.lake import PARQUET
 
 
 def write_cost_lines_day(plan: pl.LazyFrame, path: Path, tag_set: pl.Expr | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Sink ``plan`` to ``path`` with ``tag_set`` instead of ``tags``; returns the (source, currency)
-    sums with their fingerprint parts (``fp_lines`` is the line count) and ``no_amount`` (lines
-    without an amount, for :func:`lib.billing.sources.refuse_bad_sums`), and the day's tag sets
+    """Sink one day's ``plan`` to ``path`` with ``tag_set`` instead of ``tags``; returns the (source,
+    currency) sums with their fingerprint parts (``fp_lines`` is the line count) and ``no_amount``
+    (lines without an amount, for :func:`lib.billing.sources.refuse_bad_sums`), and the day's tag sets
     (``tag_set``, ``tags``). If two maps share a hash, the lines keep their maps and there are no tag
     sets. ``tag_set``: the hash (:func:`tag_set_hash` unless a test needs collisions)."""
+    sums, tag_sets = _write(plan, pl.lit(0, pl.Int32), {0: path}, tag_set)
+    return sums.drop("_day"), tag_sets.drop("_day")
+
+
+def write_cost_lines_days(plan: pl.LazyFrame, paths: dict[dt.date, Path], tag_set: pl.Expr | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """:func:`write_cost_lines_day` of several days in one pass, each day's lines to ``paths[day]`` (a
+    day without lines gets an empty file); the sums and tag sets have a ``date`` column.
+
+    One pass, because billing files can hold many days: an export's month parts each hold lines of
+    every day, and reading them once per day of a backfill read a 30-day month 30 times."""
+    sums, tag_sets = _write(plan, pl.col("date"), paths, tag_set)
+    return sums.rename({"_day": "date"}), tag_sets.rename({"_day": "date"})
+
+
+def _write(plan: pl.LazyFrame, day: pl.Expr, paths: dict, tag_set: pl.Expr | None) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The pass: lines split into ``paths`` by ``day`` (``_day`` in the results)."""
     schema = plan.collect_schema()
     # every derived column computed once, in the plan all three queries share
-    lines = plan.with_columns(tag_set=tag_set if tag_set is not None else tag_set_hash()).with_columns(
+    lines = plan.with_columns(_day=day, tag_set=tag_set if tag_set is not None else tag_set_hash()).with_columns(
         _h=content_hash(schema, tag_set=pl.col("tag_set")), _check=tag_set_hash(seed=2))
-    work = {name: path.with_suffix(f".{name}.parquet") for name in ("sums", "tag_sets")}
+    first = next(iter(paths.values()))
+    work = {name: first.with_suffix(f".{name}.parquet") for name in ("sums", "tag_sets")}
+    written: list = []
+
+    def day_file(args) -> Path:  # exactly one file per day: the lake's layout
+        key = args.partition_keys["_day"][0]
+        if args.index_in_partition or key not in paths:
+            raise ValueError(f"a second file for {key!r}, or a day outside {sorted(paths)}")
+        written.append(key)
+        return paths[key]
+
+    by_day = len(paths) > 1  # one day: a plain sink and no per-day keys (what a 13 M-line day is timed with)
+    target = pl.PartitionBy(first.parent, key="_day", include_key=False, file_path_provider=day_file, approximate_bytes_per_file=None)
+    if not by_day:
+        target, written = first, list(paths)
+    keys = ["_day"] if by_day else []
+    first_of_pair = pl.col("tag_set") ^ pl.col("check")
+    if by_day:
+        first_of_pair = pl.struct("_day", first_of_pair)
     try:
         pl.collect_all([
-            lines.drop("_h", "_check", "tags").sink_parquet(path, lazy=True, **PARQUET),
-            lines.group_by("source", "currency").agg(pl.col("billed_cost").sum(), pl.col("effective_cost").sum(),
-                                                     pl.col("is_final").sum().alias("final"), NO_AMOUNT.sum().alias("no_amount"),
-                                                     *fingerprint_parts(pl.col("_h")))
+            lines.drop("_h", "_check", "tags", *([] if by_day else ["_day"])).sink_parquet(target, lazy=True, **PARQUET),
+            lines.group_by(*keys, "source", "currency").agg(pl.col("billed_cost").sum(), pl.col("effective_cost").sum(),
+                                                             pl.col("is_final").sum().alias("final"), NO_AMOUNT.sum().alias("no_amount"),
+                                                             *fingerprint_parts(pl.col("_h")))
             .sink_parquet(work["sums"], lazy=True),
-            # the first line of each (tag_set, check) pair (a group-by keeping maps peaked at 7.8 GiB), keyed by
-            # their xor: cheaper than a struct, and if two pairs ever shared it, one map would be missing and
-            # attribution would read the maps (never a wrong one)
-            lines.select("tag_set", "tags", pl.col("_check").alias("check")).filter((pl.col("tag_set") ^ pl.col("check")).is_first_distinct())
+            # the first line of each (day, tag_set, check) (a group-by keeping maps peaked at 7.8 GiB), keyed by
+            # the pair's xor: cheaper than a struct of the pair, and if two pairs ever shared it, one map would be
+            # missing and attribution would read the maps (never a wrong one)
+            lines.select(*keys, "tag_set", "tags", pl.col("_check").alias("check")).filter(first_of_pair.is_first_distinct())
             .sink_parquet(work["tag_sets"], lazy=True),
         ], engine="streaming")
+        empty = lines.drop("_h", "_check", "tags", "_day").clear().collect()
+        for key in set(paths) - set(written):  # a day without lines still has its (empty) file
+            empty.write_parquet(paths[key], **PARQUET)
         tag_sets = pl.read_parquet(work["tag_sets"]).drop("check")
-        if tag_sets["tag_set"].is_duplicated().any():  # a shared hash: the maps stay on the lines (a second pass)
-            lines.drop("_h", "_check").sink_parquet(path, engine="streaming", **PARQUET)
-            tag_sets = tag_sets.clear()
-        return pl.read_parquet(work["sums"]), tag_sets.sort("tag_set")
+        sums = pl.read_parquet(work["sums"])
+        if not by_day:
+            tag_sets, sums = (frame.with_columns(_day=pl.lit(next(iter(paths)))) for frame in (tag_sets, sums))
+        shared = tag_sets.filter(pl.struct("_day", "tag_set").is_duplicated())["_day"].unique().to_list()
+        for key in shared:  # a shared hash: that day's lines keep their maps (a second pass) and it has no tag sets
+            lines.filter(pl.col("_day") == key).drop("_h", "_check", "_day").sink_parquet(paths[key], engine="streaming", **PARQUET)
+        return sums, tag_sets.filter(~pl.col("_day").is_in(shared)).sort("_day", "tag_set")
     finally:
         for file in work.values():
             file.unlink(missing_ok=True)
