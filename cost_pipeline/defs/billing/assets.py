@@ -22,8 +22,10 @@ from cost_pipeline.lib.billing.totals import totals_markdown
 from cost_pipeline.lib.billing.write_day import write_cost_lines_days
 
 # days written in one pass when billing files hold many days (an export's month parts): each file is
-# read once per batch instead of once per day; a batch keeps one open Parquet writer per day
-MAX_DAYS_PER_PASS = 8
+# read once per batch instead of once per day. A batch keeps one Parquet writer per day open, each
+# holding at most a row group (~130,000 lines): 30 days of 1.3 M lines in 8 month parts peaked at
+# 1.36 GiB in one pass (1.8 s a day) and 1.28 GiB in two (2.5 s a day)
+MAX_DAYS_PER_PASS = 31
 
 
 @dg.asset(
