@@ -1,5 +1,7 @@
-"""Writing one day of ``cost_lines``: the lines, their content hashes, sums and tag sets in one pass.
+"""Writing ``cost_lines`` days: the lines, their content hashes, sums and tag sets in one pass.
 
+One pass writes one day, or several days that share billing files (a file per day through Polars'
+partitioned sink, the sums and tag sets grouped by day as well; see :func:`write_cost_lines_days`).
 A 10 M-line day is never held in memory: Polars streams the day's plan once and shares the scan
 between the Parquet sink, the per-source totals (with the day's content fingerprint, see
 ``fingerprint.py``) that the asset reports and the bill reconciliation compares, and the day's tag
@@ -66,13 +68,13 @@ def _write(plan: pl.LazyFrame, day: pl.Expr, paths: dict, tag_set: pl.Expr | Non
         return paths[key]
 
     by_day = len(paths) > 1  # one day: a plain sink and no per-day keys (what a 13 M-line day is timed with)
-    target = pl.PartitionBy(first.parent, key="_day", include_key=False, file_path_provider=day_file, approximate_bytes_per_file=None)
-    if not by_day:
-        target, written = first, list(paths)
     keys = ["_day"] if by_day else []
     first_of_pair = pl.col("tag_set") ^ pl.col("check")
     if by_day:
+        target = pl.PartitionBy(first.parent, key="_day", include_key=False, file_path_provider=day_file, approximate_bytes_per_file=None)
         first_of_pair = pl.struct("_day", first_of_pair)
+    else:
+        target, written = first, list(paths)
     try:
         pl.collect_all([
             lines.drop("_h", "_check", "tags", *([] if by_day else ["_day"])).sink_parquet(target, lazy=True, **PARQUET),
@@ -86,9 +88,8 @@ def _write(plan: pl.LazyFrame, day: pl.Expr, paths: dict, tag_set: pl.Expr | Non
             lines.select(*keys, "tag_set", "tags", pl.col("_check").alias("check")).filter(first_of_pair.is_first_distinct())
             .sink_parquet(work["tag_sets"], lazy=True),
         ], engine="streaming")
-        empty = lines.drop("_h", "_check", "tags", "_day").clear().collect()
         for key in set(paths) - set(written):  # a day without lines still has its (empty) file
-            empty.write_parquet(paths[key], **PARQUET)
+            lines.drop("_h", "_check", "tags", "_day").clear().collect().write_parquet(paths[key], **PARQUET)
         tag_sets = pl.read_parquet(work["tag_sets"]).drop("check")
         sums = pl.read_parquet(work["sums"])
         if not by_day:
