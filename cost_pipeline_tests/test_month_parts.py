@@ -4,6 +4,7 @@ writes it. Oracles: the raw CUR rows counted and summed by hand per day, and sin
 
 import datetime as dt
 import json
+import re
 import shutil
 from decimal import Decimal
 from pathlib import Path
@@ -104,3 +105,37 @@ def test_a_pass_over_days_splits_tag_set_collisions_and_empty_days_per_day(tmp_p
     written = pl.read_parquet(paths[second])
     assert "tags" not in written.columns and written["line_item_id"].to_list() == ["c", "d"]
     assert pl.read_parquet(paths[empty]).height == 0 and "tags" not in pl.read_parquet(paths[empty]).columns
+
+
+def _unknown_currency(parts: Path) -> str:
+    path = parts / "acme-ml-cur2-00002.snappy.parquet"
+    frame = pl.read_parquet(path)
+    row = frame["line_item_line_item_type"].to_list().index("Usage")
+    frame.with_columns(pl.when(pl.int_range(pl.len()) == row).then(pl.lit("US$")).otherwise(pl.col("line_item_currency_code"))
+                       .alias("line_item_currency_code")).write_parquet(path)
+    return re.escape(f"{path}: unknown currency 'US$' on 1 line(s)")
+
+
+def _line_in_both_parts(parts: Path) -> str:
+    first, second = parts / "acme-ml-cur2-00001.snappy.parquet", parts / "acme-ml-cur2-00002.snappy.parquet"
+    pl.concat([pl.read_parquet(second), pl.read_parquet(first).head(1)]).write_parquet(second)
+    return r"1 line\(s\) delivered more than once, e\.g\. line \S+ in \S+acme-ml-cur2-00001\S+ and \S+acme-ml-cur2-00002"
+
+
+@pytest.mark.parametrize("corrupt", [_unknown_currency, _line_in_both_parts], ids=["currency", "duplicate"])
+def test_a_bad_part_fails_the_whole_pass_naming_the_file_and_keeps_every_day(tmp_path, month_parts, corrupt):
+    data = tmp_path / "data"
+    shutil.copytree(month_parts, data)
+    assert _materialize(tmp_path / "run", data, START, LAST).success
+    lake = tmp_path / "run" / "lake"
+    before = {p: p.read_bytes() for p in sorted((lake / "cost_lines").rglob("*.parquet"))}
+    assert len(before) == DAYS
+    problem = corrupt(data / "billing" / "aws" / "data" / PERIOD)
+    config = write_config(tmp_path / "run", data)
+    result = dg.materialize([cost_lines], resources=resources_for(load_settings(config)), instance=dg.DagsterInstance.ephemeral(),
+                            tags={ASSET_PARTITION_RANGE_START_TAG: START.isoformat(), ASSET_PARTITION_RANGE_END_TAG: LAST.isoformat()},
+                            raise_on_error=False)
+    assert not result.success
+    message = next(e for e in result.all_events if e.is_step_failure).step_failure_data.error.message
+    assert re.search(problem, message), message
+    assert {p: p.read_bytes() for p in sorted((lake / "cost_lines").rglob("*.parquet"))} == before  # no day replaced
