@@ -18,7 +18,7 @@ from cost_pipeline.config import load_settings
 from cost_pipeline.defs.billing.assets import cost_lines
 from cost_pipeline.defs.resources import resources_for
 from cost_pipeline.lib.billing.schema import MAP_ENTRIES
-from cost_pipeline.lib.billing.sources import day_batches
+from cost_pipeline.lib.billing.sources import day_batches, source_day
 from cost_pipeline.lib.billing.write_day import write_cost_lines_days
 from cost_pipeline.lib.storage import Storage
 from cost_pipeline_tests.conftest import DAYS, START, cur2_effective, write_config
@@ -139,3 +139,23 @@ def test_a_bad_part_fails_the_whole_pass_naming_the_file_and_keeps_every_day(tmp
     message = next(e for e in result.all_events if e.is_step_failure).step_failure_data.error.message
     assert re.search(problem, message), message
     assert {p: p.read_bytes() for p in sorted((lake / "cost_lines").rglob("*.parquet"))} == before  # no day replaced
+
+
+@pytest.mark.parametrize("retype", [
+    pl.col("^line_item_usage_(start|end)_date$").dt.replace_time_zone(None),
+    pl.col("^line_item_usage_(start|end)_date$").dt.to_string("%Y-%m-%dT%H:%M:%SZ"),
+], ids=["naive-timestamps", "text-timestamps"])
+def test_a_day_read_from_parts_keeps_every_line_whatever_the_timestamp_type(tmp_path, month_parts, retype):
+    """The parts are scanned with a range on the raw usage start (so Polars can skip other days' row groups):
+    exports whose timestamps are naive or text still give the day exactly."""
+    data = tmp_path / "data"
+    shutil.copytree(month_parts, data)
+    for part in (data / "billing" / "aws" / "data" / PERIOD).glob("*.parquet"):
+        pl.read_parquet(part).with_columns(retype).write_parquet(part)
+    raw = pl.read_parquet(month_parts / "billing" / "aws" / "data" / PERIOD / "*.parquet")
+    source = load_settings(write_config(tmp_path, data)).billing_sources[0]
+    for day in (START, LAST):
+        rows = raw.filter(pl.col("line_item_usage_start_date").dt.date() == day)
+        lines = source_day(source, day, Storage()).collect()
+        assert lines.height == rows.height > 0 and set(lines["date"]) == {day}
+        assert lines["effective_cost"].sum() == sum((cur2_effective(r) for r in rows.iter_rows(named=True)), Decimal(0))

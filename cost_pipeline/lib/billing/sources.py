@@ -48,7 +48,7 @@ class FileFormat:
     deliveries: Picker
     read: Reader  # (local path, file uri for messages, name under the source, source) -> cost lines, every day
     content_ids: bool = False  # the provider has no line ids: use a content hash of the row
-    lazy: bool = False  # the reader scans lazily (Parquet): no parsed copy is kept between days
+    lazy: bool = False  # the reader scans lazily (Parquet; it takes ``days=``): no parsed copy is kept between days
 
 
 FORMATS: dict[str, FileFormat] = {
@@ -86,8 +86,9 @@ def _format(source: BillingSource) -> FileFormat:
     return FORMATS[source.format]
 
 
-def scan_file(source: BillingSource, file: StoredFile, storage: Storage) -> pl.LazyFrame:
-    """Every line of one delivered file (all days), typed and validated; text files parsed once per version."""
+def scan_file(source: BillingSource, file: StoredFile, storage: Storage, days: list[dt.date] | None = None) -> pl.LazyFrame:
+    """Every line of one delivered file (all days, or at least those of ``days``: a lazy reader may skip
+    the row groups of other days), typed and validated; text files parsed once per version."""
     fmt = _format(source)
     if source.uri.startswith("bq://"):
         raise InputError(source.uri, "BigQuery tables are read by day, not by file")
@@ -97,7 +98,7 @@ def scan_file(source: BillingSource, file: StoredFile, storage: Storage) -> pl.L
         return with_content_ids(frame) if fmt.content_ids else frame
 
     if fmt.lazy:
-        return fmt.read(storage.fetch(file), file.uri, file.name, source)
+        return fmt.read(storage.fetch(file), file.uri, file.name, source, days=days)
     return parsed(file, source.name, parse).lazy()
 
 
@@ -151,7 +152,7 @@ def source_days(source: BillingSource, days: list[dt.date], storage: Storage | N
     for delivery in current_deliveries(source, storage):
         for file in delivery.files:
             if wanted & file_days(source, file, storage):
-                lines = scan_file(source, file, storage).filter(in_days).with_columns(billing_period=pl.lit(delivery.period))
+                lines = scan_file(source, file, storage, sorted(wanted)).filter(in_days).with_columns(billing_period=pl.lit(delivery.period))
                 parts.append(_validated(lines, source, file.uri, sums_checked))
     if not parts:
         return empty_cost_lines().lazy()
