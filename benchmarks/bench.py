@@ -34,8 +34,7 @@ import yaml
 from cost_pipeline.config import BillingSource, bundled_config_path, load_settings
 from cost_pipeline.lib.allocate import allocate_sums, allocation_from_attribution_sums
 from cost_pipeline.lib.attribution import allocate_day, attribute_lake_day
-from cost_pipeline.lib.billing.sources import refuse_bad_sums, source_day
-from cost_pipeline.lib.billing.write_day import write_cost_lines_day
+from cost_pipeline.lib.billing.write_day import ingest_days
 from cost_pipeline.lib.compliance import compliance_breakdown, summary_from_sums
 from cost_pipeline.lib.lake import Lake
 from cost_pipeline.lib.reports import team_daily_costs
@@ -192,9 +191,8 @@ def day_benchmark(out: Path, lines_per_day: int, pods: int, step: int, repeat: i
     def ingest():  # as the asset: line keys checked per file, then sunk, hashed, summed (amounts, currencies checked) and tag sets kept in one pass
         with lake.staging("cost_lines") as staging, lake.staging("tag_sets") as tag_set_stage:
             path, _ = staging.reserve(START)
-            sums, tag_sets = write_cost_lines_day(source_day(source, START, sums_checked=True), path)
-            refuse_bad_sums(sums, [source], START, lambda _: Storage())
-            tag_set_stage.write_day(START, tag_sets)
+            _, tag_sets = ingest_days([source], [START], lambda _: Storage(), {START: path})
+            tag_set_stage.write_day(START, tag_sets.drop("date"))
         return lake.scan_days("cost_lines", [START]).select(pl.len()).collect().item()
 
     count = meter.run("ingest: read, validate, write cost_lines", ingest, repeat)

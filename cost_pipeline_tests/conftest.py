@@ -7,16 +7,21 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 from decimal import Decimal
 from pathlib import Path
 
 import boto3
+import polars as pl
 import pytest
 import yaml
 from moto.server import ThreadedMotoServer
 
 from cost_pipeline.config import BillingSource, bundled_config_path
 from cost_pipeline.lib.billing.sources import read_source_day
+from cost_pipeline.lib.billing.write_day import ingest_days
+from cost_pipeline.lib.errors import InputError
+from cost_pipeline.lib.storage import Storage
 from cost_pipeline.sample.generate import generate
 
 # The public billing samples: ../shared/data beside the checkout (as for developers and CI), or
@@ -111,5 +116,25 @@ def source(fmt: str, uri: object = "unused", name: str = "src", **options) -> Bi
 
 
 def read_day(fmt: str, uri: object, day: dt.date, name: str = "src", storage=None, **options):
-    """One day of one billing source through the shared reader flow, as the asset reads it."""
-    return read_source_day(source(fmt, uri, name, **options), day, storage)
+    """One day of one billing source through the shared reader flow (validated file by file), and
+    through the asset's ingest (checked in and after its write pass): both must give the same lines,
+    or refuse the input with the same error."""
+    src = source(fmt, uri, name, **options)
+    try:
+        lines = read_source_day(src, day, storage)
+    except InputError as refused:
+        with pytest.raises(InputError) as in_pass:
+            _ingested_day(src, day, storage)
+        assert str(in_pass.value) == str(refused)
+        raise
+    written, sums = _ingested_day(src, day, storage)
+    assert int(sums["fp_lines"].sum()) == written.height == lines.height  # lines in == lines out
+    assert written.drop("tag_set").equals(lines.drop("tags"))
+    return lines
+
+
+def _ingested_day(src: BillingSource, day: dt.date, storage) -> tuple[pl.DataFrame, pl.DataFrame]:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "day.parquet"
+        sums, _ = ingest_days([src], [day], lambda _: storage or Storage(), {day: path})
+        return pl.read_parquet(path), sums

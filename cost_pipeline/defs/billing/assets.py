@@ -10,16 +10,9 @@ from cost_pipeline.defs.metadata import column_schema, content_version, money_to
 from cost_pipeline.defs.partitions import BACKFILL_POLICY, DAILY, partition_days
 from cost_pipeline.defs.resources import BillingStorage, LakeResource, PipelineConfig
 from cost_pipeline.lib.billing.fingerprint import fingerprint_from
-from cost_pipeline.lib.billing.sources import (
-    TOTALS_SCHEMA,
-    bill_totals,
-    day_batches,
-    explain_unreadable,
-    refuse_bad_sums,
-    source_days,
-)
+from cost_pipeline.lib.billing.sources import TOTALS_SCHEMA, bill_totals, day_batches
 from cost_pipeline.lib.billing.totals import totals_markdown
-from cost_pipeline.lib.billing.write_day import write_cost_lines_days
+from cost_pipeline.lib.billing.write_day import ingest_days
 
 # days written in one pass when billing files hold many days (an export's month parts): each file is
 # read once per batch instead of once per day. A batch keeps one Parquet writer per day open, each
@@ -53,17 +46,7 @@ def cost_lines(context: dg.AssetExecutionContext, pipeline: PipelineConfig, cost
         for batch in batches:
             staged = {day: staging.reserve(day) for day in batch}
             with input_errors_as_failures():
-                # amounts and currencies are checked from the write pass's own sums: one evaluation of the
-                # amortized cost instead of two; a failed check re-reads the files one by one to name one
-                plans = [source_days(s, batch, billing.for_source(s), sums_checked=True) for s in settings.billing_sources]
-                try:
-                    sums, tag_sets = write_cost_lines_days(pl.concat(plans), {day: path for day, (path, _) in staged.items()})
-                except pl.exceptions.PolarsError:
-                    for day in batch:
-                        explain_unreadable(settings.billing_sources, day, billing.for_source)
-                    raise
-                for day in batch:
-                    refuse_bad_sums(sums.filter(pl.col("date") == day), settings.billing_sources, day, billing.for_source)
+                sums, tag_sets = ingest_days(settings.billing_sources, batch, billing.for_source, {day: path for day, (path, _) in staged.items()})
             for day in batch:
                 day_tag_sets = tag_sets.filter(pl.col("date") == day).drop("date")
                 tag_set_stage.write_day(day, day_tag_sets)

@@ -21,13 +21,32 @@ maps themselves, so results stay exact.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
 
+from cost_pipeline.config import BillingSource
 from cost_pipeline.lib.billing.fingerprint import content_hash, fingerprint_parts, tag_set_hash
-from cost_pipeline.lib.billing.sources import NO_AMOUNT
+from cost_pipeline.lib.billing.sources import NO_AMOUNT, explain_unreadable, refuse_bad_sums, source_days
 from cost_pipeline.lib.lake import PARQUET
+
+
+def ingest_days(sources: list[BillingSource], days: list[dt.date], storage_for: Callable, paths: dict[dt.date, Path]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The ``cost_lines`` of ``days`` from every source, checked and written to ``paths`` in one pass
+    (:func:`write_cost_lines_days`): a line delivered twice fails before it, a file that does not read,
+    a line without an amount or an unknown currency after it, each error naming the file (the files
+    are then validated one by one). Returns the per-day sums and tag sets."""
+    plans = [source_days(s, days, storage_for(s), sums_checked=True) for s in sources]
+    try:
+        sums, tag_sets = write_cost_lines_days(pl.concat(plans), paths)
+    except pl.exceptions.PolarsError:
+        for day in days:
+            explain_unreadable(sources, day, storage_for)
+        raise
+    for day in days:
+        refuse_bad_sums(sums.filter(pl.col("date") == day), sources, day, storage_for)
+    return sums, tag_sets
 
 
 def write_cost_lines_day(plan: pl.LazyFrame, path: Path, tag_set: pl.Expr | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
