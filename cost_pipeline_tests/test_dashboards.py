@@ -79,16 +79,64 @@ def test_a_team_page_embeds_only_that_teams_rows(october):
     lake = october / "lake"
     html = (lake / "reports" / "dashboards" / "personalization.html").read_text()
     spec = json.loads(re.search(r"<script type='application/json' id='spec'>(.*?)</script>", html, re.S).group(1))
-    rows = [r for values in spec["datasets"].values() for r in values]
+    rows, runs = spec["datasets"]["rows"], spec["datasets"]["experiments"]
     detail = pl.scan_parquet(lake / "team_cost_detail" / "date=*" / "*.parquet").filter(pl.col("team") == "personalization").collect()
-    assert sum(r["kind"] == "team" for r in rows) == detail.height  # lines in, lines out
-    assert all("team" not in r for r in rows)
+    # the charts' rows: one per day x project x workload type x environment x allocation x pool (no experiment)
+    grain = ["date", "project", "workload_type", "environment", "allocation", "pool", "currency"]
+    assert sum(r["kind"] == "team" for r in rows) == detail.select(grain).unique().height
+    assert all("team" not in r for r in rows + runs)
     others = {"fraud-detection", "search-ranking", "forecasting", "__unattributed__"}
-    strings = {v for r in rows for v in r.values() if isinstance(v, str)}
+    strings = {v for r in rows + runs for v in r.values() if isinstance(v, str)}
     assert not strings & others
     team_rows = [r for r in rows if r["kind"] == "team"]
     exact = sum(r["hi"] * 10**6 + r["lo"] for r in team_rows)
     assert Decimal(exact).scaleb(-12) == detail["amount"].sum()
+    # the experiments table's rows: per month, each day with cost listed once with its amount
+    runs_by_hand = detail.filter(pl.col("experiment_id").is_not_null())
+    assert runs_by_hand.height and len(runs) == runs_by_hand.select("experiment_id", "project", "workload_type", "environment", "currency",
+                                                                    pl.col("date").dt.strftime("%Y-%m")).unique().height
+    assert sum(len(r["days"]) for r in runs) == runs_by_hand.select("experiment_id", "project", "workload_type", "environment", "currency", "date").unique().height
+    assert Decimal(sum(h * 10**6 + lo for r in runs for h, lo in zip(r["his"], r["los"], strict=True))).scaleb(-12) == runs_by_hand["amount"].sum()
+
+
+def _run_lines(rows: list[tuple]) -> pl.DataFrame:
+    import datetime as dt
+
+    return pl.DataFrame(
+        [{"date": dt.date.fromisoformat(d), "team": "fraud-detection", "project": "fd-realtime", "workload_type": "training", "environment": env,
+          "experiment_id": exp, "allocation": "direct", "pool": None, "reason": None, "currency": "USD", "rules_version": "r1",
+          "amount": Decimal(amount), "driver": None} for d, env, exp, amount in rows],
+        schema_overrides={"amount": pl.Decimal(38, 12), "pool": pl.String, "reason": pl.String, "driver": pl.String},
+    )
+
+
+@needs_chromium
+def test_top_experiments_count_each_day_once_under_every_filter(tmp_path):
+    """A run with lines in two environments on the same day has run 3 days, not 4, and its cost is
+    rounded once (10.005 -> 10.00, half to even)."""
+    detail = _run_lines([("2026-10-01", "dev", "exp-0001", "1.005"), ("2026-10-01", "prod", "exp-0001", "2"), ("2026-10-02", "prod", "exp-0001", "3"),
+                         ("2026-11-01", "prod", "exp-0001", "4"), ("2026-11-01", "prod", "exp-0002", "0.5")])
+    untagged = pl.DataFrame(schema={"month": pl.String, "account_id": pl.String, "reason": pl.String, "lines": pl.Int64, "amount_cents": pl.Decimal(38, 2), "currency": pl.String})
+    pools = pl.DataFrame(schema={"month": pl.String, "pool": pl.String, "currency": pl.String, "amount": pl.Decimal(38, 12), "driver": pl.String})
+    path = tmp_path / "fraud-detection.html"
+    path.write_text(team_page("fraud-detection", detail, pools, untagged, Freshness("2026-11-01", None, 1, ["r1"])))
+
+    def table_shows(page, rows):  # the experiments table's cells, column by column, each column's title last
+        cells = [c for column, title in zip(zip(*rows), ["Experiment", "Project", "First day", "Last day", "Days", "Cost"], strict=True)
+                 for c in [*column, title]] + ["Top experiments (training runs) by cost"]
+        page.wait_for_function("""cells => [...document.querySelectorAll('g.role-scope')].some(g => {
+            const t = [...g.querySelectorAll('text')].map(e => e.textContent);
+            return t[t.length - 1] === cells[cells.length - 1] && JSON.stringify(t) === JSON.stringify(cells); })""", arg=cells, timeout=10_000)
+
+    with page_of(path) as (page, problems, _):
+        table_shows(page, [("exp-0001", "fd-realtime", "2026-11-01", "2026-11-01", "1", "4.00"),  # the latest month
+                           ("exp-0002", "fd-realtime", "2026-11-01", "2026-11-01", "1", "0.50")])
+        page.select_option("select[name=month]", label="All")
+        table_shows(page, [("exp-0001", "fd-realtime", "2026-10-01", "2026-11-01", "3", "10.00"),
+                           ("exp-0002", "fd-realtime", "2026-11-01", "2026-11-01", "1", "0.50")])
+        page.select_option("select[name=environment]", label="dev")
+        table_shows(page, [("exp-0001", "fd-realtime", "2026-10-01", "2026-10-01", "1", "1.00")])
+        assert problems == []
 
 
 def test_platform_page_links_every_team(october):

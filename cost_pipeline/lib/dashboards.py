@@ -17,7 +17,7 @@ import polars as pl
 import vl_convert
 
 from cost_pipeline.lib.allocate import UNATTRIBUTED_TEAM
-from cost_pipeline.lib.dashboard_spec import FILTERS, exact_cents, rows_for_browser, team_spec
+from cost_pipeline.lib.dashboard_spec import FILTERS, exact_cents, experiment_rows, rows_for_browser, team_spec
 from cost_pipeline.lib.safe_output import file_stem, html_text, script_json
 
 CSP = "default-src 'none'; script-src 'unsafe-inline' 'unsafe-eval'; style-src 'unsafe-inline'; img-src data:"
@@ -78,17 +78,18 @@ def _cell(value) -> str:
 def team_page(team: str, detail: pl.DataFrame, pool_totals: pl.DataFrame, untagged: pl.DataFrame, freshness: Freshness) -> str:
     """``detail``: this team's rows only (with ``driver``); ``pool_totals``: month × pool × currency totals
     of the pools the team pays into; ``untagged``: quarantined spend of the team's accounts."""
-    mine = rows_for_browser(detail, "team")
+    # the charts' rows without experiments (the experiments table has its own, per month)
+    summed = detail.group_by("date", "allocation", "currency", "project", "workload_type", "environment", "pool", "driver").agg(pl.col("amount").sum())
+    mine = rows_for_browser(summed.sort("date", "allocation", "project", "workload_type", "environment", "pool", nulls_last=True), "team")
     pools = rows_for_browser(
         pool_totals.with_columns(date=pl.col("month").str.to_date("%Y-%m"), team=pl.lit(team), allocation=pl.lit("shared"),
-                                 project=pl.lit(None, pl.String), workload_type=pl.lit(None, pl.String), environment=pl.lit(None, pl.String),
-                                 experiment_id=pl.lit(None, pl.String)),
+                                 project=pl.lit(None, pl.String), workload_type=pl.lit(None, pl.String), environment=pl.lit(None, pl.String)),
         "pool",
     ).with_columns(month=pl.col("day").str.slice(0, 7))
     rows = pl.concat([mine, pools]).to_dicts()
     options = {n: sorted(mine[n].unique().to_list()) for n in FILTERS}
     by_currency = detail.group_by("currency").agg(pl.col("amount").sum()).sort("amount", descending=True)["currency"].to_list()
-    spec = team_spec(rows, options, by_currency or ["USD"], max(options["month"]) if options["month"] else None)
+    spec = team_spec(rows, experiment_rows(detail).to_dicts(), options, by_currency or ["USD"], max(options["month"]) if options["month"] else None)
     untagged_rows = untagged.select("month", "account_id", "reason", "lines", "amount_cents", "currency").to_dicts()
     header = (
         f"<header><h1>Team {html_text(team)}: cloud costs</h1><p class='fresh'>{freshness.html()}</p>"
