@@ -139,17 +139,22 @@ def cmd_run(args: argparse.Namespace) -> int:
             for where, error in _errors(result):
                 print(f"  {where}: {_root_cause(error)}", file=sys.stderr)
             return 1
-    return cmd_summary(args)
+    return cmd_summary(args, written=True)
 
 
-def cmd_summary(args: argparse.Namespace) -> int:
+def cmd_summary(args: argparse.Namespace, written: bool = False) -> int:
+    """``written``: print the summary the reports job just wrote (a year's lake takes ~30 s to summarize)."""
     from cost_pipeline.lib.lake import Lake
-    from cost_pipeline.lib.report_files import render_text, summarize
+    from cost_pipeline.lib.report_files import render_text, summarize, summary_text
 
     _use_config(args.config)
     settings = load_settings()
     lake = Lake.from_settings(settings)
-    print(render_text(summarize(lake, settings.partitions_start_date)))
+    text = lake.read_file("reports", None, "summary.md") if written else None
+    if text is not None:
+        print(summary_text(text.decode("utf-8")))
+    else:
+        print(render_text(summarize(lake, settings.partitions_start_date)))
     print(f"Lake:       {lake.uri}")
     print(f"Reports:    {lake.location('reports', 'summary.md')} and {lake.location('reports', 'teams')}/<team>.csv")
     print(f"Dashboards: {lake.location('reports', 'dashboards', 'platform.html')} (links to every team's page)")

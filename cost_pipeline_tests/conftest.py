@@ -84,6 +84,7 @@ def october(tmp_path_factory) -> Path:
     config = write_config(root, root / "data", partitions_start_date=OCTOBER_FIRST.isoformat())
     done = cli("run", "--config", str(config), "--start", OCTOBER_FIRST.isoformat(), "--end", OCTOBER_LAST.isoformat())
     assert done.returncode == 0, done.stderr[-3000:]
+    (root / "run-output.txt").write_text(done.stdout)
     return root
 
 

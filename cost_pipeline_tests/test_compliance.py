@@ -38,9 +38,21 @@ def test_each_dimension_partitions_the_day_exactly(sample_dir):
 
 
 def test_top_untagged_resources_are_ordered_by_spend(sample_dir):
-    top = top_untagged_resources(quarantine(_tagged(sample_dir)), n=5)
+    quarantined = quarantine(_tagged(sample_dir))
+    top = top_untagged_resources(quarantined, n=5)
     amounts = top["amount"].to_list()
     assert len(amounts) == 5 and amounts == sorted(amounts, reverse=True)
+    # by hand: each resource's spend, lines and most frequent reason (ties: first by name)
+    spend, reasons = {}, {}
+    for r in quarantined.select("resource_id", "account_id", "service", "currency", "reason", "amount").iter_rows(named=True):
+        key = (r["resource_id"], r["account_id"], r["service"], r["currency"])
+        spend[key] = spend.get(key, 0) + r["amount"]
+        reasons.setdefault(key, {}).setdefault(r["reason"], 0)
+        reasons[key][r["reason"]] += 1
+    ranked = sorted(spend, key=lambda k: (-spend[k], k[0]))[:5]
+    want = [(*k, spend[k], min(reasons[k], key=lambda x: (-reasons[k][x], x)), sum(reasons[k].values())) for k in ranked]
+    assert top.select("resource_id", "account_id", "service", "currency", "amount", "reason", "lines").rows() == want
+    assert top_untagged_resources(quarantined.lazy(), n=5).collect(engine="streaming").equals(top)  # the summary streams it
 
 
 def test_markdown_escapes_hostile_text():

@@ -139,6 +139,17 @@ def test_top_experiments_count_each_day_once_under_every_filter(tmp_path):
         assert problems == []
 
 
+def test_run_prints_the_summary_the_summary_command_computes_from_the_lake(october):
+    """``run`` prints the summary its reports job wrote instead of reading the lake a second time."""
+    from cost_pipeline_tests.conftest import cli
+
+    summary = cli("summary", "--config", str(october / "config.yaml"))
+    assert summary.returncode == 0, summary.stderr
+    ran = (october / "run-output.txt").read_text()
+    assert "Effective spend 2026-09-01 .. 2026-11-01" in summary.stdout and "Reconciled to the delivered bill" in summary.stdout
+    assert summary.stdout in ran  # the same text, to the last line (paths included)
+
+
 def test_platform_page_links_every_team(october):
     html = (october / "lake" / "reports" / "dashboards" / "platform.html").read_text()
     for team in ["fraud-detection", "personalization", "search-ranking", "forecasting", "platform"]:
@@ -200,3 +211,16 @@ def test_hostile_values_in_statements_and_file_names():
         with pytest.raises(ValueError):
             team_file_name(bad)
     assert statement_file_stem("__unattributed__") == "unattributed"
+
+
+def test_experiment_costs_table_counts_days_once_and_splits_direct_and_shared():
+    from cost_pipeline.lib.report_tables import experiment_costs
+
+    detail = _run_lines([("2026-10-01", "dev", "exp-0001", "1.005"), ("2026-10-01", "prod", "exp-0001", "2"), ("2026-10-02", "prod", "exp-0001", "3"),
+                         ("2026-11-01", "prod", "exp-0002", "0.5")])
+    shared = _run_lines([("2026-10-03", "prod", "exp-0001", "0.25")]).with_columns(allocation=pl.lit("shared"), pool=pl.lit("eks-shared"))
+    unattributed = _run_lines([("2026-10-04", "prod", "exp-0001", "100")]).with_columns(allocation=pl.lit("unattributed"))
+    table = experiment_costs(pl.concat([detail, shared, unattributed]))
+    got = table.select("experiment_id", pl.col("first_day", "last_day").cast(pl.String), "days", "direct", "shared", "total").rows()
+    assert got == [("exp-0001", "2026-10-01", "2026-10-03", 3, Decimal("6.005"), Decimal("0.25"), Decimal("6.255")),
+                   ("exp-0002", "2026-11-01", "2026-11-01", 1, Decimal("0.5"), Decimal("0"), Decimal("0.5"))]

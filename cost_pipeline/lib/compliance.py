@@ -75,11 +75,16 @@ def untagged_shares(summary: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def top_untagged_resources(quarantined: pl.DataFrame, n: int = 10) -> pl.DataFrame:
-    """The resources whose untagged spend is largest: where tagging work pays off first."""
+def top_untagged_resources(quarantined: pl.DataFrame | pl.LazyFrame, n: int = 10) -> pl.DataFrame | pl.LazyFrame:
+    """The resources whose untagged spend is largest: where tagging work pays off first, each with its
+    most frequent reason (ties: the first by name). Two group-bys rather than ``mode()``, which holds
+    every line in memory: a year's quarantined lines (24 M) peaked at 7.9 GiB."""
+    keys = ["resource_id", "account_id", "service", "currency"]
     return (
-        quarantined.group_by("resource_id", "account_id", "service", "currency")
-        .agg(pl.col("amount").sum(), pl.col("reason").mode().first(), pl.len().alias("lines"))
-        .sort("amount", descending=True)
+        quarantined.group_by(*keys, "reason").agg(pl.col("amount").sum(), pl.len().alias("lines"))
+        .group_by(keys)
+        .agg(pl.col("amount").sum(), pl.col("reason").sort_by("lines", "reason", descending=[True, False], nulls_last=True).first(),
+             pl.col("lines").sum())
+        .sort("amount", "resource_id", descending=[True, False])
         .head(n)
     )

@@ -35,8 +35,8 @@ class ReportTables:
 def load_tables(lake: Lake, settings: Settings) -> ReportTables:
     detail = lake.scan("team_cost_detail").collect()
     daily = lake.scan("team_daily_costs").collect()
-    untagged = lake.scan("untagged_spend").select("date", "account_id", "reason", "amount", "currency").collect()
-    finality = lake.scan("cost_lines").group_by("date").agg(pl.col("is_final").all()).collect().sort("date")
+    untagged = untagged_by_account(lake.scan("untagged_spend").select("date", "account_id", "reason", "amount", "currency"), settings.tagging)
+    finality = lake.scan("cost_lines").group_by("date").agg(pl.col("is_final").all()).collect(engine="streaming").sort("date")
     final_days = finality.filter(pl.col("is_final"))["date"]
     freshness = Freshness(
         last_day=str(detail["date"].max()),
@@ -45,7 +45,7 @@ def load_tables(lake: Lake, settings: Settings) -> ReportTables:
         rules_versions=sorted(detail["rules_version"].unique().to_list()),
     )
     spend = daily.with_columns(month=month_of()).group_by("month", "currency").agg(pl.col("total").sum())
-    quarantined = untagged.with_columns(month=month_of()).group_by("month", "currency").agg(pl.col("amount").sum().alias("untagged"))
+    quarantined = untagged.group_by("month", "currency").agg(pl.col("amount").sum().alias("untagged"))
     compliance = (
         spend.join(quarantined, on=["month", "currency"], how="left").with_columns(pl.col("untagged").fill_null(0))
         .with_columns(untagged_share=(pl.col("untagged").cast(pl.Float64) / pl.col("total").cast(pl.Float64)).fill_nan(0.0))
@@ -57,7 +57,7 @@ def load_tables(lake: Lake, settings: Settings) -> ReportTables:
         months=team_months(daily),
         experiments=experiment_costs(detail),
         pools=pool_shares(detail, settings.allocation.pools),
-        untagged=untagged_by_account(untagged, settings.tagging),
+        untagged=untagged,
         compliance=compliance,
         freshness=freshness,
     )

@@ -70,17 +70,18 @@ def team_months(daily: pl.DataFrame, as_of: dt.date | None = None) -> pl.DataFra
 def experiment_costs(detail: pl.DataFrame) -> pl.DataFrame:
     """One row per training run (``ml-experiment-id``): its team, project, first and last day, days
     with cost, and its direct and shared cost (shared when a pool's driver names the run)."""
-    runs = detail.filter(pl.col("experiment_id").is_not_null() & (pl.col("allocation") != "unattributed"))
+    keys = ["team", "project", "experiment_id", "currency"]
+    # per run and day first, then per run: streamed, and without a filter per group (the one-step
+    # group-by with filtered sums and distinct days peaked at 5.9 GiB for a year's 8.6 M rows)
     rows = (
-        runs.group_by("team", "project", "experiment_id", "currency")
-        .agg(
-            pl.col("date").min().alias("first_day"),
-            pl.col("date").max().alias("last_day"),
-            pl.col("date").n_unique().alias("days"),
-            *[pl.col("amount").filter(pl.col("allocation") == k).sum().alias(k) for k in ("direct", "shared")],
-            pl.col("amount").sum().alias("total"),
-        )
-        .sort("currency", "total", "experiment_id", descending=[False, True, False])
+        detail.lazy().filter(pl.col("experiment_id").is_not_null() & (pl.col("allocation") != "unattributed"))
+        .group_by(*keys, "date")
+        .agg(*[pl.when(pl.col("allocation") == k).then(pl.col("amount")).sum().alias(k) for k in ("direct", "shared")], pl.col("amount").sum().alias("total"))
+        .group_by(keys)
+        .agg(pl.col("date").min().alias("first_day"), pl.col("date").max().alias("last_day"), pl.len().cast(pl.UInt32).alias("days"),
+             pl.col("direct", "shared", "total").sum())
+        .sort("currency", "total", "experiment_id", "team", "project", descending=[False, True, False, False, False])
+        .collect(engine="streaming")
     )
     return with_cents(rows, "total", ["currency"], parts=["direct", "shared"])
 
@@ -130,13 +131,15 @@ def account_teams(tagging: TaggingConfig) -> pl.DataFrame:
     return pl.DataFrame(sorted(pairs), schema={"account_id": pl.String, "team": pl.String}, orient="row")
 
 
-def untagged_by_account(untagged: pl.DataFrame, tagging: TaggingConfig) -> pl.DataFrame:
-    """month × account × reason: the quarantined spend, with the team its account belongs to (if any)."""
+def untagged_by_account(untagged: pl.DataFrame | pl.LazyFrame, tagging: TaggingConfig) -> pl.DataFrame:
+    """month × account × reason: the quarantined spend, with the team its account belongs to (if any).
+    Streamed from a lazy ``untagged``: a year's quarantined lines are tens of millions."""
     rows = (
-        untagged.with_columns(month=month_of())
+        untagged.lazy().with_columns(month=month_of())
         .group_by("month", "account_id", "reason", "currency")
         .agg(pl.col("amount").sum(), pl.len().alias("lines"))
-        .join(account_teams(tagging), on="account_id", how="left")
-        .sort("month", "currency", "amount", descending=[False, False, True])
+        .join(account_teams(tagging).lazy(), on="account_id", how="left")
+        .sort("month", "currency", "amount", "account_id", "reason", descending=[False, False, True, False, False])
+        .collect(engine="streaming")
     )
     return with_cents(rows, "amount", ["month", "currency"])

@@ -21,9 +21,10 @@ AMOUNTS = ["lines", "billed_cost", "effective_cost"]
 
 
 def lake_totals(cost_lines: pl.LazyFrame) -> pl.DataFrame:
+    """The lake's side of :func:`reconcile_to_bill`, with ``is_final`` (every line of the key final)."""
     return (
         cost_lines.group_by(KEY)
-        .agg(pl.len().cast(pl.Int64).alias("lines"), pl.col("billed_cost").sum(), pl.col("effective_cost").sum())
+        .agg(pl.len().cast(pl.Int64).alias("lines"), pl.col("billed_cost").sum(), pl.col("effective_cost").sum(), pl.col("is_final").all())
         .collect(engine="streaming")
     )
 
