@@ -18,7 +18,7 @@ from cost_pipeline.lib.dashboards import Freshness, platform_page, team_file_nam
 from cost_pipeline.lib.lake import Lake
 from cost_pipeline.lib.report_tables import driver_text, experiment_costs, month_of, pool_shares, team_months, untagged_by_account
 from cost_pipeline.lib.statement_files import render_csv, render_html, statement_file_stem
-from cost_pipeline.lib.statements import ClosedMonth, closed_months, months_in, next_open_month, statement
+from cost_pipeline.lib.statements import ClosedMonth, closed_months, in_month, months_in, next_open_month, statement
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ def load_tables(lake: Lake, settings: Settings) -> ReportTables:
 def dashboard_files(tables: ReportTables, settings: Settings) -> dict[str, bytes]:
     drivers = pl.DataFrame({"pool": [p.name for p in settings.allocation.pools], "driver": [driver_text(p) for p in settings.allocation.pools]},
                            schema={"pool": pl.String, "driver": pl.String})
-    detail = tables.detail.join(drivers, on="pool", how="left")
+    detail = tables.detail
     pool_totals = (
         tables.detail.filter(pl.col("pool").is_not_null()).with_columns(month=month_of())
         .group_by("month", "pool", "currency").agg(pl.col("amount").sum()).join(drivers, on="pool", how="left")
@@ -74,14 +74,14 @@ def dashboard_files(tables: ReportTables, settings: Settings) -> dict[str, bytes
     teams = sorted(t for t in detail["team"].unique().to_list() if t != UNATTRIBUTED_TEAM)
     files = {}
     for team in teams:
-        rows = detail.filter(pl.col("team") == team)
+        rows = detail.filter(pl.col("team") == team).join(drivers, on="pool", how="left")  # joined per team: a year's detail is 8.6 M rows
         paid = rows.filter(pl.col("allocation") == "shared")["pool"].unique().to_list()
         untagged = tables.untagged.filter(pl.col("team") == team)
         files[f"dashboards/{team_file_name(team)}"] = team_page(
             team, rows, pool_totals.filter(pl.col("pool").is_in(paid)), untagged, tables.freshness
         ).encode()
-    monthly = tables.detail.with_columns(date=pl.col("date").dt.month_start()).group_by("date", "team", "allocation", "currency").agg(
-        pl.col("amount").sum()).with_columns(**{c: pl.lit(None, pl.String) for c in ["project", "workload_type", "environment", "experiment_id", "pool"]})
+    monthly = tables.detail.lazy().group_by(pl.col("date").dt.month_start(), "team", "allocation", "currency").agg(
+        pl.col("amount").sum()).collect(engine="streaming").with_columns(**{c: pl.lit(None, pl.String) for c in ["project", "workload_type", "environment", "experiment_id", "pool"]})
     files["dashboards/platform.html"] = platform_page(
         teams, monthly, tables.pools.with_columns(pl.col("idle").round(2)), tables.untagged, tables.compliance, tables.freshness, tables.months
     ).encode()
@@ -105,7 +105,7 @@ def statement_files(lake: Lake, detail: pl.DataFrame, settings: Settings, only: 
         lines = record.lines if record else statement(month, detail, closed)
         if lines.is_empty():
             continue
-        rules = ", ".join(record.rules_versions if record else sorted(detail.filter(month_of() == month)["rules_version"].unique().to_list()))
+        rules = ", ".join(record.rules_versions if record else sorted(detail.filter(in_month(month))["rules_version"].unique().to_list()))
         for (team,), team_lines in lines.group_by("team", maintain_order=True):
             stem = f"reports/statements/{month}/{statement_file_stem(team)}"
             rendered = {
