@@ -87,10 +87,13 @@ def test_a_range_runs_on_the_production_instance_with_postgresql(tmp_path, sampl
     home.mkdir()
     shutil.copy(DEPLOY / "production" / "dagster.yaml", home / "dagster.yaml")
     config = write_config(tmp_path, sample_dir)
+    image_env = dict(line.split(None, 1)[1].split("=", 1) for line in (DEPLOY / "docker" / "Dockerfile").read_text().splitlines() if line.startswith("ENV "))
+    assert int(image_env["DAGSTER_EVENT_BATCH_SIZE"]) > 0  # the image's run workers batch their events
     with postgres() as env:
         for key, value in env.items():
             monkeypatch.setenv(key, value)
         monkeypatch.setenv("DAGSTER_HOME", str(home))
+        monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", image_env["DAGSTER_EVENT_BATCH_SIZE"])
         done = cli("run", "--config", str(config), "--start", START.isoformat(), "--end", (START + dt.timedelta(days=1)).isoformat())
         assert done.returncode == 0, done.stderr[-3000:]
         import dagster as dg
@@ -99,8 +102,14 @@ def test_a_range_runs_on_the_production_instance_with_postgresql(tmp_path, sampl
             runs = instance.get_runs()
             assert {r.job_name for r in runs} == {"daily_costs_job", "reports_job"} and all(r.is_success for r in runs)
             assert type(instance.run_storage).__name__ == "PostgresRunStorage"
-            records = instance.fetch_materializations(dg.AssetKey("allocated_costs"), limit=10).records
-            assert sorted(r.partition_key for r in records) == [START.isoformat(), (START + dt.timedelta(days=1)).isoformat()]
+            days = [START.isoformat(), (START + dt.timedelta(days=1)).isoformat()]
+            for asset in ("cost_lines", "allocated_costs", "team_cost_detail"):  # batched, every day's event is there once
+                records = instance.fetch_materializations(dg.AssetKey(asset), limit=10).records
+                assert sorted(r.partition_key for r in records) == days, asset
+                assert all(r.asset_materialization.metadata["dagster/row_count"].value > 0 for r in records)
+            checks = instance.event_log_storage.get_asset_check_execution_history(
+                dg.AssetCheckKey(dg.AssetKey("allocated_costs"), "allocation_conserves_cost_lines"), limit=10)
+            assert sorted(c.partition for c in checks) == days
 
 
 def test_a_range_past_the_delivered_days_fails_naming_them_and_writes_nothing(tmp_path, sample_dir):
