@@ -336,6 +336,65 @@ def backfill_benchmark(out: Path, days: int, lines_per_day: int, parts: int = 0)
             "", _backfill_line(f"The same {days} days again after a rules change (`run --rules-only`: cost_lines and usage kept)", days, *rules)]
 
 
+REPORTS = """
+import json, sys, threading, time
+import cost_pipeline
+from cost_pipeline import cli
+cli._use_config(sys.argv[1])
+from cost_pipeline.definitions import defs
+peak = [0]
+def watch():
+    while True:
+        with open("/proc/self/statm") as fh:
+            peak[0] = max(peak[0], int(fh.read().split()[1]) * PAGE)
+        time.sleep(0.2)
+PAGE = int(sys.argv[2])
+threading.Thread(target=watch, daemon=True).start()
+t = time.perf_counter()
+result = defs().resolve_job_def("reports_job").execute_in_process(instance=cli._instance(), raise_on_error=True, run_config=cli._log_config("CRITICAL"))
+steps = {e.step_key: e.event_specific_data.duration_ms / 1000 for e in result.all_events if e.event_type_value == "STEP_SUCCESS"}
+print(json.dumps([time.perf_counter() - t, peak[0], steps]))
+"""
+
+
+def _shifted(frame: pl.LazyFrame, days: int) -> pl.LazyFrame:
+    off = dt.timedelta(days=days)
+    return frame.with_columns([pl.col(c) + off for c, t in frame.collect_schema().items() if t == pl.Date or isinstance(t, pl.Datetime)])
+
+
+def reports_benchmark(backfill: Path, days: int, copies: int) -> list[str]:
+    """The reports job over a lake of ``copies`` × ``days`` days: the backfill's daily tables (and the
+    bill's totals) repeated with their dates shifted, as a year's lake would hold them; generating a
+    year of billing at 1 M lines a day takes hours, shifting 30 days' tables minutes."""
+    t = time.perf_counter()
+    lake, year = backfill / "lake", backfill / "lake_repeated"
+    shutil.rmtree(year, ignore_errors=True)
+    for table in sorted(p for p in lake.iterdir() if p.is_dir() and p.name != "reports"):
+        parts = sorted(table.glob("date=*"))
+        if table.name == "bill_totals":
+            frame = pl.scan_parquet(table / "part-0.parquet")
+            (year / table.name).mkdir(parents=True)
+            pl.concat([_shifted(frame, days * k) for k in range(copies)]).collect().write_parquet(year / table.name / "part-0.parquet")
+        for k in range(copies):
+            for part in parts:
+                out = year / table.name / f"date={dt.date.fromisoformat(part.name[5:]) + dt.timedelta(days=days * k)}"
+                out.mkdir(parents=True)
+                for f in part.glob("*.parquet"):
+                    _shifted(pl.scan_parquet(f), days * k).sink_parquet(out / f.name, compression="snappy")
+    built = time.perf_counter() - t
+    raw = yaml.safe_load((backfill / "config.yaml").read_text())
+    (backfill / "config_repeated.yaml").write_text(yaml.safe_dump({**raw, "lake_uri": str(year)}))
+    home = backfill / "home_repeated"
+    shutil.rmtree(home, ignore_errors=True)
+    out = subprocess.run([sys.executable, "-c", REPORTS, str(backfill / "config_repeated.yaml"), str(PAGE)], env={**os.environ, "DAGSTER_HOME": str(home)},
+                         capture_output=True, text=True, check=True).stdout
+    wall, peak, steps = json.loads(out.strip().splitlines()[-1])
+    lines = int(pl.scan_parquet(str(year / "cost_lines" / "date=*" / "*.parquet")).select(pl.len()).collect().item())
+    shown = ", ".join(f"{k} {v:.1f} s" for k, v in sorted(steps.items(), key=lambda kv: -kv[1]))
+    return [f"Reports over {copies * days} days ({copies} copies of the backfill's {days} days, dates shifted; {lines:,} cost lines; built in {built:.0f} s): "
+            f"the reports job {wall:.1f} s, peak RSS {peak / 2**30:.2f} GiB ({shown})."]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lines-per-day", type=int, default=1_000_000)
@@ -345,6 +404,8 @@ def main() -> None:
     parser.add_argument("--backfill-days", type=int, default=0, help="also time an N-day single-run backfill at --backfill-lines per day")
     parser.add_argument("--backfill-lines", type=int, default=1_000_000)
     parser.add_argument("--backfill-parts", type=int, default=0, help="deliver each backfill month as N files holding every day (as AWS does)")
+    parser.add_argument("--reports-copies", type=int, default=0,
+                        help="after the backfill, time the reports job over its days repeated N times (12 × 30 days: a year)")
     parser.add_argument("--report", default="BENCHMARKS.md")
     parser.add_argument("--out", default=None, help="keep the generated data here")
     args = parser.parse_args()
@@ -358,6 +419,8 @@ def main() -> None:
         lines += table
         if args.backfill_days:
             lines += ["", *backfill_benchmark(root / "backfill", args.backfill_days, args.backfill_lines, args.backfill_parts)]
+            if args.reports_copies:
+                lines += ["", *reports_benchmark(root / "backfill", args.backfill_days, args.reports_copies)]
     text = "\n".join(lines) + "\n"
     print(text)
     report = Path(args.report)
