@@ -116,8 +116,9 @@ def _matrix(series: list[tuple[dict, np.ndarray]], start: float, step: int) -> d
         {"metric": m, "values": [[t, f"{v:.6g}"] for t, v in zip(ts, values)]} for m, values in series]}}
 
 
-def pod_extracts(folder: Path, day: dt.date, pods: int, step: int, seed: int = 1) -> int:
-    """kube-state-metrics requests and cAdvisor usage per pod (the sample namespaces), at ``step`` seconds."""
+def pod_extracts(folder: Path, day: dt.date, pods: int, step: int, seed: int = 1, series_lines: bool = False) -> int:
+    """kube-state-metrics requests and cAdvisor usage per pod (the sample namespaces), at ``step`` seconds;
+    ``series_lines``: written one series per line (``<name>.ndjson``) instead of as query_range bodies."""
     rng = np.random.default_rng(seed)
     steps = 86400 // step
     start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC).timestamp()
@@ -133,7 +134,13 @@ def pod_extracts(folder: Path, day: dt.date, pods: int, step: int, seed: int = 1
         memory.append(({"namespace": ns, "pod": labels["pod"]}, cpu_req * 2**32 * rng.uniform(0.3, 1.1, steps)))
     folder.mkdir(parents=True, exist_ok=True)
     for name, series in (("k8s_requests", requests), ("k8s_cpu_usage", cpu), ("k8s_memory_usage", memory)):
-        (folder / f"{name}.json").write_text(json.dumps(_matrix(series, start, step), separators=(",", ":")))
+        body = _matrix(series, start, step)
+        if series_lines:  # replaces the generator's extract of the same query
+            (folder / f"{name}.json").unlink(missing_ok=True)
+            (folder / f"{name}.ndjson").write_text("".join(json.dumps(s, separators=(",", ":")) + "\n" for s in body["data"]["result"]))
+        else:
+            (folder / f"{name}.ndjson").unlink(missing_ok=True)
+            (folder / f"{name}.json").write_text(json.dumps(body, separators=(",", ":")))
     return (len(requests) + len(cpu) + len(memory)) * steps
 
 
@@ -170,16 +177,18 @@ def machine() -> str:
             f"DuckDB {duckdb.__version__}")
 
 
-def day_benchmark(out: Path, lines_per_day: int, pods: int, step: int, repeat: int) -> tuple[list[str], dict]:
+def day_benchmark(out: Path, lines_per_day: int, pods: int, step: int, repeat: int, series_lines: bool = False) -> tuple[list[str], dict]:
     import duckdb
 
     t = time.perf_counter()
-    marker = out / f".generated-{lines_per_day}-{pods}-{step}"
+    marker = out / f".generated-{lines_per_day}-{pods}-{step}{'-ndjson' if series_lines else ''}"
     if marker.exists():  # --out kept from an earlier run with the same sizes: reuse the files
         usage_samples = int(marker.read_text())
     else:
+        for old in out.glob(".generated-*"):
+            old.unlink()
         generate(out, START, 1, lines_per_day, seed=1)
-        usage_samples = pod_extracts(out / "usage" / f"date={START}", START, pods, step) if pods else 0
+        usage_samples = pod_extracts(out / "usage" / f"date={START}", START, pods, step, series_lines=series_lines) if pods else 0
         marker.write_text(str(usage_samples))
     generated = time.perf_counter() - t
     settings = load_settings(bundled_config_path())
@@ -241,7 +250,7 @@ def day_benchmark(out: Path, lines_per_day: int, pods: int, step: int, repeat: i
                 f"{max(by_name[n][1] for n in stages) / 2**30:.2f} | {whole / floor:.2f} | {whole / peer:.2f} |")
     rows.append(f"| **ingest + direct attribution** | {ingest_direct:.2f} | | {ingest_direct / floor:.2f} | {ingest_direct / peer:.2f} |")
     head = [f"One day: {count:,} CUR 2.0 lines ({lines_per_day:,} generated + Savings Plan lines), {usage_samples:,} usage samples "
-            f"({pods:,} pods at {step} s); data generated in {generated:.0f} s. Totals checked equal to DuckDB's: {duck_total:.2f}.", "",
+            f"({pods:,} pods at {step} s{', extracts one series per line' if series_lines else ''}); data generated in {generated:.0f} s. Totals checked equal to DuckDB's: {duck_total:.2f}.", "",
             "| stage | seconds | peak RSS GiB | × floor | × DuckDB |", "|---|---|---|---|---|"]
     return head + rows, {"whole": whole, "peer": peer, "ingest_direct": ingest_direct}
 
@@ -400,6 +409,7 @@ def main() -> None:
     parser.add_argument("--lines-per-day", type=int, default=1_000_000)
     parser.add_argument("--pods", type=int, default=20_000, help="pods in the usage extracts (0: the sample's namespaces only)")
     parser.add_argument("--step-seconds", type=int, default=300)
+    parser.add_argument("--series-lines", action="store_true", help="write the pods' extracts one series per line (.ndjson)")
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--backfill-days", type=int, default=0, help="also time an N-day single-run backfill at --backfill-lines per day")
     parser.add_argument("--backfill-lines", type=int, default=1_000_000)
@@ -415,7 +425,7 @@ def main() -> None:
     lines = [f"## {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC: `bench.py {shown}`", "", f"Machine: {machine()}.", ""]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.out or tmp)
-        table, _ = day_benchmark(root / "day", args.lines_per_day, args.pods, args.step_seconds, args.repeat)
+        table, _ = day_benchmark(root / "day", args.lines_per_day, args.pods, args.step_seconds, args.repeat, args.series_lines)
         lines += table
         if args.backfill_days:
             lines += ["", *backfill_benchmark(root / "backfill", args.backfill_days, args.backfill_lines, args.backfill_parts)]

@@ -82,3 +82,58 @@ def test_the_lake_keeps_labels_once_per_series_and_reads_them_back_on_every_samp
     # the same from samples carrying their labels (what older lakes hold)
     assert query_series(parse_query_range(json.dumps(body), "k8s_requests", DAY, "x"), "k8s_requests", ["pod", "namespace"]).sort(
         "series", "timestamp").equals(requests.sort("series", "timestamp"))
+
+
+def _lines(body: dict) -> bytes:  # what `jq -c '.data.result[]'` makes of a query_range body
+    return "".join(json.dumps(s) + "\n" for s in body["data"]["result"]).encode()
+
+
+def test_an_extract_as_one_series_per_line_gives_the_same_samples(tmp_path):
+    from cost_pipeline.lib.usage import read_extracts_parts
+
+    pods, steps = 300, 288
+    body = {"status": "success", "data": {"resultType": "matrix", "result": [
+        {"metric": {"__name__": "m", "pod": f"p-{i}", "namespace": f"ns-{i % 7}", **({"gpu": "a100"} if i % 50 == 0 else {})},
+         "values": [[T0 - 300 + 300 * s, str(i + s)] for s in range(steps)] + [[T0 + 600, "NaN"]]}
+        for i in range(pods)]}}
+    folder = tmp_path / f"date={DAY}"
+    folder.mkdir()
+    (folder / "requests.json").write_text(json.dumps(body))
+    (folder / "usage.ndjson").write_bytes(_lines(body))
+    points, series = read_extracts_parts(str(tmp_path), DAY)
+    # by hand: each series' samples inside the day (the first step is the day before; NaN dropped)
+    in_day = sum(1 for s in body["data"]["result"] for t, v in s["values"] if T0 <= t < T0 + 86400 and v != "NaN")
+    total = sum(float(v) for s in body["data"]["result"] for t, v in s["values"] if T0 <= t < T0 + 86400 and v != "NaN")
+    for query in ("requests", "usage"):
+        mine = points.filter(pl.col("query") == query)
+        assert mine.height == in_day and mine["value"].sum() == total
+        assert series.filter(pl.col("query") == query).height == pods
+    same = [frame.filter(pl.col("query") == q).drop("query") for frame in (points, series) for q in ("requests", "usage")]
+    assert same[0].equals(same[1]) and same[2].equals(same[3])  # samples, then labels (the extra label included)
+
+
+@pytest.mark.parametrize("text, problem", [
+    ('{"metric": {"pod": "a"}, "values": [[1, "1"]]}\n{"metric": {"pod": "b"}, "val', "not one JSON object per line"),
+    ('{"metric": {"pod": "a"}}\n', r"each line is a series with 'metric' and 'values'; missing \['values'\]"),
+    ('{"metric": {"pod": "a"}, "values": [[%d, "one"]]}\n' % T0, "series 0: bad sample"),
+])
+def test_bad_series_lines_name_the_file_and_problem(tmp_path, text, problem):
+    from cost_pipeline.lib.usage import read_extracts_parts
+
+    folder = tmp_path / f"date={DAY}"
+    folder.mkdir()
+    (folder / "q.ndjson").write_text(text)
+    with pytest.raises(InputError, match=f"{folder / 'q.ndjson'}: {problem}"):
+        read_extracts_parts(str(tmp_path), DAY)
+
+
+def test_one_query_in_two_forms_is_refused_naming_both(tmp_path):
+    from cost_pipeline.lib.usage import read_extracts_parts
+
+    folder = tmp_path / f"date={DAY}"
+    folder.mkdir()
+    body = {"status": "success", "data": {"resultType": "matrix", "result": [{"metric": {"pod": "a"}, "values": [[T0, "1"]]}]}}
+    (folder / "q.json").write_text(json.dumps(body))
+    (folder / "q.ndjson").write_bytes(_lines(body))
+    with pytest.raises(InputError, match="q.json and .*q.ndjson: two extracts of query 'q'"):
+        read_extracts_parts(str(tmp_path), DAY)

@@ -2,7 +2,7 @@
 
 Input is the raw body of ``/api/v1/query_range`` (``resultType: matrix``), whether it was read
 from an extract file or archived from a live Prometheus, so a day can always be recomputed from
-exactly what was used. Samples keep their labels as a map, minus ``__name__``.
+exactly what was used; or, for pod-level extracts, the body's series one per line (NDJSON). Samples keep their labels as a map, minus ``__name__``.
 """
 
 from __future__ import annotations
@@ -79,11 +79,29 @@ def parse_query_range_parts(body: dict | bytes | str, query: str, day: dt.date, 
     result_dtype = fields.get("result")
     if not isinstance(result_dtype, pl.List) or not isinstance(result_dtype.inner, pl.Struct):
         return empty_parts()
-    series = (
-        frame.select(pl.col("data").struct.field("result")).explode("result").unnest("result")
-        .with_row_index("series").with_columns(pl.col("series").cast(pl.Int64))
-    )
-    inner = {f.name: f.dtype for f in result_dtype.inner.fields}
+    return _series_parts(frame.select(pl.col("data").struct.field("result")).explode("result").unnest("result"), query, day, source)
+
+
+def parse_series_lines(raw: bytes, query: str, day: dt.date, source: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """An extract written as NDJSON, one series per line (``{"metric": {...}, "values": [[t, "v"], ...]}``,
+    what ``jq -c '.data.result[]'`` makes of a ``query_range`` body): parsed line by line, so a 282 MB
+    extract of 20,000 pods peaks at ~0.9 GiB instead of ~3.7 GiB for the same series as one document."""
+    if not raw.strip():
+        return empty_parts()
+    try:
+        frame = pl.read_ndjson(io.BytesIO(raw), infer_schema_length=None)
+    except Exception as exc:  # noqa: BLE001 - any reader failure is a bad extract, reported by name
+        raise InputError(source, f"not one JSON object per line: {str(exc).splitlines()[0][:200]}") from None
+    missing = {"metric", "values"} - set(frame.columns)
+    if missing:
+        raise InputError(source, f"each line is a series with 'metric' and 'values'; missing {sorted(missing)}")
+    return _series_parts(frame, query, day, source)
+
+
+def _series_parts(series: pl.DataFrame, query: str, day: dt.date, source: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Series rows (``metric``, ``values``) as (samples, labels)."""
+    series = series.with_row_index("series").with_columns(pl.col("series").cast(pl.Int64))
+    inner = dict(series.schema)
     metric = inner.get("metric")
     names = [f.name for f in metric.fields if f.name != "__name__"] if isinstance(metric, pl.Struct) else []
     entries = [pl.struct(key=pl.lit(n), value=pl.col("metric").struct.field(n).cast(pl.String)) for n in sorted(names)]
@@ -94,20 +112,19 @@ def parse_query_range_parts(body: dict | bytes | str, query: str, day: dt.date, 
     )
     if "values" not in inner:
         return empty_parts()
-    points = series.select("series", pl.col("values").cast(pl.List(pl.List(pl.String)))).explode("values").drop_nulls("values")
-    points = points.select(
-        "series",
-        pl.col("values").list.get(0, null_on_oob=True).cast(pl.Float64, strict=False).alias("timestamp"),
-        pl.col("values").list.get(1, null_on_oob=True).cast(pl.Float64, strict=False).alias("value"),
-        pl.col("values"),
-    )
-    bad = points.filter(pl.col("timestamp").is_null() | pl.col("value").is_null())
-    if bad.height:
+    # exploded while streaming, without keeping each sample's raw pair (11.5 M of them for 20,000 pods),
+    # which is looked up again only to name a bad sample
+    exploded = series.lazy().select("series", pl.col("values").cast(pl.List(pl.List(pl.String)))).explode("values").drop_nulls("values")
+    timestamp = pl.col("values").list.get(0, null_on_oob=True).cast(pl.Float64, strict=False)
+    value = pl.col("values").list.get(1, null_on_oob=True).cast(pl.Float64, strict=False)
+    points = exploded.select("series", timestamp.alias("timestamp"), value.alias("value")).collect(engine="streaming")
+    if points.select(pl.any_horizontal(pl.col("timestamp", "value").is_null()).any()).item():
+        bad = exploded.filter(timestamp.is_null() | value.is_null()).head(1).collect()
         raise InputError(source, f"series {bad['series'][0]}: bad sample {bad['values'][0].to_list()!r}")
     start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC).timestamp()
     kept = points.filter((pl.col("timestamp") >= start) & (pl.col("timestamp") < start + 86400) & pl.col("value").is_finite())
     constants = {"date": pl.lit(day), "query": pl.lit(query)}
-    return (kept.drop("values").with_columns(**constants).select(list(POINTS_SCHEMA)),
+    return (kept.with_columns(**constants).select(list(POINTS_SCHEMA)),
             labels.with_columns(**constants).select(list(SERIES_SCHEMA)))
 
 
@@ -127,10 +144,18 @@ def read_extracts_parts(root: str | Path, day: dt.date, storage: Storage | None 
     """:func:`read_extracts` as (samples, series labels), the way the lake stores them."""
     storage = storage or Storage()
     folder = f"{str(root).rstrip('/')}/date={day.isoformat()}"
-    extracts = [s for s in storage.list(folder) if s.name.endswith(".json") and "/" not in s.name]
+    extracts = [s for s in storage.list(folder) if s.name.endswith((".json", ".ndjson")) and "/" not in s.name]
+    by_query: dict[str, list[str]] = {}
+    for stored in extracts:
+        by_query.setdefault(stored.name.rsplit(".", 1)[0], []).append(stored.uri)
+    for query, uris in by_query.items():
+        if len(uris) > 1:
+            raise InputError(" and ".join(sorted(uris)), f"two extracts of query {query!r} for {day}: keep one")
 
     def parse(stored) -> tuple[pl.DataFrame, pl.DataFrame]:
-        return parse_query_range_parts(storage.fetch(stored).read_bytes(), stored.name[: -len(".json")], day, stored.uri)
+        query, ext = stored.name.rsplit(".", 1)
+        parser = parse_series_lines if ext == "ndjson" else parse_query_range_parts
+        return parser(storage.fetch(stored).read_bytes(), query, day, stored.uri)
 
     # Polars' JSON reader runs one document on one core: extracts are parsed side by side
     with ThreadPoolExecutor(max_workers=min(len(extracts), os.cpu_count() or 1) or 1) as pool:
