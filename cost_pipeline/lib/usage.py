@@ -157,9 +157,12 @@ def read_extracts_parts(root: str | Path, day: dt.date, storage: Storage | None 
         parser = parse_series_lines if ext == "ndjson" else parse_query_range_parts
         return parser(storage.fetch(stored).read_bytes(), query, day, stored.uri)
 
-    # Polars' JSON reader runs one document on one core: extracts are parsed side by side
-    with ThreadPoolExecutor(max_workers=min(len(extracts), os.cpu_count() or 1) or 1) as pool:
-        return concat_parts(list(pool.map(parse, extracts)))
+    # Polars' JSON reader runs one document on one core: documents are parsed side by side; its NDJSON
+    # reader uses every core already, so series-per-line extracts are parsed one at a time (less memory)
+    documents = [e for e in extracts if e.name.endswith(".json")]
+    with ThreadPoolExecutor(max_workers=min(len(documents), os.cpu_count() or 1) or 1) as pool:
+        parsed = list(pool.map(parse, documents))
+    return concat_parts(parsed + [parse(e) for e in extracts if e.name.endswith(".ndjson")])
 
 
 @dataclass(frozen=True)
