@@ -2,7 +2,8 @@
 
 Input is the raw body of ``/api/v1/query_range`` (``resultType: matrix``), whether it was read
 from an extract file or archived from a live Prometheus, so a day can always be recomputed from
-exactly what was used; or, for pod-level extracts, the body's series one per line (NDJSON). Samples keep their labels as a map, minus ``__name__``.
+exactly what was used; or, for pod-level extracts, the body's series one per line (NDJSON).
+Samples keep their labels as a map, minus ``__name__``.
 """
 
 from __future__ import annotations
