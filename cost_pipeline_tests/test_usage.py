@@ -73,7 +73,8 @@ def test_the_lake_keeps_labels_once_per_series_and_reads_them_back_on_every_samp
     lake.write_day("usage", DAY, points)
     lake.write_day("usage_series", DAY, series)
     usage = read_usage(lake, [DAY])
-    assert usage.points.height == points.height and usage.series.height == 57
+    assert isinstance(usage.points, pl.LazyFrame)  # each query is read when a driver asks for it
+    assert usage.points.collect().height == points.height and usage.series.height == 57 and not usage.is_empty()
     requests = query_series(usage, "k8s_requests", ["pod", "namespace"])
     assert requests.height == 50 * 288
     pod_17 = requests.filter(pl.col("pod") == "p-17")
