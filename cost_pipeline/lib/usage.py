@@ -215,6 +215,19 @@ def series_labels(samples: "pl.DataFrame | Usage", query: str, labels: list[str]
     )
 
 
+def query_sums(samples: "pl.DataFrame | Usage", query: str, keys: list[str]) -> pl.DataFrame:
+    """A query's sample values summed per ``keys`` (label names and/or ``timestamp``), streamed: a
+    driver that needs namespaces × steps never holds the query's samples (11.5 M for 20,000 pods' requests)."""
+    usage = Usage.of(samples)
+    labels = [k for k in keys if k != "timestamp"]
+    points = usage.points.lazy().filter(pl.col("query") == query).select("series", "timestamp", "value")
+    return (
+        points.join(series_labels(usage, query, labels).lazy(), on="series", how="left")
+        .group_by(keys).agg(pl.col("value").sum())
+        .collect(engine="streaming")
+    )
+
+
 def query_series(samples: "pl.DataFrame | Usage", query: str, labels: list[str]) -> pl.DataFrame:
     """One query's samples (series, timestamp, value) with the given labels as columns, looked up
     once per series and joined on the series number."""

@@ -23,7 +23,7 @@ import polars as pl
 
 from cost_pipeline.config import KubernetesDriver
 from cost_pipeline.lib.drivers import IDLE_PROJECT, recipients
-from cost_pipeline.lib.usage import query_series, series_labels
+from cost_pipeline.lib.usage import query_series, query_sums, series_labels
 
 _MIG = re.compile(r"^nvidia[._]com[/_]mig[-_](\d+)g[._](\d+)gb$")
 DIMENSIONS = ["team", "project", "workload_type", "environment"]
@@ -90,7 +90,8 @@ def namespace_attributes(samples: pl.DataFrame, driver: KubernetesDriver) -> pl.
 
 
 def kubernetes_shares(samples: pl.DataFrame, driver: KubernetesDriver, owner_team: str) -> pl.DataFrame | None:
-    requests = query_series(samples, driver.requests, ["namespace", "resource"])
+    # summed per namespace, resource and step while streaming; the pods' samples are never held
+    requests = query_sums(samples, driver.requests, ["namespace", "resource", "timestamp"])
     if requests.is_empty():
         return None
     req = (
@@ -103,12 +104,7 @@ def kubernetes_shares(samples: pl.DataFrame, driver: KubernetesDriver, owner_tea
         usage_parts = []
         for kind, query in (("cpu", driver.cpu_usage), ("memory", driver.memory_usage)):
             if query:
-                usage_parts.append(
-                    query_series(samples, query, ["namespace"])
-                    .group_by("namespace", "timestamp")
-                    .agg(pl.col("value").sum().alias("usage"))
-                    .with_columns(kind=pl.lit(kind))
-                )
+                usage_parts.append(query_sums(samples, query, ["namespace", "timestamp"]).rename({"value": "usage"}).with_columns(kind=pl.lit(kind)))
         if usage_parts:
             usage = pl.concat(usage_parts, how="diagonal")
             basis = req.join(usage, on=["namespace", "kind", "timestamp"], how="full", coalesce=True).with_columns(
