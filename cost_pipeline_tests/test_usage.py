@@ -80,6 +80,15 @@ def test_the_lake_keeps_labels_once_per_series_and_reads_them_back_on_every_samp
     pod_17 = requests.filter(pl.col("pod") == "p-17")
     assert pod_17.height == 288 and pod_17["value"].sum() == sum(17 + k for k in range(288))
     assert set(pod_17["namespace"]) == {"ns-2"}
+    # summed per namespace and step while streaming (what the Kubernetes driver reads), against sums by hand
+    from cost_pipeline.lib.usage import query_sums
+
+    sums = query_sums(usage, "k8s_requests", ["namespace", "timestamp"])
+    by_hand = {}
+    for i, m in enumerate(pods):
+        for k in range(288):
+            by_hand[(m["namespace"], T0 + 300 * k)] = by_hand.get((m["namespace"], T0 + 300 * k), 0) + i + k
+    assert {(n, t): v for n, t, v in sums.select("namespace", "timestamp", "value").iter_rows()} == by_hand
     # the same from samples carrying their labels (what older lakes hold)
     assert query_series(parse_query_range(json.dumps(body), "k8s_requests", DAY, "x"), "k8s_requests", ["pod", "namespace"]).sort(
         "series", "timestamp").equals(requests.sort("series", "timestamp"))
