@@ -44,6 +44,8 @@ def test_many_pods_at_five_minute_steps_count_every_sample():
     (json.dumps({"status": "success", "data": {"resultType": "vector", "result": []}}).encode(), "expected resultType 'matrix'"),
     (json.dumps({"status": "success", "data": {"resultType": "matrix", "result": [
         {"metric": {"a": "b"}, "values": [[T0, "1"], [T0 + 60, "one"]]}]}}).encode(), "series 0: bad sample"),
+    (json.dumps({"status": "success", "data": {"resultType": "matrix", "result": [
+        {"metric": {"a": "b"}, "values": "none"}]}}).encode(), "a series' values must be"),
 ])
 def test_bad_extracts_name_the_file_and_problem(body, problem):
     with pytest.raises(InputError, match="x.json: " + problem.replace("(", r"\(").replace(")", r"\)")):
@@ -126,6 +128,9 @@ def test_an_extract_as_one_series_per_line_gives_the_same_samples(tmp_path):
     ('{"metric": {"pod": "a"}, "values": [[1, "1"]]}\n{"metric": {"pod": "b"}, "val', "not one JSON object per line"),
     ('{"metric": {"pod": "a"}}\n', r"each line is a series with 'metric' and 'values'; missing \['values'\]"),
     ('{"metric": {"pod": "a"}, "values": [[%d, "one"]]}\n' % T0, "series 0: bad sample"),
+    ('{"metric": {"pod": "a"}, "values": "x"}\n', r"a series' values must be \[\[timestamp"),
+    ('{"metric": {"pod": "a"}, "values": [%d, "1"]}\n' % T0, r"a series' values must be \[\[timestamp"),
+    ('{"metric": "a", "values": [[%d, "1"]]}\n' % T0, "a series' metric must be an object of labels"),
 ])
 def test_bad_series_lines_name_the_file_and_problem(tmp_path, text, problem):
     from cost_pipeline.lib.usage import read_extracts_parts

@@ -103,7 +103,11 @@ def _series_parts(series: pl.DataFrame, query: str, day: dt.date, source: str) -
     """Series rows (``metric``, ``values``) as (samples, labels)."""
     series = series.with_row_index("series").with_columns(pl.col("series").cast(pl.Int64))
     inner = dict(series.schema)
-    metric = inner.get("metric")
+    metric, values = inner.get("metric"), inner.get("values")
+    if metric is not None and not isinstance(metric, pl.Struct | pl.Null):
+        raise InputError(source, f"a series' metric must be an object of labels, not {metric}")
+    if values is not None and not (isinstance(values, pl.List) and isinstance(values.inner, pl.List | pl.Null)):
+        raise InputError(source, f'a series\' values must be [[timestamp, "value"], ...], not {values}')
     names = [f.name for f in metric.fields if f.name != "__name__"] if isinstance(metric, pl.Struct) else []
     entries = [pl.struct(key=pl.lit(n), value=pl.col("metric").struct.field(n).cast(pl.String)) for n in sorted(names)]
     labels = series.select(
