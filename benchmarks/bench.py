@@ -39,7 +39,7 @@ from cost_pipeline.lib.compliance import compliance_breakdown, summary_from_sums
 from cost_pipeline.lib.lake import Lake
 from cost_pipeline.lib.reports import team_daily_costs
 from cost_pipeline.lib.storage import Storage
-from cost_pipeline.lib.usage import read_extracts_parts
+from cost_pipeline.lib.usage import stage_extracts
 from cost_pipeline.sample import org
 from cost_pipeline.sample.generate import generate
 
@@ -213,10 +213,11 @@ def day_benchmark(out: Path, lines_per_day: int, pods: int, step: int, repeat: i
     direct = meter.run("direct attribution (tags, no pools)", direct_attribution, repeat)
     pools = settings.allocation.pools
 
-    def usage():  # as the asset: samples and their series' labels, each written to the lake
-        points, series = read_extracts_parts(out / "usage", START)
-        lake.write_day("usage", START, points)
-        lake.write_day("usage_series", START, series)
+    def usage():  # as the asset: each extract's samples staged, the day sunk from them, the series' labels written
+        with lake.staging("usage") as staging, lake.staging("usage_series") as series_staging:
+            points, series = stage_extracts(out / "usage", START, staging.folder / "extracts")
+            staging.write_day(START, points)
+            series_staging.write_day(START, series)
 
     meter.run(f"usage: parse extracts, write usage ({usage_samples:,} pod samples)", usage, repeat)
 

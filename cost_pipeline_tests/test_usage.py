@@ -152,3 +152,42 @@ def test_one_query_in_two_forms_is_refused_naming_both(tmp_path):
     (folder / "q.ndjson").write_bytes(_lines(body))
     with pytest.raises(InputError, match="q.json and .*q.ndjson: two extracts of query 'q'"):
         read_extracts_parts(str(tmp_path), DAY)
+
+
+def test_extracts_are_staged_one_file_each_and_the_day_is_a_scan_of_them(tmp_path):
+    """What the usage asset does: each extract's samples are written under a work folder as soon as it
+    is parsed (series-per-line ones while streaming), and the lake's day is sunk from a scan of them."""
+    from cost_pipeline.lib.lake import Lake
+    from cost_pipeline.lib.usage import stage_extracts
+
+    series = [{"metric": {"pod": f"p-{i}", "namespace": f"ns-{i % 4}"}, "values": [[T0 + 300 * k, str(i * k)] for k in range(288)]}
+              for i in range(600)]
+    folder = tmp_path / "usage" / f"date={DAY}"
+    folder.mkdir(parents=True)
+    (folder / "usage.ndjson").write_bytes(_lines({"data": {"result": series}}))
+    (folder / "requests.json").write_text(json.dumps({"status": "success", "data": {"resultType": "matrix", "result": series[:10]}}))
+    points, labels = stage_extracts(str(tmp_path / "usage"), DAY, tmp_path / "work")
+    assert isinstance(points, pl.LazyFrame)
+    staged = {p.name: pl.read_parquet(p).height for p in (tmp_path / "work").iterdir()}
+    assert staged == {"usage.parquet": 600 * 288, "requests.parquet": 10 * 288}
+    lake = Lake.from_uri(str(tmp_path / "lake"))
+    with lake.staging("usage") as staging:
+        staging.write_day(DAY, points)
+    day = lake.scan_days("usage", [DAY]).collect()
+    by_hand = sum(i * k for i in range(600) for k in range(288)) + sum(i * k for i in range(10) for k in range(288))
+    assert day.height == 610 * 288 and day["value"].sum() == by_hand
+    pod_599 = labels.filter(pl.col("query") == "usage", pl.col("series") == 599)["labels"].to_list()
+    assert pod_599 == [{"namespace": "ns-3", "pod": "p-599"}]
+    assert day.filter(pl.col("query") == "usage", pl.col("series") == 599)["value"].sum() == sum(599 * k for k in range(288))
+
+
+def test_a_bad_sample_deep_in_a_streamed_extract_names_its_series(tmp_path):
+    from cost_pipeline.lib.usage import read_extracts_parts
+
+    folder = tmp_path / f"date={DAY}"
+    folder.mkdir()
+    lines = [{"metric": {"pod": f"p-{i}"}, "values": [[T0 + 300 * k, "1"] for k in range(100)]} for i in range(600)]
+    lines[499]["values"][57] = [T0, "lots"]
+    (folder / "q.ndjson").write_bytes(_lines({"data": {"result": lines}}))
+    with pytest.raises(InputError, match=rf"{folder / 'q.ndjson'}: series 499: bad sample \['{int(T0)}', 'lots'\]"):
+        read_extracts_parts(str(tmp_path), DAY)

@@ -2,6 +2,7 @@
 
 import datetime as dt
 import json
+import shutil
 
 import dagster as dg
 import polars as pl
@@ -15,7 +16,7 @@ from cost_pipeline.defs.usage.checks import USAGE_COVERS_POOLS
 from cost_pipeline.lib.billing.fingerprint import day_fingerprint
 from cost_pipeline.lib.lake import Lake
 from cost_pipeline.lib.prometheus import query_range_day
-from cost_pipeline.lib.usage import concat_parts, empty_parts, parse_query_range_parts, read_extracts_parts
+from cost_pipeline.lib.usage import concat_parts, empty_parts, parse_query_range_parts, stage_extracts
 
 RAW_TABLE = "usage_raw"
 
@@ -47,22 +48,25 @@ def usage(context: dg.AssetExecutionContext, pipeline: PipelineConfig, cost_lake
     # a failed range leaves every earlier day of both tables as it was
     with lake.staging("usage") as staging, lake.staging("usage_series") as series_staging:
         for day in partition_days(context):
+            extracts = staging.folder / f"extracts-{day}"  # each extract's samples, until the day is written
             with input_errors_as_failures():
                 if settings.usage.prometheus_url:
                     points, series = _live(settings, lake, day)
                 elif settings.usage.extracts_uri:
                     storage = billing.for_uri(settings.usage.extracts_uri, settings.usage.endpoint_url)
-                    points, series = read_extracts_parts(settings.usage.extracts_uri, day, storage)
+                    points, series = stage_extracts(settings.usage.extracts_uri, day, extracts, storage)
                 else:
                     points, series = empty_parts()
-            path = staging.write_day(day, points)
+            path = staging.write_day(day, points)  # a scan of the extracts' samples is streamed to the day's file
+            shutil.rmtree(extracts, ignore_errors=True)
             series_staging.write_day(day, series)
-            fingerprints.append(f"{day_fingerprint(points)}/{day_fingerprint(series)}")
+            written = staging.scan(day)
+            fingerprints.append(f"{day_fingerprint(written)}/{day_fingerprint(series)}")
             per_query = dict(series.group_by("query").agg(pl.len()).sort("query").iter_rows())
             context.add_asset_metadata(
                 {
-                    "dagster/row_count": points.height,
-                    "dagster/column_schema": column_schema(points),
+                    "dagster/row_count": written.select(pl.len()).collect().item(),
+                    "dagster/column_schema": column_schema(written.collect_schema()),
                     "path": dg.MetadataValue.path(str(path)),
                     "series_per_query": dg.MetadataValue.json(per_query),
                     "source": "prometheus" if settings.usage.prometheus_url else "extracts",
