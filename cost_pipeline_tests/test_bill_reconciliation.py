@@ -76,6 +76,8 @@ def test_a_line_dropped_from_the_lake_fails_the_check_naming_source_period_and_d
     config = write_config(tmp_path, sample_dir)
     instance = dg.DagsterInstance.ephemeral()
     assert _run(config, instance).success
+    assert _check(_run(config, instance, "reports_job")).passed  # every day's totals now cached in the lake
+    assert pl.read_parquet(tmp_path / "lake" / "cost_line_totals" / "part-0.parquet")["date"].n_unique() == DAYS
     day_file = tmp_path / "lake" / "cost_lines" / f"date={START + dt.timedelta(days=1)}" / "part-0.parquet"
     lines = pl.read_parquet(day_file)
     dropped = lines.filter(pl.col("effective_cost") > 0).row(0, named=True)
@@ -234,3 +236,40 @@ def test_sources_without_delivered_files_are_left_out_of_the_bill_check():
     assert table.select("source", "status").rows() == [("aws-main", "ok")]
     off = reconcile_to_bill(bill, lake.with_columns(pl.col("lines") * 2), {day}, START, sources=["aws-main"])
     assert off["status"].to_list() == ["off"]
+
+
+def test_held_totals_read_a_day_again_whenever_its_file_changed(tmp_path):
+    """The lake's side of the reconciliation is cached per day with the version of the day's file."""
+    from cost_pipeline.lib.billing.totals import held_totals
+    from cost_pipeline.lib.lake import Lake
+    from cost_pipeline.lib.money import MONEY
+
+    lake = Lake.from_uri(str(tmp_path / "lake"))
+
+    def day_lines(day: dt.date, cents: list[int]) -> pl.DataFrame:
+        return pl.DataFrame({"source": "aws-main", "billing_period": f"{day:%Y-%m}", "date": day, "currency": "USD",
+                             "billed_cost": [Decimal(c) / 100 for c in cents], "effective_cost": [Decimal(c) / 100 for c in cents],
+                             "is_final": False}).with_columns(pl.col("billed_cost", "effective_cost").cast(MONEY))
+
+    days = [START, START + dt.timedelta(days=1), START + dt.timedelta(days=2)]
+    lake.write_day("cost_lines", days[0], day_lines(days[0], [101, 202]))
+    lake.write_day("cost_lines", days[1], day_lines(days[1], [5]))
+    lake.write_day("cost_lines", days[2], day_lines(days[2], []))  # a day without lines
+
+    def totals() -> dict:
+        return {r["date"]: (r["lines"], r["effective_cost"]) for r in held_totals(lake).iter_rows(named=True)}
+
+    assert totals() == {days[0]: (2, Decimal("3.03")), days[1]: (1, Decimal("0.05"))}
+    cache = pl.read_parquet(tmp_path / "lake" / "cost_line_totals" / "part-0.parquet")
+    assert sorted(cache["date"].to_list()) == days and cache.filter(pl.col("source").is_null())["date"].to_list() == [days[2]]
+    # unchanged files are not read again: totals planted in the cache for the same version are what comes back
+    lake.write_table("cost_line_totals", cache.with_columns(lines=pl.when(pl.col("date") == days[1]).then(7).otherwise(pl.col("lines"))))
+    assert totals()[days[1]] == (7, Decimal("0.05"))
+    # a day replaced (a re-run, a restatement, a file edited by hand) is read again
+    lake.write_day("cost_lines", days[1], day_lines(days[1], [5, 6, 7]))
+    assert totals() == {days[0]: (2, Decimal("3.03")), days[1]: (3, Decimal("0.18"))}
+    # a day removed from the lake leaves the totals; an unreadable cache is rebuilt from the files
+    (tmp_path / "lake" / "cost_lines" / f"date={days[0]}" / "part-0.parquet").unlink()
+    (tmp_path / "lake" / "cost_line_totals" / "part-0.parquet").write_bytes(b"not parquet")
+    assert totals() == {days[1]: (3, Decimal("0.18"))}
+    assert sorted(pl.read_parquet(tmp_path / "lake" / "cost_line_totals" / "part-0.parquet")["date"].to_list()) == days[1:]

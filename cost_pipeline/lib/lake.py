@@ -190,11 +190,16 @@ class Lake:
         return path
 
     def _keys(self, prefix: str) -> list[str]:
+        return list(self._versions(prefix))
+
+    def _versions(self, prefix: str) -> dict[str, str]:
+        """Object keys under ``prefix`` with a version that changes whenever the object is replaced
+        (GCS: its generation; S3: its ETag and size)."""
         bucket, key = self._key(prefix)
         if self.is_gcs:
-            return [b.name for b in self._bucket().client.list_blobs(bucket, prefix=key + "/")]
+            return {b.name: str(b.generation) for b in self._bucket().client.list_blobs(bucket, prefix=key + "/")}
         pages = self._s3().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key + "/")
-        return [o["Key"] for page in pages for o in page.get("Contents", [])]
+        return {o["Key"]: f"{o['ETag'].strip(chr(34))}-{o['Size']}" for page in pages for o in page.get("Contents", [])}
 
     def _key(self, *parts: str) -> tuple[str, str]:
         _, bucket, prefix = split_uri(self.uri)
@@ -297,6 +302,16 @@ class Lake:
         else:
             names = [k.split("/")[-2] for k in self._keys(table) if k.endswith("/" + PART_NAME)]
         return {dt.date.fromisoformat(n.removeprefix("date=")) for n in names if n.startswith("date=")}
+
+    def day_versions(self, table: str) -> dict[dt.date, str]:
+        """The days a daily table holds, each with a version of its file that changes whenever the
+        day is replaced (locally its size and modification time in ns), for caches of per-day results."""
+        if self.is_local:
+            files = {p.parent.name: p.stat() for p in (self.root / table).glob(f"date=*/{PART_NAME}")}
+            named = {name: f"{st.st_size}-{st.st_mtime_ns}" for name, st in files.items()}
+        else:
+            named = {k.split("/")[-2]: v for k, v in self._versions(table).items() if k.endswith("/" + PART_NAME)}
+        return {dt.date.fromisoformat(n.removeprefix("date=")): v for n, v in named.items() if n.startswith("date=")}
 
     def local_day_file(self, table: str, day: dt.date) -> Path | None:
         """The day's file on local disk (a local lake, or a GCS lake's cached copy); None on S3."""

@@ -15,7 +15,7 @@ from decimal import Decimal
 import polars as pl
 
 from cost_pipeline.lib.allocate import UNATTRIBUTED_TEAM
-from cost_pipeline.lib.billing.totals import lake_totals, reconcile_to_bill
+from cost_pipeline.lib.billing.totals import held_totals, reconcile_to_bill
 from cost_pipeline.lib.cents import with_cents
 from cost_pipeline.lib.compliance import top_untagged_resources
 from cost_pipeline.lib.lake import Lake
@@ -74,8 +74,8 @@ def summarize(lake: Lake, first_day: dt.date = dt.date.min) -> Summary:
         allocated.with_columns(rule=rules).explode("rule")
         .group_by("rule", "currency").agg(pl.col("amount").sum()).sort(["currency", "amount"], descending=[False, True])
     )
-    # one pass over cost_lines: the bill reconciliation's sums and each day's finality
-    held = lake_totals(lake.scan("cost_lines"))
+    # the bill reconciliation's sums and each day's finality (days whose file changed are read again)
+    held = held_totals(lake)
     finality = held.group_by("date").agg(pl.col("is_final").all())
     shared = (
         lake.scan("allocated_costs").filter(pl.col("allocation") == "shared")

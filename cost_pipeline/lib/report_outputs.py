@@ -13,6 +13,7 @@ import polars as pl
 
 from cost_pipeline.config import Settings
 from cost_pipeline.lib.allocate import UNATTRIBUTED_TEAM
+from cost_pipeline.lib.billing.totals import held_totals
 from cost_pipeline.lib.cents import with_cents
 from cost_pipeline.lib.dashboards import Freshness, platform_page, team_file_name, team_page
 from cost_pipeline.lib.lake import Lake
@@ -25,18 +26,23 @@ from cost_pipeline.lib.statements import ClosedMonth, closed_months, in_month, m
 class ReportTables:
     detail: pl.DataFrame
     months: pl.DataFrame
-    experiments: pl.DataFrame
     pools: pl.DataFrame
     untagged: pl.DataFrame
     compliance: pl.DataFrame
     freshness: Freshness
+
+    @property
+    def experiments(self) -> pl.DataFrame:
+        """Per training run (computed when asked: the report tables need it, the dashboards do not)."""
+        return experiment_costs(self.detail)
 
 
 def load_tables(lake: Lake, settings: Settings) -> ReportTables:
     detail = lake.scan("team_cost_detail").collect()
     daily = lake.scan("team_daily_costs").collect()
     untagged = untagged_by_account(lake.scan("untagged_spend").select("date", "account_id", "reason", "amount", "currency"), settings.tagging)
-    finality = lake.scan("cost_lines").group_by("date").agg(pl.col("is_final").all()).collect(engine="streaming").sort("date")
+    # each day's finality from the per-day totals (a day's lines are read again only when its file changed)
+    finality = held_totals(lake).group_by("date").agg(pl.col("is_final").all()).sort("date")
     final_days = finality.filter(pl.col("is_final"))["date"]
     freshness = Freshness(
         last_day=str(detail["date"].max()),
@@ -55,7 +61,6 @@ def load_tables(lake: Lake, settings: Settings) -> ReportTables:
     return ReportTables(
         detail=detail,
         months=team_months(daily),
-        experiments=experiment_costs(detail),
         pools=pool_shares(detail, settings.allocation.pools),
         untagged=untagged,
         compliance=compliance,

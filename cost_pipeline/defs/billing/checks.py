@@ -7,7 +7,7 @@ import datetime as dt
 import dagster as dg
 import polars as pl
 
-from cost_pipeline.lib.billing.totals import lake_totals, reconcile_to_bill, reconciliation_markdown
+from cost_pipeline.lib.billing.totals import held_totals, reconcile_to_bill, reconciliation_markdown
 from cost_pipeline.lib.lake import Lake
 
 BILL_RECONCILES = dg.AssetCheckSpec(
@@ -22,10 +22,9 @@ BILL_RECONCILES = dg.AssetCheckSpec(
 
 
 def bill_reconciliation_result(lake: Lake, bill: pl.DataFrame, first_day: dt.date, sources: list[str]) -> dg.AssetCheckResult:
-    """Re-read the lake, so the check sees exactly what readers will see."""
-    days = lake.days("cost_lines")
-    lake_side = lake_totals(lake.scan_days("cost_lines", sorted(days))) if days else bill.head(0)
-    table = reconcile_to_bill(bill, lake_side, days, first_day, sources)
+    """From the lake's files, so the check sees exactly what readers will see (each day's lines read
+    again whenever its file changed: :func:`held_totals`)."""
+    table = reconcile_to_bill(bill, held_totals(lake), lake.days("cost_lines"), first_day, sources)
     bad = table.filter(pl.col("status").is_in(["off", "unlandable"]))
     problems = [
         f"{r['source']} {r['billing_period']} {r['currency']}: "

@@ -18,6 +18,8 @@ from cost_pipeline.lib.money import MONEY
 
 KEY = ["source", "billing_period", "date", "currency"]
 AMOUNTS = ["lines", "billed_cost", "effective_cost"]
+_TOTALS_INPUT = {"source": pl.String(), "billing_period": pl.String(), "date": pl.Date(), "currency": pl.String(),
+                 "billed_cost": MONEY, "effective_cost": MONEY, "is_final": pl.Boolean()}
 
 
 def lake_totals(cost_lines: pl.LazyFrame) -> pl.DataFrame:
@@ -27,6 +29,40 @@ def lake_totals(cost_lines: pl.LazyFrame) -> pl.DataFrame:
         .agg(pl.len().cast(pl.Int64).alias("lines"), pl.col("billed_cost").sum(), pl.col("effective_cost").sum(), pl.col("is_final").all())
         .collect(engine="streaming")
     )
+
+
+TOTALS_CACHE = "cost_line_totals"  # lake_totals per day with the version of the day's file they were read from
+
+
+def held_totals(lake) -> pl.DataFrame:
+    """:func:`lake_totals` of every day the lake's ``cost_lines`` holds, re-reading only the days whose
+    file changed (or is new) since their totals were cached in the lake's ``cost_line_totals`` table.
+
+    Both the bill reconciliation and the summary read every day's lines; at a year of 1 M-line days
+    that was ~25 s each, in every run. A day's file replaced in any way (a re-run, a restatement, a
+    file edited or restored by hand) gets a new version, so its lines are read again: the totals are
+    always those of the files readers see."""
+    versions = lake.day_versions("cost_lines")
+    try:
+        cached = lake.read_table(TOTALS_CACHE)
+    except (OSError, pl.exceptions.PolarsError):  # unreadable: computed again and replaced
+        cached = None
+    current = pl.DataFrame({"date": list(versions), "version": list(versions.values())}, schema={"date": pl.Date(), "version": pl.String()})
+    usable = cached is not None and "version" in cached.columns
+    kept = cached.join(current, on=["date", "version"], how="semi") if usable else None
+    stale = sorted(set(versions) - (set(kept["date"].to_list()) if kept is not None else set()))
+    parts = [kept] if kept is not None else []
+    if stale:
+        read = lake_totals(lake.scan_days("cost_lines", stale))
+        # a day without lines keeps a row without a source, so it is not read again either
+        empty = pl.DataFrame({"date": sorted(set(stale) - set(read["date"].to_list()))}, schema={"date": pl.Date()})
+        parts.append(pl.concat([read, empty], how="diagonal_relaxed").join(current, on="date"))
+    if not parts:
+        return lake_totals(pl.LazyFrame(schema=_TOTALS_INPUT))
+    table = pl.concat(parts, how="diagonal_relaxed")
+    if stale or not usable or kept.height != cached.height:
+        lake.write_table(TOTALS_CACHE, table.sort("date", "source", "billing_period", "currency", nulls_last=True))
+    return table.filter(pl.col("source").is_not_null()).drop("version")
 
 
 def reconcile_to_bill(
