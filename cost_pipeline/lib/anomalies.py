@@ -143,10 +143,12 @@ def detect(detail: pl.DataFrame, day: dt.date, thresholds: dict[str, Thresholds]
     if day not in calendar:
         return pl.DataFrame(schema=ANOMALY_SCHEMA)
     rules = dict(detail.group_by("date").agg(pl.col("rules_version").unique().sort().str.join("+")).iter_rows())
+    # the scopes' daily sums from a few rows per day (~50 at 1 M lines a day instead of ~24,000), summed once
+    scopes = detail.group_by("date", "team", "currency", "project", "service").agg(pl.col("amount").sum())
     found: list[dict] = []
     active_teams: set[tuple[str, str]] = set()  # teams in an episode: their projects' anomalies are drivers, not alerts
     for scope, keys in (("team", ["team", "currency"]), ("project", ["team", "currency", "project"]), ("service", ["team", "currency", "service"])):
-        for key, values in _series(detail, keys, calendar).items():
+        for key, values in _series(scopes, keys, calendar).items():
             team, currency = key[0], key[1]
             t = thresholds.get(team, default)
             base = _history(values, day, t)
@@ -172,7 +174,7 @@ def detect(detail: pl.DataFrame, day: dt.date, thresholds: dict[str, Thresholds]
                 "suppressed": None if rules[day] == majority else f"rules version changed ({majority} -> {rules[day]})",
             })
     for scope, keys in (("team", ["team", "currency"]),):
-        for (team, currency), values in _series(detail, keys, calendar).items():
+        for (team, currency), values in _series(scopes, keys, calendar).items():
             t = thresholds.get(team, default)
             if any(_flagged(values, day - dt.timedelta(days=i), t) for i in range(0, t.gap + 2)):
                 active_teams.add((team, currency))
