@@ -224,3 +224,15 @@ def test_experiment_costs_table_counts_days_once_and_splits_direct_and_shared():
     got = table.select("experiment_id", pl.col("first_day", "last_day").cast(pl.String), "days", "direct", "shared", "total").rows()
     assert got == [("exp-0001", "2026-10-01", "2026-10-03", 3, Decimal("6.005"), Decimal("0.25"), Decimal("6.255")),
                    ("exp-0002", "2026-11-01", "2026-11-01", 1, Decimal("0.5"), Decimal("0"), Decimal("0.5"))]
+
+
+def test_rows_written_by_polars_are_embedded_as_safely_as_python_values():
+    """Dashboard rows are serialized by Polars (JsonText) and spliced into the page's spec before the
+    escaping that keeps any value from closing the script element."""
+    from cost_pipeline.lib.safe_output import JsonText, script_json
+
+    frame = pl.DataFrame({"project": [HOSTILE["script"], "a & b\u2028c", None], "hi": [1, 2, 3], "days": [[20702], [], [1, 2]]})
+    data = {"datasets": {"rows": JsonText(frame.write_json()), "plain": frame.to_dicts()}, "title": "json-text-x <b>"}
+    text = script_json(data)
+    assert not set("<>&\u2028") & set(text)
+    assert json.loads(text) == {"datasets": {"rows": frame.to_dicts(), "plain": frame.to_dicts()}, "title": "json-text-x <b>"}

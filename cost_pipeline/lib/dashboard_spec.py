@@ -11,7 +11,7 @@ from __future__ import annotations
 import altair as alt
 import polars as pl
 
-from cost_pipeline.lib.safe_output import display_text
+from cost_pipeline.lib.safe_output import JsonText, display_text
 
 FILTERS = {"month": "Month", "project": "Project", "workload_type": "Workload type", "environment": "Environment"}
 NONE = "(none)"
@@ -88,7 +88,7 @@ def _displayed(frame: pl.DataFrame, columns: list[str]) -> pl.DataFrame:
     return frame.with_columns(mapped)
 
 
-def team_spec(rows: list[dict], experiments: list[dict], options: dict[str, list[str]], currencies: list[str], month: str) -> dict:
+def team_spec(rows: list[dict] | JsonText, experiments: list[dict] | JsonText, options: dict[str, list[str]], currencies: list[str], month: str) -> dict:
     """One page-wide spec: KPIs, the stacked chart, the daily trend, top experiments, pool shares.
     ``rows``: :func:`rows_for_browser` without experiments; ``experiments``: :func:`experiment_rows`."""
     data = alt.Data(name="rows")  # one copy of the rows, in the spec's top-level datasets

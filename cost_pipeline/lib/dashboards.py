@@ -18,7 +18,7 @@ import vl_convert
 
 from cost_pipeline.lib.allocate import UNATTRIBUTED_TEAM
 from cost_pipeline.lib.dashboard_spec import FILTERS, exact_cents, experiment_rows, rows_for_browser, team_spec
-from cost_pipeline.lib.safe_output import file_stem, html_text, script_json
+from cost_pipeline.lib.safe_output import JsonText, file_stem, html_text, script_json
 
 CSP = "default-src 'none'; script-src 'unsafe-inline' 'unsafe-eval'; style-src 'unsafe-inline'; img-src data:"
 
@@ -86,10 +86,10 @@ def team_page(team: str, detail: pl.DataFrame, pool_totals: pl.DataFrame, untagg
                                  project=pl.lit(None, pl.String), workload_type=pl.lit(None, pl.String), environment=pl.lit(None, pl.String)),
         "pool",
     ).with_columns(month=pl.col("day").str.slice(0, 7))
-    rows = pl.concat([mine, pools]).to_dicts()
+    rows = JsonText(pl.concat([mine, pools]).write_json())
     options = {n: sorted(mine[n].unique().to_list()) for n in FILTERS}
     by_currency = detail.group_by("currency").agg(pl.col("amount").sum()).sort("amount", descending=True)["currency"].to_list()
-    spec = team_spec(rows, experiment_rows(detail).to_dicts(), options, by_currency or ["USD"], max(options["month"]) if options["month"] else None)
+    spec = team_spec(rows, JsonText(experiment_rows(detail).write_json()), options, by_currency or ["USD"], max(options["month"]) if options["month"] else None)
     untagged_rows = untagged.select("month", "account_id", "reason", "lines", "amount_cents", "currency").to_dicts()
     header = (
         f"<header><h1>Team {html_text(team)}: cloud costs</h1><p class='fresh'>{freshness.html()}</p>"
