@@ -191,3 +191,17 @@ def test_a_bad_sample_deep_in_a_streamed_extract_names_its_series(tmp_path):
     (folder / "q.ndjson").write_bytes(_lines({"data": {"result": lines}}))
     with pytest.raises(InputError, match=rf"{folder / 'q.ndjson'}: series 499: bad sample \['{int(T0)}', 'lots'\]"):
         read_extracts_parts(str(tmp_path), DAY)
+
+
+def test_query_names_never_collide_with_the_readers_own_files(tmp_path):
+    """An extract named like a work file of another query's reader (``x.bad``) keeps its samples."""
+    from cost_pipeline.lib.usage import read_extracts_parts
+
+    folder = tmp_path / f"date={DAY}"
+    folder.mkdir()
+    (folder / "x.ndjson").write_text(json.dumps({"metric": {"a": "1"}, "values": [[T0, "1"]]}) + "\n")
+    body = {"status": "success", "data": {"resultType": "matrix", "result": [{"metric": {"a": "2"}, "values": [[T0, "5"], [T0 + 300, "6"]]}]}}
+    (folder / "x.bad.json").write_text(json.dumps(body))
+    points, series = read_extracts_parts(str(tmp_path), DAY)
+    assert dict(points.group_by("query").agg(pl.col("value").sum()).iter_rows()) == {"x": 1.0, "x.bad": 11.0}
+    assert series.height == 2

@@ -88,7 +88,7 @@ def _displayed(frame: pl.DataFrame, columns: list[str]) -> pl.DataFrame:
     return frame.with_columns(mapped)
 
 
-def team_spec(rows: list[dict] | JsonText, experiments: list[dict] | JsonText, options: dict[str, list[str]], currencies: list[str], month: str) -> dict:
+def team_spec(rows: JsonText, experiments: JsonText, options: dict[str, list[str]], currencies: list[str], month: str) -> dict:
     """One page-wide spec: KPIs, the stacked chart, the daily trend, top experiments, pool shares.
     ``rows``: :func:`rows_for_browser` without experiments; ``experiments``: :func:`experiment_rows`."""
     data = alt.Data(name="rows")  # one copy of the rows, in the spec's top-level datasets

@@ -114,7 +114,7 @@ def sink_series_lines(path: Path, query: str, day: dt.date, source: str, target:
     lines = pl.scan_ndjson(path, schema=_SERIES_LINE).with_row_index("series").with_columns(pl.col("series").cast(pl.Int64))
     pairs = _pairs(lines.select("series", "values").explode("values").drop_nulls("values"))
     start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC).timestamp()
-    bad = target.with_suffix(".bad.parquet")
+    bad = target.with_name(target.name + ".bad")  # not *.parquet: never another query's samples (a query named "x.bad")
     try:
         # the samples and the first bad one (if any) in one pass; more sinks on the same scan made it 1.7x slower
         pl.collect_all([
