@@ -316,6 +316,13 @@ def as_month_parts(aws: Path, parts: int) -> None:
         manifest_path.write_text(json.dumps({**manifest, "dataFiles": [f"{prefix}/{name}" for name in names]}))
 
 
+def local_instance(home: Path) -> None:
+    """A Dagster home configured as ``make demo``'s (``deployments/local/dagster.yaml``: SQLite with the
+    event log's connections kept open, see ``cost_pipeline/instance/sqlite_storage.py``)."""
+    home.mkdir(parents=True)
+    shutil.copy(Path(__file__).resolve().parents[1] / "deployments" / "local" / "dagster.yaml", home / "dagster.yaml")
+
+
 def backfill_benchmark(out: Path, days: int, lines_per_day: int, parts: int = 0) -> list[str]:
     """An N-day single-run backfill through ``cost-pipeline run`` (Dagster included), RSS sampled; then
     the backfill a rules change needs (``run --rules-only``: cost_lines and usage kept). ``parts``: each
@@ -333,6 +340,7 @@ def backfill_benchmark(out: Path, days: int, lines_per_day: int, parts: int = 0)
     generated = time.perf_counter() - t
     for old in ("lake", "home"):  # every run starts from an empty lake and instance
         shutil.rmtree(out / old, ignore_errors=True)
+    local_instance(out / "home")
     raw = yaml.safe_load(bundled_config_path().read_text())
     raw.update(lake_uri=str(out / "lake"), partitions_start_date=start, billing_sources=[{"name": "aws-main", "format": "aws_cur2", "uri": str(out / "billing" / "aws")}],
                usage={"extracts_uri": str(out / "usage")}, slack={"outbox_uri": str(out / "outbox")})
@@ -396,6 +404,7 @@ def reports_benchmark(backfill: Path, days: int, copies: int) -> list[str]:
     (backfill / "config_repeated.yaml").write_text(yaml.safe_dump({**raw, "lake_uri": str(year)}))
     home = backfill / "home_repeated"
     shutil.rmtree(home, ignore_errors=True)
+    local_instance(home)
 
     def reports() -> str:
         out = subprocess.run([sys.executable, "-c", REPORTS, str(backfill / "config_repeated.yaml"), str(PAGE)], env={**os.environ, "DAGSTER_HOME": str(home)},

@@ -146,8 +146,12 @@ def test_bad_file_fails_the_run_and_keeps_the_previous_day(tmp_path, sample_dir,
     assert not list((tmp_path / "lake" / "cost_lines" / f"date={START}").glob(".tmp-*"))
 
 
-def test_cli_run_records_runs_in_dagster_home(tmp_path, config_path):
+def test_cli_run_records_runs_in_dagster_home(tmp_path, config_path, monkeypatch):
+    """With ``make demo``'s instance config (the pooled SQLite event log): every day's events are
+    recorded, and a home without that config (Dagster's stock storage) reads the same."""
     home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(ROOT / "deployments" / "local" / "dagster.yaml", home)
     env = {**os.environ, "DAGSTER_HOME": str(home)}
     proc = subprocess.run(
         [sys.executable, "-m", "cost_pipeline.cli", "run", "--config", str(config_path),
@@ -162,10 +166,23 @@ def test_cli_run_records_runs_in_dagster_home(tmp_path, config_path):
     for path in team_files:  # a team's file holds its own rows only
         teams = set(pl.read_csv(path)["team"])
         assert teams == ({"__unattributed__"} if path.stem == "unattributed" else {path.stem})
-    with dg.DagsterInstance.from_config(str(home)) as instance:
-        runs = instance.get_runs()
-        assert {r.job_name for r in runs} == {"daily_costs_job", "reports_job"}
-        assert all(r.is_success for r in runs)
+    stock = tmp_path / "stock_home"
+    shutil.copytree(home, stock)
+    (stock / "dagster.yaml").unlink()
+    days = {(START + dt.timedelta(days=i)).isoformat() for i in range(DAYS)}
+    monkeypatch.setenv("DAGSTER_HOME", str(home))  # the local config's storage is at $DAGSTER_HOME
+    for where in (home, stock):
+        with dg.DagsterInstance.from_config(str(where)) as instance:
+            assert type(instance.event_log_storage).__name__ == ("PooledSqliteEventLogStorage" if where == home else "SqliteEventLogStorage")
+            runs = instance.get_runs()
+            assert {r.job_name for r in runs} == {"daily_costs_job", "reports_job"}
+            assert all(r.is_success for r in runs)
+            for asset in DAILY:
+                records = instance.fetch_materializations(dg.AssetKey(asset), limit=1000).records
+                assert sorted(r.partition_key for r in records) == sorted(days), asset  # each day once
+            daily = next(r for r in runs if r.job_name == "daily_costs_job")
+            checks = [e for e in instance.all_logs(daily.run_id) if e.dagster_event and e.dagster_event.event_type_value == "ASSET_CHECK_EVALUATION"]
+            assert len(checks) == 6 * DAYS  # six per-day checks
 
 
 def test_definitions_validate_cli():

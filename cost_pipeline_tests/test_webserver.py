@@ -44,9 +44,13 @@ def webserver(tmp_path, sample_dir):
     config = write_config(tmp_path, sample_dir, partitions_start_date=START.isoformat())
     home = tmp_path / "home"
     home.mkdir()
+    # the local instance's storage (the pooled SQLite event log, read here while a run worker writes);
     # runs start at once (no daemon here to dequeue them)
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\nrun_coordinator:\n  module: dagster.core.run_coordinator\n"
-                                       "  class: DefaultRunCoordinator\n")
+    local = yaml.safe_load((ROOT / "deployments" / "local" / "dagster.yaml").read_text())
+    (home / "dagster.yaml").write_text(yaml.safe_dump({
+        "telemetry": {"enabled": False}, "storage": local["storage"],
+        "run_coordinator": {"module": "dagster.core.run_coordinator", "class": "DefaultRunCoordinator"},
+    }))
     port = _port()
     env = {**os.environ, "COST_PIPELINE_CONFIG": str(config), "DAGSTER_HOME": str(home)}
     proc = subprocess.Popen([sys.executable, "-m", "dagster_webserver", "-h", "127.0.0.1", "-p", str(port), "-w", str(ROOT / "workspace.yaml")],

@@ -1,0 +1,1 @@
+"""Dagster instance plug-ins configured by ``deployments/*/dagster.yaml``."""
