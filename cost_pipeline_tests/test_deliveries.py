@@ -12,8 +12,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from cost_pipeline.lib.billing.sources import bill_totals
+from cost_pipeline.lib.billing.sources import bill_totals, refuse_repeated_keys
 from cost_pipeline.lib.errors import InputError
+from cost_pipeline.lib.storage import Storage
 from cost_pipeline.sample.cur2 import EXPORT
 from cost_pipeline.sample.cur_legacy import deliver, write_files
 from cost_pipeline_tests.conftest import DAYS, START, read_day, source
@@ -212,3 +213,20 @@ def test_sample_data_has_a_manifest_per_period(sample_dir):
     frame = pl.concat([read_day("aws_cur2", sample_dir / "billing" / "aws", START + dt.timedelta(days=i)) for i in range(DAYS)])
     raw = pl.concat([pl.read_parquet(_day_file(sample_dir, START + dt.timedelta(days=i)), columns=["identity_line_item_id"]) for i in range(DAYS)])
     assert frame.height == raw.height
+
+
+
+def test_a_repeated_key_hash_in_the_ingest_pass_is_checked_against_the_files(tmp_path, sample_dir):
+    """The ingest pass finds lines delivered twice from its lines' key hashes; a repeated hash sends the
+    sources through the file-by-file check, which names the files of a real duplicate and lets a
+    64-bit collision (the same hash, different lines) pass."""
+    table = pq.read_table(_day_file(sample_dir, START))
+    folder = tmp_path / "data" / f"BILLING_PERIOD={PERIOD}"
+    folder.mkdir(parents=True)
+    pq.write_table(table, folder / "part-1.parquet")
+    src = source("aws_cur2", tmp_path)
+    collision = pl.Series("_key", [7, 7, 8], dtype=pl.UInt64)
+    refuse_repeated_keys(collision, [src], [START], lambda _: Storage())  # no line repeats: passes
+    pq.write_table(table.slice(200, 50), folder / "part-2.parquet")
+    with pytest.raises(InputError, match=r"50 line\(s\) delivered more than once.* in data/BILLING_PERIOD=\S+/part-1\.parquet and \S+/part-2\.parquet"):
+        refuse_repeated_keys(collision, [src], [START], lambda _: Storage())
