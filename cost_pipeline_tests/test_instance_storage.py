@@ -44,9 +44,11 @@ def test_pooled_event_log_keeps_few_databases_open_and_reads_like_the_stock_one(
         # the index and at most OPEN_DATABASES runs; the oldest runs' connections were closed
         assert 2 <= len(open_now) <= OPEN_DATABASES + 1, open_now
         assert str(home / "history" / "runs" / "index.db") in open_now
-        with storage.index_connection() as conn:  # WAL databases commit without a sync per event
-            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
-            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+        last_run = instance.get_runs(limit=1)[0].run_id  # a database created by this storage
+        for connection in (storage.index_connection(), storage.run_connection(last_run)):
+            with connection as conn:  # WAL databases commit without a sync per event
+                assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+                assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
         pooled = sorted(r.partition_key for r in instance.fetch_materializations(dg.AssetKey("numbers"), limit=100).records)
         assert pooled == sorted("abc"[i % 3] for i in range(runs))
     assert not _open_databases(home)  # disposing the instance closes them

@@ -79,6 +79,7 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
             if shard not in self._initialized_dbs:
                 self._initdb(engine)
                 self._initialized_dbs.add(shard)
+                engine.dispose()  # a new database is WAL only now: its next connection gets synchronous=NORMAL
             with engine.connect() as conn, conn.begin():
                 yield conn
 
