@@ -166,6 +166,7 @@ def test_cli_run_records_runs_in_dagster_home(tmp_path, config_path, monkeypatch
     for path in team_files:  # a team's file holds its own rows only
         teams = set(pl.read_csv(path)["team"])
         assert teams == ({"__unattributed__"} if path.stem == "unattributed" else {path.stem})
+    assert not list((home / "history" / "runs").glob("*.db-wal"))  # the CLI's connections closed at exit, WALs folded in
     stock = tmp_path / "stock_home"
     shutil.copytree(home, stock)
     (stock / "dagster.yaml").unlink()

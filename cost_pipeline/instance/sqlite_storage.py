@@ -24,6 +24,7 @@ this ``dagster.yaml``, older runs). Enabled by ``deployments/local/dagster.yaml`
 
 from __future__ import annotations
 
+import atexit
 import os
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -58,6 +59,9 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         self._engines: OrderedDict[str, Engine] = OrderedDict()
         self._pid = os.getpid()
         super().__init__(base_dir, inst_data)
+        # closed at exit (the CLI never disposes its instance): the last connection checkpoints each WAL
+        # into its database and removes it, as the stock storage leaves the files
+        atexit.register(self._close_engines)
 
     def _engine(self, shard: str) -> Engine:
         if os.getpid() != self._pid:  # a forked child: the parent's connections are not its own to use or close
@@ -83,11 +87,15 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
             with engine.connect() as conn, conn.begin():
                 yield conn
 
-    def dispose(self) -> None:
+    def _close_engines(self) -> None:
         with self._db_lock:
-            for engine in self._engines.values():
-                engine.dispose()
+            if os.getpid() == self._pid:
+                for engine in self._engines.values():
+                    engine.dispose()
             self._engines.clear()
+
+    def dispose(self) -> None:
+        self._close_engines()
         super().dispose()
 
 
