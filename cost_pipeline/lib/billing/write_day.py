@@ -5,8 +5,9 @@ partitioned sink, the sums and tag sets grouped by day as well; see :func:`write
 A 10 M-line day is never held in memory: Polars streams the day's plan once and shares the scan
 between the Parquet sink, the per-source totals (with the day's content fingerprint, see
 ``fingerprint.py``) that the asset reports and the bill reconciliation compares, the day's tag
-sets, and each line's key hash (a line delivered twice is found from those after the pass). All are sinks: when one of them was collected into memory instead, Polars 2.1 buffered the
-shared scan for the slower consumer and a 13 M-line day peaked at 5.4 GiB instead of 1.4 GiB.
+sets, and each line's key hash (a line delivered twice is found from those after the pass). All are
+sinks: when one of them was collected into memory instead, Polars 2.1 buffered the shared scan for
+the slower consumer and a 13 M-line day peaked at 5.4 GiB instead of 1.4 GiB.
 
 Tag sets: each line gets ``tag_set``, a 64-bit hash of its tags map, and the lake's ``tag_sets``
 table holds each distinct map of the day once; the lines themselves do not repeat the map. A day of
