@@ -61,7 +61,7 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         super().__init__(base_dir, inst_data)
         # closed at exit (the CLI never disposes its instance): the last connection checkpoints each WAL
         # into its database and removes it, as the stock storage leaves the files
-        atexit.register(self._close_engines)
+        atexit.register(self._close_engines, 5.0)
 
     def _engine(self, shard: str) -> Engine:
         if os.getpid() != self._pid:  # a forked child: the parent's connections are not its own to use or close
@@ -87,12 +87,18 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
             with engine.connect() as conn, conn.begin():
                 yield conn
 
-    def _close_engines(self) -> None:
-        with self._db_lock:
+    def _close_engines(self, wait: float = -1) -> None:
+        """``wait``: at exit, a thread still inside a query (a log watcher) gets that long, then the
+        connections are left to SQLite, which recovers a WAL on the next open."""
+        if not self._db_lock.acquire(timeout=wait):
+            return
+        try:
             if os.getpid() == self._pid:
                 for engine in self._engines.values():
                     engine.dispose()
             self._engines.clear()
+        finally:
+            self._db_lock.release()
 
     def dispose(self) -> None:
         self._close_engines()
