@@ -181,13 +181,13 @@ def day_benchmark(out: Path, lines_per_day: int, pods: int, step: int, repeat: i
     import duckdb
 
     t = time.perf_counter()
-    marker = out / f".generated-{lines_per_day}-{pods}-{step}{'-ndjson' if series_lines else ''}"
+    marker = out / f".generated-exact-{lines_per_day}-{pods}-{step}{'-ndjson' if series_lines else ''}"
     if marker.exists():  # --out kept from an earlier run with the same sizes: reuse the files
         usage_samples = int(marker.read_text())
     else:
         for old in out.glob(".generated-*"):
             old.unlink()
-        generate(out, START, 1, lines_per_day, seed=1)
+        generate(out, START, 1, lines_per_day, seed=1, exact_lines=True)
         usage_samples = pod_extracts(out / "usage" / f"date={START}", START, pods, step, series_lines=series_lines) if pods else 0
         marker.write_text(str(usage_samples))
     generated = time.perf_counter() - t
@@ -250,7 +250,7 @@ def day_benchmark(out: Path, lines_per_day: int, pods: int, step: int, repeat: i
     rows.append(f"| **whole day** (ingest → usage → attribution → reports) | {whole:.2f} | "
                 f"{max(by_name[n][1] for n in stages) / 2**30:.2f} | {whole / floor:.2f} | {whole / peer:.2f} |")
     rows.append(f"| **ingest + direct attribution** | {ingest_direct:.2f} | | {ingest_direct / floor:.2f} | {ingest_direct / peer:.2f} |")
-    head = [f"One day: {count:,} CUR 2.0 lines ({lines_per_day:,} generated + Savings Plan lines), {usage_samples:,} usage samples "
+    head = [f"One day: {count:,} CUR 2.0 lines (Savings Plan negations and fees included), {usage_samples:,} usage samples "
             f"({pods:,} pods at {step} s{', extracts one series per line' if series_lines else ''}); data generated in {generated:.0f} s. Totals checked equal to DuckDB's: {duck_total:.2f}.", "",
             "| stage | seconds | peak RSS GiB | × floor | × DuckDB |", "|---|---|---|---|---|"]
     return head + rows, {"whole": whole, "peer": peer, "ingest_direct": ingest_direct}
@@ -330,10 +330,10 @@ def backfill_benchmark(out: Path, days: int, lines_per_day: int, parts: int = 0)
     t = time.perf_counter()
     # the bench's day, or earlier when the range would reach days that have not ended yet
     start = min(START, dt.datetime.now(dt.UTC).date() - dt.timedelta(days=days))
-    marker = out / f".generated-{start}-{days}-{lines_per_day}-{parts}"
+    marker = out / f".generated-exact-{start}-{days}-{lines_per_day}-{parts}"
     if not marker.exists():  # --out kept from an earlier run with the same sizes: reuse the files
         shutil.rmtree(out, ignore_errors=True)
-        generate(out, start, days, lines_per_day, seed=2)
+        generate(out, start, days, lines_per_day, seed=2, exact_lines=True)
         if parts:
             as_month_parts(out / "billing" / "aws", parts)
         marker.write_text("")

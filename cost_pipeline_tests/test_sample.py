@@ -43,3 +43,21 @@ def test_defect_share_and_anomaly_truth(sample_dir, tmp_path):
     anomalies = pl.read_csv(out / "ground_truth" / "anomalies.csv")
     assert anomalies.height == 3 and (anomalies["factor"] >= 3).all()
     assert anomalies["date"].str.to_date().min() >= START + dt.timedelta(days=14)
+
+
+def test_exact_lines_counts_every_line_of_the_day(tmp_path):
+    """The benchmark's "1 M lines a day" is the day's CUR lines, negations and fees included; the
+    default counts usage lines only (the day then holds ~31 % more)."""
+    def per_day(root):
+        lines = pl.read_parquet(root / "billing" / "aws" / "data" / "*" / "*.parquet")
+        usage = lines.filter(pl.col("line_item_line_item_type").is_in(["Usage", "SavingsPlanCoveredUsage"]))
+        day = pl.col("line_item_usage_start_date").dt.date()
+        return (lines.group_by(day).len().sort("line_item_usage_start_date")["len"].to_list(),
+                usage.group_by(day).len().sort("line_item_usage_start_date")["len"].to_list())
+    for n in (1000, 4321):
+        generate(tmp_path / f"exact{n}", START, 2, n, seed=4, exact_lines=True)
+        every, _ = per_day(tmp_path / f"exact{n}")
+        assert all(n <= count <= n + 1 for count in every), every
+    generate(tmp_path / "usage", START, 2, 1000, seed=4)
+    every, usage = per_day(tmp_path / "usage")
+    assert usage == [1000, 1000] and all(count > 1200 for count in every)

@@ -107,6 +107,7 @@ class SampleSpec:
     bad_tag_share: float = 0.08
     anomalies: int = 3
     chunk: int = 200_000
+    exact_lines: bool = False  # lines_per_day counts every line of the day (Savings Plan negations and fees too), not the usage lines
     anomaly_days: list[tuple[dt.date, str, float]] = field(default_factory=list)  # one-day spikes
     level_shifts: list[tuple[dt.date, str, float]] = field(default_factory=list)  # from the day on, the team costs factor×
     new_spend: list[tuple[dt.date, str, str]] = field(default_factory=list)  # from the day on, a team's training runs in a new project
@@ -315,7 +316,7 @@ def _negations(table: pa.Table, covered: np.ndarray) -> pa.Table:
 
 def _recurring_fees(day: dt.date, used: float, spec: SampleSpec) -> pa.Table:
     """24 hourly SavingsPlanRecurringFee lines; the unused commitment is their effective cost."""
-    n = 24
+    n = FEES_PER_DAY
     used_hourly = np.full(n, round(used / n, 8))
     commitment = np.full(n, round(used / n / SP_UTILIZATION, 2))
     start = np.datetime64(day.isoformat(), "ms") + np.arange(n).astype("timedelta64[h]")
@@ -349,6 +350,9 @@ def write_manifest(out: Path, period: str, files: list[str], bucket_prefix: str 
     return path
 
 
+FEES_PER_DAY = 24  # hourly SavingsPlanRecurringFee lines
+
+
 def write_cur2(out: Path, spec: SampleSpec) -> list[dict]:
     """Write one Parquet file per day under its billing period, then each period's manifest; return
     the tag ground truth."""
@@ -364,13 +368,17 @@ def write_cur2(out: Path, spec: SampleSpec) -> list[dict]:
         tmp = path.with_name(f".{path.name}.tmp")
         sp_used = 0.0
         with pq.ParquetWriter(tmp, CUR2_SCHEMA, compression="snappy") as writer:
-            for first in range(0, spec.lines_per_day, spec.chunk):
-                n = min(spec.chunk, spec.lines_per_day - first)
+            # with exact_lines the usage lines, their negations (at most one each) and the fees come to
+            # lines_per_day (one more at worst): a chunk asks for at most half of what is left
+            first, left = 0, spec.lines_per_day - (FEES_PER_DAY if spec.exact_lines else 0)
+            while left > 0:
+                n = min(spec.chunk, max(1, left // 2) if spec.exact_lines else left)
                 chunk, chunk_truth = _day_chunk(rng, day, n, first, spec)
                 effective = chunk["savings_plan_savings_plan_effective_cost"].to_numpy(zero_copy_only=False)
                 sp_used += float(np.nansum(effective))
                 writer.write_table(chunk)
                 truth.extend(chunk_truth)
+                first, left = first + n, left - (chunk.num_rows if spec.exact_lines else n)
             fees = _recurring_fees(day, sp_used, spec)
             writer.write_table(fees)
             truth.extend(

@@ -39,8 +39,10 @@ def _shifts(spec: SampleSpec) -> tuple[list, list]:
     return shifts, new
 
 
-def generate(out: Path, start: dt.date, days: int, lines_per_day: int, seed: int) -> dict:
-    spec = SampleSpec(start=start, days=days, lines_per_day=lines_per_day, seed=seed)
+def generate(out: Path, start: dt.date, days: int, lines_per_day: int, seed: int, exact_lines: bool = False) -> dict:
+    """``exact_lines``: a day holds ``lines_per_day`` CUR lines in all (the benchmark's sizes), instead of
+    that many usage lines plus ~31 % Savings Plan negations (the demo's and the tests' data)."""
+    spec = SampleSpec(start=start, days=days, lines_per_day=lines_per_day, seed=seed, exact_lines=exact_lines)
     spec.anomaly_days = _anomalies(spec)
     spec.level_shifts, spec.new_spend = _shifts(spec)
     truth = write_cur2(out / "billing" / "aws", spec)
