@@ -29,6 +29,9 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import yaml
 
 from cost_pipeline.config import BillingSource, bundled_config_path, load_settings
@@ -41,7 +44,9 @@ from cost_pipeline.lib.reports import team_daily_costs
 from cost_pipeline.lib.storage import Storage
 from cost_pipeline.lib.usage import stage_extracts
 from cost_pipeline.sample import org
+from cost_pipeline.sample.cur2 import EXPORT, write_manifest
 from cost_pipeline.sample.generate import generate
+from cost_pipeline.sample.usage import write_usage
 
 START = dt.date(2026, 9, 1)
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -316,6 +321,26 @@ def as_month_parts(aws: Path, parts: int) -> None:
         manifest_path.write_text(json.dumps({**manifest, "dataFiles": [f"{prefix}/{name}" for name in names]}))
 
 
+def repeat_days(out: Path, start: dt.date, made: int, days: int) -> None:
+    """Fill ``days`` days of billing from the ``made`` generated ones: day i is a copy of day i mod
+    ``made`` with its usage start and end shifted, in its own period's folder, each period's manifest
+    listing its files; usage extracts are written for every day. Generating a year at 1 M lines a day
+    takes about 1.5 hours on this machine, copying a day about a second."""
+    aws = out / "billing" / "aws"
+    for i in range(made, days):
+        source, day = start + dt.timedelta(days=i % made), start + dt.timedelta(days=i)
+        table = pq.read_table(aws / "data" / f"BILLING_PERIOD={source:%Y-%m}" / f"{EXPORT}-{source.day:05d}.snappy.parquet")
+        offset = pa.scalar(day - source, pa.duration("ms"))
+        for name in ("line_item_usage_start_date", "line_item_usage_end_date"):
+            table = table.set_column(table.schema.get_field_index(name), name, pc.add(table[name], offset).cast(table.schema.field(name).type))
+        folder = aws / "data" / f"BILLING_PERIOD={day:%Y-%m}"
+        folder.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, folder / f"{EXPORT}-{day.day:05d}.snappy.parquet", compression="snappy", row_group_size=200_000)
+    for folder in sorted((aws / "data").glob("BILLING_PERIOD=*")):
+        write_manifest(aws, folder.name.split("=", 1)[1], sorted(f.name for f in folder.glob("*.parquet")))
+    write_usage(out / "usage", start, days, seed=2)
+
+
 def local_instance(home: Path) -> None:
     """A Dagster home configured as ``make demo``'s (``deployments/local/dagster.yaml``: SQLite with the
     event log's connections kept open, see ``cost_pipeline/instance/sqlite_storage.py``)."""
@@ -323,17 +348,21 @@ def local_instance(home: Path) -> None:
     shutil.copy(Path(__file__).resolve().parents[1] / "deployments" / "local" / "dagster.yaml", home / "dagster.yaml")
 
 
-def backfill_benchmark(out: Path, days: int, lines_per_day: int, parts: int = 0) -> list[str]:
+def backfill_benchmark(out: Path, days: int, lines_per_day: int, parts: int = 0, unique: int = 0) -> list[str]:
     """An N-day single-run backfill through ``cost-pipeline run`` (Dagster included), RSS sampled; then
     the backfill a rules change needs (``run --rules-only``: cost_lines and usage kept). ``parts``: each
-    month delivered as that many files holding every day (0: the generator's file per day)."""
+    month delivered as that many files holding every day (0: the generator's file per day). ``unique``:
+    only that many days are generated, the others are their copies with shifted dates (:func:`repeat_days`)."""
     t = time.perf_counter()
     # the bench's day, or earlier when the range would reach days that have not ended yet
     start = min(START, dt.datetime.now(dt.UTC).date() - dt.timedelta(days=days))
-    marker = out / f".generated-exact-{start}-{days}-{lines_per_day}-{parts}"
+    made = min(unique or days, days)
+    marker = out / f".generated-exact-{start}-{days}-{lines_per_day}-{parts}-{made}"
     if not marker.exists():  # --out kept from an earlier run with the same sizes: reuse the files
         shutil.rmtree(out, ignore_errors=True)
-        generate(out, start, days, lines_per_day, seed=2, exact_lines=True)
+        generate(out, start, made, lines_per_day, seed=2, exact_lines=True)
+        if made < days:
+            repeat_days(out, start, made, days)
         if parts:
             as_month_parts(out / "billing" / "aws", parts)
         marker.write_text("")
@@ -350,6 +379,8 @@ def backfill_benchmark(out: Path, days: int, lines_per_day: int, parts: int = 0)
     full = _timed_cli(args, out / "home")
     rules = _timed_cli([*args, "--rules-only"], out / "home")
     layout = f"each month in {parts} files holding every day" if parts else "a file per day"
+    if made < days:
+        layout += f", {made} days generated and repeated with shifted dates"
     return [_backfill_line(f"{days}-day single-run backfill at {lines_per_day:,} lines/day, {layout} (data generated in {generated:.0f} s)", days, *full),
             "", _backfill_line(f"The same {days} days again after a rules change (`run --rules-only`: cost_lines and usage kept)", days, *rules)]
 
@@ -434,6 +465,8 @@ def main() -> None:
     parser.add_argument("--backfill-days", type=int, default=0, help="also time an N-day single-run backfill at --backfill-lines per day")
     parser.add_argument("--backfill-lines", type=int, default=1_000_000)
     parser.add_argument("--backfill-parts", type=int, default=0, help="deliver each backfill month as N files holding every day (as AWS does)")
+    parser.add_argument("--backfill-unique-days", type=int, default=0,
+                        help="generate only N days of the backfill and fill the rest with their copies, dates shifted (a year in minutes)")
     parser.add_argument("--reports-copies", type=int, default=0,
                         help="after the backfill, time the reports job over its days repeated N times (12 × 30 days: a year)")
     parser.add_argument("--report", default="BENCHMARKS.md")
@@ -450,7 +483,7 @@ def main() -> None:
         table, _ = day_benchmark(root / "day", args.lines_per_day, args.pods, args.step_seconds, args.repeat, args.series_lines)
         lines += table
         if args.backfill_days:
-            lines += ["", *backfill_benchmark(root / "backfill", args.backfill_days, args.backfill_lines, args.backfill_parts)]
+            lines += ["", *backfill_benchmark(root / "backfill", args.backfill_days, args.backfill_lines, args.backfill_parts, args.backfill_unique_days)]
             if args.reports_copies:
                 lines += ["", *reports_benchmark(root / "backfill", args.backfill_days, args.reports_copies)]
     text = "\n".join(lines) + "\n"

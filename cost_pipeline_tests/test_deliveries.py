@@ -230,3 +230,25 @@ def test_a_repeated_key_hash_in_the_ingest_pass_is_checked_against_the_files(tmp
     pq.write_table(table.slice(200, 50), folder / "part-2.parquet")
     with pytest.raises(InputError, match=r"50 line\(s\) delivered more than once.* in data/BILLING_PERIOD=\S+/part-1\.parquet and \S+/part-2\.parquet"):
         refuse_repeated_keys(collision, [src], [START], lambda _: Storage())
+
+
+def test_a_daily_cur2_files_day_from_its_footer_else_from_its_lines(tmp_path, sample_dir):
+    """A file whose statistics show one day is not read for its days; without statistics, with two
+    days or with zoned timestamps it is, and each way every line of the day is read once."""
+    from cost_pipeline.lib.billing.cur2 import single_day
+
+    first, second = (pq.read_table(_day_file(sample_dir, START + dt.timedelta(days=d))) for d in (0, 1))
+    i = first.schema.get_field_index("line_item_usage_start_date")
+    zoned = first.set_column(i, "line_item_usage_start_date", first["line_item_usage_start_date"].cast(pa.timestamp("ms", "Europe/Paris")))
+    cases = {"stats": (first, {}, START), "nostats": (first, {"write_statistics": False}, None),
+             "two_days": (pa.concat_tables([first, second]), {}, None), "zoned": (zoned, {}, None)}
+    for name, (table, options, expected) in cases.items():
+        folder = tmp_path / name / "data" / f"BILLING_PERIOD={PERIOD}"
+        folder.mkdir(parents=True)
+        pq.write_table(table, folder / "part-1.parquet", **options)
+        assert single_day(folder / "part-1.parquet") == expected, name
+        if name == "zoned":  # read by its own zone's dates: a Paris midnight-to-1am line is the UTC day before
+            continue
+        lines = read_day("aws_cur2", tmp_path / name, START)
+        assert lines.height == first.num_rows and lines["line_item_id"].n_unique() == first.num_rows, name
+    assert read_day("aws_cur2", tmp_path / "two_days", START + dt.timedelta(days=1)).height == second.num_rows

@@ -10,6 +10,7 @@ import datetime as dt
 from pathlib import Path
 
 import polars as pl
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cost_pipeline.lib.billing.amortize import (
@@ -104,6 +105,33 @@ def _typed(frame: pl.LazyFrame, path: str) -> pl.LazyFrame:
         if not (schema[name].is_numeric() or schema[name] == pl.String):
             raise InputError(str(path), f"column {name} has type {schema[name]}, expected a number")
     return frame.with_columns(fixes)
+
+
+def single_day(path: Path) -> dt.date | None:
+    """The UTC day of every line of a file whose row groups' statistics say so (usage starts typed as
+    timestamps, no nulls, the smallest and largest on one day), from the footer alone: finding a daily
+    file's day by reading its usage starts was 0.1 s of each day of a 1 M-line backfill. None when the
+    statistics cannot say (a month's part, a string-typed or zoned column, missing statistics)."""
+    try:
+        meta = pq.ParquetFile(path).metadata
+    except Exception:  # unreadable: the scan names the file and the problem
+        return None
+    names = [meta.schema.column(i).path for i in range(meta.num_columns)]
+    if "line_item_usage_start_date" not in names or meta.num_rows == 0:
+        return None
+    column = names.index("line_item_usage_start_date")
+    arrow = meta.schema.to_arrow_schema().field("line_item_usage_start_date").type
+    if not pa.types.is_timestamp(arrow) or arrow.tz not in (None, "UTC", "+00:00"):
+        return None
+    days = set()
+    for group in range(meta.num_row_groups):
+        stats = meta.row_group(group).column(column).statistics
+        if meta.row_group(group).num_rows == 0:
+            continue
+        if stats is None or not stats.has_min_max or stats.null_count is None or stats.null_count > 0:
+            return None
+        days |= {stats.min.date(), stats.max.date()}
+    return days.pop() if len(days) == 1 else None
 
 
 def scan_cur2_file(path: Path, where: str, name: str, source, days: list[dt.date] | None = None) -> pl.LazyFrame:

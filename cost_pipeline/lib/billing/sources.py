@@ -49,10 +49,11 @@ class FileFormat:
     read: Reader  # (local path, file uri for messages, name under the source, source) -> cost lines, every day
     content_ids: bool = False  # the provider has no line ids: use a content hash of the row
     lazy: bool = False  # the reader scans lazily (Parquet; it takes ``days=``): no parsed copy is kept between days
+    single_day: Callable[[Path], dt.date | None] | None = None  # the day of a file holding one, from its metadata
 
 
 FORMATS: dict[str, FileFormat] = {
-    "aws_cur2": FileFormat((".parquet",), data_export_deliveries, cur2.scan_cur2_file, lazy=True),
+    "aws_cur2": FileFormat((".parquet",), data_export_deliveries, cur2.scan_cur2_file, lazy=True, single_day=cur2.single_day),
     "aws_cur_legacy": FileFormat((".csv", ".csv.gz", ".parquet"), legacy_cur_deliveries, cur_legacy.read_legacy_file),
     "focus": FileFormat((".csv", ".csv.gz", ".parquet"), file_export_deliveries, focus.read_focus_file, content_ids=True),
     "gcp_billing_export": FileFormat(gcp.SUFFIXES, file_export_deliveries, gcp.read_gcp_file, content_ids=True),
@@ -106,8 +107,14 @@ _days_cache: dict[tuple[str, str, str], frozenset[dt.date]] = {}
 
 
 def file_days(source: BillingSource, file: StoredFile, storage: Storage) -> frozenset[dt.date]:
-    """The usage days a file holds (cached per file version); a line without a usage date is an error."""
+    """The usage days a file holds (cached per file version); a line without a usage date is an error.
+    A file whose metadata shows a single day (:attr:`FileFormat.single_day`) is not read for it."""
     key = (file.uri, file.version, source.name)
+    fmt = _format(source)
+    if key not in _days_cache and fmt.single_day and not source.uri.startswith("bq://"):
+        day = fmt.single_day(storage.fetch(file))
+        if day is not None:
+            _days_cache[key] = frozenset([day])
     if key not in _days_cache:
         try:
             firsts = (
