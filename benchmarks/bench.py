@@ -37,6 +37,7 @@ import yaml
 from cost_pipeline.config import BillingSource, bundled_config_path, load_settings
 from cost_pipeline.lib.allocate import allocate_sums, allocation_from_attribution_sums
 from cost_pipeline.lib.attribution import allocate_day, attribute_lake_day
+from cost_pipeline.lib.billing.amortize import CHARGE_CATEGORY
 from cost_pipeline.lib.billing.write_day import ingest_days
 from cost_pipeline.lib.compliance import compliance_breakdown, summary_from_sums
 from cost_pipeline.lib.lake import Lake
@@ -61,25 +62,47 @@ NEEDED = [
 ]
 # DuckDB's version of ingest + direct attribution: amortization by line type (the Cloud Intelligence
 # Dashboards rules), the five tags out of the map, trimmed and lower-cased, summed per day and tags.
-DUCKDB_SQL = """
-SELECT CAST(line_item_usage_start_date AS DATE) AS day,
-       lower(trim(resource_tags['user_ml_team'])) AS team,
-       lower(trim(resource_tags['user_ml_project'])) AS project,
-       lower(trim(resource_tags['user_ml_workload_type'])) AS workload_type,
-       lower(trim(resource_tags['user_ml_environment'])) AS environment,
-       line_item_currency_code AS currency,
-       sum(CASE line_item_line_item_type
+EFFECTIVE_SQL = """CASE line_item_line_item_type
              WHEN 'SavingsPlanCoveredUsage' THEN CAST(savings_plan_savings_plan_effective_cost AS DECIMAL(38, 12))
              WHEN 'DiscountedUsage' THEN CAST(reservation_effective_cost AS DECIMAL(38, 12))
              WHEN 'SavingsPlanNegation' THEN 0 WHEN 'SavingsPlanUpfrontFee' THEN 0
              WHEN 'SavingsPlanRecurringFee' THEN CAST(savings_plan_total_commitment_to_date AS DECIMAL(38, 12))
                                                  - CAST(savings_plan_used_commitment AS DECIMAL(38, 12))
-             ELSE CAST(line_item_unblended_cost AS DECIMAL(38, 12)) END) AS amount,
+             ELSE CAST(line_item_unblended_cost AS DECIMAL(38, 12)) END"""
+IN_DAY_SQL = "line_item_usage_start_date >= TIMESTAMPTZ '{day} 00:00:00+00' AND line_item_usage_start_date < TIMESTAMPTZ '{next} 00:00:00+00'"
+DIRECT_SQL = """
+SELECT {date} AS day,
+       lower(trim({tags}['user_ml_team'])) AS team,
+       lower(trim({tags}['user_ml_project'])) AS project,
+       lower(trim({tags}['user_ml_workload_type'])) AS workload_type,
+       lower(trim({tags}['user_ml_environment'])) AS environment,
+       {currency} AS currency,
+       sum({amount}) AS amount,
        count(*) AS lines
-FROM read_parquet({files})
-WHERE line_item_usage_start_date >= TIMESTAMPTZ '{day} 00:00:00+00' AND line_item_usage_start_date < TIMESTAMPTZ '{next} 00:00:00+00'
+FROM {source}
 GROUP BY ALL
 """
+DUCKDB_SQL = DIRECT_SQL.format(date="CAST(line_item_usage_start_date AS DATE)", tags="resource_tags", currency="line_item_currency_code",
+                               amount=EFFECTIVE_SQL, source="read_parquet({files}) WHERE " + IN_DAY_SQL)
+# the same work as the pipeline's ingest (the lake's cost_lines columns, tags maps included, written to
+# Parquet), then the direct attribution read from that file: the peer doing what the pipeline does
+DUCKDB_WRITE_SQL = f"""
+COPY (
+SELECT CAST(line_item_usage_start_date AS DATE) AS date, 'aws' AS provider, 'aws-main' AS source, '{{period}}' AS billing_period,
+       bill_payer_account_id AS billing_account_id, line_item_usage_account_id AS sub_account_id,
+       identity_line_item_id AS line_item_id, line_item_line_item_type AS charge_type,
+       CASE line_item_line_item_type {" ".join(f"WHEN '{k}' THEN '{v}'" for k, v in CHARGE_CATEGORY.items())} ELSE 'Adjustment' END AS charge_category,
+       line_item_usage_start_date AS charge_period_start, line_item_usage_end_date AS charge_period_end,
+       line_item_product_code AS service, line_item_usage_type AS usage_type, product_region_code AS region,
+       line_item_resource_id AS resource_id, line_item_usage_amount AS usage_quantity,
+       CAST(pricing_public_on_demand_cost AS DECIMAL(38, 12)) AS list_cost, CAST(line_item_unblended_cost AS DECIMAL(38, 12)) AS billed_cost,
+       {EFFECTIVE_SQL} AS effective_cost,
+       line_item_currency_code AS currency, bill_invoice_id AS invoice_id, coalesce(bill_invoice_id, '') <> '' AS is_final,
+       resource_tags AS tags, filename AS source_file
+FROM read_parquet({{files}}, filename = true) WHERE {IN_DAY_SQL}
+) TO '{{out}}' (FORMAT parquet, COMPRESSION snappy)
+"""
+DUCKDB_FROM_WRITTEN_SQL = DIRECT_SQL.format(date="date", tags="tags", currency="currency", amount="effective_cost", source="read_parquet('{out}')")
 
 
 def _rss() -> int:
@@ -242,10 +265,20 @@ def day_benchmark(out: Path, lines_per_day: int, pods: int, step: int, repeat: i
     con = duckdb.connect()
     sql = DUCKDB_SQL.format(files=json.dumps(files).replace('"', "'"), day=START, next=START + dt.timedelta(days=1))
     duck = meter.run("peer: DuckDB normalize + direct attribution", lambda: con.sql(sql).fetchall(), repeat)
+    written = out / "duckdb_cost_lines.parquet"
+    write_sql = DUCKDB_WRITE_SQL.format(files=json.dumps(files).replace('"', "'"), day=START, next=START + dt.timedelta(days=1),
+                                        period=f"{START:%Y-%m}", out=written)
+
+    def duck_writing():
+        con.sql(write_sql)
+        return con.sql(DUCKDB_FROM_WRITTEN_SQL.format(out=written)).fetchall()
+
+    duck_written = meter.run("peer writing the lake too: DuckDB normalizes into Parquet, then attributes from it", duck_writing, repeat)
+    written.unlink(missing_ok=True)
 
     duck_total = sum(r[-2] for r in duck)
     direct_total = direct["amount"].sum()
-    assert direct_total == duck_total, f"DuckDB and the pipeline disagree: {duck_total} vs {direct_total}"
+    assert direct_total == duck_total == sum(r[-2] for r in duck_written), f"DuckDB and the pipeline disagree: {duck_total} vs {direct_total}"
     by_name = {name: (secs, rss) for name, secs, rss in meter.results}
     floor, peer = by_name["floor: plain scan of the needed columns"][0], by_name["peer: DuckDB normalize + direct attribution"][0]
     stages = [n for n in by_name if not n.startswith(("floor", "peer", "direct attribution"))]
@@ -255,10 +288,12 @@ def day_benchmark(out: Path, lines_per_day: int, pods: int, step: int, repeat: i
     rows.append(f"| **whole day** (ingest → usage → attribution → reports) | {whole:.2f} | "
                 f"{max(by_name[n][1] for n in stages) / 2**30:.2f} | {whole / floor:.2f} | {whole / peer:.2f} |")
     rows.append(f"| **ingest + direct attribution** | {ingest_direct:.2f} | | {ingest_direct / floor:.2f} | {ingest_direct / peer:.2f} |")
+    writing = by_name["peer writing the lake too: DuckDB normalizes into Parquet, then attributes from it"][0]
+    rows += ["", f"Ingest + direct attribution against the peer writing the lake too: {ingest_direct / writing:.2f}×; the whole day: {whole / writing:.2f}×."]
     head = [f"One day: {count:,} CUR 2.0 lines (Savings Plan negations and fees included), {usage_samples:,} usage samples "
             f"({pods:,} pods at {step} s{', extracts one series per line' if series_lines else ''}); data generated in {generated:.0f} s. Totals checked equal to DuckDB's: {duck_total:.2f}.", "",
             "| stage | seconds | peak RSS GiB | × floor | × DuckDB |", "|---|---|---|---|---|"]
-    return head + rows, {"whole": whole, "peer": peer, "ingest_direct": ingest_direct}
+    return head + rows, {"whole": whole, "peer": peer, "ingest_direct": ingest_direct, "peer_writing": writing}
 
 
 def _timed_cli(args: list[str], home: Path) -> tuple[float, float, list[tuple[float, int]]]:

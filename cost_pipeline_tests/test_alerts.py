@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 
 from cost_pipeline.config import load_settings
-from cost_pipeline.lib.anomalies import Thresholds, detect
+from cost_pipeline.lib.anomalies import Thresholds, daily_sums, detect
 from cost_pipeline.lib.forecast import forecast_month
 from cost_pipeline.lib.lake import Lake
 from cost_pipeline.lib.slack.delivery import ApiSender, deliver, read_ledger, web_client
@@ -82,6 +82,23 @@ def test_new_spend_from_zero_and_folding_into_the_team_anomaly():
     spike = detail_rows({("ml", "p1"): flat(35) + [5000.0] + flat(4), ("ml", "p2"): flat(40)})
     both = detect(spike, day)
     assert both.select("scope").to_series().to_list() == ["team"]  # p1's own anomaly is a driver of the team's
+
+
+def test_sums_of_a_whole_window_give_each_days_own_anomalies():
+    """A backfill sums a window of days once (daily_sums) and detects each day on its own 35 days: the
+    same anomalies as each day alone, which the spike, shift, new spend and rules change here give."""
+    amounts = flat(28) + [a * 1.9 for a in flat(12)] + flat(20)
+    amounts[50] = 9000.0
+    details = detail_rows({("ml", "p1"): amounts, ("ml", "new"): [0.0] * 45 + [400.0] * 15, ("ops", "p2"): flat(60)}, rules={52: "r2"})
+    sums = daily_sums(details)
+    found = 0
+    for i in range(20, 60):
+        day = START + dt.timedelta(days=i)
+        history = details.filter(pl.col("date").is_between(day - dt.timedelta(days=35), day))
+        alone = detect(history, day)
+        assert detect(history, day, sums=sums).equals(alone), day
+        found += alone.height
+    assert found >= 10
 
 
 def test_a_rules_change_is_kept_but_suppressed():

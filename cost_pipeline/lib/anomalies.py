@@ -135,16 +135,34 @@ def anomaly_id(team: str, scope: str, value: str | None, currency: str, start: d
     return hashlib.sha256(f"{team}|{scope}|{value or ''}|{currency}|{start}".encode()).hexdigest()[:16]
 
 
-def detect(detail: pl.DataFrame, day: dt.date, thresholds: dict[str, Thresholds] | None = None, default: Thresholds = Thresholds()) -> pl.DataFrame:
-    """Anomalies of ``day`` from ``team_cost_detail`` rows of that day and the four weeks before it."""
+@dataclass(frozen=True)
+class DailySums:
+    """The scopes' daily sums (a few rows a day: ~50 at 1 M lines a day instead of ~24,000 detail rows)
+    and each day's rules version, summed once for every day a caller detects (:func:`daily_sums`):
+    summing the 35 days before each day of a backfill again was most of its 0.17 s a day."""
+
+    scopes: pl.DataFrame
+    rules: dict[dt.date, str]
+
+
+def daily_sums(detail: pl.DataFrame) -> DailySums:
+    detail = detail.filter(pl.col("team") != UNATTRIBUTED_TEAM)
+    rules = dict(detail.group_by("date").agg(pl.col("rules_version").unique().sort().str.join("+")).iter_rows())
+    return DailySums(detail.group_by("date", "team", "currency", "project", "service").agg(pl.col("amount").sum()), rules)
+
+
+def detect(detail: pl.DataFrame, day: dt.date, thresholds: dict[str, Thresholds] | None = None, default: Thresholds = Thresholds(),
+           sums: DailySums | None = None) -> pl.DataFrame:
+    """Anomalies of ``day`` from ``team_cost_detail`` rows of that day and the four weeks before it.
+    ``sums``: :func:`daily_sums` of rows holding at least those days (the same rows for those days)."""
     thresholds = thresholds or {}
     detail = detail.filter((pl.col("team") != UNATTRIBUTED_TEAM) & (pl.col("date") <= day))
     calendar = sorted(detail["date"].unique().to_list())
     if day not in calendar:
         return pl.DataFrame(schema=ANOMALY_SCHEMA)
-    rules = dict(detail.group_by("date").agg(pl.col("rules_version").unique().sort().str.join("+")).iter_rows())
-    # the scopes' daily sums from a few rows per day (~50 at 1 M lines a day instead of ~24,000), summed once
-    scopes = detail.group_by("date", "team", "currency", "project", "service").agg(pl.col("amount").sum())
+    sums = sums or daily_sums(detail)
+    rules = {d: sums.rules[d] for d in calendar}
+    scopes = sums.scopes.filter(pl.col("date").is_in(calendar))  # the days a run of this day alone sums
     found: list[dict] = []
     active_teams: set[tuple[str, str]] = set()  # teams in an episode: their projects' anomalies are drivers, not alerts
     for scope, keys in (("team", ["team", "currency"]), ("project", ["team", "currency", "project"]), ("service", ["team", "currency", "service"])):

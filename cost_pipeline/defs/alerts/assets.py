@@ -9,7 +9,7 @@ import polars as pl
 from cost_pipeline.defs.metadata import day_metadata
 from cost_pipeline.defs.partitions import BACKFILL_POLICY, DAILY, partition_days
 from cost_pipeline.defs.resources import LakeResource, PipelineConfig
-from cost_pipeline.lib.anomalies import Thresholds, detect
+from cost_pipeline.lib.anomalies import Thresholds, daily_sums, detect
 from cost_pipeline.lib.lake import Lake
 from cost_pipeline.lib.markdown import md_table
 from cost_pipeline.lib.slack.delivery import ApiSender, OutboxSender, deliver, web_client
@@ -33,12 +33,14 @@ def _history(lake: Lake, first: dt.date, last: dt.date) -> pl.DataFrame:
 
 
 def _windows(lake: Lake, days: list[dt.date]):
-    """Each day with its own history (the day and the HISTORY_DAYS before it), read WINDOW_DAYS days at a time."""
+    """Each day with its own history (the day and the HISTORY_DAYS before it) and the window's daily
+    sums, read and summed WINDOW_DAYS days at a time."""
     for start in range(0, len(days), WINDOW_DAYS):
         chunk = days[start:start + WINDOW_DAYS]
         detail = _history(lake, chunk[0], chunk[-1])
+        sums = daily_sums(detail)
         for day in chunk:
-            yield day, detail.filter(pl.col("date").is_between(day - dt.timedelta(days=HISTORY_DAYS), day))
+            yield day, detail.filter(pl.col("date").is_between(day - dt.timedelta(days=HISTORY_DAYS), day)), sums
 
 
 @dg.asset(partitions_def=DAILY, backfill_policy=BACKFILL_POLICY, group_name="alerts", kinds={"polars", "parquet"}, deps=["team_cost_detail"])
@@ -54,8 +56,8 @@ def anomalies(context: dg.AssetExecutionContext, pipeline: PipelineConfig, cost_
     restated = "cost_pipeline/fingerprint" in context.run.tags
     settled = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=settings.slack.notify_days)
     with lake.staging("anomalies") as staging:
-        for day, detail in _windows(lake, days):
-            found = detect(detail, day, per_team, default)
+        for day, detail, sums in _windows(lake, days):
+            found = detect(detail, day, per_team, default, sums)
             if restated and day < settled:
                 found = found.with_columns(suppressed=pl.col("suppressed").fill_null(f"restatement of {day} delivered later"))
             path = staging.write_day(day, found)
