@@ -297,7 +297,7 @@ def day_benchmark(out: Path, lines_per_day: int, pods: int, step: int, repeat: i
 
 
 def _timed_cli(args: list[str], home: Path) -> tuple[float, float, list[tuple[float, int]]]:
-    """Run ``cost-pipeline ARGS`` in a child process: (wall, when the daily job ended, RSS trace)."""
+    """Run ``cost-pipeline ARGS`` in a child process: (wall, when the daily job ended, RSS trace, its steps)."""
     t = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "cost_pipeline.cli", *args], env={**os.environ, "DAGSTER_HOME": str(home)},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -312,11 +312,11 @@ def _timed_cli(args: list[str], home: Path) -> tuple[float, float, list[tuple[fl
 
     reader = threading.Thread(target=read_output, daemon=True)
     reader.start()
-    trace: list[tuple[float, int]] = []
+    trace: list[tuple[float, int, float]] = []  # (seconds since the start, RSS, epoch)
     while proc.poll() is None:
         try:
             with open(f"/proc/{proc.pid}/statm") as fh:
-                trace.append((time.perf_counter() - t, int(fh.read().split()[1]) * PAGE))
+                trace.append((time.perf_counter() - t, int(fh.read().split()[1]) * PAGE, time.time()))
         except OSError:
             pass
         time.sleep(0.5)
@@ -324,16 +324,52 @@ def _timed_cli(args: list[str], home: Path) -> tuple[float, float, list[tuple[fl
     reader.join(timeout=5)
     if proc.returncode:
         raise SystemExit(f"backfill failed:\n{''.join(output)[-3000:]}")
-    return wall, daily_done[0] if daily_done else wall, trace
+    return wall, daily_done[0] if daily_done else wall, trace, _step_spans(home)
 
 
-def _backfill_line(what: str, days: int, wall: float, daily_end: float, trace: list[tuple[float, int]]) -> str:
-    daily = [r for s, r in trace if s <= daily_end] or [r for _, r in trace]
+def _step_spans(home: Path) -> list[tuple[str, float, float]]:
+    """(step, start, end) in epoch seconds of the newest daily job's steps, from the run's Dagster events."""
+    import dagster as dg
+
+    before, os.environ["DAGSTER_HOME"] = os.environ.get("DAGSTER_HOME"), str(home)  # the config's base_dir reads it
+    try:
+        return _spans(dg, home)
+    finally:
+        if before is None:
+            os.environ.pop("DAGSTER_HOME")
+        else:
+            os.environ["DAGSTER_HOME"] = before
+
+
+def _spans(dg, home: Path) -> list[tuple[str, float, float]]:
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        run = next(r for r in instance.get_runs(limit=5) if r.job_name == "daily_costs_job")
+        starts, spans = {}, []
+        for record in instance.all_logs(run.run_id, of_type={dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS}):
+            if record.dagster_event.event_type == dg.DagsterEventType.STEP_START:
+                starts[record.step_key] = record.timestamp
+            else:
+                spans.append((record.step_key, starts[record.step_key], record.timestamp))
+    return spans
+
+
+def _backfill_line(what: str, days: int, wall: float, daily_end: float, trace: list[tuple[float, int, float]],
+                   steps: list[tuple[str, float, float]]) -> str:
+    daily = [r for s, r, _ in trace if s <= daily_end] or [r for _, r, _ in trace]
     quarter = max(1, len(daily) // 4)
     early, late = max(daily[:quarter]), max(daily[-quarter:])
+    # each step works through the days in order: its first quarter holds the first days, its last the last ones
+    per_step = []
+    for step, start, end in steps:
+        first = [r for _, r, at in trace if start <= at <= start + (end - start) / 4]
+        last = [r for _, r, at in trace if end - (end - start) / 4 <= at <= end]
+        if end - start >= 0.05 * daily_end and first and last:
+            per_step.append(f"{step} {max(first) / 2**30:.2f} → {max(last) / 2**30:.2f}")
     return (f"{what}: {wall:.1f} s wall in all; the daily tables {daily_end:.1f} s ({daily_end / days:.2f} s per day), then the reports "
             f"{wall - daily_end:.1f} s. Peak RSS of the daily job {max(daily) / 2**30:.2f} GiB: in its first quarter "
-            f"{early / 2**30:.2f} GiB, in its last quarter {late / 2**30:.2f} GiB; of the whole run {max(r for _, r in trace) / 2**30:.2f} GiB.")
+            f"{early / 2**30:.2f} GiB, in its last quarter {late / 2**30:.2f} GiB; of the whole run {max(r for _, r, _ in trace) / 2**30:.2f} GiB. "
+            f"Per step (longer than 5 % of the job), its peak RSS in GiB while on its first quarter of the days → its last: {', '.join(per_step)}; "
+            f"each step's time (1 s or more): {', '.join(f'{step} {end - start:.0f} s' for step, start, end in steps if end - start >= 1)}.")
 
 
 def as_month_parts(aws: Path, parts: int) -> None:
