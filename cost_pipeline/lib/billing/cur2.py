@@ -130,6 +130,8 @@ def single_day(path: Path) -> dt.date | None:
             continue
         if stats is None or not stats.has_min_max or stats.null_count is None or stats.null_count > 0:
             return None
+        if not (isinstance(stats.min, dt.datetime) and isinstance(stats.max, dt.datetime)):  # e.g. raw integers of an old writer
+            return None
         days |= {stats.min.date(), stats.max.date()}
     return days.pop() if len(days) == 1 else None
 
