@@ -12,6 +12,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+from cost_pipeline.lib.billing.cur2 import single_day
 from cost_pipeline.lib.billing.sources import bill_totals, refuse_repeated_keys
 from cost_pipeline.lib.errors import InputError
 from cost_pipeline.lib.storage import Storage
@@ -215,7 +216,6 @@ def test_sample_data_has_a_manifest_per_period(sample_dir):
     assert frame.height == raw.height
 
 
-
 def test_a_repeated_key_hash_in_the_ingest_pass_is_checked_against_the_files(tmp_path, sample_dir):
     """The ingest pass finds lines delivered twice from its lines' key hashes; a repeated hash sends the
     sources through the file-by-file check, which names the files of a real duplicate and lets a
@@ -235,8 +235,6 @@ def test_a_repeated_key_hash_in_the_ingest_pass_is_checked_against_the_files(tmp
 def test_a_daily_cur2_files_day_from_its_footer_else_from_its_lines(tmp_path, sample_dir):
     """A file whose statistics show one day is not read for its days; without statistics, with two
     days or with zoned timestamps it is, and each way every line of the day is read once."""
-    from cost_pipeline.lib.billing.cur2 import single_day
-
     first, second = (pq.read_table(_day_file(sample_dir, START + dt.timedelta(days=d))) for d in (0, 1))
     i = first.schema.get_field_index("line_item_usage_start_date")
     zoned = first.set_column(i, "line_item_usage_start_date", first["line_item_usage_start_date"].cast(pa.timestamp("ms", "Europe/Paris")))

@@ -98,6 +98,9 @@ DEFECTS = [
 ]
 
 
+FEES_PER_DAY = 24  # hourly SavingsPlanRecurringFee lines
+
+
 @dataclass
 class SampleSpec:
     start: dt.date
@@ -348,9 +351,6 @@ def write_manifest(out: Path, period: str, files: list[str], bucket_prefix: str 
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(manifest, indent=1))
     return path
-
-
-FEES_PER_DAY = 24  # hourly SavingsPlanRecurringFee lines
 
 
 def write_cur2(out: Path, spec: SampleSpec) -> list[dict]:

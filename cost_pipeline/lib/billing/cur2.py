@@ -111,28 +111,29 @@ def single_day(path: Path) -> dt.date | None:
     """The UTC day of every line of a file whose row groups' statistics say so (usage starts typed as
     timestamps, no nulls, the smallest and largest on one day), from the footer alone: finding a daily
     file's day by reading its usage starts was 0.1 s of each day of a 1 M-line backfill. None when the
-    statistics cannot say (a month's part, a string-typed or zoned column, missing statistics)."""
+    statistics cannot say (a month's part, a string-typed or zoned column, missing or odd statistics,
+    an unreadable footer): the file is then read, and the read names what is wrong with it."""
     try:
         meta = pq.ParquetFile(path).metadata
-    except Exception:  # unreadable: the scan names the file and the problem
-        return None
-    names = [meta.schema.column(i).path for i in range(meta.num_columns)]
-    if "line_item_usage_start_date" not in names or meta.num_rows == 0:
-        return None
-    column = names.index("line_item_usage_start_date")
-    arrow = meta.schema.to_arrow_schema().field("line_item_usage_start_date").type
-    if not pa.types.is_timestamp(arrow) or arrow.tz not in (None, "UTC", "+00:00"):
-        return None
-    days = set()
-    for group in range(meta.num_row_groups):
-        stats = meta.row_group(group).column(column).statistics
-        if meta.row_group(group).num_rows == 0:
-            continue
-        if stats is None or not stats.has_min_max or stats.null_count is None or stats.null_count > 0:
+        arrow = meta.schema.to_arrow_schema()
+        if "line_item_usage_start_date" not in arrow.names or meta.num_rows == 0:
             return None
-        if not (isinstance(stats.min, dt.datetime) and isinstance(stats.max, dt.datetime)):  # e.g. raw integers of an old writer
+        kind = arrow.field("line_item_usage_start_date").type
+        if not pa.types.is_timestamp(kind) or kind.tz not in (None, "UTC", "+00:00"):
             return None
-        days |= {stats.min.date(), stats.max.date()}
+        column = [meta.schema.column(i).path for i in range(meta.num_columns)].index("line_item_usage_start_date")
+        days = set()
+        for group in (meta.row_group(g) for g in range(meta.num_row_groups)):
+            if group.num_rows == 0:
+                continue
+            stats = group.column(column).statistics
+            if stats is None or not stats.has_min_max or stats.null_count is None or stats.null_count > 0:
+                return None
+            if not (isinstance(stats.min, dt.datetime) and isinstance(stats.max, dt.datetime)):  # e.g. an old writer's raw integers
+                return None
+            days |= {stats.min.date(), stats.max.date()}
+    except Exception:  # pyarrow raises several types for damaged footers and odd statistics
+        return None
     return days.pop() if len(days) == 1 else None
 
 
