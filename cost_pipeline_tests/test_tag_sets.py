@@ -17,6 +17,7 @@ from cost_pipeline.config import Pool, PoolSelect, TaggingConfig, Team, VirtualT
 from cost_pipeline.config.allocation import EvenDriver
 from cost_pipeline.lib.allocate import SUM_KEYS, attribution_sums
 from cost_pipeline.lib.attribution import attribute_day, lake_day, lines_with_tags
+from cost_pipeline.lib.billing.fingerprint import day_fingerprint
 from cost_pipeline.lib.billing.schema import COST_LINES_SCHEMA, MAP_ENTRIES
 from cost_pipeline.lib.billing.sources import source_day
 from cost_pipeline.lib.billing.write_day import write_cost_lines_day
@@ -141,6 +142,40 @@ def test_the_lake_gives_each_line_its_delivered_map_back(tmp_path):
     _write_day(lake, lines.lazy(), START)
     assert "tags" not in pq.read_schema(lake.day_path("cost_lines", START)).names
     assert lines_with_tags(lake, [START]).collect().equals(lines)
+
+
+def test_a_tag_set_is_the_tags_whatever_their_order(tmp_path):
+    rows = [
+        {"tags": {"a": "x", "b": "y"}, "effective_cost": "1.00"},
+        {"tags": {"b": "y", "a": "x"}, "effective_cost": "2.00"},  # the same tags in another order
+        {"tags": {"a": "y", "b": "x"}, "effective_cost": "4.00"},  # the two values traded
+        {"tags": {"b": "x", "a": "y"}, "effective_cost": "8.00"},
+        {"tags": {"a": "x"}, "effective_cost": "16.00"},
+        {"tags": {"a": "x", "b": "y", "c": ""}, "effective_cost": "32.00"},
+        {"tags": {"a": "x", "b": None}, "effective_cost": "64.00"},
+        {"tags": {}, "effective_cost": "128.00"},
+        {"tags": None, "effective_cost": "256.00"},
+    ]
+    lines = _cost_lines(rows)
+    lake = Lake.from_uri(str(tmp_path / "lake"))
+    tag_sets = _write_day(lake, lines.lazy(), START)
+    as_set = lambda tags: None if tags is None else frozenset(tags.items())  # noqa: E731
+    expected: dict = {}
+    for r in rows:
+        expected[as_set(r["tags"])] = expected.get(as_set(r["tags"]), Decimal(0)) + Decimal(r["effective_cost"])
+    assert tag_sets.height == len(expected) == 7  # an empty map and no map are two tag sets
+    stored = pl.read_parquet(lake.day_path("cost_lines", START))
+    assert stored["tag_set"].null_count() == 0 and stored.height == len(rows)
+    by_set = stored.group_by("tag_set").agg(pl.col("effective_cost").sum()).join(tag_sets, on="tag_set")
+    assert {as_set(t): c for t, c in zip(by_set["tags"].to_list(), by_set["effective_cost"], strict=True)} == expected
+    # each line gets its tags back (the entries in the order of the day's first line with those tags)
+    back = lines_with_tags(lake, [START]).collect()
+    assert [as_set(t) for t in back["tags"].to_list()] == [as_set(r["tags"]) for r in rows]
+    assert back.drop("tags").equals(lines.drop("tags"))
+    # a re-delivery with the tags in another order is the same day; trading two values is not
+    reordered = _cost_lines([{**r, "tags": None if r["tags"] is None else dict(reversed(r["tags"].items()))} for r in rows])
+    traded = _cost_lines([{**r, "tags": {"a": "y", "b": "x"}} if r["tags"] == {"a": "x", "b": "y"} else r for r in rows])
+    assert day_fingerprint(reordered) == day_fingerprint(lines) != day_fingerprint(traded)
 
 
 def test_stale_or_missing_tag_sets_are_a_clear_error(tmp_path):

@@ -183,7 +183,8 @@ def allocate_day(lake, day, settings, sums: pl.DataFrame) -> pl.DataFrame:
 
 def lines_with_tags(lake, days) -> pl.LazyFrame:
     """``cost_lines`` of ``days`` with each line's tags map (joined from the day's tag sets), in the
-    lines' order: the table as delivered, for readers that want a line's tags."""
+    lines' order: the table as delivered (a map's entries in the order of the day's first line with the
+    same tags), for readers that want a line's tags."""
     frames = []
     for day in days:
         lines = lake.scan_days("cost_lines", [day])

@@ -34,7 +34,7 @@ def cost_lines(context: dg.AssetExecutionContext, pipeline: PipelineConfig, cost
     billing period delivered them. Days are staged and replace the lake only when every day of the
     run was read and validated, so a bad file leaves all previously materialized days untouched.
     Each line carries ``tag_set`` (a hash of its tags map) and the lake's ``tag_sets`` table keeps
-    each distinct map of the day once: attribution classifies those, not every line.
+    each distinct set of tags of the day once: attribution classifies those, not every line.
     """
     settings = pipeline.settings()
     lake = cost_lake.lake()

@@ -9,8 +9,9 @@ sets, and each line's key hash (a line delivered twice is found from those after
 sinks: when one of them was collected into memory instead, Polars 2.1 buffered the shared scan for
 the slower consumer and a 13 M-line day peaked at 5.4 GiB instead of 1.4 GiB.
 
-Tag sets: each line gets ``tag_set``, a 64-bit hash of its tags map, and the lake's ``tag_sets``
-table holds each distinct map of the day once; the lines themselves do not repeat the map. A day of
+Tag sets: each line gets ``tag_set``, a 64-bit hash of its tags map (the same tags in another
+order are the same tag set, see :func:`tag_set_hash`), and the lake's ``tag_sets`` table holds each
+distinct map of the day once (as its first line delivered it); the lines themselves do not repeat the map. A day of
 13 M lines has ~76,000 distinct maps: encoding 13 M maps was 5 s of a 13 s write (and 200 of 710 MB),
 and attribution groups the day by ``tag_set`` and classifies the few maps instead of decoding 13 M
 (``lib/attribution.py``). A reader wanting a line's tags joins ``tag_sets`` on (date, tag_set). A
