@@ -365,8 +365,8 @@ def _backfill_line(what: str, days: int, wall: float, daily_end: float, trace: l
     return (f"{what}: {wall:.1f} s wall in all; the daily tables {daily_end:.1f} s ({daily_end / days:.2f} s per day), then the reports "
             f"{wall - daily_end:.1f} s. Peak RSS of the daily job {max(daily) / 2**30:.2f} GiB: in its first quarter "
             f"{early / 2**30:.2f} GiB, in its last quarter {late / 2**30:.2f} GiB; of the whole run {max(r for _, r, _ in trace) / 2**30:.2f} GiB. "
-            f"Per step (longer than 5 % of the job), its peak RSS in GiB while on its first quarter of the days → its last: {', '.join(per_step)}; "
-            f"each step's time (1 s or more): {', '.join(f'{step} {end - start:.0f} s' for step, start, end in steps if end - start >= 1)}.")
+            f"Per step (longer than 5 % of the job), its peak RSS in GiB while on its first quarter of the days → its last: {', '.join(per_step) or 'none'}; "
+            f"each step's time (1 s or more): {', '.join(f'{step} {end - start:.0f} s' for step, start, end in steps if end - start >= 1) or 'none'}.")
 
 
 def as_month_parts(aws: Path, parts: int) -> None:

@@ -142,6 +142,11 @@ def test_the_lake_gives_each_line_its_delivered_map_back(tmp_path):
     _write_day(lake, lines.lazy(), START)
     assert "tags" not in pq.read_schema(lake.day_path("cost_lines", START)).names
     assert lines_with_tags(lake, [START]).collect().equals(lines)
+    # readers get each column's null count; no min/max, which cannot skip row groups of lines in delivery order
+    group = pq.ParquetFile(lake.day_path("cost_lines", START)).metadata.row_group(0)
+    stats = {group.column(i).path_in_schema: group.column(i).statistics for i in range(group.num_columns)}
+    assert stats["resource_id"].null_count == 0 and stats["invoice_id"].null_count == len(HARD)
+    assert not any(s.has_min_max for s in stats.values())
 
 
 def test_a_tag_set_is_the_tags_whatever_their_order(tmp_path):

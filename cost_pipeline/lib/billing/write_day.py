@@ -40,6 +40,12 @@ from cost_pipeline.lib.billing.sources import (
 )
 from cost_pipeline.lib.lake import PARQUET
 
+# Null counts but no min/max statistics: a day's lines are in delivery order, so a row group's min and
+# max of a string column span nearly every value and let no reader skip it (the day itself is the
+# file's partition), while computing them took 12 % of a 10 M-line day's ingest (11.4 s -> 10.0 s wall,
+# 20.8 -> 18.3 CPU-s, four interleaved pairs).
+LINES_PARQUET = {**PARQUET, "statistics": {"min": False, "max": False, "distinct_count": False, "null_count": True}}
+
 
 def ingest_days(sources: list[BillingSource], days: list[dt.date], storage_for: Callable, paths: dict[dt.date, Path]) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The ``cost_lines`` of ``days`` from every source, checked and written to ``paths`` in one pass
@@ -112,7 +118,7 @@ def _write(plan: pl.LazyFrame, day: pl.Expr, paths: dict, tag_set: pl.Expr | Non
         target, written = first, list(paths)
     try:
         pl.collect_all([
-            lines.drop("_h", "_check", "tags", *([] if by_day else ["_day"]), *(["_key"] if keyed else [])).sink_parquet(target, lazy=True, **PARQUET),
+            lines.drop("_h", "_check", "tags", *([] if by_day else ["_day"]), *(["_key"] if keyed else [])).sink_parquet(target, lazy=True, **LINES_PARQUET),
             lines.group_by(*keys, "source", "currency").agg(pl.col("billed_cost").sum(), pl.col("effective_cost").sum(),
                                                              pl.col("is_final").sum().alias("final"), NO_AMOUNT.sum().alias("no_amount"),
                                                              *fingerprint_parts(pl.col("_h")))
@@ -126,14 +132,14 @@ def _write(plan: pl.LazyFrame, day: pl.Expr, paths: dict, tag_set: pl.Expr | Non
         ], engine="streaming")
         lines = lines.drop("_key", strict=False)
         for key in set(paths) - set(written):  # a day without lines still has its (empty) file
-            lines.drop("_h", "_check", "tags", "_day").clear().collect().write_parquet(paths[key], **PARQUET)
+            lines.drop("_h", "_check", "tags", "_day").clear().collect().write_parquet(paths[key], **LINES_PARQUET)
         tag_sets = pl.read_parquet(work["tag_sets"]).drop("check")
         sums = pl.read_parquet(work["sums"])
         if not by_day:
             tag_sets, sums = (frame.with_columns(_day=pl.lit(next(iter(paths)))) for frame in (tag_sets, sums))
         shared = tag_sets.filter(pl.struct("_day", "tag_set").is_duplicated())["_day"].unique().to_list()
         for key in shared:  # a shared hash: that day's lines keep their maps (a second pass) and it has no tag sets
-            lines.filter(pl.col("_day") == key).drop("_h", "_check", "_day").sink_parquet(paths[key], engine="streaming", **PARQUET)
+            lines.filter(pl.col("_day") == key).drop("_h", "_check", "_day").sink_parquet(paths[key], engine="streaming", **LINES_PARQUET)
         keys = pl.read_parquet(work["keys"])["_key"] if keyed else pl.Series("_key", [], pl.UInt64)
         return sums, tag_sets.filter(~pl.col("_day").is_in(shared)).sort("_day", "tag_set"), keys
     finally:
