@@ -1,6 +1,8 @@
 """The daily assets through Dagster itself: ranged single runs, metadata, checks, bad input."""
 
 import datetime as dt
+import json
+import math
 import os
 import re
 import shutil
@@ -362,8 +364,10 @@ def test_new_checks_fail_on_a_short_usage_day_and_a_tampered_team_table(tmp_path
 
 def test_days_are_independent_runs_in_parallel_processes_and_backfills_split_by_config(tmp_path, sample_dir):
     """Scaling past one process: two runs of different days at the same time on one lake (as parallel
-    pods would), each day complete; ``operations.backfill_days_per_run`` makes backfills multi-run."""
-    config = write_config(tmp_path, sample_dir, operations={"backfill_days_per_run": 2})
+    pods would), each day complete; ``operations.backfill_days_per_run`` makes backfills multi-run.
+    Every usage extract is parsed while streaming here (``stream_documents_above_mb: 0``)."""
+    config = write_config(tmp_path, sample_dir, operations={"backfill_days_per_run": 2},
+                          usage={"extracts_uri": str(sample_dir / "usage"), "prometheus_url": None, "stream_documents_above_mb": 0})
     policy = subprocess.run(
         [sys.executable, "-c", "from cost_pipeline.definitions import defs; "
          "print(defs().resolve_assets_def('cost_lines').backfill_policy)"],
@@ -389,6 +393,15 @@ def test_days_are_independent_runs_in_parallel_processes_and_backfills_split_by_
         allocated = pl.read_parquet(lake / "allocated_costs" / f"date={day}" / "part-0.parquet")
         assert lines.height == raw.filter(pl.col("day") == day).height  # lines in == lines out, per day
         assert allocated["amount"].sum() == lines["effective_cost"].sum()
+        # samples in == samples out, per day and query, counted from the extracts with plain json
+        start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC).timestamp()
+        by_hand = {}
+        for extract in (sample_dir / "usage" / f"date={day}").glob("*.json"):
+            result = json.loads(extract.read_text())["data"]["result"]
+            kept = [float(v) for series in result for t, v in series["values"] if start <= float(t) < start + 86400 and math.isfinite(float(v))]
+            by_hand[extract.stem] = (len(kept), sum(kept))
+        usage = pl.read_parquet(lake / "usage" / f"date={day}" / "part-0.parquet").group_by("query").agg(pl.len(), pl.col("value").sum())
+        assert {q: (n, pytest.approx(v)) for q, n, v in usage.iter_rows()} == by_hand and all(n for n, _ in by_hand.values())
 
 
 def test_team_months_check_passes_on_the_reports_run_and_catches_a_missing_cent(tmp_path, sample_dir):

@@ -38,7 +38,7 @@ def test_many_pods_at_five_minute_steps_count_every_sample():
     assert samples["value"].sum() == sum(i + s for i in range(pods) for s in range(steps))
 
 
-@pytest.mark.parametrize("body, problem", [
+BAD_BODIES = [
     (b"{not json", "not a JSON object"),
     (json.dumps({"status": "error", "error": "query timed out"}).encode(), "Prometheus status 'error': query timed out"),
     (json.dumps({"status": "success", "data": {"resultType": "vector", "result": []}}).encode(), "expected resultType 'matrix'"),
@@ -46,7 +46,10 @@ def test_many_pods_at_five_minute_steps_count_every_sample():
         {"metric": {"a": "b"}, "values": [[T0, "1"], [T0 + 60, "one"]]}]}}).encode(), "series 0: bad sample"),
     (json.dumps({"status": "success", "data": {"resultType": "matrix", "result": [
         {"metric": {"a": "b"}, "values": "none"}]}}).encode(), "a series' values must be"),
-])
+]
+
+
+@pytest.mark.parametrize("body, problem", BAD_BODIES)
 def test_bad_extracts_name_the_file_and_problem(body, problem):
     with pytest.raises(InputError, match="x.json: " + problem.replace("(", r"\(").replace(")", r"\)")):
         parse_query_range(body, "q", DAY, "x.json")
@@ -205,3 +208,46 @@ def test_query_names_never_collide_with_the_readers_own_files(tmp_path):
     points, series = read_extracts_parts(str(tmp_path), DAY)
     assert dict(points.group_by("query").agg(pl.col("value").sum()).iter_rows()) == {"x": 1.0, "x.bad": 11.0}
     assert series.height == 2
+
+
+def _staged(root, stream_above: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    from cost_pipeline.lib.usage import stage_extracts
+
+    work = root.parent / f"work-{stream_above}"
+    points, series = stage_extracts(str(root), DAY, work, stream_above=stream_above)
+    return points.collect().sort("query", "series", "timestamp"), series.sort("query", "series")
+
+
+def test_a_large_document_is_streamed_into_the_same_samples_and_labels(tmp_path):
+    """Documents above the size limit are parsed while streaming (one series in memory at a time); every
+    sample and label is the one the in-memory reader gives, counted against the body by hand."""
+    hostile = ['a "quoted" value', "line\nbreak", '{"metric":{"x":"y"}}', "naïve ☃", "back\\slash", ""]
+    result = [{"metric": {"__name__": "m", "pod": f"p-{i}", "namespace": hostile[i % len(hostile)], **({"gpu": "a100"} if i % 40 == 0 else {})},
+               "values": [[int(T0) - 300 + 300 * s if s % 2 else T0 - 300.25 + 300 * s, str(i * s / 4)] for s in range(290)] + [[T0 + 7, "NaN"]]}
+              for i in range(200)]
+    folder = tmp_path / "usage" / f"date={DAY}"
+    folder.mkdir(parents=True)
+    body = {"status": "success", "data": {"resultType": "matrix", "result": result}}
+    (folder / "requests.json").write_text(json.dumps(body))
+    # the same body with its keys in another order than Prometheus writes them
+    (folder / "reordered.json").write_text(json.dumps({"data": {"result": result[:30], "resultType": "matrix"}, "status": "success"}))
+    in_memory, streamed = _staged(tmp_path / "usage", 2**40), _staged(tmp_path / "usage", 0)
+    in_day = [(float(t), float(v)) for s in result for t, v in s["values"] if T0 <= t < T0 + 86400 and v != "NaN"]
+    mine = streamed[0].filter(pl.col("query") == "requests")
+    assert mine.height == len(in_day) and mine["value"].sum() == sum(v for _, v in in_day)
+    assert streamed[0].filter(pl.col("query") == "reordered").height == sum(
+        1 for s in result[:30] for t, v in s["values"] if T0 <= t < T0 + 86400 and v != "NaN")
+    assert streamed[0].equals(in_memory[0]) and streamed[1].equals(in_memory[1])
+    labels = streamed[1].filter(pl.col("query") == "requests")["labels"].to_list()
+    assert labels[0] == {"gpu": "a100", "namespace": hostile[0], "pod": "p-0"}  # __name__ dropped
+    assert [row["namespace"] for row in labels[:6]] == hostile
+
+
+@pytest.mark.parametrize("body, problem", BAD_BODIES)
+def test_a_bad_streamed_document_names_the_file_and_problem(tmp_path, body, problem):
+    folder = tmp_path / "usage" / f"date={DAY}"
+    folder.mkdir(parents=True)
+    (folder / "q.json").write_bytes(body)
+    with pytest.raises(InputError, match=f"{folder / 'q.json'}: " + problem.replace("(", r"\(").replace(")", r"\)")):
+        _staged(tmp_path / "usage", 0)
+    assert [p.name for p in (tmp_path / "work-0").iterdir()] == []  # no half-written samples or lines left

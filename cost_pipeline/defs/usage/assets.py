@@ -54,7 +54,8 @@ def usage(context: dg.AssetExecutionContext, pipeline: PipelineConfig, cost_lake
                     points, series = _live(settings, lake, day)
                 elif settings.usage.extracts_uri:
                     storage = billing.for_uri(settings.usage.extracts_uri, settings.usage.endpoint_url)
-                    points, series = stage_extracts(settings.usage.extracts_uri, day, extracts, storage)
+                    points, series = stage_extracts(settings.usage.extracts_uri, day, extracts, storage,
+                                                   stream_above=int(settings.usage.stream_documents_above_mb * 2**20))
                 else:
                     points, series = empty_parts()
             path = staging.write_day(day, points)  # a scan of the extracts' samples is streamed to the day's file
