@@ -206,7 +206,8 @@ def machine() -> str:
             f"DuckDB {duckdb.__version__}")
 
 
-def day_benchmark(out: Path, lines_per_day: int, pods: int, step: int, repeat: int, series_lines: bool = False) -> list[str]:
+def day_benchmark(out: Path, lines_per_day: int, pods: int, step: int, repeat: int, series_lines: bool = False,
+                  stream_above_mb: float | None = None) -> list[str]:
     import duckdb
 
     t = time.perf_counter()
@@ -225,6 +226,7 @@ def day_benchmark(out: Path, lines_per_day: int, pods: int, step: int, repeat: i
     files = sorted(str(p) for p in (out / "billing" / "aws" / "data").rglob("*.parquet"))
     lake = Lake.from_uri(str(out / "lake"))
     meter = Meter()
+    stream_above = int((settings.usage.stream_documents_above_mb if stream_above_mb is None else stream_above_mb) * 2**20)
 
     def ingest():  # as the asset: line keys checked per file, then sunk, hashed, summed (amounts, currencies checked) and tag sets kept in one pass
         with lake.staging("cost_lines") as staging, lake.staging("tag_sets") as tag_set_stage:
@@ -244,11 +246,11 @@ def day_benchmark(out: Path, lines_per_day: int, pods: int, step: int, repeat: i
 
     def usage():  # as the asset: each extract's samples staged, the day sunk from them, the series' labels written
         with lake.staging("usage") as staging, lake.staging("usage_series") as series_staging:
-            points, series = stage_extracts(out / "usage", START, staging.folder / "extracts")
+            points, series = stage_extracts(out / "usage", START, staging.folder / "extracts", stream_above=stream_above)
             staging.write_day(START, points)
             series_staging.write_day(START, series)
 
-    meter.run(f"usage: parse extracts, write usage ({usage_samples:,} pod samples)", usage, repeat)
+    meter.run(f"usage: parse extracts, write usage ({usage_samples:,} pod samples; documents above {stream_above / 2**20:g} MB streamed)", usage, repeat)
 
     def attribution():  # as the asset: sums per combination classified, the quarantine's lines sunk
         attributed = attribute_lake_day(lake, START, settings.tagging, pools)
@@ -535,6 +537,8 @@ def main() -> None:
     parser.add_argument("--pods", type=int, default=20_000, help="pods in the usage extracts (0: the sample's namespaces only)")
     parser.add_argument("--step-seconds", type=int, default=300)
     parser.add_argument("--series-lines", action="store_true", help="write the pods' extracts one series per line (.ndjson)")
+    parser.add_argument("--stream-documents-above-mb", type=float, default=None,
+                        help="usage extract documents above this size are streamed (default: the config's usage.stream_documents_above_mb)")
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--backfill-days", type=int, default=0, help="also time an N-day single-run backfill at --backfill-lines per day")
     parser.add_argument("--backfill-lines", type=int, default=1_000_000)
@@ -554,7 +558,8 @@ def main() -> None:
     lines = [f"## {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC: `bench.py {shown}`", "", f"Machine: {machine()}.", ""]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.out or tmp)
-        table = day_benchmark(root / "day", args.lines_per_day, args.pods, args.step_seconds, args.repeat, args.series_lines)
+        table = day_benchmark(root / "day", args.lines_per_day, args.pods, args.step_seconds, args.repeat, args.series_lines,
+                              args.stream_documents_above_mb)
         lines += table
         if args.backfill_days:
             lines += ["", *backfill_benchmark(root / "backfill", args.backfill_days, args.backfill_lines, args.backfill_parts, args.backfill_unique_days)]

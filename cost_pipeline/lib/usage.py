@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import ijson
+import orjson
 import polars as pl
 
 from cost_pipeline.lib.errors import InputError
@@ -103,12 +104,12 @@ def document_series_lines(path: Path, lines: Path) -> Path | None:
     try:
         if _header(path, "status") != "success" or _header(path, "data.resultType") != "matrix":
             return None
-        with path.open("rb") as body, lines.open("w", encoding="utf-8") as out:
+        with path.open("rb") as body, lines.open("wb") as out:
             for series in ijson.items(body, "data.result.item", use_float=True):
-                out.write(json.dumps(series, separators=(",", ":")))
-                out.write("\n")
+                out.write(orjson.dumps(series))  # half the time of json.dumps
+                out.write(b"\n")
         return lines
-    except ijson.JSONError:
+    except (ijson.JSONError, orjson.JSONEncodeError):  # e.g. an integer beyond 64 bits
         lines.unlink(missing_ok=True)
         return None
 
@@ -246,12 +247,6 @@ def read_extracts(root: str | Path, day: dt.date, storage: Storage | None = None
     return join_parts(*read_extracts_parts(root, day, storage))
 
 
-def concat_parts(parts: list[tuple[pl.DataFrame, pl.DataFrame]]) -> tuple[pl.DataFrame, pl.DataFrame]:
-    if not parts:
-        return empty_parts()
-    return pl.concat([p for p, _ in parts]), pl.concat([s for _, s in parts])
-
-
 def read_extracts_parts(root: str | Path, day: dt.date, storage: Storage | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
     """:func:`read_extracts` as (samples, series labels), the way the lake stores them."""
     with tempfile.TemporaryDirectory() as work:
@@ -274,35 +269,57 @@ def stage_extracts(root: str | Path, day: dt.date, work: Path, storage: Storage 
     for query, uris in by_query.items():
         if len(uris) > 1:
             raise InputError(" and ".join(sorted(uris)), f"two extracts of query {query!r} for {day}: keep one")
+    local = [Extract(s.name.rsplit(".", 1)[0], storage.fetch(s), s.uri, s.size) for s in extracts]
+    return stage_local_extracts(local, day, work, stream_above)
+
+
+@dataclass(frozen=True)
+class Extract:
+    """One query's extract as a local file: a ``query_range`` body (``.json``) or its series one per
+    line (``.ndjson``); ``source`` names it in errors (its URI, or the lake's archive)."""
+
+    query: str
+    path: Path
+    source: str
+    size: int
+
+    @property
+    def series_lines(self) -> bool:
+        return self.path.name.endswith(".ndjson")
+
+
+def stage_local_extracts(extracts: list[Extract], day: dt.date, work: Path,
+                         stream_above: int = STREAM_DOCUMENTS_ABOVE) -> tuple[pl.LazyFrame, pl.DataFrame]:
+    """:func:`stage_extracts` of extracts already on local disk (one per query)."""
     work.mkdir(parents=True, exist_ok=True)
 
-    def parse(stored) -> tuple[Path, pl.DataFrame]:
-        query, ext = stored.name.rsplit(".", 1)
-        target, local = work / f"{query}.parquet", storage.fetch(stored)
-        if ext == "ndjson":
-            return target, sink_series_lines(local, query, day, stored.uri, target)
-        points, series = parse_query_range_parts(local.read_bytes(), query, day, stored.uri)
+    def parse(extract: Extract) -> tuple[Path, pl.DataFrame]:
+        target = work / f"{extract.query}.parquet"
+        if extract.series_lines:
+            return target, sink_series_lines(extract.path, extract.query, day, extract.source, target)
+        points, series = parse_query_range_parts(extract.path.read_bytes(), extract.query, day, extract.source)
         points.write_parquet(target)
         return target, series
 
     # Polars' JSON reader runs one document on one core: documents parsed in memory go side by side;
     # streamed ones and series-per-line extracts use every core, one at a time
-    documents = [e for e in extracts if e.name.endswith(".json") and e.size <= stream_above]
+    documents = [e for e in extracts if not e.series_lines and e.size <= stream_above]
     with ThreadPoolExecutor(max_workers=min(len(documents), os.cpu_count() or 1) or 1) as pool:
         parsed = list(pool.map(parse, documents))
     # larger documents: ijson writes the next one's series lines (holding the GIL) while Polars, which
     # releases it, sinks the current one's
-    large = [(e, storage.fetch(e), e.name.rsplit(".", 1)[0]) for e in extracts if e.name.endswith(".json") and e.size > stream_above]
+    large = [e for e in extracts if not e.series_lines and e.size > stream_above]
     writer = ThreadPoolExecutor(max_workers=1)
-    lines = [writer.submit(document_series_lines, local, work / f"{query}.json.lines") for _, local, query in large]
+    lines = [writer.submit(document_series_lines, e.path, work / f"{e.query}.json.lines") for e in large]
     try:
-        for (stored, local, query), written in zip(large, lines):
-            parsed.append((work / f"{query}.parquet", sink_document(local, query, day, stored.uri, work / f"{query}.parquet", written.result())))
+        for extract, written in zip(large, lines):
+            target = work / f"{extract.query}.parquet"
+            parsed.append((target, sink_document(extract.path, extract.query, day, extract.source, target, written.result())))
     finally:  # a bad document: the others are not written on (nor their lines left behind)
         writer.shutdown(wait=True, cancel_futures=True)
-        for _, _, query in large:
-            (work / f"{query}.json.lines").unlink(missing_ok=True)
-    parsed += [parse(e) for e in extracts if e.name.endswith(".ndjson")]
+        for extract in large:
+            (work / f"{extract.query}.json.lines").unlink(missing_ok=True)
+    parsed += [parse(e) for e in extracts if e.series_lines]
     if not parsed:
         return pl.LazyFrame(schema=POINTS_SCHEMA), empty_parts()[1]
     return pl.scan_parquet([path for path, _ in parsed]), pl.concat([series for _, series in parsed])

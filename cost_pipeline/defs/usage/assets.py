@@ -1,8 +1,8 @@
 """The ``usage`` table: Prometheus samples per day, from extract files or a live Prometheus."""
 
 import datetime as dt
-import json
 import shutil
+from pathlib import Path
 
 import dagster as dg
 import polars as pl
@@ -16,22 +16,29 @@ from cost_pipeline.defs.usage.checks import USAGE_COVERS_POOLS
 from cost_pipeline.lib.billing.fingerprint import day_fingerprint
 from cost_pipeline.lib.lake import Lake
 from cost_pipeline.lib.prometheus import query_range_day
-from cost_pipeline.lib.usage import concat_parts, empty_parts, parse_query_range_parts, stage_extracts
+from cost_pipeline.lib.usage import Extract, empty_parts, stage_extracts, stage_local_extracts
 
 RAW_TABLE = "usage_raw"
 
 
-def _live(settings: Settings, lake: Lake, day: dt.date) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Query each configured query once per day; later reruns reuse the archived answers."""
-    parts = []
+def _live(settings: Settings, lake: Lake, day: dt.date, work: Path) -> tuple[pl.LazyFrame, pl.DataFrame]:
+    """Query each configured query once per day; later reruns reuse the archived answers. Each answer
+    is parsed from a local copy like an extract file (streamed when large), its samples staged in ``work``."""
+    extracts = []
+    (work / "raw").mkdir(parents=True, exist_ok=True)
     for name, query in settings.usage.queries.items():
         body = lake.read_file(RAW_TABLE, day, f"{name}.json")
         if body is None:
-            answer = query_range_day(settings.usage.prometheus_url, query, day, settings.usage.step_seconds, settings.usage.timeout_seconds)
-            body = json.dumps(answer).encode()
+            body = query_range_day(settings.usage.prometheus_url, query, day, settings.usage.step_seconds, settings.usage.timeout_seconds)
             lake.write_file(RAW_TABLE, day, f"{name}.json", body)
-        parts.append(parse_query_range_parts(body, name, day, lake.location(RAW_TABLE, f"date={day}", f"{name}.json")))
-    return concat_parts(parts)
+        local = work / "raw" / f"{name}.json"
+        local.write_bytes(body)
+        extracts.append(Extract(name, local, lake.location(RAW_TABLE, f"date={day}", f"{name}.json"), len(body)))
+    return stage_local_extracts(extracts, day, work, _stream_above(settings))
+
+
+def _stream_above(settings: Settings) -> int:
+    return int(settings.usage.stream_documents_above_mb * 2**20)
 
 
 @dg.asset(partitions_def=DAILY, backfill_policy=BACKFILL_POLICY, group_name="usage", kinds={"prometheus", "parquet"})
@@ -51,11 +58,10 @@ def usage(context: dg.AssetExecutionContext, pipeline: PipelineConfig, cost_lake
             extracts = staging.folder / f"extracts-{day}"  # each extract's samples, until the day is written
             with input_errors_as_failures():
                 if settings.usage.prometheus_url:
-                    points, series = _live(settings, lake, day)
+                    points, series = _live(settings, lake, day, extracts)
                 elif settings.usage.extracts_uri:
                     storage = billing.for_uri(settings.usage.extracts_uri, settings.usage.endpoint_url)
-                    points, series = stage_extracts(settings.usage.extracts_uri, day, extracts, storage,
-                                                   stream_above=int(settings.usage.stream_documents_above_mb * 2**20))
+                    points, series = stage_extracts(settings.usage.extracts_uri, day, extracts, storage, _stream_above(settings))
                 else:
                     points, series = empty_parts()
             path = staging.write_day(day, points)  # a scan of the extracts' samples is streamed to the day's file
