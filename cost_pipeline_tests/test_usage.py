@@ -231,7 +231,9 @@ def test_a_large_document_is_streamed_into_the_same_samples_and_labels(tmp_path)
     (folder / "requests.json").write_text(json.dumps(body))
     # the same body with its keys in another order than Prometheus writes them
     (folder / "reordered.json").write_text(json.dumps({"data": {"result": result[:30], "resultType": "matrix"}, "status": "success"}))
+    (folder / "empty.json").write_text(json.dumps({"status": "success", "data": {"resultType": "matrix", "result": []}}))
     in_memory, streamed = _staged(tmp_path / "usage", 2**40), _staged(tmp_path / "usage", 0)
+    assert set(streamed[0]["query"]) == {"requests", "reordered"} and set(streamed[1]["query"]) == {"requests", "reordered"}
     in_day = [(float(t), float(v)) for s in result for t, v in s["values"] if T0 <= t < T0 + 86400 and v != "NaN"]
     mine = streamed[0].filter(pl.col("query") == "requests")
     assert mine.height == len(in_day) and mine["value"].sum() == sum(v for _, v in in_day)
