@@ -39,6 +39,24 @@ def test_pipeline_writes_and_reconciles_on_an_s3_lake(tmp_path, sample_dir, s3):
               for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
     assert checks["allocation_conserves_cost_lines"] is True
 
+    # the lake is plain hive-partitioned Parquet: a reader that knows nothing of this project (PyArrow's
+    # datasets on S3, as Athena or Spark read it) finds every day and the same totals, per day
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+    from pyarrow.fs import S3FileSystem
+
+    fs = S3FileSystem(endpoint_override=url, scheme="http", access_key="test", secret_key="test", region="us-east-1")
+    hive = ds.partitioning(pa.schema([("date", pa.date32())]), flavor="hive")  # as the files' own date column (README)
+
+    def per_day(table: str, column: str) -> dict:
+        data = ds.dataset(f"lake/cost/{table}", filesystem=fs, format="parquet", partitioning=hive).to_table(columns=["date", column])
+        summed = data.group_by("date").aggregate([(column, "sum")])
+        return {str(d): v for d, v in zip(pc.cast(summed["date"], "string").to_pylist(), summed[f"{column}_sum"].to_pylist())}
+
+    by_hand = {str(d): v for d, v in lines.group_by("date").agg(pl.col("effective_cost").sum()).iter_rows()}
+    assert len(by_hand) == DAYS and per_day("cost_lines", "effective_cost") == by_hand == per_day("allocated_costs", "amount")
+
     from cost_pipeline.definitions import defs as load_defs
     from cost_pipeline.defs.resources import resources_for
 
