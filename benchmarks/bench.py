@@ -41,10 +41,10 @@ from cost_pipeline.lib.attribution import allocate_day, attribute_lake_day
 from cost_pipeline.lib.billing.amortize import CHARGE_CATEGORY
 from cost_pipeline.lib.billing.write_day import ingest_days
 from cost_pipeline.lib.compliance import compliance_breakdown, summary_from_sums
+from cost_pipeline.lib.extracts import stage_extracts
 from cost_pipeline.lib.lake import Lake
 from cost_pipeline.lib.reports import team_daily_costs
 from cost_pipeline.lib.storage import Storage
-from cost_pipeline.lib.usage import stage_extracts
 from cost_pipeline.sample import org
 from cost_pipeline.sample.cur2 import EXPORT, write_manifest
 from cost_pipeline.sample.generate import generate

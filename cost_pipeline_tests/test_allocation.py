@@ -26,9 +26,9 @@ from cost_pipeline.config import (
     Team,
 )
 from cost_pipeline.lib.allocate import allocate
+from cost_pipeline.lib.extracts import parse_query_range
 from cost_pipeline.lib.money import split_exact
 from cost_pipeline.lib.pools import classify
-from cost_pipeline.lib.usage import parse_query_range
 
 DAY = dt.date(2026, 9, 2)
 T0 = dt.datetime(2026, 9, 2, tzinfo=dt.UTC).timestamp()
@@ -150,8 +150,8 @@ def test_a_pool_selected_by_the_eks_cluster_tag_takes_exactly_the_tagged_lines(s
     ``aws_eks_cluster_name``; the same folding as schema keys matches it."""
     from cost_pipeline.config import Pool, bundled_config_path, load_settings
     from cost_pipeline.lib.allocate import allocate
+    from cost_pipeline.lib.extracts import read_extracts
     from cost_pipeline.lib.pools import classify
-    from cost_pipeline.lib.usage import read_extracts
     from cost_pipeline.sample.cur2 import EXPORT
     from cost_pipeline_tests.conftest import START, read_day
 

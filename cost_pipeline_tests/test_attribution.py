@@ -14,9 +14,9 @@ import pytest
 from cost_pipeline.config import EvenDriver, KubernetesDriver, Pool, PoolSelect, TaggingConfig, Team
 from cost_pipeline.lib.allocate import allocate
 from cost_pipeline.lib.billing.gcp import read_gcp_file
+from cost_pipeline.lib.extracts import parse_query_range
 from cost_pipeline.lib.pools import classify
 from cost_pipeline.lib.tags import apply_tag_schema
-from cost_pipeline.lib.usage import parse_query_range
 from cost_pipeline.sample.gcp import gcp_rows, write_jsonl
 from cost_pipeline_tests.conftest import read_day, source
 from cost_pipeline_tests.test_allocation import DAY, GIB, _body, _lines

@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from cost_pipeline.lib.errors import InputError
+from cost_pipeline.lib.extracts import parse_query_range
 from cost_pipeline.lib.prometheus import MAX_POINTS, query_range_day, windows
-from cost_pipeline.lib.usage import parse_query_range
 from cost_pipeline_tests.conftest import START, write_config
 from cost_pipeline_tests.prometheus_server import prometheus_from_extracts
 from cost_pipeline_tests.test_assets import _run

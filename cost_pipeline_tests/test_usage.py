@@ -7,7 +7,7 @@ import polars as pl
 import pytest
 
 from cost_pipeline.lib.errors import InputError
-from cost_pipeline.lib.usage import parse_query_range
+from cost_pipeline.lib.extracts import parse_query_range
 
 DAY = dt.date(2026, 9, 2)
 T0 = dt.datetime(2026, 9, 2, tzinfo=dt.UTC).timestamp()
@@ -61,8 +61,9 @@ def test_an_empty_result_is_no_samples():
 
 
 def test_the_lake_keeps_labels_once_per_series_and_reads_them_back_on_every_sample(tmp_path):
+    from cost_pipeline.lib.extracts import read_extracts_parts
     from cost_pipeline.lib.lake import Lake
-    from cost_pipeline.lib.usage import query_series, read_extracts_parts, read_usage
+    from cost_pipeline.lib.usage import query_series, read_usage
 
     folder = tmp_path / "usage" / f"date={DAY}"
     folder.mkdir(parents=True)
@@ -104,7 +105,7 @@ def _lines(body: dict) -> bytes:  # what `jq -c '.data.result[]'` makes of a que
 
 
 def test_an_extract_as_one_series_per_line_gives_the_same_samples(tmp_path):
-    from cost_pipeline.lib.usage import read_extracts_parts
+    from cost_pipeline.lib.extracts import read_extracts_parts
 
     pods, steps = 300, 288
     body = {"status": "success", "data": {"resultType": "matrix", "result": [
@@ -136,7 +137,7 @@ def test_an_extract_as_one_series_per_line_gives_the_same_samples(tmp_path):
     ('{"metric": "a", "values": [[%d, "1"]]}\n' % T0, "a series' metric must be an object of labels"),
 ])
 def test_bad_series_lines_name_the_file_and_problem(tmp_path, text, problem):
-    from cost_pipeline.lib.usage import read_extracts_parts
+    from cost_pipeline.lib.extracts import read_extracts_parts
 
     folder = tmp_path / f"date={DAY}"
     folder.mkdir()
@@ -146,7 +147,7 @@ def test_bad_series_lines_name_the_file_and_problem(tmp_path, text, problem):
 
 
 def test_one_query_in_two_forms_is_refused_naming_both(tmp_path):
-    from cost_pipeline.lib.usage import read_extracts_parts
+    from cost_pipeline.lib.extracts import read_extracts_parts
 
     folder = tmp_path / f"date={DAY}"
     folder.mkdir()
@@ -160,8 +161,8 @@ def test_one_query_in_two_forms_is_refused_naming_both(tmp_path):
 def test_extracts_are_staged_one_file_each_and_the_day_is_a_scan_of_them(tmp_path):
     """What the usage asset does: each extract's samples are written under a work folder as soon as it
     is parsed (series-per-line ones while streaming), and the lake's day is sunk from a scan of them."""
+    from cost_pipeline.lib.extracts import stage_extracts
     from cost_pipeline.lib.lake import Lake
-    from cost_pipeline.lib.usage import stage_extracts
 
     series = [{"metric": {"pod": f"p-{i}", "namespace": f"ns-{i % 4}"}, "values": [[T0 + 300 * k, str(i * k)] for k in range(288)]}
               for i in range(600)]
@@ -185,7 +186,7 @@ def test_extracts_are_staged_one_file_each_and_the_day_is_a_scan_of_them(tmp_pat
 
 
 def test_a_bad_sample_deep_in_a_streamed_extract_names_its_series(tmp_path):
-    from cost_pipeline.lib.usage import read_extracts_parts
+    from cost_pipeline.lib.extracts import read_extracts_parts
 
     folder = tmp_path / f"date={DAY}"
     folder.mkdir()
@@ -198,7 +199,7 @@ def test_a_bad_sample_deep_in_a_streamed_extract_names_its_series(tmp_path):
 
 def test_query_names_never_collide_with_the_readers_own_files(tmp_path):
     """An extract named like a work file of another query's reader (``x.bad``) keeps its samples."""
-    from cost_pipeline.lib.usage import read_extracts_parts
+    from cost_pipeline.lib.extracts import read_extracts_parts
 
     folder = tmp_path / f"date={DAY}"
     folder.mkdir()
@@ -211,7 +212,7 @@ def test_query_names_never_collide_with_the_readers_own_files(tmp_path):
 
 
 def _staged(root, stream_above: int) -> tuple[pl.DataFrame, pl.DataFrame]:
-    from cost_pipeline.lib.usage import stage_extracts
+    from cost_pipeline.lib.extracts import stage_extracts
 
     work = root.parent / f"work-{stream_above}"
     points, series = stage_extracts(str(root), DAY, work, stream_above=stream_above)

@@ -40,7 +40,7 @@ class UsageConfig(_Model):
     queries: dict[str, str] = {}  # extract name -> PromQL, for a live Prometheus
     timeout_seconds: float = 60.0
     # extract documents larger than this are parsed while streaming: bounded memory (~0.4 GiB), about
-    # 1.7x the time; smaller ones in memory, at ~13 bytes per byte of JSON (lib/usage.py)
+    # 1.7x the time; smaller ones in memory, at ~13 bytes per byte of JSON (lib/extracts.py)
     stream_documents_above_mb: float = Field(default=32, ge=0)
 
 

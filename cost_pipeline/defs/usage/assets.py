@@ -14,9 +14,10 @@ from cost_pipeline.defs.partitions import BACKFILL_POLICY, DAILY, partition_days
 from cost_pipeline.defs.resources import BillingStorage, LakeResource, PipelineConfig
 from cost_pipeline.defs.usage.checks import USAGE_COVERS_POOLS
 from cost_pipeline.lib.billing.fingerprint import day_fingerprint
+from cost_pipeline.lib.extracts import Extract, stage_extracts, stage_local_extracts
 from cost_pipeline.lib.lake import Lake
 from cost_pipeline.lib.prometheus import query_range_day
-from cost_pipeline.lib.usage import Extract, empty_parts, stage_extracts, stage_local_extracts
+from cost_pipeline.lib.usage import empty_parts
 
 RAW_TABLE = "usage_raw"
 
