@@ -75,3 +75,12 @@ def test_a_changed_gcs_object_is_fetched_again(tmp_path, gcs):
     assert lake.days("x") == {START}
     with pytest.raises(FileNotFoundError, match="lacks days"):
         lake.scan_days("x", [LAST])
+
+
+def test_raw_files_go_to_and_from_a_gcs_lake_as_files(tmp_path, gcs):
+    lake = Lake.from_uri("gs://lake-bucket/cost", gcp_project="test")
+    body, back = tmp_path / "body.json", tmp_path / "back.json"
+    body.write_bytes(b'{"status":"success"}' + b" " * 3_000_000)
+    assert not lake.fetch_file("usage_raw", START, "q.json", back) and not back.exists()
+    lake.write_file("usage_raw", START, "q.json", body)
+    assert lake.fetch_file("usage_raw", START, "q.json", back) and back.read_bytes() == body.read_bytes()

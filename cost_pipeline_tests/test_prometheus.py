@@ -28,7 +28,8 @@ def test_live_prometheus_allocation_equals_extract_allocation(tmp_path, sample_d
     extracts = sample_dir / "usage" / f"date={START}"
     with prometheus_from_extracts(extracts, tmp_path) as url:
         # a day at a 5 s step needs two query windows; the stitched series must hold the hourly samples
-        stitched = json.loads(query_range_day(url, "k8s_node_capacity", START, 5, 30))
+        query_range_day(url, "k8s_node_capacity", START, 5, 30, tmp_path / "stitched.json")
+        stitched = json.loads((tmp_path / "stitched.json").read_text())
         original = json.loads((extracts / "k8s_node_capacity.json").read_text())
         for series in stitched["data"]["result"]:
             ts = [p[0] for p in series["values"]]
@@ -37,7 +38,7 @@ def test_live_prometheus_allocation_equals_extract_allocation(tmp_path, sample_d
         assert hourly.height == sum(len(s["values"]) for s in original["data"]["result"])
         # Prometheus' own error, named with the endpoint and the query
         with pytest.raises(InputError, match=r"/api/v1/query_range: query 'sum\(' failed: bad_data: .*parse error"):
-            query_range_day(url, "sum(", START, 3600, 30)
+            query_range_day(url, "sum(", START, 3600, 30, tmp_path / "bad.json")
 
         live_dir, file_dir = tmp_path / "live", tmp_path / "files"
         live_dir.mkdir(), file_dir.mkdir()
@@ -69,7 +70,7 @@ def test_live_prometheus_allocation_equals_extract_allocation(tmp_path, sample_d
     assert allocation(live_dir).equals(from_live)
 
 
-def test_a_server_that_is_not_prometheus_or_none_is_named():
+def test_a_server_that_is_not_prometheus_or_none_is_named(tmp_path):
     import http.server
     import socket
     import threading
@@ -88,11 +89,11 @@ def test_a_server_that_is_not_prometheus_or_none_is_named():
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}"
         with pytest.raises(InputError, match=r"/api/v1/query_range: HTTP 200: not a Prometheus API response"):
-            query_range_day(url, "up", START, 3600, 5)
+            query_range_day(url, "up", START, 3600, 5, tmp_path / "up.json")
     finally:
         server.shutdown()
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         closed = s.getsockname()[1]
     with pytest.raises(InputError, match=f"127.0.0.1:{closed}/api/v1/query_range: cannot reach Prometheus"):
-        query_range_day(f"http://127.0.0.1:{closed}", "up", START, 3600, 5)
+        query_range_day(f"http://127.0.0.1:{closed}", "up", START, 3600, 5, tmp_path / "up.json")

@@ -72,3 +72,17 @@ def test_pipeline_writes_and_reconciles_on_an_s3_lake(tmp_path, sample_dir, s3):
     )
     assert proc.returncode == 0, proc.stderr
     assert "s3://lake/cost" in proc.stdout
+
+
+def test_raw_files_go_to_and_from_the_lake_as_files(tmp_path, s3):
+    """Archived Prometheus answers are copied file to file (a 282 MB body is never held in memory)."""
+    url, client = s3
+    client.create_bucket(Bucket="lake")
+    body = tmp_path / "body.json"
+    body.write_bytes(b'{"status":"success","data":{"resultType":"matrix","result":[]}}' + b" " * 3_000_000)
+    for i, lake in enumerate((Lake.from_uri("s3://lake/cost", url), Lake.from_uri(str(tmp_path / "local")))):
+        back = tmp_path / f"back-{i}.json"
+        assert not lake.fetch_file("usage_raw", START, "q.json", back) and not back.exists()
+        lake.write_file("usage_raw", START, "q.json", body)
+        assert lake.fetch_file("usage_raw", START, "q.json", back) and back.read_bytes() == body.read_bytes()
+        assert lake.read_file("usage_raw", START, "q.json") == body.read_bytes()

@@ -269,14 +269,34 @@ class Lake:
         data = self.read_file(table, None, PART_NAME)
         return pl.read_parquet(io.BytesIO(data)) if data is not None else None
 
-    def write_file(self, table: str, day: dt.date | None, name: str, data: bytes) -> str:
-        """Store a raw file (an archived Prometheus response, a report), replaced atomically."""
+    def write_file(self, table: str, day: dt.date | None, name: str, data: bytes | Path) -> str:
+        """Store a raw file (an archived Prometheus response, a report), replaced atomically; ``data``:
+        its bytes, or a local file copied without being read into memory."""
         if "/" in name or name.startswith(".") or ".." in table:
             raise ValueError(f"unsafe file name {name!r}")
         folder = self._day(table, day) if day else table
+        write = (lambda tmp: shutil.copyfile(data, tmp)) if isinstance(data, Path) else (lambda tmp: tmp.write_bytes(data))
         if self.is_local:
-            return str(_replace_atomically(self.root / folder / name, lambda tmp: tmp.write_bytes(data), self.root / WORK_DIR))
-        return self._put((folder, name), lambda tmp: tmp.write_bytes(data))
+            return str(_replace_atomically(self.root / folder / name, write, self.root / WORK_DIR))
+        return self._put((folder, name), write)
+
+    def fetch_file(self, table: str, day: dt.date | None, name: str, target: Path) -> bool:
+        """Copy a raw file to the local ``target`` without holding it in memory; False if there is none."""
+        folder = self._day(table, day) if day else table
+        if self.is_local:
+            path = self.root / folder / name
+            if not path.exists():
+                return False
+            shutil.copyfile(path, target)
+            return True
+        if not self._exists(folder, name):
+            return False
+        bucket, key = self._key(folder, name)
+        if self.is_gcs:
+            self._bucket().blob(key).download_to_filename(str(target))
+        else:
+            self._s3().download_file(bucket, key, str(target))
+        return True
 
     def read_file(self, table: str, day: dt.date | None, name: str) -> bytes | None:
         folder = self._day(table, day) if day else table

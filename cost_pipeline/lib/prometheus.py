@@ -4,7 +4,7 @@ Prometheus refuses a ``query_range`` that would return more than 11,000 points p
 day at a fine step is fetched in consecutive windows and the series are stitched back together by
 their label sets. The stitched body has the same shape as a single response, so it can be archived
 and parsed exactly like an extract file. A day that fits one window (any step of 8 s or more) is
-kept as the bytes Prometheus sent: never decoded into Python objects (20,000 pods at 5-minute steps
+streamed to disk as Prometheus sent it: never held in memory or decoded into Python objects (20,000 pods at 5-minute steps
 answer 282 MB, which decoded into Python lists and floats held 2.1 GiB before Polars parsed it
 again), only checked for its status.
 """
@@ -12,8 +12,8 @@ again), only checked for its status.
 from __future__ import annotations
 
 import datetime as dt
-import io
 import json
+from pathlib import Path
 
 import ijson
 import requests
@@ -36,41 +36,46 @@ def windows(day: dt.date, step: int) -> list[tuple[float, float]]:
     return out
 
 
-def query_range_day(url: str, query: str, day: dt.date, step: int, timeout: float) -> bytes:
-    """The day's ``query_range`` body: the response itself when one window covers the day, else the
-    windows' series stitched by their label sets."""
+def query_range_day(url: str, query: str, day: dt.date, step: int, timeout: float, target: Path) -> None:
+    """Write the day's ``query_range`` body to ``target``: the response itself, streamed to disk, when
+    one window covers the day; else the windows' series stitched by their label sets."""
     endpoint = url.rstrip("/") + "/api/v1/query_range"
     spans = windows(day, step)
     if len(spans) == 1:
-        return _fetch(endpoint, query, *spans[0], step, timeout)
+        _fetch(endpoint, query, *spans[0], step, timeout, target)
+        return
     merged: dict[str, dict] = {}
     for start, end in spans:
-        for series in json.loads(_fetch(endpoint, query, start, end, step, timeout))["data"]["result"]:
+        _fetch(endpoint, query, start, end, step, timeout, target)
+        for series in json.loads(target.read_bytes())["data"]["result"]:
             key = json.dumps(series["metric"], sort_keys=True)
             merged.setdefault(key, {"metric": series["metric"], "values": []})["values"].extend(series["values"])
-    return json.dumps({"status": "success", "data": {"resultType": "matrix", "result": list(merged.values())}}).encode()
+    target.write_bytes(json.dumps({"status": "success", "data": {"resultType": "matrix", "result": list(merged.values())}}).encode())
 
 
-def _fetch(endpoint: str, query: str, start: float, end: float, step: int, timeout: float) -> bytes:
-    """One window's response body, refused unless it is a successful Prometheus API response."""
+def _fetch(endpoint: str, query: str, start: float, end: float, step: int, timeout: float, target: Path) -> None:
+    """One window's response body written to ``target``, refused unless it is a successful Prometheus
+    API response."""
     try:
-        response = requests.get(endpoint, params={"query": query, "start": start, "end": end, "step": step}, timeout=timeout)
+        with requests.get(endpoint, params={"query": query, "start": start, "end": end, "step": step}, timeout=timeout, stream=True) as response:
+            with target.open("wb") as out:
+                for chunk in response.iter_content(chunk_size=1 << 20):
+                    out.write(chunk)
     except requests.RequestException as exc:
         raise InputError(endpoint, f"cannot reach Prometheus: {exc}") from None
-    raw = response.content
     try:
-        status = _first(raw, "status")
+        status = _first(target, "status")
     except ijson.JSONError:
         raise InputError(endpoint, f"HTTP {response.status_code}: not a Prometheus API response") from None
     if status != "success":
-        raise InputError(endpoint, f"query {query!r} failed: {_first(raw, 'errorType')}: {_first(raw, 'error')}")
-    return raw
+        raise InputError(endpoint, f"query {query!r} failed: {_first(target, 'errorType')}: {_first(target, 'error')}")
 
 
-def _first(raw: bytes, key: str):
+def _first(body: Path, key: str):
     """A top-level field of a JSON body, read up to it (Prometheus writes ``status`` first)."""
     try:
-        return next(ijson.items(io.BytesIO(raw), key), None)
+        with body.open("rb") as raw:
+            return next(ijson.items(raw, key), None)
     except ijson.JSONError:
         if key == "status":
             raise

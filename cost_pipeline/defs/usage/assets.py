@@ -28,13 +28,11 @@ def _live(settings: Settings, lake: Lake, day: dt.date, work: Path) -> tuple[pl.
     extracts = []
     (work / "raw").mkdir(parents=True, exist_ok=True)
     for name, query in settings.usage.queries.items():
-        body = lake.read_file(RAW_TABLE, day, f"{name}.json")
-        if body is None:
-            body = query_range_day(settings.usage.prometheus_url, query, day, settings.usage.step_seconds, settings.usage.timeout_seconds)
-            lake.write_file(RAW_TABLE, day, f"{name}.json", body)
-        local = work / "raw" / f"{name}.json"
-        local.write_bytes(body)
-        extracts.append(Extract(name, local, lake.location(RAW_TABLE, f"date={day}", f"{name}.json"), len(body)))
+        local = work / "raw" / f"{name}.json"  # the answer never held in memory: a 282 MB body stays on disk
+        if not lake.fetch_file(RAW_TABLE, day, f"{name}.json", local):
+            query_range_day(settings.usage.prometheus_url, query, day, settings.usage.step_seconds, settings.usage.timeout_seconds, local)
+            lake.write_file(RAW_TABLE, day, f"{name}.json", local)
+        extracts.append(Extract(name, local, lake.location(RAW_TABLE, f"date={day}", f"{name}.json"), local.stat().st_size))
     return stage_local_extracts(extracts, day, work, _stream_above(settings))
 
 
