@@ -70,16 +70,22 @@ def test_live_prometheus_allocation_equals_extract_allocation(tmp_path, sample_d
     assert allocation(live_dir).equals(from_live)
 
 
-def test_a_server_that_is_not_prometheus_or_none_is_named(tmp_path):
+@pytest.mark.parametrize("body, step, problem", [
+    (b"<html>a login page</html>", 3600, "HTTP 200: not a Prometheus API response"),
+    (b'{"status": "error", "errorType": "bad_data", "error": "parse error"}', 3600, "query 'up' failed: bad_data: parse error"),
+    # a day in two windows is stitched from the bodies: one that is not a matrix answer is named, not a traceback
+    (b'{"status": "success"}', 5, "query 'up': not a matrix answer"),
+    (b'{"status": "success", "data": {"resultType": "matrix", "result": [{"values": []}]}}', 5, "query 'up': not a matrix answer"),
+])
+def test_a_server_that_is_not_prometheus_is_named(tmp_path, body, step, problem):
     import http.server
-    import socket
     import threading
 
     class Page(http.server.BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802 - http.server's name
             self.send_response(200)
             self.end_headers()
-            self.wfile.write(b"<html>a login page</html>")
+            self.wfile.write(body)
 
         def log_message(self, *args):
             pass
@@ -88,10 +94,15 @@ def test_a_server_that_is_not_prometheus_or_none_is_named(tmp_path):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}"
-        with pytest.raises(InputError, match=r"/api/v1/query_range: HTTP 200: not a Prometheus API response"):
-            query_range_day(url, "up", START, 3600, 5, tmp_path / "up.json")
+        with pytest.raises(InputError, match=r"/api/v1/query_range: " + problem.replace("(", r"\(")):
+            query_range_day(url, "up", START, step, 5, tmp_path / "up.json")
     finally:
         server.shutdown()
+
+
+def test_an_unreachable_prometheus_is_named(tmp_path):
+    import socket
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         closed = s.getsockname()[1]

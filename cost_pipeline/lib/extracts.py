@@ -74,7 +74,7 @@ def document_series_lines(path: Path, lines: Path) -> Path | None:
     touching each series, never a sample. None (and no file) for a body that is not JSON or not a
     successful ``matrix`` response: :func:`sink_document` then parses it in memory for the error."""
     try:
-        if _header(path, "status") != "success" or _header(path, "data.resultType") != "matrix":
+        if body_field(path, "status") != "success" or body_field(path, "data.resultType") != "matrix":
             return None
         with path.open("rb") as body, lines.open("wb") as out:
             for series in ijson.items(body, "data.result.item", use_float=True):
@@ -106,9 +106,9 @@ def sink_document(path: Path, query: str, day: dt.date, source: str, target: Pat
             lines.unlink(missing_ok=True)
 
 
-def _header(path: Path, prefix: str):
-    """The body's value at ``prefix`` (e.g. ``status``), read up to it (Prometheus writes both
-    headers before the result), or None."""
+def body_field(path: Path, prefix: str):
+    """A JSON body's value at ``prefix`` (e.g. ``status``, ``data.resultType``), read up to it
+    (Prometheus writes both before the result), or None; ijson.JSONError if it is not JSON."""
     with path.open("rb") as body:
         return next(ijson.items(body, prefix), None)
 
@@ -280,17 +280,17 @@ def stage_local_extracts(extracts: list[Extract], day: dt.date, work: Path,
         parsed = list(pool.map(parse, documents))
     # larger documents: ijson writes the next one's series lines (holding the GIL) while Polars, which
     # releases it, sinks the current one's
-    large = [e for e in extracts if not e.series_lines and e.size > stream_above]
+    large = {work / f"{e.query}.json.lines": e for e in extracts if not e.series_lines and e.size > stream_above}
     writer = ThreadPoolExecutor(max_workers=1)
-    lines = [writer.submit(document_series_lines, e.path, work / f"{e.query}.json.lines") for e in large]
+    written = [writer.submit(document_series_lines, e.path, lines) for lines, e in large.items()]
     try:
-        for extract, written in zip(large, lines):
+        for extract, lines in zip(large.values(), written):
             target = work / f"{extract.query}.parquet"
-            parsed.append((target, sink_document(extract.path, extract.query, day, extract.source, target, written.result())))
+            parsed.append((target, sink_document(extract.path, extract.query, day, extract.source, target, lines.result())))
     finally:  # a bad document: the others are not written on (nor their lines left behind)
         writer.shutdown(wait=True, cancel_futures=True)
-        for extract in large:
-            (work / f"{extract.query}.json.lines").unlink(missing_ok=True)
+        for lines in large:
+            lines.unlink(missing_ok=True)
     parsed += [parse(e) for e in extracts if e.series_lines]
     if not parsed:
         return pl.LazyFrame(schema=POINTS_SCHEMA), empty_parts()[1]

@@ -19,6 +19,7 @@ import ijson
 import requests
 
 from cost_pipeline.lib.errors import InputError
+from cost_pipeline.lib.extracts import body_field
 
 MAX_POINTS = 11_000
 
@@ -47,9 +48,12 @@ def query_range_day(url: str, query: str, day: dt.date, step: int, timeout: floa
     merged: dict[str, dict] = {}
     for start, end in spans:
         _fetch(endpoint, query, start, end, step, timeout, target)
-        for series in json.loads(target.read_bytes())["data"]["result"]:
-            key = json.dumps(series["metric"], sort_keys=True)
-            merged.setdefault(key, {"metric": series["metric"], "values": []})["values"].extend(series["values"])
+        try:
+            for series in json.loads(target.read_bytes())["data"]["result"]:
+                key = json.dumps(series["metric"], sort_keys=True)
+                merged.setdefault(key, {"metric": series["metric"], "values": []})["values"].extend(series["values"])
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            raise InputError(endpoint, f"query {query!r}: not a matrix answer ({type(exc).__name__}: {exc})") from None
     target.write_bytes(json.dumps({"status": "success", "data": {"resultType": "matrix", "result": list(merged.values())}}).encode())
 
 
@@ -64,19 +68,9 @@ def _fetch(endpoint: str, query: str, start: float, end: float, step: int, timeo
     except requests.RequestException as exc:
         raise InputError(endpoint, f"cannot reach Prometheus: {exc}") from None
     try:
-        status = _first(target, "status")
+        status = body_field(target, "status")
+        failed = None if status == "success" else f"{body_field(target, 'errorType')}: {body_field(target, 'error')}"
     except ijson.JSONError:
         raise InputError(endpoint, f"HTTP {response.status_code}: not a Prometheus API response") from None
-    if status != "success":
-        raise InputError(endpoint, f"query {query!r} failed: {_first(target, 'errorType')}: {_first(target, 'error')}")
-
-
-def _first(body: Path, key: str):
-    """A top-level field of a JSON body, read up to it (Prometheus writes ``status`` first)."""
-    try:
-        with body.open("rb") as raw:
-            return next(ijson.items(raw, key), None)
-    except ijson.JSONError:
-        if key == "status":
-            raise
-        return None
+    if failed:
+        raise InputError(endpoint, f"query {query!r} failed: {failed}")
