@@ -107,13 +107,30 @@ DUCKDB_FROM_WRITTEN_SQL = DIRECT_SQL.format(date="date", tags="tags", currency="
 
 
 def _rss() -> int:
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * PAGE
+    """This process' resident memory plus its children's (the usage stage's converter processes)."""
+    total = 0
+    for pid in ["self", *_children()]:
+        try:
+            with open(f"/proc/{pid}/statm") as fh:
+                total += int(fh.read().split()[1]) * PAGE
+        except (FileNotFoundError, ProcessLookupError):  # a child that has just exited
+            pass
+    return total
+
+
+def _children() -> list[str]:
+    pids = []
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            pids += (task / "children").read_text().split()
+        except FileNotFoundError:
+            pass
+    return pids
 
 
 @dataclass
 class Meter:
-    """Wall time and peak RSS of one stage (RSS sampled every 10 ms by a thread)."""
+    """Wall time and peak RSS of one stage, its child processes included (sampled every 10 ms by a thread)."""
 
     results: list[tuple[str, float, int]] = field(default_factory=list)
 

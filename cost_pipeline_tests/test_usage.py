@@ -244,6 +244,14 @@ def test_a_large_document_is_streamed_into_the_same_samples_and_labels(tmp_path)
     labels = streamed[1].filter(pl.col("query") == "requests")["labels"].to_list()
     assert labels[0] == {"gpu": "a100", "namespace": hostile[0], "pod": "p-0"}  # __name__ dropped
     assert [row["namespace"] for row in labels[:6]] == hostile
+    # and the streaming path itself gave them (not the in-memory fallback it takes for odd input)
+    from cost_pipeline.lib.extracts import convert_document, sink_series_lines
+
+    lines = convert_document(folder / "requests.json", tmp_path / "requests.lines")
+    assert lines is not None and len(lines.read_bytes().splitlines()) == len(result)
+    labels = sink_series_lines(lines, "requests", DAY, tmp_path / "requests.parquet")
+    assert pl.read_parquet(tmp_path / "requests.parquet").sort("series", "timestamp").equals(in_memory[0].filter(pl.col("query") == "requests"))
+    assert labels.sort("series").equals(in_memory[1].filter(pl.col("query") == "requests"))
 
 
 @pytest.mark.parametrize("body, problem", BAD_BODIES)
@@ -254,3 +262,52 @@ def test_a_bad_streamed_document_names_the_file_and_problem(tmp_path, body, prob
     with pytest.raises(InputError, match=f"{folder / 'q.json'}: " + problem.replace("(", r"\(").replace(")", r"\)")):
         _staged(tmp_path / "usage", 0)
     assert [p.name for p in (tmp_path / "work-0").iterdir()] == []  # no half-written samples or lines left
+
+
+# shapes Prometheus does not write but the in-memory readers take: the converter to series lines refuses
+# them and the extract is parsed in memory instead, with the same result
+ODD_SERIES = [
+    {"metric": {"pod": "empty"}, "values": []},
+    {"metric": {"pod": "null-pair"}, "values": [None, [T0 + 60, "2"]]},
+    {"metric": {"pod": "long-pair"}, "values": [[T0 + 120, "3", "extra"], [T0 + 180, "4", "extra"]]},
+    {"metric": {"pod": "text-time"}, "values": [[str(int(T0) + 240), "5"]]},
+    {"metric": {}, "values": [[T0 + 30, "7"]]},
+    {"metric": {"pod": "number-label", "replica": 1}, "values": [[T0 + 30, "8"]]},
+    {"metric": {"pod": "plain"}, "values": [[T0 + 300, "6"], [T0 + 360.5, "+Inf"]]},
+]
+
+
+@pytest.mark.parametrize("odd", range(len(ODD_SERIES)))
+@pytest.mark.parametrize("form", ["json", "ndjson"])
+def test_odd_series_give_the_same_samples_streamed_as_in_memory(tmp_path, odd, form):
+    series = [ODD_SERIES[odd], ODD_SERIES[-1]]
+    folder = tmp_path / "usage" / f"date={DAY}"
+    folder.mkdir(parents=True)
+    body = {"status": "success", "data": {"resultType": "matrix", "result": series}}
+    (folder / f"q.{form}").write_bytes(json.dumps(body).encode() if form == "json" else b"\n" + _lines(body) + b"\n")
+    in_memory, streamed = _staged(tmp_path / "usage", 2**40), _staged(tmp_path / "usage", 0)
+    assert streamed[0].equals(in_memory[0]) and streamed[1].equals(in_memory[1])
+    # by hand: the plain series' 6 (+Inf dropped) and the odd one's value, if it has one
+    expected = {0: 6.0, 1: 8.0, 2: 13.0, 3: 11.0, 4: 13.0, 5: 14.0, 6: 12.0}[odd]
+    assert streamed[0]["value"].sum() == expected and streamed[1].height == 2
+
+
+def test_a_converter_that_fails_names_the_file(tmp_path):
+    from cost_pipeline.lib.extracts import convert_document
+
+    missing = tmp_path / "gone.json"
+    with pytest.raises(RuntimeError, match=rf"{missing}: writing its series one per line failed: FileNotFoundError"):
+        convert_document(missing, tmp_path / "gone.lines")
+    assert not (tmp_path / "gone.lines").exists()
+
+
+@pytest.mark.parametrize("form", ["json", "ndjson"])
+def test_series_without_a_sample_of_the_day_keep_their_labels_streamed(tmp_path, form):
+    series = [{"metric": {"pod": "none"}, "values": []}, {"metric": {"pod": "yesterday"}, "values": [[T0 - 60, "1"]]}]
+    folder = tmp_path / "usage" / f"date={DAY}"
+    folder.mkdir(parents=True)
+    body = {"status": "success", "data": {"resultType": "matrix", "result": series}}
+    (folder / f"q.{form}").write_bytes(json.dumps(body).encode() if form == "json" else _lines(body))
+    in_memory, streamed = _staged(tmp_path / "usage", 2**40), _staged(tmp_path / "usage", 0)
+    assert streamed[0].height == 0 and streamed[1]["labels"].to_list() == [{"pod": "none"}, {"pod": "yesterday"}]
+    assert streamed[0].equals(in_memory[0]) and streamed[1].equals(in_memory[1])

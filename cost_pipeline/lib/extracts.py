@@ -5,9 +5,13 @@ from an extract file or archived from a live Prometheus, so a day can always be 
 exactly what was used; or, for pod-level extracts, the body's series one per line (NDJSON).
 
 Memory: Polars' JSON reader holds a whole document, at about 13 times its size (a 282 MB body of
-20,000 pods at 5-minute steps: 3.7 GiB). Bodies larger than :data:`STREAM_DOCUMENTS_ABOVE` are
-streamed instead: ijson's C parser writes their series one per line, one series in memory at a
-time, and the lines are sunk like an NDJSON extract (0.4 GiB for the same body, whatever its size).
+20,000 pods at 5-minute steps: 3.7 GiB), and its NDJSON reader every line's samples. Bodies larger
+than :data:`STREAM_DOCUMENTS_ABOVE` and every NDJSON extract are streamed instead: converter
+processes (``lib/series_lines.py``, one per core) rewrite their series one per line, timestamps and
+values as flat lists, one series in memory at a time, and Polars sinks each extract's samples from
+those lines (0.4 GiB for the same body, whatever its size). Input the converter does not take
+(anything but a successful matrix of ``[t, "v"]`` pairs with text labels) is parsed in memory, for
+the error naming the problem or, should it parse there, for its samples.
 """
 
 from __future__ import annotations
@@ -16,15 +20,16 @@ import datetime as dt
 import io
 import json
 import os
+import subprocess
+import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import ijson
-import orjson
 import polars as pl
 
+from cost_pipeline.lib import series_lines
 from cost_pipeline.lib.errors import InputError
 from cost_pipeline.lib.storage import Storage
 from cost_pipeline.lib.usage import POINTS_SCHEMA, SAMPLES_SCHEMA, SERIES_SCHEMA, empty_parts, join_parts
@@ -63,42 +68,38 @@ def parse_query_range_parts(body: dict | bytes | str, query: str, day: dt.date, 
     return _series_parts(frame.select(pl.col("data").struct.field("result")).explode("result").unnest("result"), query, day, source)
 
 
-# documents up to this size are parsed in memory (faster: three bodies of 146-282 MB in 18.7 s against
-# 32.6 s streamed, but at ~13 bytes of memory per byte of JSON), larger ones streamed (module docstring)
-STREAM_DOCUMENTS_ABOVE = 32 * 2**20
+# documents up to this size are parsed in memory, larger ones streamed (module docstring): in memory
+# at ~13 bytes per byte of JSON and one core a document, streamed at ~0.4 GiB whatever the size plus one
+# converter process per core. Three bodies of 14-28 MB: 1.4-1.8 s either way; of 146-282 MB: 14-17 s
+# streamed against 20 s in memory at 3.9 GiB; of 0.4-0.7 MB: 0.06 s in memory, 0.2 s streamed
+STREAM_DOCUMENTS_ABOVE = 16 * 2**20
 
 
-def document_series_lines(path: Path, lines: Path) -> Path | None:
-    """The series of the ``query_range`` body at ``path`` written one per line to ``lines`` (what
-    ``jq -c '.data.result[]'`` makes of it) by ijson's C parser: one series held at a time, Python
-    touching each series, never a sample. None (and no file) for a body that is not JSON or not a
-    successful ``matrix`` response: :func:`sink_document` then parses it in memory for the error."""
-    try:
-        if body_field(path, "status") != "success" or body_field(path, "data.resultType") != "matrix":
-            return None
-        with path.open("rb") as body, lines.open("wb") as out:
-            for series in ijson.items(body, "data.result.item", use_float=True):
-                out.write(orjson.dumps(series))  # half the time of json.dumps
-                out.write(b"\n")
-        return lines
-    except (ijson.JSONError, orjson.JSONEncodeError):  # e.g. an integer beyond 64 bits
-        lines.unlink(missing_ok=True)
+def convert_document(path: Path, lines: Path) -> Path | None:
+    """:func:`lib.series_lines.document_series_lines` in a process of its own (see that module): the
+    lines, or None for a body that is not a successful matrix response."""
+    done = subprocess.run([sys.executable, "-m", series_lines.__name__, str(path), str(lines)], capture_output=True, text=True)
+    if done.returncode == series_lines.NOT_A_MATRIX:
         return None
+    if done.returncode:
+        lines.unlink(missing_ok=True)
+        raise RuntimeError(f"{path}: writing its series one per line failed: {(done.stderr.strip().splitlines() or ['no message'])[-1]}")
+    return lines
 
 
-def sink_document(path: Path, query: str, day: dt.date, source: str, target: Path, lines: Path | None) -> pl.DataFrame:
-    """A ``query_range`` body (see :func:`parse_query_range_parts`) parsed while streaming from its
-    series ``lines`` (:func:`document_series_lines`, deleted here): its samples sunk to ``target``, its
-    series' labels returned, the same as parsed in memory. Without lines, or if they do not read, the
-    body is parsed in memory for the error naming the file and the problem (or, should it parse there
-    after all, for its samples)."""
+def sink_extract(extract: Extract, day: dt.date, target: Path, lines: Path | None) -> pl.DataFrame:
+    """An extract parsed while streaming from its series ``lines`` (:func:`convert_document`, deleted
+    here): its samples sunk to ``target``, its series' labels returned, the same as parsed in memory.
+    Without lines, or if they do not read, the extract is parsed in memory for the error naming the
+    file and the problem (or, should it parse there after all, for its samples)."""
     try:
         if lines is None:
-            raise ValueError("not a successful matrix response")
-        return sink_series_lines(lines, query, day, source, target)
-    except (ValueError, InputError):
-        target.unlink(missing_ok=True)  # samples of a body that then fails are never staged
-        points, series = parse_query_range_parts(path.read_bytes(), query, day, source)
+            raise ValueError("not series of [timestamp, value] pairs")
+        return sink_series_lines(lines, extract.query, day, target)
+    except (ValueError, pl.exceptions.PolarsError):
+        target.unlink(missing_ok=True)  # samples of an extract that then fails are never staged
+        parse = parse_series_lines if extract.series_lines else parse_query_range_parts
+        points, series = parse(extract.path.read_bytes(), extract.query, day, extract.source)
         points.write_parquet(target)
         return series
     finally:
@@ -106,17 +107,10 @@ def sink_document(path: Path, query: str, day: dt.date, source: str, target: Pat
             lines.unlink(missing_ok=True)
 
 
-def body_field(path: Path, prefix: str):
-    """A JSON body's value at ``prefix`` (e.g. ``status``, ``data.resultType``), read up to it
-    (Prometheus writes both before the result), or None; ijson.JSONError if it is not JSON."""
-    with path.open("rb") as body:
-        return next(ijson.items(body, prefix), None)
-
-
 def parse_series_lines(raw: bytes, query: str, day: dt.date, source: str) -> tuple[pl.DataFrame, pl.DataFrame]:
     """An extract written as NDJSON, one series per line (``{"metric": {...}, "values": [[t, "v"], ...]}``,
     what ``jq -c '.data.result[]'`` makes of a ``query_range`` body), parsed in memory: what
-    :func:`sink_series_lines` falls back to for the exact error of a bad file."""
+    :func:`sink_extract` falls back to for the exact error of a bad file."""
     if not raw.strip():
         return empty_parts()
     try:
@@ -129,44 +123,33 @@ def parse_series_lines(raw: bytes, query: str, day: dt.date, source: str) -> tup
     return _series_parts(frame, query, day, source)
 
 
-# a series line as read while streaming: the labels kept as JSON text (decoded once per series, so
-# a label seen on one line of 20,000 is never missed by a schema inferred from the first lines)
-_SERIES_LINE = {"metric": pl.String(), "values": pl.List(pl.List(pl.String()))}
-
-
-def sink_series_lines(path: Path, query: str, day: dt.date, source: str, target: Path) -> pl.DataFrame:
-    """An NDJSON extract (see :func:`parse_series_lines`) parsed while streaming: its samples are sunk
-    to ``target`` (``POINTS_SCHEMA``), its series' labels returned. Polars' NDJSON reader holds every
-    line's values at once (a 282 MB extract of 20,000 pods: 1.7 GiB); streamed, it stays at ~0.4 GiB.
-    A file that does not read this way (bad JSON, values or labels of the wrong shape, a bad sample)
-    is parsed in memory for the error naming the file and the problem."""
-    lines = pl.scan_ndjson(path, schema=_SERIES_LINE).with_row_index("series").with_columns(pl.col("series").cast(pl.Int64))
-    pairs = _pairs(lines.select("series", "values").explode("values").drop_nulls("values"))
+def sink_series_lines(path: Path, query: str, day: dt.date, target: Path) -> pl.DataFrame:
+    """Series lines converted by :func:`convert_document` parsed while streaming: their samples are
+    sunk to ``target`` (``POINTS_SCHEMA``), their labels returned. Polars' NDJSON reader holds every
+    line's values at once (the 282 MB extract of 20,000 pods: 1.7 GiB); streamed, it stays at ~0.4 GiB.
+    ValueError (or Polars' error) for lines that do not read this way, e.g. a bad sample (the caller
+    then parses the extract in memory, which names the problem).
+    Each pass declares only the fields it reads: Polars' reader decodes every declared one."""
+    lines = pl.scan_ndjson(path, schema={"t": pl.List(pl.Float64()), "v": pl.List(pl.String())}).with_row_index("series")
+    samples = lines.with_columns(pl.col("series").cast(pl.Int64)).explode("t", "v", keep_nulls=False).select(
+        "series", pl.col("t").alias("timestamp"), pl.col("v").cast(pl.Float64, strict=False).alias("value"))
     start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC).timestamp()
     bad = target.with_name(target.name + ".bad")  # not *.parquet: never another query's samples (a query named "x.bad")
     try:
         # the samples and the first bad one (if any) in one pass; more sinks on the same scan made it 1.7x slower
         pl.collect_all([
-            pairs.filter((pl.col("timestamp") >= start) & (pl.col("timestamp") < start + 86400) & pl.col("value").is_finite())
+            samples.filter((pl.col("timestamp") >= start) & (pl.col("timestamp") < start + 86400) & pl.col("value").is_finite())
             .with_columns(date=pl.lit(day), query=pl.lit(query)).select(list(POINTS_SCHEMA)).sink_parquet(target, lazy=True),
-            pairs.filter(pl.col("timestamp").is_null() | pl.col("value").is_null()).head(1).sink_parquet(bad, lazy=True),
+            samples.filter(pl.col("timestamp").is_null() | pl.col("value").is_null()).head(1).sink_parquet(bad, lazy=True),
         ], engine="streaming")
-        # the labels: a second pass that decodes only them (1.5 s for 282 MB)
-        metric = pl.scan_ndjson(path, schema={"metric": pl.String()}).with_row_index("series").collect(engine="streaming")
-        if metric.height and (not pl.scan_parquet(target).head(1).collect().height or metric["metric"].is_null().all()):
-            raise ValueError("series without a sample of the day, or without labels")  # the in-memory parse says which
         if pl.read_parquet(bad).height:
             raise ValueError("a bad sample")
-        decoded = metric.with_columns(pl.col("series").cast(pl.Int64), metric["metric"].str.json_decode(infer_schema_length=None)) if metric.height else None
-        if decoded is not None and not isinstance(decoded.schema["metric"], pl.Struct | pl.Null):
-            raise ValueError("labels that are not objects")
-    except (pl.exceptions.PolarsError, ValueError):
-        points, series = parse_series_lines(path.read_bytes(), query, day, source)  # raises, naming the problem
-        points.write_parquet(target)
-        return series
+        # the labels: a second pass that decodes only them
+        labels = (pl.scan_ndjson(path, schema={"labels": pl.String()}).with_row_index("series").collect(engine="streaming")
+                  .select(pl.col("series").cast(pl.Int64), pl.col("labels").str.json_decode(dtype=_ENTRIES).cast(SERIES_SCHEMA["labels"])))
     finally:
         bad.unlink(missing_ok=True)
-    return _labels(decoded, query, day) if decoded is not None else empty_parts()[1]
+    return labels.with_columns(date=pl.lit(day), query=pl.lit(query)).select(list(SERIES_SCHEMA))
 
 
 def _pairs(exploded: pl.LazyFrame, raw: bool = False) -> pl.LazyFrame:
@@ -267,31 +250,27 @@ def stage_local_extracts(extracts: list[Extract], day: dt.date, work: Path,
 
     def parse(extract: Extract) -> tuple[Path, pl.DataFrame]:
         target = work / f"{extract.query}.parquet"
-        if extract.series_lines:
-            return target, sink_series_lines(extract.path, extract.query, day, extract.source, target)
         points, series = parse_query_range_parts(extract.path.read_bytes(), extract.query, day, extract.source)
         points.write_parquet(target)
         return target, series
 
-    # Polars' JSON reader runs one document on one core: documents parsed in memory go side by side;
-    # streamed ones and series-per-line extracts use every core, one at a time
+    # Polars' JSON reader runs one document on one core: documents parsed in memory go side by side
     documents = [e for e in extracts if not e.series_lines and e.size <= stream_above]
     with ThreadPoolExecutor(max_workers=min(len(documents), os.cpu_count() or 1) or 1) as pool:
         parsed = list(pool.map(parse, documents))
-    # larger documents: ijson writes the next one's series lines (holding the GIL) while Polars, which
-    # releases it, sinks the current one's
-    large = {work / f"{e.query}.json.lines": e for e in extracts if not e.series_lines and e.size > stream_above}
-    writer = ThreadPoolExecutor(max_workers=1)
-    written = [writer.submit(document_series_lines, e.path, lines) for lines, e in large.items()]
+    # the others are converted to series lines in processes of their own, one per core (ijson holds the
+    # GIL), while Polars sinks the lines of those already converted, in listing order
+    streamed = {work / f"{e.query}.lines": e for e in extracts if e.series_lines or e.size > stream_above}
+    writer = ThreadPoolExecutor(max_workers=min(len(streamed), os.cpu_count() or 1) or 1)
+    written = [writer.submit(convert_document, e.path, lines) for lines, e in streamed.items()]
     try:
-        for extract, lines in zip(large.values(), written):
+        for extract, lines in zip(streamed.values(), written):
             target = work / f"{extract.query}.parquet"
-            parsed.append((target, sink_document(extract.path, extract.query, day, extract.source, target, lines.result())))
-    finally:  # a bad document: the others are not written on (nor their lines left behind)
+            parsed.append((target, sink_extract(extract, day, target, lines.result())))
+    finally:  # a bad extract: the others are not written on (nor their lines left behind)
         writer.shutdown(wait=True, cancel_futures=True)
-        for lines in large:
+        for lines in streamed:
             lines.unlink(missing_ok=True)
-    parsed += [parse(e) for e in extracts if e.series_lines]
     if not parsed:
         return pl.LazyFrame(schema=POINTS_SCHEMA), empty_parts()[1]
     return pl.scan_parquet([path for path, _ in parsed]), pl.concat([series for _, series in parsed])

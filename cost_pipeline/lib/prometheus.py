@@ -19,7 +19,7 @@ import ijson
 import requests
 
 from cost_pipeline.lib.errors import InputError
-from cost_pipeline.lib.extracts import body_field
+from cost_pipeline.lib.series_lines import body_field
 
 MAX_POINTS = 11_000
 
