@@ -128,6 +128,7 @@ def test_an_extract_as_one_series_per_line_gives_the_same_samples(tmp_path):
     assert same[0].equals(same[1]) and same[2].equals(same[3])  # samples, then labels (the extra label included)
 
 
+@pytest.mark.parametrize("stream_above", [0, 2**40])
 @pytest.mark.parametrize("text, problem", [
     ('{"metric": {"pod": "a"}, "values": [[1, "1"]]}\n{"metric": {"pod": "b"}, "val', "not one JSON object per line"),
     ('{"metric": {"pod": "a"}}\n', r"each line is a series with 'metric' and 'values'; missing \['values'\]"),
@@ -136,14 +137,13 @@ def test_an_extract_as_one_series_per_line_gives_the_same_samples(tmp_path):
     ('{"metric": {"pod": "a"}, "values": [%d, "1"]}\n' % T0, r"a series' values must be \[\[timestamp"),
     ('{"metric": "a", "values": [[%d, "1"]]}\n' % T0, "a series' metric must be an object of labels"),
 ])
-def test_bad_series_lines_name_the_file_and_problem(tmp_path, text, problem):
-    from cost_pipeline.lib.extracts import read_extracts_parts
-
-    folder = tmp_path / f"date={DAY}"
-    folder.mkdir()
+def test_bad_series_lines_name_the_file_and_problem(tmp_path, text, problem, stream_above):
+    folder = tmp_path / "usage" / f"date={DAY}"
+    folder.mkdir(parents=True)
     (folder / "q.ndjson").write_text(text)
     with pytest.raises(InputError, match=f"{folder / 'q.ndjson'}: {problem}"):
-        read_extracts_parts(str(tmp_path), DAY)
+        _staged(tmp_path / "usage", stream_above)
+    assert [p.name for p in (tmp_path / f"work-{stream_above}").iterdir()] == []  # no half-written samples or lines left
 
 
 def test_one_query_in_two_forms_is_refused_naming_both(tmp_path):
@@ -160,7 +160,7 @@ def test_one_query_in_two_forms_is_refused_naming_both(tmp_path):
 
 def test_extracts_are_staged_one_file_each_and_the_day_is_a_scan_of_them(tmp_path):
     """What the usage asset does: each extract's samples are written under a work folder as soon as it
-    is parsed (series-per-line ones while streaming), and the lake's day is sunk from a scan of them."""
+    is parsed (here the series-per-line one while streaming), and the lake's day is sunk from a scan of them."""
     from cost_pipeline.lib.extracts import stage_extracts
     from cost_pipeline.lib.lake import Lake
 
@@ -170,7 +170,7 @@ def test_extracts_are_staged_one_file_each_and_the_day_is_a_scan_of_them(tmp_pat
     folder.mkdir(parents=True)
     (folder / "usage.ndjson").write_bytes(_lines({"data": {"result": series}}))
     (folder / "requests.json").write_text(json.dumps({"status": "success", "data": {"resultType": "matrix", "result": series[:10]}}))
-    points, labels = stage_extracts(str(tmp_path / "usage"), DAY, tmp_path / "work")
+    points, labels = stage_extracts(str(tmp_path / "usage"), DAY, tmp_path / "work", stream_above=100_000)
     assert isinstance(points, pl.LazyFrame)
     staged = {p.name: pl.read_parquet(p).height for p in (tmp_path / "work").iterdir()}
     assert staged == {"usage.parquet": 600 * 288, "requests.parquet": 10 * 288}
@@ -186,15 +186,13 @@ def test_extracts_are_staged_one_file_each_and_the_day_is_a_scan_of_them(tmp_pat
 
 
 def test_a_bad_sample_deep_in_a_streamed_extract_names_its_series(tmp_path):
-    from cost_pipeline.lib.extracts import read_extracts_parts
-
-    folder = tmp_path / f"date={DAY}"
-    folder.mkdir()
+    folder = tmp_path / "usage" / f"date={DAY}"
+    folder.mkdir(parents=True)
     lines = [{"metric": {"pod": f"p-{i}"}, "values": [[T0 + 300 * k, "1"] for k in range(100)]} for i in range(600)]
     lines[499]["values"][57] = [T0, "lots"]
     (folder / "q.ndjson").write_bytes(_lines({"data": {"result": lines}}))
     with pytest.raises(InputError, match=rf"{folder / 'q.ndjson'}: series 499: bad sample \['{int(T0)}', 'lots'\]"):
-        read_extracts_parts(str(tmp_path), DAY)
+        _staged(tmp_path / "usage", 0)
 
 
 def test_query_names_never_collide_with_the_readers_own_files(tmp_path):

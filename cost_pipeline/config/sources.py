@@ -39,8 +39,8 @@ class UsageConfig(_Model):
     step_seconds: int = Field(default=3600, ge=1)
     queries: dict[str, str] = {}  # extract name -> PromQL, for a live Prometheus
     timeout_seconds: float = 60.0
-    # extract documents larger than this are parsed while streaming: bounded memory (~0.4 GiB) and, above
-    # ~16 MB, no slower; smaller ones in memory, at ~13 bytes per byte of JSON (lib/extracts.py)
+    # extracts (documents or series-per-line files) larger than this are parsed while streaming: bounded
+    # memory (~0.4 GiB) and, above ~16 MB, no slower; smaller ones in memory (lib/extracts.py)
     stream_documents_above_mb: float = Field(default=16, ge=0)
 
 

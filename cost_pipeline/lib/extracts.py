@@ -5,8 +5,8 @@ from an extract file or archived from a live Prometheus, so a day can always be 
 exactly what was used; or, for pod-level extracts, the body's series one per line (NDJSON).
 
 Memory: Polars' JSON reader holds a whole document, at about 13 times its size (a 282 MB body of
-20,000 pods at 5-minute steps: 3.7 GiB), and its NDJSON reader every line's samples. Bodies larger
-than :data:`STREAM_DOCUMENTS_ABOVE` and every NDJSON extract are streamed instead: converter
+20,000 pods at 5-minute steps: 3.7 GiB), and its NDJSON reader every line's samples. Extracts larger
+than :data:`STREAM_DOCUMENTS_ABOVE` (either form) are streamed instead: converter
 processes (``lib/series_lines.py``, one per core) rewrite their series one per line, timestamps and
 values as flat lists, one series in memory at a time, and Polars sinks each extract's samples from
 those lines (0.4 GiB for the same body, whatever its size). Input the converter does not take
@@ -212,9 +212,9 @@ def read_extracts_parts(root: str | Path, day: dt.date, storage: Storage | None 
 def stage_extracts(root: str | Path, day: dt.date, work: Path, storage: Storage | None = None,
                    stream_above: int = STREAM_DOCUMENTS_ABOVE) -> tuple[pl.LazyFrame, pl.DataFrame]:
     """Every extract of the day parsed and its samples written to a file under ``work``; returns a scan
-    of the samples (documents first, then series-per-line extracts, each in listing order) and the
-    series' labels. The day's samples are never held at once: the lake's day is sunk from the scan.
-    Documents larger than ``stream_above`` bytes are streamed (:func:`sink_document`)."""
+    of the samples (those parsed in memory first, then the streamed ones, each in listing order) and
+    the series' labels. The day's samples are never held at once: the lake's day is sunk from the scan.
+    Extracts larger than ``stream_above`` bytes are streamed (:func:`sink_extract`)."""
     storage = storage or Storage()
     folder = f"{str(root).rstrip('/')}/date={day.isoformat()}"
     extracts = [s for s in storage.list(folder) if s.name.endswith((".json", ".ndjson")) and "/" not in s.name]
@@ -250,17 +250,19 @@ def stage_local_extracts(extracts: list[Extract], day: dt.date, work: Path,
 
     def parse(extract: Extract) -> tuple[Path, pl.DataFrame]:
         target = work / f"{extract.query}.parquet"
-        points, series = parse_query_range_parts(extract.path.read_bytes(), extract.query, day, extract.source)
+        parser = parse_series_lines if extract.series_lines else parse_query_range_parts
+        points, series = parser(extract.path.read_bytes(), extract.query, day, extract.source)
         points.write_parquet(target)
         return target, series
 
-    # Polars' JSON reader runs one document on one core: documents parsed in memory go side by side
-    documents = [e for e in extracts if not e.series_lines and e.size <= stream_above]
-    with ThreadPoolExecutor(max_workers=min(len(documents), os.cpu_count() or 1) or 1) as pool:
-        parsed = list(pool.map(parse, documents))
+    # small extracts are parsed in memory (a converter process costs ~0.1 s to start), side by side:
+    # Polars' JSON readers run one on one core
+    small = [e for e in extracts if e.size <= stream_above]
+    with ThreadPoolExecutor(max_workers=min(len(small), os.cpu_count() or 1) or 1) as pool:
+        parsed = list(pool.map(parse, small))
     # the others are converted to series lines in processes of their own, one per core (ijson holds the
     # GIL), while Polars sinks the lines of those already converted, in listing order
-    streamed = {work / f"{e.query}.lines": e for e in extracts if e.series_lines or e.size > stream_above}
+    streamed = {work / f"{e.query}.lines": e for e in extracts if e.size > stream_above}
     writer = ThreadPoolExecutor(max_workers=min(len(streamed), os.cpu_count() or 1) or 1)
     written = [writer.submit(convert_document, e.path, lines) for lines, e in streamed.items()]
     try:
