@@ -247,7 +247,7 @@ def test_a_large_document_is_streamed_into_the_same_samples_and_labels(tmp_path)
 
     lines = convert_document(folder / "requests.json", tmp_path / "requests.lines")
     assert lines is not None and len(lines.read_bytes().splitlines()) == len(result)
-    labels = sink_series_lines(lines, "requests", DAY, tmp_path / "requests.parquet")
+    labels = sink_series_lines([lines], "requests", DAY, tmp_path / "requests.parquet")
     assert pl.read_parquet(tmp_path / "requests.parquet").sort("series", "timestamp").equals(in_memory[0].filter(pl.col("query") == "requests"))
     assert labels.sort("series").equals(in_memory[1].filter(pl.col("query") == "requests"))
 

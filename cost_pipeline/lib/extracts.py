@@ -87,24 +87,25 @@ def convert_document(path: Path, lines: Path) -> Path | None:
     return lines
 
 
-def sink_extract(extract: Extract, day: dt.date, target: Path, lines: Path | None) -> pl.DataFrame:
-    """An extract parsed while streaming from its series ``lines`` (:func:`convert_document`, deleted
-    here): its samples sunk to ``target``, its series' labels returned, the same as parsed in memory.
-    Without lines, or if they do not read, the extract is parsed in memory for the error naming the
-    file and the problem (or, should it parse there after all, for its samples)."""
+def sink_extract(extract: Extract, day: dt.date, target: Path, lines: list[Path | None]) -> pl.DataFrame:
+    """An extract parsed while streaming from its series ``lines`` (:func:`convert_document`, one file
+    per body, deleted here): its samples sunk to ``target``, its series' labels returned, the same as
+    parsed in memory. If a body has no lines, or they do not read, the extract is parsed in memory for
+    the error naming the file and the problem (or, should it parse there after all, for its samples)."""
     try:
-        if lines is None:
+        if None in lines:
             raise ValueError("not series of [timestamp, value] pairs")
         return sink_series_lines(lines, extract.query, day, target)
     except (ValueError, pl.exceptions.PolarsError):
         target.unlink(missing_ok=True)  # samples of an extract that then fails are never staged
         parse = parse_series_lines if extract.series_lines else parse_query_range_parts
-        points, series = parse(extract.path.read_bytes(), extract.query, day, extract.source)
+        points, series = parse(extract.read(), extract.query, day, extract.source)
         points.write_parquet(target)
         return series
     finally:
-        if lines is not None:
-            lines.unlink(missing_ok=True)
+        for path in lines:
+            if path is not None:
+                path.unlink(missing_ok=True)
 
 
 def parse_series_lines(raw: bytes, query: str, day: dt.date, source: str) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -123,15 +124,29 @@ def parse_series_lines(raw: bytes, query: str, day: dt.date, source: str) -> tup
     return _series_parts(frame, query, day, source)
 
 
-def sink_series_lines(path: Path, query: str, day: dt.date, target: Path) -> pl.DataFrame:
-    """Series lines converted by :func:`convert_document` parsed while streaming: their samples are
-    sunk to ``target`` (``POINTS_SCHEMA``), their labels returned. Polars' NDJSON reader holds every
-    line's values at once (the 282 MB extract of 20,000 pods: 1.7 GiB); streamed, it stays at ~0.4 GiB.
-    ValueError (or Polars' error) for lines that do not read this way, e.g. a bad sample (the caller
-    then parses the extract in memory, which names the problem).
-    Each pass declares only the fields it reads: Polars' reader decodes every declared one."""
-    lines = pl.scan_ndjson(path, schema={"t": pl.List(pl.Float64()), "v": pl.List(pl.String())}).with_row_index("series")
-    samples = lines.with_columns(pl.col("series").cast(pl.Int64)).explode("t", "v", keep_nulls=False).select(
+def sink_series_lines(paths: list[Path], query: str, day: dt.date, target: Path) -> pl.DataFrame:
+    """Series lines converted by :func:`convert_document` (a file per body) parsed while streaming:
+    their samples are sunk to ``target`` (``POINTS_SCHEMA``), their labels returned. Polars' NDJSON
+    reader holds every line's values at once (the 282 MB extract of 20,000 pods: 1.7 GiB); streamed, it
+    stays at ~0.4 GiB. Several files (a day's windows) are stitched: one series per label set, numbered
+    in order of first appearance, as :func:`stitched_body` does in memory. ValueError (or Polars' error)
+    for lines that do not read this way, e.g. a bad sample (the caller then parses the extract in
+    memory, which names the problem). Each pass declares only the fields it reads: Polars' reader
+    decodes every declared one."""
+    # the labels first (a pass that decodes only them): each line's series
+    lines = pl.scan_ndjson(paths, schema={"labels": pl.String()}).with_row_index("line").collect(engine="streaming")
+    if len(paths) > 1:
+        firsts = lines.unique("labels", keep="first", maintain_order=True).with_row_index("series")
+        lines = lines.join(firsts.select("labels", "series"), on="labels", maintain_order="left")
+        labels = firsts
+    else:
+        labels = lines = lines.with_columns(series=pl.col("line"))
+    values = pl.scan_ndjson(paths, schema={"t": pl.List(pl.Float64()), "v": pl.List(pl.String())}).with_row_index("line")
+    if len(paths) > 1:
+        values = values.join(lines.lazy().select("line", "series"), on="line", maintain_order="left")
+    else:
+        values = values.with_columns(series=pl.col("line"))
+    samples = values.select(pl.col("series").cast(pl.Int64), "t", "v").explode("t", "v", keep_nulls=False).select(
         "series", pl.col("t").alias("timestamp"), pl.col("v").cast(pl.Float64, strict=False).alias("value"))
     start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC).timestamp()
     bad = target.with_name(target.name + ".bad")  # not *.parquet: never another query's samples (a query named "x.bad")
@@ -144,12 +159,11 @@ def sink_series_lines(path: Path, query: str, day: dt.date, target: Path) -> pl.
         ], engine="streaming")
         if pl.read_parquet(bad).height:
             raise ValueError("a bad sample")
-        # the labels: a second pass that decodes only them
-        labels = (pl.scan_ndjson(path, schema={"labels": pl.String()}).with_row_index("series").collect(engine="streaming")
-                  .select(pl.col("series").cast(pl.Int64), pl.col("labels").str.json_decode(dtype=_ENTRIES).cast(SERIES_SCHEMA["labels"])))
     finally:
         bad.unlink(missing_ok=True)
-    return labels.with_columns(date=pl.lit(day), query=pl.lit(query)).select(list(SERIES_SCHEMA))
+    not_name = pl.element().struct.field("key") != "__name__"
+    return labels.select(pl.col("series").cast(pl.Int64), pl.col("labels").str.json_decode(dtype=_ENTRIES).list.filter(not_name)
+                         .cast(SERIES_SCHEMA["labels"])).with_columns(date=pl.lit(day), query=pl.lit(query)).select(list(SERIES_SCHEMA))
 
 
 def _pairs(exploded: pl.LazyFrame, raw: bool = False) -> pl.LazyFrame:
@@ -231,16 +245,42 @@ def stage_extracts(root: str | Path, day: dt.date, work: Path, storage: Storage 
 @dataclass(frozen=True)
 class Extract:
     """One query's extract as a local file: a ``query_range`` body (``.json``) or its series one per
-    line (``.ndjson``); ``source`` names it in errors (its URI, or the lake's archive)."""
+    line (``.ndjson``); ``source`` names it in errors (its URI, or the lake's archive). ``windows``: a
+    live day fetched in several windows, one body each (``path`` is the first), whose series are
+    stitched by their label sets; ``size`` is then their total."""
 
     query: str
     path: Path
     source: str
     size: int
+    windows: tuple[Path, ...] = ()
 
     @property
     def series_lines(self) -> bool:
         return self.path.name.endswith(".ndjson")
+
+    @property
+    def bodies(self) -> tuple[Path, ...]:
+        return self.windows or (self.path,)
+
+    def read(self) -> bytes:
+        """The extract whole (the windows stitched into one body)."""
+        return stitched_body(self.windows, self.source) if self.windows else self.path.read_bytes()
+
+
+def stitched_body(windows: tuple[Path, ...], source: str) -> bytes:
+    """Window bodies of one query as one body: each series' values in window order, series in order of
+    first appearance, by their full label sets (``__name__`` included). In memory: for small days, and
+    for the error of a day the streamed path did not take."""
+    merged: dict[str, dict] = {}
+    for window in windows:
+        try:
+            for series in json.loads(window.read_bytes())["data"]["result"]:
+                key = json.dumps(series["metric"], sort_keys=True)
+                merged.setdefault(key, {"metric": series["metric"], "values": []})["values"].extend(series["values"])
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            raise InputError(source, f"{window.name}: not a matrix answer ({type(exc).__name__}: {exc})") from None
+    return json.dumps({"status": "success", "data": {"resultType": "matrix", "result": list(merged.values())}}).encode()
 
 
 def stage_local_extracts(extracts: list[Extract], day: dt.date, work: Path,
@@ -251,7 +291,7 @@ def stage_local_extracts(extracts: list[Extract], day: dt.date, work: Path,
     def parse(extract: Extract) -> tuple[Path, pl.DataFrame]:
         target = work / f"{extract.query}.parquet"
         parser = parse_series_lines if extract.series_lines else parse_query_range_parts
-        points, series = parser(extract.path.read_bytes(), extract.query, day, extract.source)
+        points, series = parser(extract.read(), extract.query, day, extract.source)
         points.write_parquet(target)
         return target, series
 
@@ -262,17 +302,18 @@ def stage_local_extracts(extracts: list[Extract], day: dt.date, work: Path,
         parsed = list(pool.map(parse, small))
     # the others are converted to series lines in processes of their own, one per core (ijson holds the
     # GIL), while Polars sinks the lines of those already converted, in listing order
-    streamed = {work / f"{e.query}.lines": e for e in extracts if e.size > stream_above}
-    writer = ThreadPoolExecutor(max_workers=min(len(streamed), os.cpu_count() or 1) or 1)
-    written = [writer.submit(convert_document, e.path, lines) for lines, e in streamed.items()]
+    streamed = [e for e in extracts if e.size > stream_above]
+    lines = {e.query: [work / f"{e.query}.{i}.lines" for i in range(len(e.bodies))] for e in streamed}
+    writer = ThreadPoolExecutor(max_workers=min(sum(map(len, lines.values())), os.cpu_count() or 1) or 1)
+    written = {e.query: [writer.submit(convert_document, body, out) for body, out in zip(e.bodies, lines[e.query])] for e in streamed}
     try:
-        for extract, lines in zip(streamed.values(), written):
+        for extract in streamed:
             target = work / f"{extract.query}.parquet"
-            parsed.append((target, sink_extract(extract, day, target, lines.result())))
+            parsed.append((target, sink_extract(extract, day, target, [w.result() for w in written[extract.query]])))
     finally:  # a bad extract: the others are not written on (nor their lines left behind)
         writer.shutdown(wait=True, cancel_futures=True)
-        for lines in streamed:
-            lines.unlink(missing_ok=True)
+        for path in (path for paths in lines.values() for path in paths):
+            path.unlink(missing_ok=True)
     if not parsed:
         return pl.LazyFrame(schema=POINTS_SCHEMA), empty_parts()[1]
     return pl.scan_parquet([path for path, _ in parsed]), pl.concat([series for _, series in parsed])

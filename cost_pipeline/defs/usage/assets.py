@@ -14,9 +14,10 @@ from cost_pipeline.defs.partitions import BACKFILL_POLICY, DAILY, partition_days
 from cost_pipeline.defs.resources import BillingStorage, LakeResource, PipelineConfig
 from cost_pipeline.defs.usage.checks import USAGE_COVERS_POOLS
 from cost_pipeline.lib.billing.fingerprint import day_fingerprint
+from cost_pipeline.lib.errors import InputError
 from cost_pipeline.lib.extracts import Extract, stage_extracts, stage_local_extracts
 from cost_pipeline.lib.lake import Lake
-from cost_pipeline.lib.prometheus import query_range_day
+from cost_pipeline.lib.prometheus import query_range_day, window_file
 from cost_pipeline.lib.usage import empty_parts
 
 RAW_TABLE = "usage_raw"
@@ -29,11 +30,34 @@ def _live(settings: Settings, lake: Lake, day: dt.date, work: Path) -> tuple[pl.
     (work / "raw").mkdir(parents=True, exist_ok=True)
     for name, query in settings.usage.queries.items():
         local = work / "raw" / f"{name}.json"  # the answer never held in memory: a 282 MB body stays on disk
-        if not lake.fetch_file(RAW_TABLE, day, f"{name}.json", local):
-            query_range_day(settings.usage.prometheus_url, query, day, settings.usage.step_seconds, settings.usage.timeout_seconds, local)
-            lake.write_file(RAW_TABLE, day, f"{name}.json", local)
-        extracts.append(Extract(name, local, lake.location(RAW_TABLE, f"date={day}", f"{name}.json"), local.stat().st_size))
+        files = _archived(lake, day, local)
+        if files is None:
+            files = query_range_day(settings.usage.prometheus_url, query, day, settings.usage.step_seconds, settings.usage.timeout_seconds, local)
+            for file in files:
+                lake.write_file(RAW_TABLE, day, file.name, file)
+            if len(files) > 1:  # last: a day's windows are reused only once all of them are archived
+                lake.write_file(RAW_TABLE, day, f"{local.name}.parts", str(len(files)).encode())
+        source = lake.location(RAW_TABLE, f"date={day}", local.name)
+        extracts.append(Extract(name, files[0], source, sum(f.stat().st_size for f in files), tuple(files) if len(files) > 1 else ()))
     return stage_local_extracts(extracts, day, work, _stream_above(settings))
+
+
+def _archived(lake: Lake, day: dt.date, local: Path) -> list[Path] | None:
+    """A query's archived answer copied to ``local`` (or its windows beside it, see
+    :func:`lib.prometheus.window_file`), or None if the day has none yet."""
+    if lake.fetch_file(RAW_TABLE, day, local.name, local):
+        return [local]
+    count = local.with_name(f"{local.name}.parts")
+    if not lake.fetch_file(RAW_TABLE, day, count.name, count):
+        return None
+    windows = count.read_text().strip()
+    if not windows.isdigit():
+        raise InputError(lake.location(RAW_TABLE, f"date={day}", count.name), f"expected the number of archived windows, found {windows[:40]!r}")
+    files = [window_file(local, i) for i in range(int(windows))]
+    for file in files:
+        if not lake.fetch_file(RAW_TABLE, day, file.name, file):
+            raise InputError(lake.location(RAW_TABLE, f"date={day}", file.name), "an archived window of the day's answer is missing")
+    return files
 
 
 def _stream_above(settings: Settings) -> int:
