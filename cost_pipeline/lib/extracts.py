@@ -77,7 +77,7 @@ STREAM_DOCUMENTS_ABOVE = 16 * 2**20
 
 def convert_document(path: Path, lines: Path) -> Path | None:
     """:func:`lib.series_lines.document_series_lines` in a process of its own (see that module): the
-    lines, or None for a body that is not a successful matrix response."""
+    lines, or None for input it does not take (not a successful matrix of pairs with text labels)."""
     done = subprocess.run([sys.executable, "-m", series_lines.__name__, str(path), str(lines)], capture_output=True, text=True)
     if done.returncode == series_lines.NOT_A_MATRIX:
         return None
