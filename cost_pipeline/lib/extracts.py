@@ -19,7 +19,6 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -298,13 +297,13 @@ def stage_local_extracts(extracts: list[Extract], day: dt.date, work: Path,
     # small extracts are parsed in memory (a converter process costs ~0.1 s to start), side by side:
     # Polars' JSON readers run one on one core
     small = [e for e in extracts if e.size <= stream_above]
-    with ThreadPoolExecutor(max_workers=min(len(small), os.cpu_count() or 1) or 1) as pool:
+    with ThreadPoolExecutor(max_workers=min(len(small), _cores()) or 1) as pool:
         parsed = list(pool.map(parse, small))
     # the others are converted to series lines in processes of their own, one per core (ijson holds the
     # GIL), while Polars sinks the lines of those already converted, in listing order
     streamed = [e for e in extracts if e.size > stream_above]
     lines = {e.query: [work / f"{e.query}.{i}.lines" for i in range(len(e.bodies))] for e in streamed}
-    writer = ThreadPoolExecutor(max_workers=min(sum(map(len, lines.values())), os.cpu_count() or 1) or 1)
+    writer = ThreadPoolExecutor(max_workers=min(sum(map(len, lines.values())), _cores()) or 1)
     written = {e.query: [writer.submit(convert_document, body, out) for body, out in zip(e.bodies, lines[e.query])] for e in streamed}
     try:
         for extract in streamed:
@@ -317,3 +316,10 @@ def stage_local_extracts(extracts: list[Extract], day: dt.date, work: Path,
     if not parsed:
         return pl.LazyFrame(schema=POINTS_SCHEMA), empty_parts()[1]
     return pl.scan_parquet([path for path, _ in parsed]), pl.concat([series for _, series in parsed])
+
+
+def _cores() -> int:
+    """The cores this process may use: the size of Polars' thread pool, which ``POLARS_MAX_THREADS`` sets
+    and which otherwise follows the process' CPU affinity and cgroup quota (Rust's available_parallelism),
+    where ``os.cpu_count()`` counts a Kubernetes node's every core."""
+    return pl.thread_pool_size()
