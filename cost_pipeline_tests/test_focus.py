@@ -190,3 +190,72 @@ def test_every_spec_example_is_read_exactly_or_refused_clearly(path):
 def test_default_currency_never_overrides_the_file(tmp_path):
     path = _write(tmp_path / "eur.csv", HEADER + "1,1,EUR,2024-09-01 00:00:00,2024-09-01 01:00:00,Usage,1,NULL\n")
     assert read_focus_file(path, str(path), path.name, source("focus", name="f", currency="USD"))["currency"].to_list() == ["EUR"]
+
+
+TAGS = pl.List(pl.Struct({"key": pl.String, "value": pl.String}))
+
+
+def _typed_export(rows: int = 600) -> pl.DataFrame:
+    """A FOCUS export typed as AWS's FOCUS Data Exports write it (amounts as numbers, periods as
+    timestamps, Tags as a map) over three days, with some lines repeated exactly (two identical
+    charges are two lines) and hostile tag values."""
+    start = dt.datetime(2026, 9, 1, tzinfo=dt.UTC)
+    frame = pl.DataFrame({
+        "BillingAccountId": ["111"] * rows,
+        "SubAccountId": [f"{200 + i % 3}" for i in range(rows)],
+        "ChargeCategory": ["Usage" if i % 10 else "Tax" for i in range(rows)],
+        "ChargePeriodStart": [start + dt.timedelta(hours=i % 72) for i in range(rows)],
+        "ChargePeriodEnd": [start + dt.timedelta(hours=i % 72 + 1) for i in range(rows)],
+        "ServiceName": [f"svc-{i % 4}" for i in range(rows)],
+        "ResourceId": [f"r-{i % 50}" for i in range(rows)],
+        "ConsumedQuantity": [float(i % 7) for i in range(rows)],
+        "ListCost": [round(0.25 * (i % 13), 2) for i in range(rows)],
+        "BilledCost": [round(0.01 * (i % 101) + 0.0025, 4) for i in range(rows)],
+        "EffectiveCost": [round(0.01 * (i % 97), 2) for i in range(rows)],
+        "BillingCurrency": ["USD" if i % 5 else "EUR" for i in range(rows)],
+        "ProviderName": ["AWS"] * rows,
+        "Tags": [[{"key": "ml-team", "value": ["search", 'a "quoted" team', "naïve\n"][i % 3]}] if i % 4 else [] for i in range(rows)],
+    }, schema_overrides={"Tags": TAGS}).with_columns(pl.col("Tags").cast(pl.Map(pl.String, pl.String)))
+    return pl.concat([frame, frame.slice(7, 3), frame.slice(7, 1), frame.slice(300, 2)])
+
+
+def test_a_typed_parquet_export_is_streamed_with_the_lines_and_ids_of_a_whole_read(tmp_path):
+    from cost_pipeline.lib.billing.focus import scan_focus_parquet
+    from cost_pipeline.lib.billing.sources import with_content_ids
+
+    export = _typed_export()
+    (tmp_path / "2026-09").mkdir()
+    path = tmp_path / "2026-09" / "export.parquet"
+    export.write_parquet(path, row_group_size=100)
+    assert scan_focus_parquet(path, str(path), path.name, source("focus")) is not None  # the streamed path is taken
+    whole = with_content_ids(read_focus_file(path, str(path), "2026-09/export.parquet", source("focus", name="focus")))
+    for day in (dt.date(2026, 9, 1), dt.date(2026, 9, 2), dt.date(2026, 9, 3)):
+        lines = read_day("focus", str(tmp_path), day, "focus")
+        assert lines.drop("billing_period").equals(whole.filter(pl.col("date") == day).drop("billing_period"))
+        # by hand, from the export itself: lines and amounts of the day per currency
+        raw = export.filter(pl.col("ChargePeriodStart").dt.date() == day)
+        for currency in ("USD", "EUR"):
+            mine, theirs = lines.filter(pl.col("currency") == currency), raw.filter(pl.col("BillingCurrency") == currency)
+            assert mine.height == theirs.height > 0
+            assert mine["billed_cost"].sum() == sum(Decimal(repr(v)) for v in theirs["BilledCost"])
+    # identical lines are told apart by their occurrence: every id is unique, and 6 lines repeat another
+    assert whole["line_item_id"].n_unique() == whole.height == 606
+    assert whole["line_item_id"].str.ends_with("-0").sum() == 600
+
+
+def test_a_focus_parquet_delivered_twice_is_an_error_naming_both(tmp_path):
+    export = _typed_export()
+    (tmp_path / "2026-09").mkdir()
+    export.write_parquet(tmp_path / "2026-09" / "a.parquet")
+    export.reverse().write_parquet(tmp_path / "2026-09" / "b.parquet")  # the same lines in another order
+    with pytest.raises(InputError, match=r"delivered more than once.*a\.parquet and .*b\.parquet"):
+        read_day("focus", str(tmp_path), dt.date(2026, 9, 2), "focus")
+
+
+def test_a_parquet_export_with_amounts_as_text_is_read_whole_and_a_bad_one_named(tmp_path):
+    export = _typed_export(40).with_columns(pl.col("BilledCost").cast(pl.String))
+    export = export.with_columns(pl.when(pl.int_range(pl.len()) == 17).then(pl.lit("12,5")).otherwise(pl.col("BilledCost")).alias("BilledCost"))
+    (tmp_path / "2026-09").mkdir()
+    export.write_parquet(tmp_path / "2026-09" / "text.parquet")
+    with pytest.raises(InputError, match=r"text\.parquet: row 19: column billed_cost is not a number: '12,5'"):
+        read_day("focus", str(tmp_path), dt.date(2026, 9, 1), "focus")

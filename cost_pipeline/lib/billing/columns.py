@@ -94,9 +94,7 @@ def parse_timestamps(frame: pl.DataFrame, columns: list[str], source: str, heade
     require_values(frame, columns[:1], source, header_rows)
     for column in columns:
         if isinstance(frame.schema[column], pl.Datetime):
-            dtype = frame.schema[column]
-            expr = pl.col(column) if dtype.time_zone else pl.col(column).dt.replace_time_zone("UTC")
-            frame = frame.with_columns(expr.dt.convert_time_zone("UTC").cast(pl.Datetime("us", "UTC")))
+            frame = frame.with_columns(utc_timestamps(column, frame.schema[column]))
             continue
         text = pl.col(column).cast(pl.String).str.strip_chars().str.replace(r"Z$", "+00:00").str.replace(" ", "T")
         with_zone = text.str.contains(r"[+-]\d\d:?\d\d$")
@@ -111,6 +109,12 @@ def parse_timestamps(frame: pl.DataFrame, columns: list[str], source: str, heade
             raise InputError(source, f"row {bad[0]}: column {column} is not a timestamp: {bad[1][:60]!r}")
         frame = frame.with_columns(parsed.alias(column))
     return frame
+
+
+def utc_timestamps(column: str, dtype: pl.Datetime) -> pl.Expr:
+    """A typed timestamp column as UTC microseconds (a zoneless one is read as UTC)."""
+    expr = pl.col(column) if dtype.time_zone else pl.col(column).dt.replace_time_zone("UTC")
+    return expr.dt.convert_time_zone("UTC").cast(pl.Datetime("us", "UTC"))
 
 
 MAP_DTYPE = pl.Map(pl.String, pl.String)

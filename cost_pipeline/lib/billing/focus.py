@@ -7,20 +7,25 @@ at 0 on most rows (the FOCUS-Sample-Data 1.0 AWS rows do); we keep what the file
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import polars as pl
 
 from cost_pipeline.lib.billing.columns import (
     LINE,
+    MAP_DTYPE,
+    fold_column,
     json_tags,
     parse_money,
     parse_timestamps,
     select_columns,
+    utc_timestamps,
     with_line_numbers,
 )
-from cost_pipeline.lib.billing.schema import conform, empty_cost_lines
+from cost_pipeline.lib.billing.schema import MAP_ENTRIES, conform, empty_cost_lines
 from cost_pipeline.lib.errors import InputError
+from cost_pipeline.lib.money import MONEY
 
 COLUMNS = {
     "BillingAccountId": "billing_account_id",
@@ -75,6 +80,56 @@ def read_focus_file(path: Path, where: str, name: str, source) -> pl.DataFrame:
     if missing_currency.height:
         row = int(missing_currency[LINE][0])
         raise InputError(where, f"row {row}: BillingCurrency is empty ({missing_currency.height} line(s) in all)")
+    return _normalized(frame, source, name)
+
+
+def scan_focus_parquet(path: Path, where: str, name: str, source, days: list[dt.date] | None = None) -> pl.LazyFrame | None:
+    """A FOCUS Parquet file as cost_lines, lazily (only the mapped columns, only ``days`` when given:
+    row groups of other days are skipped by their statistics), for files typed as FOCUS defines them:
+    amounts as numbers, charge periods as timestamps, ``Tags`` as a map. None for any other file,
+    which :func:`read_focus_file` then reads whole, naming what is wrong with it. Read whole, a
+    10 M-line file took 40.6 s at 8.7 GiB; line ids are added by the reader flow (``lib/billing/sources.py``).
+
+    A line without a charge period start fails the reader flow naming its record (the whole read
+    drops lines that are entirely empty, which only CSV files have)."""
+    if not path.name.lower().endswith(".parquet"):
+        return None
+    try:
+        schema = pl.scan_parquet(path).collect_schema()
+    except Exception:  # noqa: BLE001 - read whole, for the error naming the file
+        return None
+    by_fold: dict[str, str] = {}
+    for column in schema:
+        by_fold.setdefault(fold_column(column), column)
+    found = {target: by_fold.get(fold_column(doc)) for doc, target in COLUMNS.items()}
+    required = [COLUMNS[c] for c in REQUIRED if not (source.currency and c == "BillingCurrency")]
+    typed = (
+        all(found[c] for c in required)
+        and all(schema[found[c]].is_numeric() for c in ("list_cost", "billed_cost", "effective_cost") if found[c])
+        and all(isinstance(schema[found[c]], pl.Datetime) for c in ("charge_period_start", "charge_period_end"))
+        and (not found["tags"] or schema[found["tags"]] in (pl.Map(pl.String, pl.String), pl.Null))
+    )
+    if not typed:
+        return None
+    absent = {"tags": pl.lit([], dtype=MAP_ENTRIES).cast(MAP_DTYPE)}  # as read whole: no Tags column, no tags
+    frame = pl.scan_parquet(path).select(
+        [pl.col(column).alias(target) if column else absent.get(target, pl.lit(None, pl.String)).alias(target) for target, column in found.items()])
+    if days:
+        start = dt.datetime.combine(min(days), dt.time(), tzinfo=dt.UTC)
+        end = dt.datetime.combine(max(days) + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
+        period = utc_timestamps("charge_period_start", schema[found["charge_period_start"]])
+        frame = frame.filter((period >= start) & (period < end))
+    frame = frame.with_columns(
+        *(pl.col(c).cast(MONEY) for c in ("list_cost", "billed_cost", "effective_cost")),
+        *(utc_timestamps(c, schema[found[c]]) for c in ("charge_period_start", "charge_period_end")),
+    )
+    if source.currency:
+        frame = frame.with_columns(pl.col("currency").fill_null(source.currency))
+    return _normalized(frame, source, name)
+
+
+def _normalized(frame, source, name: str):
+    """FOCUS columns (renamed, typed) as cost_lines: a frame, or a lazy one."""
     return conform(
         frame.with_columns(
             date=pl.col("charge_period_start").dt.date(),

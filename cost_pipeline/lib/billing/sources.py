@@ -31,7 +31,7 @@ from cost_pipeline.lib.billing.deliveries import (
     file_export_deliveries,
     legacy_cur_deliveries,
 )
-from cost_pipeline.lib.billing.fingerprint import row_hashes
+from cost_pipeline.lib.billing.fingerprint import content_hash, row_hashes
 from cost_pipeline.lib.billing.parsed_cache import parsed
 from cost_pipeline.lib.billing.schema import COST_LINES_SCHEMA, empty_cost_lines
 from cost_pipeline.lib.errors import InputError
@@ -50,12 +50,15 @@ class FileFormat:
     content_ids: bool = False  # the provider has no line ids: use a content hash of the row
     lazy: bool = False  # the reader scans lazily (Parquet; it takes ``days=``): no parsed copy is kept between days
     single_day: Callable[[Path], dt.date | None] | None = None  # the day of a file holding one, from its metadata
+    # a lazy reader of the files it can stream (like ``read`` with ``days=``; None for a file to read whole)
+    scan: Callable[..., pl.LazyFrame | None] | None = None
 
 
 FORMATS: dict[str, FileFormat] = {
     "aws_cur2": FileFormat((".parquet",), data_export_deliveries, cur2.scan_cur2_file, lazy=True, single_day=cur2.single_day),
     "aws_cur_legacy": FileFormat((".csv", ".csv.gz", ".parquet"), legacy_cur_deliveries, cur_legacy.read_legacy_file),
-    "focus": FileFormat((".csv", ".csv.gz", ".parquet"), file_export_deliveries, focus.read_focus_file, content_ids=True),
+    "focus": FileFormat((".csv", ".csv.gz", ".parquet"), file_export_deliveries, focus.read_focus_file, content_ids=True,
+                        scan=focus.scan_focus_parquet),
     "gcp_billing_export": FileFormat(gcp.SUFFIXES, file_export_deliveries, gcp.read_gcp_file, content_ids=True),
     "azure_cost_export": FileFormat((".csv", ".csv.gz", ".parquet"), file_export_deliveries, azure.read_azure_file, content_ids=True),
 }
@@ -68,6 +71,25 @@ def with_content_ids(lines: pl.DataFrame) -> pl.DataFrame:
     digest = pl.Series("h", row_hashes(lines)).cast(pl.String)
     occurrence = pl.int_range(pl.len()).over("h").cast(pl.String)
     return lines.with_columns(digest).with_columns(line_item_id=pl.concat_str(["h", pl.lit("-"), occurrence])).drop("h")
+
+
+def lazy_content_ids(lines: pl.LazyFrame) -> pl.LazyFrame:
+    """:func:`with_content_ids` of a lazily read file, without holding it: a first pass keeps only each
+    line's content hash (8 bytes a line), sorted to find the few hashes that repeat; only the lines
+    sharing one are numbered, and the plan joins their numbers back by position (every other line is
+    its hash's first occurrence). Lines of one content share their usage start, so a file filtered to
+    some days numbers them as the whole file does."""
+    hashed = lines.with_columns(_h=content_hash(lines.collect_schema())).with_row_index("_row")
+    hashes = hashed.select("_h").collect(engine="streaming").to_series().sort()
+    repeated = hashes.filter(hashes == hashes.shift(1)).unique()
+    occurrence = pl.lit(0, pl.UInt32)
+    if repeated.len():
+        numbered = (hashed.select("_row", "_h").filter(pl.col("_h").is_in(repeated.implode())).collect(engine="streaming")
+                    .select("_row", pl.int_range(pl.len(), dtype=pl.UInt32).over("_h").alias("_occurrence")))
+        hashed = hashed.join(numbered.lazy(), on="_row", how="left", maintain_order="left")
+        occurrence = pl.col("_occurrence").fill_null(0)
+    return hashed.with_columns(line_item_id=pl.concat_str([pl.col("_h").cast(pl.String), pl.lit("-"), occurrence.cast(pl.String)])).select(
+        lines.collect_schema().names())
 
 
 def current_deliveries(source: BillingSource, storage: Storage) -> list[Delivery]:
@@ -87,9 +109,11 @@ def _format(source: BillingSource) -> FileFormat:
     return FORMATS[source.format]
 
 
-def scan_file(source: BillingSource, file: StoredFile, storage: Storage, days: list[dt.date] | None = None) -> pl.LazyFrame:
+def scan_file(source: BillingSource, file: StoredFile, storage: Storage, days: list[dt.date] | None = None,
+              ids: bool = True) -> pl.LazyFrame:
     """Every line of one delivered file (all days, or at least those of ``days``: a lazy reader may skip
-    the row groups of other days), typed and validated; text files parsed once per version."""
+    the row groups of other days), typed and validated; text files parsed once per version. ``ids``:
+    False when the caller reads no line ids (the content ids of a streamed file take a pass of their own)."""
     fmt = _format(source)
     if source.uri.startswith("bq://"):
         raise InputError(source.uri, "BigQuery tables are read by day, not by file")
@@ -100,6 +124,8 @@ def scan_file(source: BillingSource, file: StoredFile, storage: Storage, days: l
 
     if fmt.lazy:
         return fmt.read(storage.fetch(file), file.uri, file.name, source, days=days)
+    if fmt.scan and (lazy := fmt.scan(storage.fetch(file), file.uri, file.name, source, days=days)) is not None:
+        return lazy_content_ids(lazy) if fmt.content_ids and ids else lazy
     return parsed(file, source.name, parse).lazy()
 
 
@@ -118,7 +144,7 @@ def file_days(source: BillingSource, file: StoredFile, storage: Storage) -> froz
     if key not in _days_cache:
         try:
             firsts = (
-                scan_file(source, file, storage).select("date").with_row_index("record", offset=1)
+                scan_file(source, file, storage, ids=False).select("date").with_row_index("record", offset=1)
                 .group_by("date").agg(pl.col("record").min()).collect()
             )
         except pl.exceptions.PolarsError as exc:
@@ -314,7 +340,7 @@ def bill_totals(source: BillingSource, storage: Storage | None = None, known: pl
             file_days(source, file, storage)  # validates usage dates before summing
             try:
                 per_file.append(
-                    scan_file(source, file, storage).group_by("date", "currency")
+                    scan_file(source, file, storage, ids=False).group_by("date", "currency")
                     .agg(pl.len().cast(pl.Int64).alias("lines"), pl.col("billed_cost").sum(), pl.col("effective_cost").sum())
                     .collect(engine="streaming")
                 )
