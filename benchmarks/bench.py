@@ -548,6 +548,39 @@ def reports_benchmark(backfill: Path, days: int, copies: int) -> list[str]:
             f"totals are read from cost_line_totals): {again}."]
 
 
+def focus_benchmark(out: Path) -> list[str]:
+    """The bench's CUR day as a FOCUS export (the same lines mapped to FOCUS columns, typed as AWS's FOCUS
+    Data Exports write them, ``Tags`` as a map): the ingest of its day (streamed), against reading the
+    file whole as the reader does for files it cannot stream (CSV, text-typed amounts)."""
+    from cost_pipeline.lib.billing.amortize import charge_category, effective_cost
+    from cost_pipeline.lib.billing.focus import read_focus_file
+    from cost_pipeline.lib.billing.sources import with_content_ids
+
+    folder = out / "focus" / f"{START:%Y-%m}"
+    path = folder / "export.parquet"
+    if not path.exists():
+        folder.mkdir(parents=True)
+        cur = sorted((out / "billing" / "aws" / "data").rglob("*.parquet"))
+        pl.scan_parquet(cur).select(
+            BillingAccountId=pl.col("bill_payer_account_id"), SubAccountId=pl.col("line_item_usage_account_id"), ChargeCategory=charge_category(),
+            ChargePeriodStart=pl.col("line_item_usage_start_date"), ChargePeriodEnd=pl.col("line_item_usage_end_date"),
+            ServiceName=pl.col("line_item_product_code"), SkuId=pl.col("line_item_usage_type"), RegionId=pl.col("product_region_code"),
+            ResourceId=pl.col("line_item_resource_id"), ConsumedQuantity=pl.col("line_item_usage_amount"),
+            ListCost=pl.col("pricing_public_on_demand_cost"), BilledCost=pl.col("line_item_unblended_cost"),
+            EffectiveCost=effective_cost().cast(pl.Float64), BillingCurrency=pl.col("line_item_currency_code"),
+            InvoiceId=pl.col("bill_invoice_id"), ProviderName=pl.lit("AWS"), Tags=pl.col("resource_tags"),
+        ).sink_parquet(path)
+    source = BillingSource(name="focus", format="focus", uri=str(out / "focus"))
+    meter = Meter()
+    target = out / "focus_cost_lines.parquet"
+    meter.run("ingest of the day, streamed", lambda: ingest_days([source], [START], lambda _: Storage(), {START: target}))
+    lines = pl.scan_parquet(target).select(pl.len()).collect().item()
+    meter.run("the file read whole (as CSV or text-typed files are)", lambda: with_content_ids(read_focus_file(path, str(path), path.name, source)).height)
+    target.unlink()
+    return [f"The same day as a FOCUS Parquet export ({lines:,} lines, `--focus`):", "", "| FOCUS | seconds | peak RSS GiB |", "|---|---|---|",
+            *(f"| {name} | {secs:.2f} | {rss / 2**30:.2f} |" for name, secs, rss in meter.results)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lines-per-day", type=int, default=1_000_000)
@@ -557,6 +590,7 @@ def main() -> None:
     parser.add_argument("--stream-documents-above-mb", type=float, default=None,
                         help="usage extract documents above this size are streamed (default: the config's usage.stream_documents_above_mb)")
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--focus", action="store_true", help="also time the day as a FOCUS Parquet export (streamed, and read whole)")
     parser.add_argument("--backfill-days", type=int, default=0, help="also time an N-day single-run backfill at --backfill-lines per day")
     parser.add_argument("--backfill-lines", type=int, default=1_000_000)
     parser.add_argument("--backfill-parts", type=int, default=0, help="deliver each backfill month as N files holding every day (as AWS does)")
@@ -578,6 +612,8 @@ def main() -> None:
         table = day_benchmark(root / "day", args.lines_per_day, args.pods, args.step_seconds, args.repeat, args.series_lines,
                               args.stream_documents_above_mb)
         lines += table
+        if args.focus:
+            lines += ["", *focus_benchmark(root / "day")]
         if args.backfill_days:
             lines += ["", *backfill_benchmark(root / "backfill", args.backfill_days, args.backfill_lines, args.backfill_parts, args.backfill_unique_days)]
             if args.reports_copies:
