@@ -309,3 +309,18 @@ def test_series_without_a_sample_of_the_day_keep_their_labels_streamed(tmp_path,
     in_memory, streamed = _staged(tmp_path / "usage", 2**40), _staged(tmp_path / "usage", 0)
     assert streamed[0].height == 0 and streamed[1]["labels"].to_list() == [{"pod": "none"}, {"pod": "yesterday"}]
     assert streamed[0].equals(in_memory[0]) and streamed[1].equals(in_memory[1])
+
+
+def test_the_converter_takes_every_series_prometheus_writes_and_refuses_the_rest(tmp_path):
+    from cost_pipeline.lib.series_lines import document_series_lines
+
+    series = [{"metric": {"__name__": "m", "pod": 'a "b"\\c\n'}, "values": []}, {"metric": {}, "values": [[T0, "1"], [T0 + 1.5, "NaN"]]}]
+    body = tmp_path / "q.json"
+    body.write_text(json.dumps({"status": "success", "data": {"resultType": "matrix", "result": series}}))
+    lines = document_series_lines(body, tmp_path / "q.lines")
+    written = [json.loads(line) for line in lines.read_text().splitlines()]
+    assert [json.loads(w["labels"]) for w in written] == [[{"key": "__name__", "value": "m"}, {"key": "pod", "value": 'a "b"\\c\n'}], []]
+    assert [(w["t"], w["v"]) for w in written] == [([], []), ([T0, T0 + 1.5], ["1", "NaN"])]
+    for odd in ({"metric": {"replica": 1}, "values": []}, {"metric": {}, "values": [[T0]]}, {"metric": {}}, {"values": []}):
+        body.write_text(json.dumps({"status": "success", "data": {"resultType": "matrix", "result": [odd]}}))
+        assert document_series_lines(body, tmp_path / "odd.lines") is None and not (tmp_path / "odd.lines").exists()

@@ -15,17 +15,18 @@ from pathlib import Path
 import ijson
 import orjson
 
-NOT_A_MATRIX = 3  # the exit status of a body that is not JSON or not a successful matrix response
+NOT_A_MATRIX = 3  # the exit status for input the converter does not take (see document_series_lines)
 
 
 def document_series_lines(path: Path, lines: Path) -> Path | None:
     """The series of the ``query_range`` body at ``path`` (or, for a ``.ndjson`` extract, of its lines)
-    written one per line to ``lines`` as ``{"labels": "[{\"key\": k, \"value\": v}, ...]", "t": [timestamps],
-    "v": ["values"]}``: one series held at a time, Python touching each series, never a sample. Timestamps and values
-    apart, Polars reads a line's samples as two lists of scalars: 1.8 s for the 282 MB body's
-    11.5 M samples, against 8.7 s for its ``[t, "v"]`` pairs as lists of lists. None (and no file) for
-    input that is not JSON, not a successful ``matrix`` response or not series of pairs: the caller
-    then parses it in memory for the error naming the problem."""
+    written one per line to ``lines``: the labels as JSON text, the timestamps and values as two flat
+    lists (``{"labels": "[...]", "t": [...], "v": [...]}``), one series held at a time, Python touching
+    each series, never a sample. Apart, Polars reads a line's samples as two lists of scalars: 1.8 s
+    for the 282 MB body's 11.5 M samples, against 8.7 s for its ``[t, "v"]`` pairs as lists of lists.
+    None (and no file) for input that is not JSON, not a successful ``matrix`` response, or not series
+    of ``[t, "v"]`` pairs with text labels: the caller then parses it in memory, for the error naming
+    the problem or, should it parse there, for its samples."""
     try:
         if path.name.endswith(".ndjson"):
             with path.open("rb") as extract, lines.open("wb") as out:
@@ -45,7 +46,7 @@ def document_series_lines(path: Path, lines: Path) -> Path | None:
 
 
 def _write(series: dict, out) -> None:
-    metric, values = series.get("metric"), series.get("values") or ()
+    metric, values = series.get("metric"), series.get("values")
     if not isinstance(metric, dict) or not all(isinstance(v, str) for v in metric.values()) or not isinstance(values, list):
         raise ValueError("labels that are not text, or values that are not a list")
     # the labels sorted by name, as entries (lib/extracts.py drops __name__, which still tells series of a
