@@ -82,7 +82,8 @@ def convert_document(path: Path, lines: Path) -> Path | None:
         return None
     if done.returncode:
         lines.unlink(missing_ok=True)
-        raise RuntimeError(f"{path}: writing its series one per line failed: {(done.stderr.strip().splitlines() or ['no message'])[-1]}")
+        said = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]  # e.g. -9: killed for memory
+        raise RuntimeError(f"{path}: writing its series one per line failed: {said}")
     return lines
 
 
