@@ -64,11 +64,13 @@ def _row(row, schema=SCHEMA):
 
 
 @contextmanager
-def bigquery_standin(rows: list[dict], project: str = "billing-project"):
+def bigquery_standin(rows: list[dict], project: str = "billing-project", without: tuple[str, ...] = ()):
+    """A BigQuery REST endpoint holding the export table ``rows`` (its schema less the ``without`` columns)."""
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import bigquery
 
     state: dict = {"queries": []}
+    table_schema = {"fields": [f for f in SCHEMA["fields"] if f["name"] not in without]}
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args):
@@ -104,7 +106,7 @@ def bigquery_standin(rows: list[dict], project: str = "billing-project"):
                         entry["newest_export"] = max(entry["newest_export"], exported)
                 return CHANGED_SCHEMA, [_row({"day": d, **v}, CHANGED_SCHEMA) for d, v in sorted(days.items())]
             day = state.get("day")
-            return SCHEMA, [_row(r) for r in rows if day is None or r["usage_start_time"].startswith(day)]
+            return table_schema, [_row(r, table_schema) for r in rows if day is None or r["usage_start_time"].startswith(day)]
 
         def do_POST(self):  # noqa: N802 - http.server's naming
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")

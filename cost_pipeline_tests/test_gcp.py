@@ -74,6 +74,9 @@ def test_bigquery_table_through_the_client_library(tmp_path):
     sql = " ".join(state["queries"][0].split())
     assert "DATE(_PARTITIONTIME) >= DATE_SUB(@day, INTERVAL 1 DAY)" in sql and "usage_start_time >= TIMESTAMP(@day)" in sql
     assert "DATE_ADD(@day, INTERVAL 5 DAY)" not in sql  # no upper partition bound: late rows are in later partitions
+    # only the columns the mapping reads (BigQuery bills the bytes of every column a query names)
+    assert sql.startswith("SELECT `billing_account_id`, `service`, `sku`, `project`, `labels`, `location`, `resource`, ")
+    assert "*" not in sql and "export_time" not in sql
     billed, effective = _expected(rows[:25])
     assert (lines.height, lines["billed_cost"].sum(), lines["effective_cost"].sum()) == (25, billed, effective)
     resource_teams = sorted(r["labels"][0]["value"] if r["labels"] else "project-level" for r in rows[:25])
@@ -101,3 +104,18 @@ def test_bigquery_rows_exported_two_days_later_are_picked_up_and_the_day_rerun(t
         after = read_day("gcp_billing_export", f"bq://{table}", DAY, "gcp", storage)
     billed, effective = _expected(rows)
     assert before.height == 20 and (after.height, after["billed_cost"].sum(), after["effective_cost"].sum()) == (25, billed, effective)
+
+
+def test_a_bigquery_export_without_the_detailed_columns_is_read_without_naming_them(tmp_path):
+    """The standard export has no ``resource`` nor (in older tables) ``cost_at_list``: the day's query
+    names only the columns the table has, and its lines are read with no resource ids."""
+    from cost_pipeline_tests.bigquery_standin import bigquery_standin
+
+    rows = gcp_rows(DAY, 12, seed=9)
+    with bigquery_standin(rows, without=("resource", "cost_at_list")) as (client, state):
+        lines = read_day("gcp_billing_export", "bq://billing-project.billing.gcp_billing_export_v1_X", DAY, "gcp", Storage(bq_client=client))
+    sql = " ".join(state["queries"][0].split())
+    assert "`resource`" not in sql and "cost_at_list" not in sql and "`credits`" in sql
+    billed, effective = _expected(rows)
+    assert (lines.height, lines["billed_cost"].sum(), lines["effective_cost"].sum()) == (12, billed, effective)
+    assert lines["resource_id"].is_null().all() and lines["list_cost"].is_null().all()

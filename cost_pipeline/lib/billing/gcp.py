@@ -124,7 +124,7 @@ def read_gcp_file(path: Path, where: str, name: str, source) -> pl.DataFrame:
 # _PARTITIONTIME follows the export, not the usage), so the day query covers every partition from
 # the day before the usage day on, and filters on usage_start_time itself.
 DAY_SQL = """
-    SELECT * FROM `{table}`
+    SELECT {columns} FROM `{table}`
     WHERE DATE(_PARTITIONTIME) >= DATE_SUB(@day, INTERVAL 1 DAY)
       AND usage_start_time >= TIMESTAMP(@day) AND usage_start_time < TIMESTAMP(DATE_ADD(@day, INTERVAL 1 DAY))
 """
@@ -137,12 +137,22 @@ CHANGED_SQL = """
 """
 
 
+# the export's columns normalize_gcp reads: BigQuery bills a query by the bytes of every column it names,
+# and the export's others (system_labels, tags, price, adjustment_info, export_time, ...) are never used
+READ_COLUMNS = ["billing_account_id", "service", "sku", "project", "labels", "location", "resource", "usage_start_time",
+                "usage_end_time", "cost", "cost_at_list", "currency", "credits", "usage", "invoice", "cost_type"]
+
+
 def read_bigquery_day(table: str, day: dt.date, source: str, client) -> pl.DataFrame:
-    """One usage day of the export table, from every partition that can hold its rows."""
+    """One usage day of the export table, from every partition that can hold its rows: only the
+    columns the mapping reads, of those the table has (``resource`` and ``cost_at_list`` are in the
+    detailed export only; a missing required one is named by the mapping)."""
     from google.cloud import bigquery
 
+    present = {field.name for field in client.get_table(table).schema}
+    columns = ", ".join(f"`{c}`" for c in READ_COLUMNS if c in present) or "*"
     params = [bigquery.ScalarQueryParameter("day", "DATE", day)]
-    job = client.query(DAY_SQL.format(table=table), job_config=bigquery.QueryJobConfig(query_parameters=params))
+    job = client.query(DAY_SQL.format(table=table, columns=columns), job_config=bigquery.QueryJobConfig(query_parameters=params))
     raw = pl.from_arrow(job.to_arrow())
     return empty_cost_lines() if raw.is_empty() else normalize_gcp(raw, source, f"bq://{table}", table)
 
