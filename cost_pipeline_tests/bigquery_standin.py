@@ -64,8 +64,9 @@ def _row(row, schema=SCHEMA):
 
 
 @contextmanager
-def bigquery_standin(rows: list[dict], project: str = "billing-project", without: tuple[str, ...] = ()):
-    """A BigQuery REST endpoint holding the export table ``rows`` (its schema less the ``without`` columns)."""
+def bigquery_standin(rows: list[dict], project: str = "billing-project", without: tuple[str, ...] = (), missing_table: bool = False):
+    """A BigQuery REST endpoint holding the export table ``rows`` (its schema less the ``without`` columns;
+    ``missing_table``: none, as when the table name is wrong)."""
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import bigquery
 
@@ -128,6 +129,8 @@ def bigquery_standin(rows: list[dict], project: str = "billing-project", without
                 _, result = self._result()
                 return self._send({"kind": "bigquery#tableDataList", "totalRows": str(len(result)), "rows": result})
             if "/tables/" in path:
+                if missing_table:
+                    return self._send({"error": {"code": 404, "message": f"Not found: Table {path.rsplit('/', 1)[-1]}"}}, 404)
                 schema, result = self._result()
                 return self._send({"kind": "bigquery#table", "schema": schema, "numRows": str(len(result)),
                                    "tableReference": {"projectId": project, "datasetId": "_anon", "tableId": "result"}})

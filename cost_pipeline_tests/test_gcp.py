@@ -119,3 +119,14 @@ def test_a_bigquery_export_without_the_detailed_columns_is_read_without_naming_t
     billed, effective = _expected(rows)
     assert (lines.height, lines["billed_cost"].sum(), lines["effective_cost"].sum()) == (12, billed, effective)
     assert lines["resource_id"].is_null().all() and lines["list_cost"].is_null().all()
+
+
+def test_a_bigquery_table_that_does_not_exist_is_named(tmp_path):
+    from cost_pipeline.lib.billing.sources import read_source_day
+    from cost_pipeline_tests.bigquery_standin import bigquery_standin
+
+    table = "billing-project.billing.gcp_billing_export_v1_TYPO"
+    with bigquery_standin([], missing_table=True) as (client, state):
+        with pytest.raises(InputError, match=rf"bq://{table}: cannot read the billing export table: 404 .*Not found"):
+            read_source_day(source("gcp_billing_export", f"bq://{table}", name="gcp"), DAY, Storage(bq_client=client))
+    assert state["queries"] == []  # nothing queried, nothing billed

@@ -133,19 +133,16 @@ def sink_series_lines(paths: list[Path], query: str, day: dt.date, target: Path)
     for lines that do not read this way, e.g. a bad sample (the caller then parses the extract in
     memory, which names the problem). Each pass declares only the fields it reads: Polars' reader
     decodes every declared one."""
-    # the labels first (a pass that decodes only them): each line's series
-    lines = pl.scan_ndjson(paths, schema={"labels": pl.String()}).with_row_index("line").collect(engine="streaming")
-    if len(paths) > 1:
-        firsts = lines.unique("labels", keep="first", maintain_order=True).with_row_index("series")
-        lines = lines.join(firsts.select("labels", "series"), on="labels", maintain_order="left")
-        labels = firsts
-    else:
-        labels = lines = lines.with_columns(series=pl.col("line"))
+    # the labels first (a pass that decodes only them), then each line's series: its line in one body
+    labels = pl.scan_ndjson(paths, schema={"labels": pl.String()}).with_row_index("line").collect(engine="streaming")
     values = pl.scan_ndjson(paths, schema={"t": pl.List(pl.Float64()), "v": pl.List(pl.String())}).with_row_index("line")
     if len(paths) > 1:
-        values = values.join(lines.lazy().select("line", "series"), on="line", maintain_order="left")
+        each_line = labels.join(labels.unique("labels", keep="first", maintain_order=True).with_row_index("series").drop("line"),
+                                on="labels", maintain_order="left")
+        labels = each_line.unique("series", keep="first", maintain_order=True)
+        values = values.join(each_line.lazy().select("line", "series"), on="line", maintain_order="left")
     else:
-        values = values.with_columns(series=pl.col("line"))
+        labels, values = (frame.with_columns(series=pl.col("line")) for frame in (labels, values))
     samples = values.select(pl.col("series").cast(pl.Int64), "t", "v").explode("t", "v", keep_nulls=False).select(
         "series", pl.col("t").alias("timestamp"), pl.col("v").cast(pl.Float64, strict=False).alias("value"))
     start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC).timestamp()

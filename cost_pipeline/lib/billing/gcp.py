@@ -147,9 +147,13 @@ def read_bigquery_day(table: str, day: dt.date, source: str, client) -> pl.DataF
     """One usage day of the export table, from every partition that can hold its rows: only the
     columns the mapping reads, of those the table has (``resource`` and ``cost_at_list`` are in the
     detailed export only; a missing required one is named by the mapping)."""
+    from google.api_core.exceptions import GoogleAPIError
     from google.cloud import bigquery
 
-    present = {field.name for field in client.get_table(table).schema}
+    try:
+        present = {field.name for field in client.get_table(table).schema}
+    except GoogleAPIError as exc:  # e.g. a table that does not exist, or no permission to read it
+        raise InputError(f"bq://{table}", f"cannot read the billing export table: {str(exc).splitlines()[0][:200]}") from None
     columns = ", ".join(f"`{c}`" for c in READ_COLUMNS if c in present) or "*"
     params = [bigquery.ScalarQueryParameter("day", "DATE", day)]
     job = client.query(DAY_SQL.format(table=table, columns=columns), job_config=bigquery.QueryJobConfig(query_parameters=params))
