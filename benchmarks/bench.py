@@ -24,6 +24,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -556,12 +557,10 @@ def focus_benchmark(out: Path) -> list[str]:
     from cost_pipeline.lib.billing.focus import read_focus_file
     from cost_pipeline.lib.billing.sources import with_content_ids
 
-    folder = out / "focus" / f"{START:%Y-%m}"
-    path = folder / "export.parquet"
+    path = out / "focus" / f"{START:%Y-%m}" / "export.parquet"
     if not path.exists():
-        folder.mkdir(parents=True)
-        cur = sorted((out / "billing" / "aws" / "data").rglob("*.parquet"))
-        pl.scan_parquet(cur).select(
+        path.parent.mkdir(parents=True)
+        _cur_day(out).select(
             BillingAccountId=pl.col("bill_payer_account_id"), SubAccountId=pl.col("line_item_usage_account_id"), ChargeCategory=charge_category(),
             ChargePeriodStart=pl.col("line_item_usage_start_date"), ChargePeriodEnd=pl.col("line_item_usage_end_date"),
             ServiceName=pl.col("line_item_product_code"), SkuId=pl.col("line_item_usage_type"), RegionId=pl.col("product_region_code"),
@@ -571,13 +570,38 @@ def focus_benchmark(out: Path) -> list[str]:
             InvoiceId=pl.col("bill_invoice_id"), ProviderName=pl.lit("AWS"), Tags=pl.col("resource_tags"),
         ).sink_parquet(path)
     source = BillingSource(name="focus", format="focus", uri=str(out / "focus"))
+    return _export_benchmark(out, "a FOCUS Parquet export", "--focus", source,
+                             lambda: with_content_ids(read_focus_file(path, str(path), path.name, source)).height)
+
+
+def legacy_benchmark(out: Path) -> list[str]:
+    """The bench's CUR day as a legacy CUR Parquet delivery (the Athena-ready one: CUR 2.0's column names
+    and types, a ``resource_tags_<key>`` text column per tag instead of the map), streamed and read whole."""
+    from cost_pipeline.lib.billing.cur_legacy import read_legacy_file
+
+    path = out / "legacy" / "acme-00001.snappy.parquet"
+    if not path.exists():
+        path.parent.mkdir(parents=True)
+        cur = _cur_day(out)
+        keys = cur.select(pl.col("resource_tags").map.keys().explode().drop_nulls().unique().sort()).collect().to_series().to_list()
+        cur.select(pl.exclude("resource_tags"), *(pl.col("resource_tags").map.get(k).alias(f"resource_tags_{k}") for k in keys)).sink_parquet(path)
+    source = BillingSource(name="legacy", format="aws_cur_legacy", uri=str(out / "legacy"))
+    return _export_benchmark(out, "a legacy CUR Parquet delivery", "--legacy", source, lambda: read_legacy_file(path, str(path), path.name, source).height)
+
+
+def _cur_day(out: Path) -> pl.LazyFrame:
+    return pl.scan_parquet(sorted((out / "billing" / "aws" / "data").rglob("*.parquet")))
+
+
+def _export_benchmark(out: Path, what: str, flag: str, source: BillingSource, whole: Callable[[], int]) -> list[str]:
+    """The ingest of the bench's day delivered as ``what`` (streamed), against the file read whole."""
     meter = Meter()
-    target = out / "focus_cost_lines.parquet"
+    target = out / f"{source.name}_cost_lines.parquet"
     meter.run("ingest of the day, streamed", lambda: ingest_days([source], [START], lambda _: Storage(), {START: target}))
     lines = pl.scan_parquet(target).select(pl.len()).collect().item()
-    meter.run("the file read whole (as CSV or text-typed files are)", lambda: with_content_ids(read_focus_file(path, str(path), path.name, source)).height)
+    meter.run("the file read whole (as CSV or text-typed files are)", whole)
     target.unlink()
-    return [f"The same day as a FOCUS Parquet export ({lines:,} lines, `--focus`):", "", "| FOCUS | seconds | peak RSS GiB |", "|---|---|---|",
+    return [f"The same day as {what} ({lines:,} lines, `{flag}`):", "", "| format | seconds | peak RSS GiB |", "|---|---|---|",
             *(f"| {name} | {secs:.2f} | {rss / 2**30:.2f} |" for name, secs, rss in meter.results)]
 
 
@@ -591,6 +615,7 @@ def main() -> None:
                         help="usage extract documents above this size are streamed (default: the config's usage.stream_documents_above_mb)")
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--focus", action="store_true", help="also time the day as a FOCUS Parquet export (streamed, and read whole)")
+    parser.add_argument("--legacy", action="store_true", help="also time the day as a legacy CUR Parquet delivery (streamed, and read whole)")
     parser.add_argument("--backfill-days", type=int, default=0, help="also time an N-day single-run backfill at --backfill-lines per day")
     parser.add_argument("--backfill-lines", type=int, default=1_000_000)
     parser.add_argument("--backfill-parts", type=int, default=0, help="deliver each backfill month as N files holding every day (as AWS does)")
@@ -614,6 +639,8 @@ def main() -> None:
         lines += table
         if args.focus:
             lines += ["", *focus_benchmark(root / "day")]
+        if args.legacy:
+            lines += ["", *legacy_benchmark(root / "day")]
         if args.backfill_days:
             lines += ["", *backfill_benchmark(root / "backfill", args.backfill_days, args.backfill_lines, args.backfill_parts, args.backfill_unique_days)]
             if args.reports_copies:

@@ -6,6 +6,7 @@ import json
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 
+import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -139,3 +140,77 @@ def test_unparseable_number_names_file_and_row(tmp_path):
     with pytest.raises(InputError, match=r"row 3: column line_item_unblended_cost is not a number") as err:
         read_day("aws_cur_legacy", str(path.parent), START, "legacy")
     assert str(path) in str(err.value)
+
+
+def _amortized_by_hand(rows: list[dict], day: dt.date) -> dict[str, tuple[int, Decimal, Decimal]]:
+    """Per currency: lines, billed and effective cost of ``day``, amortized by hand from the rows."""
+    d = lambda v: Decimal(repr(v or 0)).quantize(Q, ROUND_HALF_EVEN)  # noqa: E731
+    out: dict[str, tuple[int, Decimal, Decimal]] = {}
+    for r in rows:
+        if r["line_item_usage_start_date"].date() != day:
+            continue
+        kind, billed = r["line_item_line_item_type"], d(r["line_item_unblended_cost"])
+        effective = (d(r["savings_plan_savings_plan_effective_cost"]) if kind == "SavingsPlanCoveredUsage"
+                     else d(r["reservation_effective_cost"]) if kind == "DiscountedUsage"
+                     else Decimal(0) if kind in ("SavingsPlanNegation", "SavingsPlanUpfrontFee")
+                     else d(r["reservation_unused_amortized_upfront_fee_for_billing_period"]) + d(r["reservation_unused_recurring_fee"]) if kind == "RIFee"
+                     else d(r["savings_plan_total_commitment_to_date"]) - d(r["savings_plan_used_commitment"]) if kind == "SavingsPlanRecurringFee"
+                     else billed)
+        n, b, e = out.get(r["line_item_currency_code"], (0, Decimal(0), Decimal(0)))
+        out[r["line_item_currency_code"]] = (n + 1, b + billed, e + effective)
+    return out
+
+
+def test_a_parquet_delivery_is_streamed_with_the_lines_of_a_whole_read(tmp_path, sample_dir):
+    from cost_pipeline.lib.billing.cur_legacy import scan_legacy_parquet
+
+    day1, day2 = START, START + dt.timedelta(days=1)
+    table = pa.concat_tables([_day_table(sample_dir, day1), _day_table(sample_dir, day2)])
+    # hostile tag values: quotes, a newline, a backslash, non-ASCII; and a second currency
+    tags = table["resource_tags"].to_pylist()
+    tags[3] = [("user_ml_team", 'a "quoted"\n\\team'), ("user_ml_project", "naïve")]
+    table = table.set_column(table.schema.get_field_index("resource_tags"), "resource_tags", pa.array(tags, table.schema.field("resource_tags").type))
+    currency = table["line_item_currency_code"].to_pylist()
+    currency[5::7] = ["EUR"] * len(currency[5::7])
+    table = table.set_column(table.schema.get_field_index("line_item_currency_code"), "line_item_currency_code", pa.array(currency))
+    write_files(tmp_path, deliver({}, "acme", START.replace(day=1), "asm-1", table, parquet=True))
+    uri = tmp_path / "cur" / "acme"
+    path = next(uri.rglob("*.parquet"))
+    assert scan_legacy_parquet(path, str(path), path.name, source("aws_cur_legacy")) is not None  # the streamed path is taken
+    whole = read_legacy_file(path, str(path), str(path.relative_to(uri)), source("aws_cur_legacy", name="legacy"))
+    rows = table.to_pylist()
+    for day in (day1, day2):
+        lines = read_day("aws_cur_legacy", str(uri), day, "legacy")
+        assert lines.drop("billing_period").equals(whole.filter(pl.col("date") == day).drop("billing_period"))
+        by_hand = _amortized_by_hand(rows, day)
+        assert set(by_hand) == {"USD", "EUR"}
+        for currency, (n, billed, effective) in by_hand.items():
+            mine = lines.filter(pl.col("currency") == currency)
+            assert (mine.height, mine["billed_cost"].sum(), mine["effective_cost"].sum()) == (n, billed, effective)
+    hostile = read_day("aws_cur_legacy", str(uri), rows[3]["line_item_usage_start_date"].date(), "legacy")
+    hostile = hostile.filter(pl.col("line_item_id") == rows[3]["identity_line_item_id"])
+    assert hostile["tags"].map.get("user_ml_team").to_list() == ['a "quoted"\n\\team']
+    assert hostile["tags"].map.get("user_ml_project").to_list() == ["naïve"]
+
+
+def test_a_parquet_line_without_an_amount_names_the_file_and_line(tmp_path, sample_dir):
+    table = _day_table(sample_dir, START)
+    covered = table["line_item_line_item_type"].to_pylist().index("SavingsPlanCoveredUsage")
+    values = table["savings_plan_savings_plan_effective_cost"].to_pylist()
+    values[covered] = None
+    table = table.set_column(table.schema.get_field_index("savings_plan_savings_plan_effective_cost"), "savings_plan_savings_plan_effective_cost",
+                             pa.array(values, pa.float64()))
+    write_files(tmp_path, deliver({}, "acme", START.replace(day=1), "asm-1", table, parquet=True))
+    line = table["identity_line_item_id"][covered].as_py()
+    with pytest.raises(InputError, match=rf"acme-1\.snappy\.parquet: 1 line\(s\) without an amount, e\.g\. line {line} \(SavingsPlanCoveredUsage\)"):
+        read_day("aws_cur_legacy", str(tmp_path / "cur" / "acme"), START, "legacy")
+
+
+def test_a_parquet_delivery_with_amounts_as_text_is_read_whole_and_a_bad_one_named(tmp_path, sample_dir):
+    table = _day_table(sample_dir, START)
+    amounts = [repr(v) for v in table["line_item_unblended_cost"].to_pylist()]
+    amounts[9] = "12,5"
+    table = table.set_column(table.schema.get_field_index("line_item_unblended_cost"), "line_item_unblended_cost", pa.array(amounts))
+    write_files(tmp_path, deliver({}, "acme", START.replace(day=1), "asm-1", table, parquet=True))
+    with pytest.raises(InputError, match=r"acme-1\.snappy\.parquet: row 10: column line_item_unblended_cost is not a number: '12,5'"):
+        read_day("aws_cur_legacy", str(tmp_path / "cur" / "acme"), START, "legacy")

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 _GROUPS = {"identity": "identity", "bill": "bill", "line_item": "lineItem", "product": "product",
            "pricing": "pricing", "reservation": "reservation", "savings_plan": "savingsPlan"}
@@ -54,20 +55,33 @@ def to_csv_gz(table: pa.Table) -> bytes:
     return gzip.compress(buffer.getvalue().encode("utf-8"), mtime=0)
 
 
-def deliver(files: dict[str, bytes], report: str, period_start: dt.date, assembly: str, table: pa.Table, prefix: str = "cur") -> dict[str, bytes]:
-    """Add one assembly of a month (one CSV.gz) and point the top-level manifest at it."""
+def to_parquet(table: pa.Table) -> bytes:
+    """The Athena-ready legacy delivery: CUR 2.0's column names and types, each tag a text column
+    ``resource_tags_<key>`` (null where the line does not have it) instead of one map."""
+    scalar = table.drop_columns([f.name for f in table.schema if pa.types.is_map(f.type)])
+    rows = table["resource_tags"].to_pylist()
+    for key in sorted({k for r in rows for k, _ in (r or [])}):
+        scalar = scalar.append_column(f"resource_tags_{key}", pa.array([dict(r or []).get(key) for r in rows], pa.string()))
+    sink = io.BytesIO()
+    pq.write_table(scalar, sink)
+    return sink.getvalue()
+
+
+def deliver(files: dict[str, bytes], report: str, period_start: dt.date, assembly: str, table: pa.Table, prefix: str = "cur",
+            parquet: bool = False) -> dict[str, bytes]:
+    """Add one assembly of a month (one CSV.gz, or Parquet) and point the top-level manifest at it."""
     period_end = (period_start.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
     folder = f"{prefix}/{report}/{period_start:%Y%m%d}-{period_end:%Y%m%d}"
-    key = f"{folder}/{assembly}/{report}-1.csv.gz"
-    files[key] = to_csv_gz(table)
+    key = f"{folder}/{assembly}/{report}-1." + ("snappy.parquet" if parquet else "csv.gz")
+    files[key] = to_parquet(table) if parquet else to_csv_gz(table)
     manifest = {
         "assemblyId": assembly,
         "account": "100000000001",
         "bucket": "billing",
         "billingPeriod": {"start": f"{period_start:%Y%m%d}T000000.000Z", "end": f"{period_end:%Y%m%d}T000000.000Z"},
         "reportKeys": [key],
-        "compression": "GZIP",
-        "contentType": "text/csv",
+        "compression": "Parquet" if parquet else "GZIP",
+        "contentType": "Parquet" if parquet else "text/csv",
     }
     files[f"{folder}/{report}-Manifest.json"] = json.dumps(manifest).encode()
     return files
