@@ -15,6 +15,7 @@ import cost_pipeline  # noqa: F401 - first: it configures Polars' allocator, whi
 # isort: split
 import argparse
 import datetime as dt
+import gzip
 import json
 import os
 import platform
@@ -24,7 +25,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -554,8 +554,6 @@ def focus_benchmark(out: Path) -> list[str]:
     Data Exports write them, ``Tags`` as a map): the ingest of its day (streamed), against reading the
     file whole as the reader does for files it cannot stream (CSV, text-typed amounts)."""
     from cost_pipeline.lib.billing.amortize import charge_category, effective_cost
-    from cost_pipeline.lib.billing.focus import read_focus_file
-    from cost_pipeline.lib.billing.sources import with_content_ids
 
     path = out / "focus" / f"{START:%Y-%m}" / "export.parquet"
     if not path.exists():
@@ -570,39 +568,82 @@ def focus_benchmark(out: Path) -> list[str]:
             InvoiceId=pl.col("bill_invoice_id"), ProviderName=pl.lit("AWS"), Tags=pl.col("resource_tags"),
         ).sink_parquet(path)
     source = BillingSource(name="focus", format="focus", uri=str(out / "focus"))
-    return _export_benchmark(out, "a FOCUS Parquet export", "--focus", source,
-                             lambda: with_content_ids(read_focus_file(path, str(path), path.name, source)).height)
+    return _export_benchmark(out, "a FOCUS Parquet export", "--focus", source, path)
 
 
 def legacy_benchmark(out: Path) -> list[str]:
-    """The bench's CUR day as a legacy CUR Parquet delivery (the Athena-ready one: CUR 2.0's column names
-    and types, a ``resource_tags_<key>`` text column per tag instead of the map), streamed and read whole."""
-    from cost_pipeline.lib.billing.cur_legacy import read_legacy_file
-
-    path = out / "legacy" / "acme-00001.snappy.parquet"
-    if not path.exists():
-        path.parent.mkdir(parents=True)
-        cur = _cur_day(out)
-        keys = cur.select(pl.col("resource_tags").map.keys().explode().drop_nulls().unique().sort()).collect().to_series().to_list()
-        cur.select(pl.exclude("resource_tags"), *(pl.col("resource_tags").map.get(k).alias(f"resource_tags_{k}") for k in keys)).sink_parquet(path)
-    source = BillingSource(name="legacy", format="aws_cur_legacy", uri=str(out / "legacy"))
-    return _export_benchmark(out, "a legacy CUR Parquet delivery", "--legacy", source, lambda: read_legacy_file(path, str(path), path.name, source).height)
+    """The bench's CUR day as legacy CUR deliveries: Parquet (the Athena-ready one: CUR 2.0's column names
+    and types, a ``resource_tags_<key>`` text column per tag instead of the map) and CSV.gz (AWS's
+    default), each streamed and read whole."""
+    tables = []
+    for kind in ("parquet", "csv.gz"):
+        path = out / f"legacy-{kind.replace('.', '-')}" / f"acme-00001.{kind}"
+        if not path.exists():
+            path.parent.mkdir(parents=True)
+            cur = _cur_day(out)
+            keys = cur.select(pl.col("resource_tags").map.keys().explode().drop_nulls().unique().sort()).collect().to_series().to_list()
+            maps = [c for c, t in cur.collect_schema().items() if isinstance(t, pl.Map)]  # other maps have no legacy column here
+            legacy = cur.select(pl.exclude(maps), *(pl.col("resource_tags").map.get(k).alias(f"resource_tags_{k}") for k in keys))
+            if kind == "parquet":
+                legacy.sink_parquet(path)
+            else:
+                text = path.with_suffix("")
+                legacy.sink_csv(text)
+                with open(text, "rb") as raw, gzip.open(path, "wb", compresslevel=1) as packed:
+                    shutil.copyfileobj(raw, packed, 1 << 20)
+                text.unlink()
+        source = BillingSource(name="legacy", format="aws_cur_legacy", uri=str(path.parent))
+        tables += _export_benchmark(out, f"a legacy CUR {kind} delivery", "--legacy", source, path) + [""]
+    return tables[:-1]
 
 
 def _cur_day(out: Path) -> pl.LazyFrame:
     return pl.scan_parquet(sorted((out / "billing" / "aws" / "data").rglob("*.parquet")))
 
 
-def _export_benchmark(out: Path, what: str, flag: str, source: BillingSource, whole: Callable[[], int]) -> list[str]:
+def _export_benchmark(out: Path, what: str, flag: str, source: BillingSource, path: Path) -> list[str]:
     """The ingest of the bench's day delivered as ``what`` (streamed), against the file read whole."""
     meter = Meter()
     target = out / f"{source.name}_cost_lines.parquet"
     meter.run("ingest of the day, streamed", lambda: ingest_days([source], [START], lambda _: Storage(), {START: target}))
     lines = pl.scan_parquet(target).select(pl.len()).collect().item()
-    meter.run("the file read whole (as CSV or text-typed files are)", whole)
     target.unlink()
     return [f"The same day as {what} ({lines:,} lines, `{flag}`):", "", "| format | seconds | peak RSS GiB |", "|---|---|---|",
-            *(f"| {name} | {secs:.2f} | {rss / 2**30:.2f} |" for name, secs, rss in meter.results)]
+            *(f"| {name} | {secs:.2f} | {rss / 2**30:.2f} |" for name, secs, rss in meter.results), _whole_read(path, source)]
+
+
+WHOLE_READ = """
+import sys
+from pathlib import Path
+from cost_pipeline.config import BillingSource
+from cost_pipeline.lib.billing.sources import FORMATS, with_content_ids
+fmt, name, path = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+reader = FORMATS[fmt]
+lines = reader.read(path, str(path), path.name, BillingSource(name=name, format=fmt, uri=str(path.parent)))
+print((with_content_ids(lines) if reader.content_ids else lines).height)
+"""
+
+
+def _whole_read(path: Path, source: BillingSource, limit: int = 16 * 2**30) -> str:
+    """The file read whole, as the reader does for files it cannot stream, in a process of its own that
+    is stopped above ``limit`` (a 10 M-line legacy CUR file read whole filled this machine's 24 GiB)."""
+    child = subprocess.Popen([sys.executable, "-c", WHOLE_READ, source.format, source.name, str(path)], stdout=subprocess.PIPE, text=True)
+    start, peak = time.perf_counter(), 0
+    while child.poll() is None:
+        try:
+            with open(f"/proc/{child.pid}/statm") as fh:
+                peak = max(peak, int(fh.read().split()[1]) * PAGE)
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+        if peak > limit:
+            child.kill()
+            child.wait()
+            return f"| the file read whole (as CSV or text-typed files were): stopped above {limit / 2**30:.0f} GiB | {time.perf_counter() - start:.2f} | > {peak / 2**30:.2f} |"
+        time.sleep(0.02)
+    wall = time.perf_counter() - start
+    if child.returncode:
+        raise RuntimeError(f"the whole read of {path} failed ({child.returncode})")
+    return f"| the file read whole (as CSV or text-typed files were), a process of its own | {wall:.2f} | {peak / 2**30:.2f} |"
 
 
 def main() -> None:
@@ -615,7 +656,7 @@ def main() -> None:
                         help="usage extract documents above this size are streamed (default: the config's usage.stream_documents_above_mb)")
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--focus", action="store_true", help="also time the day as a FOCUS Parquet export (streamed, and read whole)")
-    parser.add_argument("--legacy", action="store_true", help="also time the day as a legacy CUR Parquet delivery (streamed, and read whole)")
+    parser.add_argument("--legacy", action="store_true", help="also time the day as legacy CUR deliveries, Parquet and CSV.gz (streamed, and read whole)")
     parser.add_argument("--backfill-days", type=int, default=0, help="also time an N-day single-run backfill at --backfill-lines per day")
     parser.add_argument("--backfill-lines", type=int, default=1_000_000)
     parser.add_argument("--backfill-parts", type=int, default=0, help="deliver each backfill month as N files holding every day (as AWS does)")

@@ -61,6 +61,20 @@ def test_public_samples_match_an_independent_sum(name):
 
 
 @needs_shared_data(LEGACY)
+@pytest.mark.parametrize("name", ["2023-06-01.csv", "2023-06-01-not-final.csv", "2022-07-01-alt-columns.csv", "test_cur.csv"])
+def test_public_samples_are_streamed_with_the_lines_of_a_whole_read(name):
+    from cost_pipeline.lib.billing.cur_legacy import scan_legacy_file
+
+    path = LEGACY / name
+    streamed = scan_legacy_file(path, str(path), name, source("aws_cur_legacy", name="legacy"))
+    assert streamed is not None  # every value parses: the file is not read whole
+    lines = streamed.collect(engine="streaming")
+    rows, billed, effective = _oracle(path)
+    assert (lines.height, lines["billed_cost"].sum(), lines["effective_cost"].sum()) == (rows, billed, effective)
+    assert lines.equals(read_legacy_file(path, str(path), name, source("aws_cur_legacy", name="legacy")))
+
+
+@needs_shared_data(LEGACY)
 def test_final_and_estimated_are_told_apart_and_tags_are_read():
     final = read_legacy_file(LEGACY / "2023-06-01.csv", "f", "f", source("aws_cur_legacy", name="l"))
     estimated = read_legacy_file(LEGACY / "2023-06-01-not-final.csv", "e", "e", source("aws_cur_legacy", name="l"))
@@ -162,7 +176,7 @@ def _amortized_by_hand(rows: list[dict], day: dt.date) -> dict[str, tuple[int, D
 
 
 def test_a_parquet_delivery_is_streamed_with_the_lines_of_a_whole_read(tmp_path, sample_dir):
-    from cost_pipeline.lib.billing.cur_legacy import scan_legacy_parquet
+    from cost_pipeline.lib.billing.cur_legacy import scan_legacy_file
 
     day1, day2 = START, START + dt.timedelta(days=1)
     table = pa.concat_tables([_day_table(sample_dir, day1), _day_table(sample_dir, day2)])
@@ -176,7 +190,7 @@ def test_a_parquet_delivery_is_streamed_with_the_lines_of_a_whole_read(tmp_path,
     write_files(tmp_path, deliver({}, "acme", START.replace(day=1), "asm-1", table, parquet=True))
     uri = tmp_path / "cur" / "acme"
     path = next(uri.rglob("*.parquet"))
-    assert scan_legacy_parquet(path, str(path), path.name, source("aws_cur_legacy")) is not None  # the streamed path is taken
+    assert scan_legacy_file(path, str(path), path.name, source("aws_cur_legacy")) is not None  # the streamed path is taken
     whole = read_legacy_file(path, str(path), str(path.relative_to(uri)), source("aws_cur_legacy", name="legacy"))
     rows = table.to_pylist()
     for day in (day1, day2):
@@ -214,3 +228,23 @@ def test_a_parquet_delivery_with_amounts_as_text_is_read_whole_and_a_bad_one_nam
     write_files(tmp_path, deliver({}, "acme", START.replace(day=1), "asm-1", table, parquet=True))
     with pytest.raises(InputError, match=r"acme-1\.snappy\.parquet: row 10: column line_item_unblended_cost is not a number: '12,5'"):
         read_day("aws_cur_legacy", str(tmp_path / "cur" / "acme"), START, "legacy")
+
+
+CSV_HEADER = "identity/LineItemId,lineItem/LineItemType,lineItem/UsageStartDate,lineItem/UsageEndDate,lineItem/ProductCode,lineItem/CurrencyCode,lineItem/UnblendedCost,lineItem/UsageAccountId"
+
+
+@pytest.mark.parametrize(("bad", "message"), [
+    ("x2,Usage,2026-09-01 25:00:00,2026-09-01T01:00:00Z,AmazonEC2,USD,1.25,111", r"row 4: column line_item_usage_start_date is not a timestamp: '2026-09-01 25:00:00'"),
+    ("x2,Usage,,2026-09-01T01:00:00Z,AmazonEC2,USD,1.25,111", r"row 4: column line_item_usage_start_date is empty"),
+    ("x2,Usage,2026-09-01T00:00:00Z,2026-09-01T01:00:00Z,AmazonEC2,USD, ,111", r"row 4: column line_item_unblended_cost is not a number: ' '"),
+])
+def test_a_bad_value_in_a_streamed_csv_names_its_row(tmp_path, bad, message):
+    import gzip
+
+    path = tmp_path / "bare" / "cur.csv.gz"
+    path.parent.mkdir()
+    good = "x1,Usage,2026-09-01T00:00:00Z,2026-09-01T01:00:00Z,AmazonEC2,USD,1.25,111"
+    path.write_bytes(gzip.compress(f"{CSV_HEADER}\n{good}\r\n\r\n{bad}\n{good.replace('x1', 'x3')}\n".encode()))
+    with pytest.raises(InputError, match=message) as err:
+        read_day("aws_cur_legacy", str(path.parent), START, "legacy")
+    assert str(path) in str(err.value)

@@ -69,7 +69,7 @@ def parse_money(frame: pl.DataFrame, columns: list[str], source: str, header_row
             continue
         if frame.schema[column] != pl.String:
             frame = frame.with_columns(pl.col(column).cast(pl.String))
-        parsed = pl.col(column).str.strip_chars().cast(MONEY, strict=False)
+        parsed = text_money(column)
         bad = _first_bad(frame, column, parsed, header_rows)
         if bad:
             raise InputError(source, f"row {bad[0]}: column {column} is not a number: {bad[1][:60]!r}")
@@ -96,19 +96,29 @@ def parse_timestamps(frame: pl.DataFrame, columns: list[str], source: str, heade
         if isinstance(frame.schema[column], pl.Datetime):
             frame = frame.with_columns(utc_timestamps(column, frame.schema[column]))
             continue
-        text = pl.col(column).cast(pl.String).str.strip_chars().str.replace(r"Z$", "+00:00").str.replace(" ", "T")
-        with_zone = text.str.contains(r"[+-]\d\d:?\d\d$")
-        parsed = (
-            pl.when(with_zone)
-            .then(text.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f%z", strict=False, time_unit="us"))
-            .otherwise(text.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f", strict=False, time_unit="us").dt.replace_time_zone("UTC"))
-            .dt.convert_time_zone("UTC")
-        )
+        parsed = text_timestamps(column)
         bad = _first_bad(frame, column, parsed, header_rows)
         if bad:
             raise InputError(source, f"row {bad[0]}: column {column} is not a timestamp: {bad[1][:60]!r}")
         frame = frame.with_columns(parsed.alias(column))
     return frame
+
+
+def text_timestamps(column: str) -> pl.Expr:
+    """ISO-8601 text with or without ``T``/``Z``/offset as UTC; null where it does not parse."""
+    text = pl.col(column).cast(pl.String).str.strip_chars().str.replace(r"Z$", "+00:00").str.replace(" ", "T")
+    with_zone = text.str.contains(r"[+-]\d\d:?\d\d$")
+    return (
+        pl.when(with_zone)
+        .then(text.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f%z", strict=False, time_unit="us"))
+        .otherwise(text.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f", strict=False, time_unit="us").dt.replace_time_zone("UTC"))
+        .dt.convert_time_zone("UTC")
+    )
+
+
+def text_money(column: str) -> pl.Expr:
+    """An amount written as text, as an exact decimal; null where it does not parse."""
+    return pl.col(column).str.strip_chars().cast(MONEY, strict=False)
 
 
 def utc_timestamps(column: str, dtype: pl.Datetime) -> pl.Expr:
