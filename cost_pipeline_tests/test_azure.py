@@ -3,6 +3,7 @@
 import csv
 import datetime as dt
 import json
+import re
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 
@@ -103,3 +104,44 @@ def test_a_bad_date_names_the_file_and_row(tmp_path):
     path.write_text("Date,CostInBillingCurrency,BillingCurrency\n09/01/2023,1.5,USD\n31.09.2023,2,USD\n")
     with pytest.raises(InputError, match=r"export\.csv: row 3: column Date is not a date: '31\.09\.2023'"):
         _read(path)
+
+
+@needs_shared_data(EA)
+@needs_shared_data(HEADERS)
+@pytest.mark.parametrize("path", [*sorted(EA.glob("*.csv")), *sorted(HEADERS.rglob("*.csv"))] if EA.exists() and HEADERS.exists() else [],
+                         ids=lambda p: p.name)
+@pytest.mark.parametrize("options", [{"currency": "EUR"}, {"currency": "EUR", "dataset": "actual"}], ids=["amortized", "actual"])
+def test_real_exports_are_streamed_with_the_lines_and_ids_of_a_whole_read(path, options):
+    """Microsoft's samples (EA, MCA, pay-as-you-go, German headers, tags without braces) streamed: a pass
+    checks every value, then the lines are never held whole; exactly the lines and content ids of a
+    whole read, counted and summed by hand from the CSV."""
+    from cost_pipeline.lib.billing.azure import scan_azure_file
+    from cost_pipeline.lib.billing.sources import lazy_content_ids, with_content_ids
+
+    where = source("azure_cost_export", **options)
+    streamed = scan_azure_file(path, str(path), path.name, where)
+    assert streamed is not None  # every value parses: the file is not read whole
+    lines = lazy_content_ids(streamed).collect(engine="streaming")
+    assert lines.equals(with_content_ids(read_azure_file(path, str(path), path.name, where)))
+    rows = _rows(path)
+    # the cost header by hand: its English name (in parentheses when localized), case and punctuation aside
+    english = {re.sub(r"[^a-z]", "", (re.search(r"\((\w+)\)\s*$", k) or [k, k])[1].lower().lstrip("\ufeff")): k for k in rows[0]}
+    cost = next(english[c] for c in ("costinbillingcurrency", "cost", "pretaxcost") if c in english)
+    assert lines.height == len(rows) > 0
+    assert lines["effective_cost"].sum() == sum(Decimal(r[cost] or 0).quantize(Q, ROUND_HALF_EVEN) for r in rows)
+
+
+@pytest.mark.parametrize(("row", "message"), [
+    ("31.09.2023,2,USD,", r"row 3: column Date is not a date: '31\.09\.2023'"),
+    ("09/02/2023,2;5,USD,", r"row 3: column cost is not a number: '2;5'"),
+    ("09/02/2023,2,,", r"row 3: the billing currency is empty"),
+    ('09/02/2023,2,USD,"""env"": [1"', r"column Tags: not a JSON object"),
+])
+def test_bad_values_in_a_delivered_export_name_file_and_row(tmp_path, row, message):
+    folder = tmp_path / "costs" / "202309"
+    folder.mkdir(parents=True)
+    path = folder / "export.csv"
+    path.write_text(f'Date,CostInBillingCurrency,BillingCurrency,Tags\n09/01/2023,1.5,USD,"""env"": ""prod"""\n{row}\n')
+    with pytest.raises(InputError, match=message) as err:
+        read_day("azure_cost_export", tmp_path / "costs", dt.date(2023, 9, 1))
+    assert str(path) in str(err.value)

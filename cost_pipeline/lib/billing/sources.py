@@ -59,9 +59,10 @@ FORMATS: dict[str, FileFormat] = {
     "aws_cur_legacy": FileFormat((".csv", ".csv.gz", ".parquet"), legacy_cur_deliveries, cur_legacy.read_legacy_file,
                                  scan=cur_legacy.scan_legacy_file),
     "focus": FileFormat((".csv", ".csv.gz", ".parquet"), file_export_deliveries, focus.read_focus_file, content_ids=True,
-                        scan=focus.scan_focus_parquet),
+                        scan=focus.scan_focus_file),
     "gcp_billing_export": FileFormat(gcp.SUFFIXES, file_export_deliveries, gcp.read_gcp_file, content_ids=True),
-    "azure_cost_export": FileFormat((".csv", ".csv.gz", ".parquet"), file_export_deliveries, azure.read_azure_file, content_ids=True),
+    "azure_cost_export": FileFormat((".csv", ".csv.gz", ".parquet"), file_export_deliveries, azure.read_azure_file, content_ids=True,
+                                    scan=azure.scan_azure_file),
 }
 
 
