@@ -550,25 +550,45 @@ def reports_benchmark(backfill: Path, days: int, copies: int) -> list[str]:
 
 
 def focus_benchmark(out: Path) -> list[str]:
-    """The bench's CUR day as a FOCUS export (the same lines mapped to FOCUS columns, typed as AWS's FOCUS
-    Data Exports write them, ``Tags`` as a map): the ingest of its day (streamed), against reading the
-    file whole as the reader does for files it cannot stream (CSV, text-typed amounts)."""
+    """The bench's CUR day as FOCUS exports (the same lines mapped to FOCUS columns): Parquet typed as AWS's
+    FOCUS Data Exports write it (``Tags`` a map) and CSV.gz (``Tags`` a JSON object), each streamed and
+    read whole."""
     from cost_pipeline.lib.billing.amortize import charge_category, effective_cost
 
-    path = out / "focus" / f"{START:%Y-%m}" / "export.parquet"
-    if not path.exists():
-        path.parent.mkdir(parents=True)
-        _cur_day(out).select(
-            BillingAccountId=pl.col("bill_payer_account_id"), SubAccountId=pl.col("line_item_usage_account_id"), ChargeCategory=charge_category(),
-            ChargePeriodStart=pl.col("line_item_usage_start_date"), ChargePeriodEnd=pl.col("line_item_usage_end_date"),
-            ServiceName=pl.col("line_item_product_code"), SkuId=pl.col("line_item_usage_type"), RegionId=pl.col("product_region_code"),
-            ResourceId=pl.col("line_item_resource_id"), ConsumedQuantity=pl.col("line_item_usage_amount"),
-            ListCost=pl.col("pricing_public_on_demand_cost"), BilledCost=pl.col("line_item_unblended_cost"),
-            EffectiveCost=effective_cost().cast(pl.Float64), BillingCurrency=pl.col("line_item_currency_code"),
-            InvoiceId=pl.col("bill_invoice_id"), ProviderName=pl.lit("AWS"), Tags=pl.col("resource_tags"),
-        ).sink_parquet(path)
-    source = BillingSource(name="focus", format="focus", uri=str(out / "focus"))
-    return _export_benchmark(out, "a FOCUS Parquet export", "--focus", source, path)
+    tables = []
+    for kind in ("parquet", "csv.gz"):
+        path = out / f"focus-{kind.replace('.', '-')}" / f"{START:%Y-%m}" / f"export.{kind}"
+        if not path.exists():
+            path.parent.mkdir(parents=True)
+            focus = _cur_day(out).select(
+                BillingAccountId=pl.col("bill_payer_account_id"), SubAccountId=pl.col("line_item_usage_account_id"), ChargeCategory=charge_category(),
+                ChargePeriodStart=pl.col("line_item_usage_start_date"), ChargePeriodEnd=pl.col("line_item_usage_end_date"),
+                ServiceName=pl.col("line_item_product_code"), SkuId=pl.col("line_item_usage_type"), RegionId=pl.col("product_region_code"),
+                ResourceId=pl.col("line_item_resource_id"), ConsumedQuantity=pl.col("line_item_usage_amount"),
+                ListCost=pl.col("pricing_public_on_demand_cost"), BilledCost=pl.col("line_item_unblended_cost"),
+                EffectiveCost=effective_cost().cast(pl.Float64), BillingCurrency=pl.col("line_item_currency_code"),
+                InvoiceId=pl.col("bill_invoice_id"), ProviderName=pl.lit("AWS"), Tags=pl.col("resource_tags"),
+            )
+            if kind == "parquet":
+                focus.sink_parquet(path)
+            else:  # the generator's tag keys and values need no JSON escaping
+                entry = pl.concat_str(pl.lit('"'), pl.element().struct.field("key"), pl.lit('": "'), pl.element().struct.field("value"), pl.lit('"'))
+                as_json = pl.concat_str(pl.lit("{"), pl.col("Tags").cast(TAG_ENTRIES).list.eval(entry).list.join(", "), pl.lit("}"))
+                _sink_csv_gz(focus.with_columns(as_json.alias("Tags")), path)
+        source = BillingSource(name="focus", format="focus", uri=str(path.parent.parent))
+        tables += _export_benchmark(out, f"a FOCUS {kind} export", "--focus", source, path) + [""]
+    return tables[:-1]
+
+
+TAG_ENTRIES = pl.List(pl.Struct({"key": pl.String, "value": pl.String}))
+
+
+def _sink_csv_gz(frame: pl.LazyFrame, path: Path) -> None:
+    text = path.with_suffix("")
+    frame.sink_csv(text)
+    with open(text, "rb") as raw, gzip.open(path, "wb", compresslevel=1) as packed:
+        shutil.copyfileobj(raw, packed, 1 << 20)
+    text.unlink()
 
 
 def legacy_benchmark(out: Path) -> list[str]:
@@ -587,11 +607,7 @@ def legacy_benchmark(out: Path) -> list[str]:
             if kind == "parquet":
                 legacy.sink_parquet(path)
             else:
-                text = path.with_suffix("")
-                legacy.sink_csv(text)
-                with open(text, "rb") as raw, gzip.open(path, "wb", compresslevel=1) as packed:
-                    shutil.copyfileobj(raw, packed, 1 << 20)
-                text.unlink()
+                _sink_csv_gz(legacy, path)
         source = BillingSource(name="legacy", format="aws_cur_legacy", uri=str(path.parent))
         tables += _export_benchmark(out, f"a legacy CUR {kind} delivery", "--legacy", source, path) + [""]
     return tables[:-1]
@@ -655,7 +671,7 @@ def main() -> None:
     parser.add_argument("--stream-documents-above-mb", type=float, default=None,
                         help="usage extract documents above this size are streamed (default: the config's usage.stream_documents_above_mb)")
     parser.add_argument("--repeat", type=int, default=1)
-    parser.add_argument("--focus", action="store_true", help="also time the day as a FOCUS Parquet export (streamed, and read whole)")
+    parser.add_argument("--focus", action="store_true", help="also time the day as FOCUS exports, Parquet and CSV.gz (streamed, and read whole)")
     parser.add_argument("--legacy", action="store_true", help="also time the day as legacy CUR deliveries, Parquet and CSV.gz (streamed, and read whole)")
     parser.add_argument("--backfill-days", type=int, default=0, help="also time an N-day single-run backfill at --backfill-lines per day")
     parser.add_argument("--backfill-lines", type=int, default=1_000_000)
