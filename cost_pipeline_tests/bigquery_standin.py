@@ -15,7 +15,7 @@ import json
 import threading
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import urlparse
+from urllib.parse import parse_qs, urlparse
 
 S, F, T = "STRING", "FLOAT", "TIMESTAMP"
 
@@ -70,7 +70,7 @@ def bigquery_standin(rows: list[dict], project: str = "billing-project", without
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import bigquery
 
-    state: dict = {"queries": []}
+    state: dict = {"queries": [], "pages": []}
     table_schema = {"fields": [f for f in SCHEMA["fields"] if f["name"] not in without]}
 
     class Handler(BaseHTTPRequestHandler):
@@ -119,15 +119,24 @@ def bigquery_standin(rows: list[dict], project: str = "billing-project", without
             state["since"] = params.get("since")
             self._send(self._job())
 
+        def _page(self, result: list) -> dict:
+            """``maxResults`` rows from ``pageToken`` on (the row offset), and the next page's token."""
+            query = parse_qs(urlparse(self.path).query)
+            start = int(query.get("pageToken", ["0"])[0])
+            size = int(query.get("maxResults", [str(len(result) or 1)])[0])
+            state["pages"].append(size)
+            page = {"totalRows": str(len(result)), "rows": result[start:start + size]}
+            return page | ({"pageToken": str(start + size)} if start + size < len(result) else {})
+
         def do_GET(self):  # noqa: N802
             path = urlparse(self.path).path
             if "/queries/" in path:
                 schema, result = self._result()
                 return self._send({"kind": "bigquery#getQueryResultsResponse", "jobReference": self._job()["jobReference"],
-                                   "jobComplete": True, "schema": schema, "totalRows": str(len(result)), "rows": result})
+                                   "jobComplete": True, "schema": schema, **self._page(result)})
             if path.endswith("/data"):
                 _, result = self._result()
-                return self._send({"kind": "bigquery#tableDataList", "totalRows": str(len(result)), "rows": result})
+                return self._send({"kind": "bigquery#tableDataList", **self._page(result)})
             if "/tables/" in path:
                 if missing_table:
                     return self._send({"error": {"code": 404, "message": f"Not found: Table {path.rsplit('/', 1)[-1]}"}}, 404)

@@ -130,3 +130,25 @@ def test_a_bigquery_table_that_does_not_exist_is_named(tmp_path):
         with pytest.raises(InputError, match=rf"bq://{table}: cannot read the billing export table: 404 .*Not found"):
             read_source_day(source("gcp_billing_export", f"bq://{table}", name="gcp"), DAY, Storage(bq_client=client))
     assert state["queries"] == []  # nothing queried, nothing billed
+
+
+def test_a_bigquery_day_is_fetched_and_written_a_page_at_a_time(tmp_path):
+    """A day of the export is never held whole: each page of the query's result is normalized and
+    written on its own, and the pages together are exactly the day (ids as one read gives them)."""
+    from cost_pipeline.lib.billing.gcp import bigquery_day_files
+    from cost_pipeline.lib.billing.sources import lazy_content_ids
+    from cost_pipeline_tests.bigquery_standin import bigquery_standin
+
+    rows = gcp_rows(DAY, 25, seed=10) + gcp_rows(DAY, 3, seed=10)  # three lines repeated exactly: told apart by occurrence
+    table = "billing-project.billing.gcp_billing_export_resource_v1_X"
+    with bigquery_standin(rows) as (client, state):
+        paged = bigquery_day_files(table, DAY, "gcp", client, tmp_path / "paged", page_rows=10)
+        pages = list(state["pages"])
+        whole = bigquery_day_files(table, DAY, "gcp", client, tmp_path / "whole", page_rows=1000)
+    assert len(paged) == 3 and pages == [10, 10, 10] and len(whole) == 1
+    assert [pl.read_parquet(p).height for p in paged] == [10, 10, 8]
+    lines = lazy_content_ids(pl.scan_parquet(paged)).collect()
+    assert lines.equals(lazy_content_ids(pl.scan_parquet(whole)).collect())
+    billed, effective = _expected(rows)
+    assert (lines.height, lines["billed_cost"].sum(), lines["effective_cost"].sum()) == (28, billed, effective)
+    assert lines["line_item_id"].n_unique() == 28 and lines["line_item_id"].str.ends_with("-1").sum() == 3

@@ -10,6 +10,7 @@ invoice month is over.
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 from pathlib import Path
 
 import polars as pl
@@ -143,8 +144,13 @@ READ_COLUMNS = ["billing_account_id", "service", "sku", "project", "labels", "lo
                 "usage_end_time", "cost", "cost_at_list", "currency", "credits", "usage", "invoice", "cost_type"]
 
 
-def read_bigquery_day(table: str, day: dt.date, source: str, client) -> pl.DataFrame:
-    """One usage day of the export table, from every partition that can hold its rows: only the
+PAGE_ROWS = 200_000
+
+
+def bigquery_day_files(table: str, day: dt.date, source: str, client, folder: Path, page_rows: int = PAGE_ROWS) -> list[Path]:
+    """One usage day of the export table, from every partition that can hold its rows, as cost lines
+    written to ``folder`` a page of ``page_rows`` at a time (``page-00000.parquet``, ...; content ids
+    are left to the reader flow): a day of tens of millions of rows is never held whole. Only the
     columns the mapping reads, of those the table has (``resource`` and ``cost_at_list`` are in the
     detailed export only; a missing required one is named by the mapping)."""
     from google.api_core.exceptions import GoogleAPIError
@@ -157,8 +163,18 @@ def read_bigquery_day(table: str, day: dt.date, source: str, client) -> pl.DataF
     columns = ", ".join(f"`{c}`" for c in READ_COLUMNS if c in present) or "*"
     params = [bigquery.ScalarQueryParameter("day", "DATE", day)]
     job = client.query(DAY_SQL.format(table=table, columns=columns), job_config=bigquery.QueryJobConfig(query_parameters=params))
-    raw = pl.from_arrow(job.to_arrow())
-    return empty_cost_lines() if raw.is_empty() else normalize_gcp(raw, source, f"bq://{table}", table)
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    files = []
+    for batch in job.result(page_size=page_rows).to_arrow_iterable():
+        raw = pl.from_arrow(batch)
+        if isinstance(raw, pl.DataFrame) and raw.height:
+            files.append(folder / f"page-{len(files):05d}.parquet")
+            normalize_gcp(raw, source, f"bq://{table}", table).write_parquet(files[-1])
+    if not files:
+        files.append(folder / "page-00000.parquet")
+        empty_cost_lines().write_parquet(files[-1])
+    return files
 
 
 def bigquery_changed_days(table: str, since: dt.datetime, client) -> list[tuple[dt.date, dt.datetime, int]]:

@@ -180,8 +180,10 @@ def source_days(source: BillingSource, days: list[dt.date], storage: Storage | N
     if source.uri.startswith("bq://"):
         parts = []
         for day in days:
-            lines = with_content_ids(gcp.read_bigquery_day(source.uri[len("bq://"):], day, source.name, storage.bigquery_client()))
-            parts.append(_validated(lines.with_columns(billing_period=pl.col("invoice_id")).lazy(), source, source.uri, sums_checked, keys_checked))
+            table = source.uri[len("bq://"):]
+            folder = storage.cache_dir / "bigquery" / source.name / table / day.isoformat()
+            lines = lazy_content_ids(pl.scan_parquet(gcp.bigquery_day_files(table, day, source.name, storage.bigquery_client(), folder)))
+            parts.append(_validated(lines.with_columns(billing_period=pl.col("invoice_id")), source, source.uri, sums_checked, keys_checked))
         _refuse_duplicates(parts, source)
         return pl.concat([lines for lines, _ in parts])
     wanted = set(days)
