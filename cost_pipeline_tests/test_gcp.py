@@ -152,3 +152,41 @@ def test_a_bigquery_day_is_fetched_and_written_a_page_at_a_time(tmp_path):
     billed, effective = _expected(rows)
     assert (lines.height, lines["billed_cost"].sum(), lines["effective_cost"].sum()) == (28, billed, effective)
     assert lines["line_item_id"].n_unique() == 28 and lines["line_item_id"].str.ends_with("-1").sum() == 3
+
+
+def test_an_export_file_is_streamed_a_batch_at_a_time_with_the_lines_and_ids_of_a_whole_read(tmp_path):
+    from cost_pipeline.lib.billing.gcp import scan_gcp_file
+    from cost_pipeline.lib.billing.sources import lazy_content_ids, with_content_ids
+
+    rows = gcp_rows(DAY, 23, seed=11) + gcp_rows(DAY + dt.timedelta(days=1), 9, seed=12) + gcp_rows(DAY, 2, seed=11)
+    rows[4]["labels"] = [{"key": "ml-team", "value": 'a "quoted"\n\\team'}]  # hostile label value
+    jsonl = write_jsonl(tmp_path / "export" / "billing-000.jsonl", rows)
+    parquet = tmp_path / "export" / "billing-001.parquet"
+    pl.read_ndjson(jsonl, infer_schema_length=None).write_parquet(parquet)
+    gcp = source("gcp_billing_export", name="gcp")
+    for path in (jsonl, parquet):
+        whole = with_content_ids(read_gcp_file(path, str(path), path.name, gcp))
+        batched = lazy_content_ids(scan_gcp_file(path, str(path), path.name, gcp, page_rows=5)).collect()
+        assert len(list((tmp_path / "export").glob("*"))) == 2  # nothing written beside the export
+        assert batched.equals(whole) and batched.height == 34
+        billed, effective = _expected(rows)
+        assert (batched["billed_cost"].sum(), batched["effective_cost"].sum()) == (billed, effective)
+        assert batched["line_item_id"].str.ends_with("-1").sum() == 2  # the two repeated rows told apart
+        assert batched["tags"].map.get("ml-team")[4] == 'a "quoted"\n\\team'
+    (tmp_path / "export" / "billing-001.parquet").unlink()
+    day = read_day("gcp_billing_export", str(tmp_path / "export"), DAY, "gcp")
+    assert day.height == 25 and day["billed_cost"].sum() == _expected(rows[:23] + rows[32:])[0]
+
+
+def test_a_bad_timestamp_in_a_later_batch_names_the_row_a_whole_read_names(tmp_path):
+    from cost_pipeline.lib.billing.gcp import scan_gcp_file
+
+    rows = gcp_rows(DAY, 12, seed=13)
+    rows[8]["usage_start_time"] = "yesterday"
+    path = write_jsonl(tmp_path / "bad.jsonl", rows)
+    gcp = source("gcp_billing_export", name="gcp")
+    with pytest.raises(InputError) as whole:
+        read_gcp_file(path, str(path), path.name, gcp)
+    with pytest.raises(InputError) as batched:
+        scan_gcp_file(path, str(path), path.name, gcp, page_rows=5)
+    assert str(batched.value) == str(whole.value) and "'yesterday'" in str(whole.value) and str(path) in str(whole.value)

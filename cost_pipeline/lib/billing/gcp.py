@@ -10,7 +10,10 @@ invoice month is over.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import shutil
+import tempfile
 from pathlib import Path
 
 import polars as pl
@@ -61,7 +64,8 @@ def _resource_over_project(frame: pl.DataFrame) -> pl.Series:
     return joined["tag"].fill_null(pl.lit([], dtype=_ENTRIES)).cast(_ENTRIES).alias("tags")
 
 
-def normalize_gcp(raw: pl.DataFrame, source: str, where: str, name: str) -> pl.DataFrame:
+def normalize_gcp(raw: pl.DataFrame, source: str, where: str, name: str, first_row: int = 0) -> pl.DataFrame:
+    """``raw`` (the export's rows from ``first_row`` on, for the row numbers in errors) as cost lines."""
     missing = [c for c in REQUIRED if c not in raw.columns]
     if missing:
         raise InputError(where, f"missing required GCP billing export column(s): {', '.join(missing)}")
@@ -92,8 +96,8 @@ def normalize_gcp(raw: pl.DataFrame, source: str, where: str, name: str) -> pl.D
     )
     frame = frame.with_columns(tags=_resource_over_project(frame)).drop("_resource_labels", "_project_labels")
     frame = frame.with_columns(pl.col("charge_period_start", "charge_period_end").cast(pl.String).str.replace(r" UTC$", "+00:00"))
-    frame = parse_timestamps(frame, ["charge_period_start", "charge_period_end"], where)
-    frame = parse_money(frame, ["billed_cost", "list_cost"], where)
+    frame = parse_timestamps(frame, ["charge_period_start", "charge_period_end"], where, header_rows=1 + first_row)
+    frame = parse_money(frame, ["billed_cost", "list_cost"], where, header_rows=1 + first_row)
     category = lookup(pl.col("cost_type"), {"tax": "Tax", "adjustment": "Adjustment", "rounding_error": "Adjustment"}, default="Usage")
     this_month = dt.datetime.now(dt.UTC).strftime("%Y%m")
     return conform(
@@ -113,12 +117,46 @@ def normalize_gcp(raw: pl.DataFrame, source: str, where: str, name: str) -> pl.D
     )
 
 
+PAGE_ROWS = 200_000  # rows of an export file or a BigQuery answer normalized at a time
+
+
 def read_gcp_file(path: Path, where: str, name: str, source) -> pl.DataFrame:
     try:
         raw = pl.read_parquet(path) if path.name.endswith(".parquet") else pl.read_ndjson(path, infer_schema_length=None)
     except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file, reported by name
         raise InputError(where, f"cannot read GCP billing export file: {exc}") from None
     return empty_cost_lines() if raw.is_empty() else normalize_gcp(raw, source.name, where, name)
+
+
+def scan_gcp_file(path: Path, where: str, name: str, source, days: list[dt.date] | None = None, page_rows: int = PAGE_ROWS) -> pl.LazyFrame:
+    """A GCP export file (Parquet or JSONL) as cost lines, never held whole: read ``page_rows`` rows at
+    a time, each batch normalized and written on its own (once per file version, to a folder under the
+    system's temporary directory), then scanned lazily; content ids come from the reader flow's first
+    pass, as for a whole read. Labels are records, so a batch is the unit: resource labels win over
+    project labels line by line."""
+    stat = path.stat()
+    key = hashlib.sha256(f"{path}|{stat.st_size}|{stat.st_mtime_ns}|{source.name}|{name}|{page_rows}".encode()).hexdigest()[:24]
+    folder = Path(tempfile.gettempdir()) / "cost_pipeline_cache" / "gcp" / key
+    listing = folder / "pages.json"
+    if not listing.exists():
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        pages, first_row = [], 0
+        try:
+            raw = pl.scan_parquet(path) if path.name.endswith(".parquet") else pl.scan_ndjson(path, infer_schema_length=None)
+            for batch in raw.collect_batches(chunk_size=page_rows):
+                if batch.height:
+                    pages.append(f"page-{len(pages):05d}.parquet")
+                    normalize_gcp(batch, source.name, where, name, first_row).write_parquet(folder / pages[-1])
+                    first_row += batch.height
+        except pl.exceptions.PolarsError as exc:
+            raise InputError(where, f"cannot read GCP billing export file: {str(exc).splitlines()[0]}") from None
+        if not pages:
+            pages.append("page-00000.parquet")
+            empty_cost_lines().write_parquet(folder / pages[-1])
+        listing.write_text(json.dumps(pages))  # last: a folder without it is written again
+    frame = pl.scan_parquet([folder / page for page in json.loads(listing.read_text())])
+    return frame.filter(pl.col("date").is_in(days)) if days else frame
 
 
 # Rows for a usage day keep arriving in later partitions (GCP restates past days for weeks, and
@@ -142,9 +180,6 @@ CHANGED_SQL = """
 # and the export's others (system_labels, tags, price, adjustment_info, export_time, ...) are never used
 READ_COLUMNS = ["billing_account_id", "service", "sku", "project", "labels", "location", "resource", "usage_start_time",
                 "usage_end_time", "cost", "cost_at_list", "currency", "credits", "usage", "invoice", "cost_type"]
-
-
-PAGE_ROWS = 200_000
 
 
 def bigquery_day_files(table: str, day: dt.date, source: str, client, folder: Path, page_rows: int = PAGE_ROWS) -> list[Path]:
