@@ -248,3 +248,23 @@ def test_a_bad_value_in_a_streamed_csv_names_its_row(tmp_path, bad, message):
     with pytest.raises(InputError, match=message) as err:
         read_day("aws_cur_legacy", str(path.parent), START, "legacy")
     assert str(path) in str(err.value)
+
+
+def test_processes_parsing_one_csv_at_once_share_one_complete_copy(tmp_path, sample_dir):
+    """A backfill's days run in parallel can parse the same month file at once: each gets every line,
+    one parsed copy is published whole, and no half-written copy is left behind."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from cost_pipeline.lib.billing.cur_legacy import scan_legacy_file
+    from cost_pipeline.lib.billing.spill import folder_for
+
+    table = pa.concat_tables([_day_table(sample_dir, START), _day_table(sample_dir, START + dt.timedelta(days=1))])
+    write_files(tmp_path, deliver({}, "acme", START.replace(day=1), "asm-1", table))
+    path = next((tmp_path / "cur").rglob("*.csv.gz"))
+    legacy = source("aws_cur_legacy", name="legacy")
+    with ThreadPoolExecutor(4) as pool:
+        reads = list(pool.map(lambda _: scan_legacy_file(path, str(path), path.name, legacy).collect(engine="streaming"), range(4)))
+    assert all(r.height == table.num_rows and r.equals(reads[0]) for r in reads)
+    folder = folder_for(path, "aws_cur_legacy")
+    assert (folder / "checked.json").exists() and [p.name for p in folder.parent.glob(f"{folder.name}*")] == [folder.name]
+    assert reads[0]["billed_cost"].sum() == sum(Decimal(repr(v)).quantize(Q, ROUND_HALF_EVEN) for v in table["line_item_unblended_cost"].to_pylist())

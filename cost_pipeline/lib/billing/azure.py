@@ -26,7 +26,6 @@ import polars as pl
 
 from cost_pipeline.lib.billing.columns import (
     LINE,
-    checked_text_scan,
     fold_column,
     parse_money,
     require_values,
@@ -34,6 +33,7 @@ from cost_pipeline.lib.billing.columns import (
     with_line_numbers,
 )
 from cost_pipeline.lib.billing.schema import MAP_ENTRIES, conform, empty_cost_lines
+from cost_pipeline.lib.billing.spill import BAD, checked_copy
 from cost_pipeline.lib.errors import InputError
 from cost_pipeline.lib.exprs import lookup
 
@@ -153,9 +153,10 @@ def read_azure_file(path: Path, where: str, name: str, source) -> pl.DataFrame:
 
 
 def scan_azure_file(path: Path, where: str, name: str, source, days: list[dt.date] | None = None) -> pl.LazyFrame | None:
-    """An Azure cost export (CSV, CSV.gz or Parquet) as cost lines, lazily, after one streaming pass
-    finds every date and amount parsing and every line with a date and a currency (its distinct
-    ``Tags`` texts, few, are parsed in that pass and joined back): never the whole file in memory. None
+    """An Azure cost export (CSV, CSV.gz or Parquet) as cost lines, lazily, never the whole file in
+    memory: parsed once into a local Parquet copy (``lib/billing/spill.py``) by a streaming pass that
+    also finds every date and amount parsing and every line with a date and a currency (its distinct
+    ``Tags`` texts, few, are parsed once and joined back). None
     for a file failing that pass or missing a column, which :func:`read_azure_file` then reads whole,
     naming the row."""
     try:
@@ -172,14 +173,16 @@ def scan_azure_file(path: Path, where: str, name: str, source, days: list[dt.dat
         frame = frame.with_columns(pl.col("currency").fill_null(source.currency))
     parsed = {"date": _date(), "cost": text_money("cost"), "list_cost": text_money("list_cost")}
     bad = [pl.col(c).is_not_null() & e.is_null() for c, e in parsed.items()]
-    texts = checked_text_scan(path, frame, [*bad, pl.col("date").is_null(), pl.col("currency").is_null()], "tags", context=source.currency or "")
-    if texts is None:
+    typed = frame.with_columns(*(e.alias(c) for c, e in parsed.items()),
+                               pl.any_horizontal(*bad, pl.col("date").is_null(), pl.col("currency").is_null()).alias(BAD))
+    copy = checked_copy(path, typed, f"azure|{source.currency or ''}", distinct="tags")
+    if copy is None:
         return None
-    frame = frame.join(_tag_lookup(texts, where).lazy(), on="tags", how="left", maintain_order="left")
-    frame = frame.with_columns(*(e.alias(c) for c, e in parsed.items()), _MAP).drop("_map")
+    frame, texts = copy
     if days:
         frame = frame.filter(pl.col("date").is_in(days))
-    return _normalized(frame, source, name)
+    frame = frame.join(_tag_lookup(texts, where).lazy(), on="tags", how="left", maintain_order="left")
+    return _normalized(frame.with_columns(_MAP).drop("_map"), source, name)
 
 
 def _normalized(frame: pl.LazyFrame, source, name: str) -> pl.LazyFrame:

@@ -8,9 +8,9 @@ reported by its documented name together with the file.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
-from pathlib import Path
 
 import polars as pl
 
@@ -122,6 +122,11 @@ def text_money(column: str) -> pl.Expr:
     return pl.col(column).str.strip_chars().cast(MONEY, strict=False)
 
 
+def in_range(moment: pl.Expr, start: dt.datetime, end: dt.datetime) -> pl.Expr:
+    """``start <= moment < end`` as two comparisons, which Polars checks against row-group statistics."""
+    return (moment >= start) & (moment < end)
+
+
 def utc_timestamps(column: str, dtype: pl.Datetime) -> pl.Expr:
     """A typed timestamp column as UTC microseconds (a zoneless one is read as UTC)."""
     expr = pl.col(column) if dtype.time_zone else pl.col(column).dt.replace_time_zone("UTC")
@@ -152,26 +157,3 @@ def tag_lookup(texts: list[str], column: str, source: str) -> pl.DataFrame:
             raise InputError(source, f"column {column}: expected a JSON object, got {type(obj).__name__}")
         parsed[text] = [{"key": str(k), "value": v if isinstance(v, str) else json.dumps(v)} for k, v in obj.items()]
     return pl.DataFrame({column: list(parsed), "_tags": list(parsed.values())}, schema={column: pl.String, "_tags": _ENTRIES})
-
-
-_checked: dict[tuple, list[str] | None] = {}
-
-
-def checked_text_scan(path: Path, raw: pl.LazyFrame, bad: list[pl.Expr], distinct: str | None = None, context: str = "") -> list[str] | None:
-    """One streaming pass over a text export (once per file version and ``context``): None if any line
-    is ``bad`` (a value that does not parse, a missing one; the caller then reads the file whole, which
-    names the row), else the distinct values of column ``distinct`` (a tags column's JSON texts, few
-    even in a large file), or []. Read whole, a 1 M-line legacy CUR CSV took 16 s at 3.8 GiB; this
-    pass and a streamed read of it 5.3 s at 0.5 GiB."""
-    stat = path.stat()
-    key = (str(path), stat.st_size, stat.st_mtime_ns, distinct, context)
-    if key not in _checked:
-        count = raw.select(pl.any_horizontal(*bad).sum())
-        values = raw.select(pl.col(distinct).drop_nulls().unique()) if distinct else None
-        try:
-            results = pl.collect_all([count, *([values] if values is not None else [])], engine="streaming")
-        except pl.exceptions.PolarsError:
-            results = None
-        clean = results is not None and results[0].item() == 0
-        _checked[key] = (results[1].to_series().to_list() if values is not None else []) if clean else None
-    return _checked[key]

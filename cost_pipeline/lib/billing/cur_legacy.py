@@ -15,8 +15,8 @@ import polars as pl
 from cost_pipeline.lib.billing.amortize import AMORTIZATION_COLUMNS
 from cost_pipeline.lib.billing.columns import (
     LINE,
-    checked_text_scan,
     fold_column,
+    in_range,
     parse_money,
     parse_timestamps,
     select_columns,
@@ -27,6 +27,7 @@ from cost_pipeline.lib.billing.columns import (
 )
 from cost_pipeline.lib.billing.cur2 import normalize_cur2
 from cost_pipeline.lib.billing.schema import empty_cost_lines
+from cost_pipeline.lib.billing.spill import BAD, checked_copy
 from cost_pipeline.lib.errors import InputError
 from cost_pipeline.lib.money import MONEY
 
@@ -111,10 +112,11 @@ def scan_legacy_file(path: Path, where: str, name: str, source, days: list[dt.da
     """A legacy CUR file as cost lines, lazily: only the mapped columns (a legacy CUR file has a column
     per product attribute, hundreds of them), never the whole file in memory. Parquet (the Athena-ready
     delivery: amounts as numbers, usage dates as timestamps, a ``resource_tags_<key>`` text column per
-    tag) with the asked ``days``' row groups only; CSV (and CSV.gz) after one streaming pass finds every
-    amount and timestamp parsing and every line with a usage start. None for any other file
-    (a Parquet file with text amounts, a bad value, a missing column), which :func:`read_legacy_file`
-    then reads whole, naming the file, row and value. A 10 M-line day read whole took ~10 GiB."""
+    tag) with the asked ``days``' row groups only; CSV (and CSV.gz) parsed once into a local Parquet copy
+    (``lib/billing/spill.py``) by a streaming pass that also finds every amount and timestamp parsing
+    and every line with a usage start. None for any other file (a Parquet file with text amounts, a bad
+    value, a missing column), which :func:`read_legacy_file` then reads whole, naming the file, row and
+    value. Read whole, 10 M lines took 15.4 GiB as Parquet and more than 16 GiB as CSV.gz."""
     parquet = path.name.lower().endswith(".parquet")
     try:
         raw = pl.scan_parquet(path) if parquet else pl.scan_csv(path, infer_schema=False, null_values=[""], encoding="utf8-lossy")
@@ -147,15 +149,19 @@ def scan_legacy_file(path: Path, where: str, name: str, source, days: list[dt.da
             return text_money(doc).alias(target)
         return pl.col(doc).cast(kind, strict=parquet).alias(target)
 
-    if not parquet:
-        raw = raw.filter(~pl.all_horizontal(pl.all().is_null()))  # blank lines, as a whole read drops them
-        parsed = [pl.col(doc).is_not_null() & column(t).is_null() for t, doc in found.items() if doc and (t in MONEY_COLUMNS or t in times)]
-        if checked_text_scan(path, raw, [*parsed, pl.col(found[times[0]]).is_null()]) is None:
+    start = dt.datetime.combine(min(days), dt.time(), tzinfo=dt.UTC) if days else None
+    end = dt.datetime.combine(max(days) + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC) if days else None
+    if parquet:
+        if days:  # on the raw column, where the row groups' statistics apply
+            raw = raw.filter(in_range(column(times[0]), start, end))
+        frame = raw.select(*(column(t) for t in found), _tags(tag_columns).alias("resource_tags"))
+    else:
+        bad = [pl.col(doc).is_not_null() & column(t).is_null() for t, doc in found.items() if doc and (t in MONEY_COLUMNS or t in times)]
+        typed = raw.filter(~pl.all_horizontal(pl.all().is_null())).select(  # blank lines, as a whole read drops them
+            *(column(t) for t in found), _tags(tag_columns).alias("resource_tags"), pl.any_horizontal(*bad, pl.col(found[times[0]]).is_null()).alias(BAD))
+        copy = checked_copy(path, typed, "aws_cur_legacy")
+        if copy is None:
             return None
-    if days:  # on the raw column of a Parquet file, where the row groups' statistics apply
-        start = dt.datetime.combine(min(days), dt.time(), tzinfo=dt.UTC)
-        end = dt.datetime.combine(max(days) + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
-        usage_start = column(times[0])
-        raw = raw.filter((usage_start >= start) & (usage_start < end))
-    return normalize_cur2(raw.select(*(column(t) for t in found), _tags(tag_columns).alias("resource_tags")), source.name, name)
+        frame = copy[0].filter(in_range(pl.col(times[0]), start, end)) if days else copy[0]
+    return normalize_cur2(frame, source.name, name)
 

@@ -15,8 +15,8 @@ import polars as pl
 from cost_pipeline.lib.billing.columns import (
     LINE,
     MAP_DTYPE,
-    checked_text_scan,
     fold_column,
+    in_range,
     json_tags,
     parse_money,
     parse_timestamps,
@@ -28,6 +28,7 @@ from cost_pipeline.lib.billing.columns import (
     with_line_numbers,
 )
 from cost_pipeline.lib.billing.schema import MAP_ENTRIES, conform, empty_cost_lines
+from cost_pipeline.lib.billing.spill import BAD, checked_copy
 from cost_pipeline.lib.errors import InputError
 from cost_pipeline.lib.money import MONEY
 
@@ -91,9 +92,10 @@ def read_focus_file(path: Path, where: str, name: str, source) -> pl.DataFrame:
 def scan_focus_file(path: Path, where: str, name: str, source, days: list[dt.date] | None = None) -> pl.LazyFrame | None:
     """A FOCUS file as cost_lines, lazily: only the mapped columns, never the whole file in memory.
     Parquet typed as FOCUS defines it (amounts as numbers, charge periods as timestamps, ``Tags`` as a
-    map) with only the ``days``' row groups; CSV (and CSV.gz) after one streaming pass finds every
-    amount and timestamp parsing and every line with a start and a currency (its distinct ``Tags``
-    texts, few, are parsed in that pass and joined back). None for any other file (a Parquet file with
+    map) with only the ``days``' row groups; CSV (and CSV.gz) parsed once into a local Parquet copy
+    (``lib/billing/spill.py``) by a streaming pass that also finds every amount and timestamp parsing
+    and every line with a start and a currency (its distinct ``Tags`` texts, few, are parsed once and
+    joined back). None for any other file (a Parquet file with
     text amounts, a bad value), which :func:`read_focus_file` then reads whole, naming the row. Read
     whole, a 10 M-line Parquet file took 40.6 s at 8.7 GiB; line ids are added by the reader flow
     (``lib/billing/sources.py``). A line without a charge period start in a Parquet file fails the
@@ -126,30 +128,32 @@ def scan_focus_file(path: Path, where: str, name: str, source, days: list[dt.dat
             return (pl.col(doc).cast(MONEY) if parquet else text_money(doc)).alias(target)
         if target in times:
             return (utc_timestamps(doc, schema[doc]) if parquet else text_timestamps(doc)).alias(target)
-        if target == "tags" and not parquet:
-            return pl.col("_tags").fill_null(pl.lit([], dtype=MAP_ENTRIES)).cast(MAP_DTYPE).alias(target)
         return pl.col(doc).alias(target)
 
     currency = pl.col(found["currency"]) if found["currency"] else pl.lit(None, pl.String)
     if source.currency:
         currency = currency.fill_null(source.currency)
-    if not parquet:
-        raw = raw.filter(~pl.all_horizontal(pl.all().is_null()))  # blank lines, as a whole read drops them
-        bad = [pl.col(found[t]).is_not_null() & column(t).is_null() for t in (*money, *times) if found[t]]
-        texts = checked_text_scan(path, raw, [*bad, pl.col(found["charge_period_start"]).is_null(), currency.is_null()], found["tags"],
-                                  context=source.currency or "")
-        if texts is None:
-            return None
-        if found["tags"]:
-            lookup = tag_lookup(texts, "tags", where).rename({"tags": found["tags"]})  # named as a whole read names it
-            raw = raw.join(lookup.lazy(), on=found["tags"], how="left", maintain_order="left")
-    if days:  # on the raw column of a Parquet file, where the row groups' statistics apply
-        start = dt.datetime.combine(min(days), dt.time(), tzinfo=dt.UTC)
-        end = dt.datetime.combine(max(days) + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
-        period = column("charge_period_start")
-        raw = raw.filter((period >= start) & (period < end))
-    frame = raw.select(*(column(t) for t in found if t != "currency"), currency.alias("currency"))
-    return _normalized(frame, source, name)
+    start = dt.datetime.combine(min(days), dt.time(), tzinfo=dt.UTC) if days else None
+    end = dt.datetime.combine(max(days) + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC) if days else None
+    if parquet:
+        if days:  # on the raw column, where the row groups' statistics apply
+            raw = raw.filter(in_range(column("charge_period_start"), start, end))
+        return _normalized(raw.select(*(column(t) for t in found if t != "currency"), currency.alias("currency")), source, name)
+    bad = [pl.col(found[t]).is_not_null() & column(t).is_null() for t in (*money, *times) if found[t]]
+    typed = raw.filter(~pl.all_horizontal(pl.all().is_null())).select(  # blank lines, as a whole read drops them
+        *(column(t) for t in found if t not in ("currency", "tags")), currency.alias("currency"),
+        (pl.col(found["tags"]) if found["tags"] else pl.lit(None, pl.String)).alias("tags"),
+        pl.any_horizontal(*bad, pl.col(found["charge_period_start"]).is_null(), currency.is_null()).alias(BAD))
+    copy = checked_copy(path, typed, f"focus|{source.currency or ''}", distinct="tags")
+    if copy is None:
+        return None
+    frame, texts = copy
+    if days:
+        frame = frame.filter(in_range(pl.col("charge_period_start"), start, end))
+    # each distinct Tags text parsed once, joined back (named as a whole read names it)
+    frame = frame.join(tag_lookup(texts, "tags", where).lazy(), on="tags", how="left", maintain_order="left")
+    return _normalized(frame.with_columns(pl.col("_tags").fill_null(pl.lit([], dtype=MAP_ENTRIES)).cast(MAP_DTYPE).alias("tags")).drop("_tags"),
+                       source, name)
 
 
 def _normalized(frame, source, name: str):
@@ -167,3 +171,4 @@ def _normalized(frame, source, name: str):
             billing_account_id=pl.col("billing_account_id").fill_null("unknown"),
         )
     )
+

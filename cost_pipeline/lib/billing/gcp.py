@@ -10,16 +10,15 @@ invoice month is over.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import shutil
-import tempfile
 from pathlib import Path
 
 import polars as pl
 
 from cost_pipeline.lib.billing.columns import parse_money, parse_timestamps
 from cost_pipeline.lib.billing.schema import conform, empty_cost_lines
+from cost_pipeline.lib.billing.spill import folder_for, published
 from cost_pipeline.lib.errors import InputError
 from cost_pipeline.lib.exprs import lookup
 from cost_pipeline.lib.keys import fold_key_expr
@@ -130,17 +129,12 @@ def read_gcp_file(path: Path, where: str, name: str, source) -> pl.DataFrame:
 
 def scan_gcp_file(path: Path, where: str, name: str, source, days: list[dt.date] | None = None, page_rows: int = PAGE_ROWS) -> pl.LazyFrame:
     """A GCP export file (Parquet or JSONL) as cost lines, never held whole: read ``page_rows`` rows at
-    a time, each batch normalized and written on its own (once per file version, to a folder under the
-    system's temporary directory), then scanned lazily; content ids come from the reader flow's first
+    a time, each batch normalized and written on its own (once per file version, beside the parsed copies
+    of ``lib/billing/spill.py``), then scanned lazily; content ids come from the reader flow's first
     pass, as for a whole read. Labels are records, so a batch is the unit: resource labels win over
     project labels line by line."""
-    stat = path.stat()
-    key = hashlib.sha256(f"{path}|{stat.st_size}|{stat.st_mtime_ns}|{source.name}|{name}|{page_rows}".encode()).hexdigest()[:24]
-    folder = Path(tempfile.gettempdir()) / "cost_pipeline_cache" / "gcp" / key
-    listing = folder / "pages.json"
-    if not listing.exists():
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(parents=True)
+
+    def build(folder: Path) -> None:
         pages, first_row = [], 0
         try:
             raw = pl.scan_parquet(path) if path.name.endswith(".parquet") else pl.scan_ndjson(path, infer_schema_length=None)
@@ -154,7 +148,10 @@ def scan_gcp_file(path: Path, where: str, name: str, source, days: list[dt.date]
         if not pages:
             pages.append("page-00000.parquet")
             empty_cost_lines().write_parquet(folder / pages[-1])
-        listing.write_text(json.dumps(pages))  # last: a folder without it is written again
+        (folder / "pages.json").write_text(json.dumps(pages))
+
+    folder = published(folder_for(path, f"gcp|{source.name}|{name}|{page_rows}"), build)
+    listing = folder / "pages.json"
     frame = pl.scan_parquet([folder / page for page in json.loads(listing.read_text())])
     return frame.filter(pl.col("date").is_in(days)) if days else frame
 
