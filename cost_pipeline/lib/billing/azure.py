@@ -29,6 +29,7 @@ from cost_pipeline.lib.billing.columns import (
     fold_column,
     parse_money,
     require_values,
+    scan_export,
     text_money,
     with_line_numbers,
 )
@@ -159,12 +160,10 @@ def scan_azure_file(path: Path, where: str, name: str, source, days: list[dt.dat
     ``Tags`` texts, few, are parsed once and joined back). None
     for a file failing that pass or missing a column, which :func:`read_azure_file` then reads whole,
     naming the row."""
-    try:
-        raw = (pl.scan_parquet(path) if path.name.lower().endswith(".parquet")
-               else pl.scan_csv(path, infer_schema=False, null_values=[""], encoding="utf8-lossy"))
-        found = _found(raw.collect_schema().names())
-    except Exception:  # noqa: BLE001 - read whole, for the error naming the file
+    if (export := scan_export(path, [""])) is None:
         return None
+    raw, schema, _ = export
+    found = _found(schema.names())
     if any(found[t] is None for t in REQUIRED + ([] if source.currency else ["currency"])):
         return None
     frame = raw.filter(~pl.all_horizontal(pl.all().is_null())).select(  # blank lines, as a whole read drops them

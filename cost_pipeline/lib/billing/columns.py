@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+from pathlib import Path
 
 import polars as pl
 
@@ -28,6 +29,21 @@ def with_line_numbers(raw: pl.DataFrame, header_rows: int = 1) -> pl.DataFrame:
 
 def fold_column(name: str) -> str:
     return re.sub(r"[^a-z0-9]", "", name.lstrip("\ufeff").lower())
+
+
+def scan_export(path: Path, null_values: list[str]) -> tuple[pl.LazyFrame, pl.Schema, dict[str, str]] | None:
+    """A Parquet or CSV(.gz) export scanned lazily (CSV as text), its schema and its headers by folded
+    name (the first of a spelling); None if it does not open, to be read whole for the error naming it."""
+    try:
+        raw = (pl.scan_parquet(path) if path.name.lower().endswith(".parquet")
+               else pl.scan_csv(path, infer_schema=False, null_values=null_values, encoding="utf8-lossy"))
+        schema = raw.collect_schema()
+    except Exception:  # noqa: BLE001 - any reader failure: the whole read names it
+        return None
+    by_fold: dict[str, str] = {}
+    for column in schema:
+        by_fold.setdefault(fold_column(column), column)
+    return raw, schema, by_fold
 
 
 def select_columns(frame: pl.DataFrame, wanted: dict[str, str], required: list[str], source: str) -> pl.DataFrame:

@@ -19,6 +19,7 @@ from cost_pipeline.lib.billing.columns import (
     in_range,
     parse_money,
     parse_timestamps,
+    scan_export,
     select_columns,
     text_money,
     text_timestamps,
@@ -118,14 +119,9 @@ def scan_legacy_file(path: Path, where: str, name: str, source, days: list[dt.da
     value, a missing column), which :func:`read_legacy_file` then reads whole, naming the file, row and
     value. Read whole, 10 M lines took 15.4 GiB as Parquet and more than 16 GiB as CSV.gz."""
     parquet = path.name.lower().endswith(".parquet")
-    try:
-        raw = pl.scan_parquet(path) if parquet else pl.scan_csv(path, infer_schema=False, null_values=[""], encoding="utf8-lossy")
-        schema = raw.collect_schema()
-    except Exception:  # noqa: BLE001 - read whole, for the error naming the file
+    if (export := scan_export(path, [""])) is None:
         return None
-    by_fold: dict[str, str] = {}
-    for column in schema:
-        by_fold.setdefault(fold_column(column), column)
+    raw, schema, by_fold = export
     region = next((c for c in REGION_SPELLINGS if fold_column(c) in by_fold), REGION_SPELLINGS[0])
     found = {target: by_fold.get(fold_column(doc)) for doc, target in ({c: c for c in REQUIRED + OPTIONAL} | {region: "product_region_code"}).items()}
     tag_columns = [c for c in schema if c.lower().startswith(TAG_PREFIXES)]

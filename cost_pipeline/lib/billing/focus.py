@@ -20,6 +20,7 @@ from cost_pipeline.lib.billing.columns import (
     json_tags,
     parse_money,
     parse_timestamps,
+    scan_export,
     select_columns,
     tag_lookup,
     text_money,
@@ -101,14 +102,9 @@ def scan_focus_file(path: Path, where: str, name: str, source, days: list[dt.dat
     (``lib/billing/sources.py``). A line without a charge period start in a Parquet file fails the
     reader flow naming its record (the whole read drops lines that are entirely empty)."""
     parquet = path.name.lower().endswith(".parquet")
-    try:
-        raw = pl.scan_parquet(path) if parquet else pl.scan_csv(path, infer_schema=False, null_values=NULLS, encoding="utf8-lossy")
-        schema = raw.collect_schema()
-    except Exception:  # noqa: BLE001 - read whole, for the error naming the file
+    if (export := scan_export(path, NULLS)) is None:
         return None
-    by_fold: dict[str, str] = {}
-    for column in schema:
-        by_fold.setdefault(fold_column(column), column)
+    raw, schema, by_fold = export
     found = {target: by_fold.get(fold_column(doc)) for doc, target in COLUMNS.items()}
     required = [COLUMNS[c] for c in REQUIRED if not (source.currency and c == "BillingCurrency")]
     money, times = ("list_cost", "billed_cost", "effective_cost"), ("charge_period_start", "charge_period_end")
