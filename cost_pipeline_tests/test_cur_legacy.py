@@ -268,3 +268,26 @@ def test_processes_parsing_one_csv_at_once_share_one_complete_copy(tmp_path, sam
     folder = folder_for(path, "aws_cur_legacy")
     assert (folder / "checked.json").exists() and [p.name for p in folder.parent.glob(f"{folder.name}*")] == [folder.name]
     assert reads[0]["billed_cost"].sum() == sum(Decimal(repr(v)).quantize(Q, ROUND_HALF_EVEN) for v in table["line_item_unblended_cost"].to_pylist())
+
+
+def test_parsed_copies_unused_for_a_week_are_removed_when_a_new_one_is_made(tmp_path, sample_dir):
+    import os
+    import time
+
+    from cost_pipeline.lib.billing.cur_legacy import scan_legacy_file
+    from cost_pipeline.lib.billing.spill import ROOT, folder_for
+
+    legacy = source("aws_cur_legacy", name="legacy")
+    files = []
+    for i in range(3):
+        write_files(tmp_path / str(i), deliver({}, "acme", START.replace(day=1), "asm-1", _day_table(sample_dir, START)))
+        files.append(next((tmp_path / str(i)).rglob("*.csv.gz")))
+    assert scan_legacy_file(files[0], "a", "a", legacy) is not None and scan_legacy_file(files[1], "b", "b", legacy) is not None
+    old, recent = folder_for(files[0], "aws_cur_legacy"), folder_for(files[1], "aws_cur_legacy")
+    eight_days_ago = time.time() - 8 * 86400
+    os.utime(old, (eight_days_ago, eight_days_ago))
+    assert scan_legacy_file(files[2], "c", "c", legacy) is not None  # a new copy is made: the stale one goes
+    assert not old.exists() and recent.exists() and folder_for(files[2], "aws_cur_legacy").exists()
+    assert old.parent == ROOT
+    # a file read again gets its copy back, exactly
+    assert scan_legacy_file(files[0], "a", "a", legacy).collect().height == _day_table(sample_dir, START).num_rows

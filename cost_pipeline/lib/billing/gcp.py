@@ -18,7 +18,7 @@ import polars as pl
 
 from cost_pipeline.lib.billing.columns import parse_money, parse_timestamps
 from cost_pipeline.lib.billing.schema import conform, empty_cost_lines
-from cost_pipeline.lib.billing.spill import folder_for, published
+from cost_pipeline.lib.billing.spill import folder_for, prune, published
 from cost_pipeline.lib.errors import InputError
 from cost_pipeline.lib.exprs import lookup
 from cost_pipeline.lib.keys import fold_key_expr
@@ -195,6 +195,7 @@ def bigquery_day_files(table: str, day: dt.date, source: str, client, folder: Pa
     columns = ", ".join(f"`{c}`" for c in READ_COLUMNS if c in present) or "*"
     params = [bigquery.ScalarQueryParameter("day", "DATE", day)]
     job = client.query(DAY_SQL.format(table=table, columns=columns), job_config=bigquery.QueryJobConfig(query_parameters=params))
+    prune(folder.parent)  # other days' answers, unused for a week
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     files = []

@@ -10,8 +10,10 @@ modification time, so a re-delivered file is parsed afresh.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
+import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -30,11 +32,16 @@ def folder_for(path: Path, context: str) -> Path:
     return ROOT / hashlib.sha256(key.encode()).hexdigest()[:24]
 
 
+KEEP_UNUSED = dt.timedelta(days=7)  # a copy no read used for this long is removed when another is made
+
+
 def published(folder: Path, build: Callable[[Path], None]) -> Path:
     """``folder``, built by ``build`` into a folder of its own and renamed into place once complete: two
     processes parsing the same file (a backfill's days run in parallel) never see half of it, and the
-    second to finish drops its own copy."""
+    second to finish drops its own copy. Each use marks the folder used; making one removes the copies
+    unused for :data:`KEEP_UNUSED` (re-delivered files leave their old versions' copies behind)."""
     if not folder.exists():
+        prune(folder.parent)
         folder.parent.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=f"{folder.name}.", dir=folder.parent))
         try:
@@ -45,7 +52,21 @@ def published(folder: Path, build: Callable[[Path], None]) -> Path:
                 raise
         finally:
             shutil.rmtree(work, ignore_errors=True)
+    os.utime(folder)  # used now
     return folder
+
+
+def prune(root: Path) -> None:
+    """Remove the folders under ``root`` unused for :data:`KEEP_UNUSED`."""
+    if not root.is_dir():
+        return
+    cutoff = (dt.datetime.now() - KEEP_UNUSED).timestamp()
+    for folder in root.iterdir():
+        try:
+            if folder.is_dir() and folder.stat().st_mtime < cutoff:
+                shutil.rmtree(folder, ignore_errors=True)
+        except FileNotFoundError:  # removed by another process meanwhile
+            pass
 
 
 def checked_copy(path: Path, typed: pl.LazyFrame, context: str, distinct: str | None = None) -> tuple[pl.LazyFrame, list[str]] | None:
