@@ -30,6 +30,7 @@ import polars as pl
 
 from cost_pipeline.config import BillingSource
 from cost_pipeline.lib.billing.fingerprint import content_hash, fingerprint_parts, tag_set_hash
+from cost_pipeline.lib.billing.schema import MAP_ENTRIES
 from cost_pipeline.lib.billing.sources import (
     LINE_KEY,
     NO_AMOUNT,
@@ -88,6 +89,16 @@ def write_cost_lines_days(plan: pl.LazyFrame, paths: dict[dt.date, Path], tag_se
     return sums.rename({"_day": "date"}), tag_sets.rename({"_day": "date"})
 
 
+def _copied(column: str) -> pl.Expr:
+    """A map column whose strings are copied out of the buffers they were read or computed in. The
+    tag-set sink keeps each distinct map until the pass ends, and a kept map's strings held their
+    whole batch's buffers alive: a 10 M-line legacy CUR day (its maps computed from tag columns) peaked
+    at 1.78 GiB, 0.86 GiB with the kept maps copied."""
+    entry = pl.element().struct
+    copied = pl.struct(key=pl.concat_str(entry.field("key"), pl.lit("")), value=pl.concat_str(entry.field("value"), pl.lit("")))
+    return pl.col(column).cast(MAP_ENTRIES).list.eval(copied).cast(MAP_ENTRIES).cast(pl.Map(pl.String, pl.String))
+
+
 def _write(plan: pl.LazyFrame, day: pl.Expr, paths: dict, tag_set: pl.Expr | None) -> tuple[pl.DataFrame, pl.DataFrame, pl.Series]:
     """The pass: lines split into ``paths`` by ``day`` (``_day`` in the results); a ``_key`` column of
     the plan is sunk apart and returned (an empty series without it)."""
@@ -127,7 +138,7 @@ def _write(plan: pl.LazyFrame, day: pl.Expr, paths: dict, tag_set: pl.Expr | Non
             # the pair's xor: cheaper than a struct of the pair, and if two pairs ever shared it, one map would be
             # missing and attribution would read the maps (never a wrong one)
             lines.select(*keys, "tag_set", "tags", pl.col("_check").alias("check")).filter(first_of_pair.is_first_distinct())
-            .sink_parquet(work["tag_sets"], lazy=True),
+            .with_columns(_copied("tags")).sink_parquet(work["tag_sets"], lazy=True),
             *([lines.select("_key").sink_parquet(work["keys"], lazy=True, compression="uncompressed")] if keyed else []),
         ], engine="streaming")
         lines = lines.drop("_key", strict=False)
