@@ -157,9 +157,8 @@ def scan_azure_file(path: Path, where: str, name: str, source, days: list[dt.dat
     """An Azure cost export (CSV, CSV.gz or Parquet) as cost lines, lazily, never the whole file in
     memory: parsed once into a local Parquet copy (``lib/billing/spill.py``) by a streaming pass that
     also finds every date and amount parsing and every line with a date and a currency (its distinct
-    ``Tags`` texts, few, are parsed once and joined back). None
-    for a file failing that pass or missing a column, which :func:`read_azure_file` then reads whole,
-    naming the row."""
+    ``Tags`` texts, few, are parsed once and joined back). None for a file failing that pass or missing
+    a column, which :func:`read_azure_file` then reads whole, naming the row."""
     if (export := scan_export(path, [""])) is None:
         return None
     raw, schema, _ = export

@@ -96,9 +96,9 @@ def scan_focus_file(path: Path, where: str, name: str, source, days: list[dt.dat
     map) with only the ``days``' row groups; CSV (and CSV.gz) parsed once into a local Parquet copy
     (``lib/billing/spill.py``) by a streaming pass that also finds every amount and timestamp parsing
     and every line with a start and a currency (its distinct ``Tags`` texts, few, are parsed once and
-    joined back). None for any other file (a Parquet file with
-    text amounts, a bad value), which :func:`read_focus_file` then reads whole, naming the row. Read
-    whole, a 10 M-line Parquet file took 40.6 s at 8.7 GiB; line ids are added by the reader flow
+    joined back). None for any other file (a Parquet file with text amounts, a bad value), which
+    :func:`read_focus_file` then reads whole, naming the row. Read whole, 10 M lines took 29-32 s at
+    8.7-9.0 GiB as Parquet, 51-59 s at 11.9-12.0 GiB as CSV.gz; line ids are added by the reader flow
     (``lib/billing/sources.py``). A line without a charge period start in a Parquet file fails the
     reader flow naming its record (the whole read drops lines that are entirely empty)."""
     parquet = path.name.lower().endswith(".parquet")

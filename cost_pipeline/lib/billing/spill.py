@@ -23,12 +23,13 @@ import polars as pl
 
 ROOT = Path(tempfile.gettempdir()) / "cost_pipeline_cache" / "parsed"
 BAD = "_bad"  # the column of a typed frame marking a line a whole read would refuse
+LAYOUT = 1  # part of every copy's key: raise it when a reader's parsing changes, so no copy from older code is reused
 
 
 def folder_for(path: Path, context: str) -> Path:
     """The parsed copy's folder for this version of ``path`` read with ``context`` (what else shapes it)."""
     stat = path.stat()
-    key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{context}"
+    key = f"{LAYOUT}|{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{context}"
     return ROOT / hashlib.sha256(key.encode()).hexdigest()[:24]
 
 
