@@ -4,7 +4,9 @@ Machines here are shared and noisy, so what matters are ratios measured in one r
 files: each stage's wall time and peak RSS, the pipeline against a plain Polars scan of the columns
 it needs, and against DuckDB computing the same normalization + direct attribution in SQL.
 ``--backfill-days N`` also times an N-day single-run backfill end to end (Dagster included) in a
-child process, sampling its RSS to show whether memory stays flat. Results go to stdout and are
+child process, sampling its RSS to show whether memory stays flat. ``--focus`` and ``--legacy`` also
+deliver the day as FOCUS and legacy CUR exports (Parquet and CSV.gz) and time its ingest streamed,
+against the file read whole in a process of its own. Results go to stdout and are
 appended to ``BENCHMARKS.md`` with the machine's description.
 """
 
