@@ -153,9 +153,9 @@ def scan_legacy_file(path: Path, where: str, name: str, source, days: list[dt.da
         frame = raw.select(*(column(t) for t in found), _tags(tag_columns).alias("resource_tags"))
     else:
         bad = [pl.col(doc).is_not_null() & column(t).is_null() for t, doc in found.items() if doc and (t in MONEY_COLUMNS or t in times)]
-        typed = raw.filter(~pl.all_horizontal(pl.all().is_null())).select(  # blank lines, as a whole read drops them
+        parsed = raw.filter(~pl.all_horizontal(pl.all().is_null())).select(  # blank lines, as a whole read drops them
             *(column(t) for t in found), _tags(tag_columns).alias("resource_tags"), pl.any_horizontal(*bad, pl.col(found[times[0]]).is_null()).alias(BAD))
-        copy = checked_copy(path, typed, "aws_cur_legacy")
+        copy = checked_copy(path, parsed, "aws_cur_legacy")
         if copy is None:
             return None
         frame = copy[0].filter(in_range(pl.col(times[0]), start, end)) if days else copy[0]

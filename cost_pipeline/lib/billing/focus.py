@@ -136,11 +136,11 @@ def scan_focus_file(path: Path, where: str, name: str, source, days: list[dt.dat
             raw = raw.filter(in_range(column("charge_period_start"), start, end))
         return _normalized(raw.select(*(column(t) for t in found if t != "currency"), currency.alias("currency")), source, name)
     bad = [pl.col(found[t]).is_not_null() & column(t).is_null() for t in (*money, *times) if found[t]]
-    typed = raw.filter(~pl.all_horizontal(pl.all().is_null())).select(  # blank lines, as a whole read drops them
+    parsed = raw.filter(~pl.all_horizontal(pl.all().is_null())).select(  # blank lines, as a whole read drops them
         *(column(t) for t in found if t not in ("currency", "tags")), currency.alias("currency"),
         (pl.col(found["tags"]) if found["tags"] else pl.lit(None, pl.String)).alias("tags"),
         pl.any_horizontal(*bad, pl.col(found["charge_period_start"]).is_null(), currency.is_null()).alias(BAD))
-    copy = checked_copy(path, typed, f"focus|{source.currency or ''}", distinct="tags")
+    copy = checked_copy(path, parsed, f"focus|{source.currency or ''}", distinct="tags")
     if copy is None:
         return None
     frame, texts = copy
