@@ -138,8 +138,11 @@ def text_money(column: str) -> pl.Expr:
     return pl.col(column).str.strip_chars().cast(MONEY, strict=False)
 
 
-def in_range(moment: pl.Expr, start: dt.datetime, end: dt.datetime) -> pl.Expr:
-    """``start <= moment < end`` as two comparisons, which Polars checks against row-group statistics."""
+def in_days(moment: pl.Expr, days: list[dt.date]) -> pl.Expr:
+    """``moment`` (UTC) from the first of ``days`` to the end of the last, as two comparisons, which
+    Polars checks against row-group statistics (callers filter the exact days afterwards)."""
+    start = dt.datetime.combine(min(days), dt.time(), tzinfo=dt.UTC)
+    end = dt.datetime.combine(max(days) + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
     return (moment >= start) & (moment < end)
 
 

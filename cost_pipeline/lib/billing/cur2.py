@@ -18,6 +18,7 @@ from cost_pipeline.lib.billing.amortize import (
     charge_category,
     effective_cost,
 )
+from cost_pipeline.lib.billing.columns import in_days
 from cost_pipeline.lib.billing.schema import conform
 from cost_pipeline.lib.errors import InputError
 from cost_pipeline.lib.money import MONEY
@@ -147,8 +148,5 @@ def scan_cur2_file(path: Path, where: str, name: str, source, days: list[dt.date
     # only the columns the mapping reads: the product and cost_category maps are most of a CUR 2.0 file
     frame = _typed(pl.scan_parquet(path).select(REQUIRED_COLUMNS), where)
     if days:
-        start = dt.datetime.combine(min(days), dt.time(), tzinfo=dt.UTC)
-        end = dt.datetime.combine(max(days) + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
-        usage_start = pl.col("line_item_usage_start_date")
-        frame = frame.filter((usage_start >= start) & (usage_start < end))
+        frame = frame.filter(in_days(pl.col("line_item_usage_start_date"), days))
     return normalize_cur2(frame, source.name, name)

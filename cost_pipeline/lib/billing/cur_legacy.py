@@ -16,7 +16,7 @@ from cost_pipeline.lib.billing.amortize import AMORTIZATION_COLUMNS
 from cost_pipeline.lib.billing.columns import (
     LINE,
     fold_column,
-    in_range,
+    in_days,
     parse_money,
     parse_timestamps,
     scan_export,
@@ -145,11 +145,9 @@ def scan_legacy_file(path: Path, where: str, name: str, source, days: list[dt.da
             return text_money(doc).alias(target)
         return pl.col(doc).cast(kind, strict=parquet).alias(target)
 
-    start = dt.datetime.combine(min(days), dt.time(), tzinfo=dt.UTC) if days else None
-    end = dt.datetime.combine(max(days) + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC) if days else None
     if parquet:
         if days:  # on the raw column, where the row groups' statistics apply
-            raw = raw.filter(in_range(column(times[0]), start, end))
+            raw = raw.filter(in_days(column(times[0]), days))
         frame = raw.select(*(column(t) for t in found), _tags(tag_columns).alias("resource_tags"))
     else:
         bad = [pl.col(doc).is_not_null() & column(t).is_null() for t, doc in found.items() if doc and (t in MONEY_COLUMNS or t in times)]
@@ -158,6 +156,6 @@ def scan_legacy_file(path: Path, where: str, name: str, source, days: list[dt.da
         copy = checked_copy(path, parsed, "aws_cur_legacy")
         if copy is None:
             return None
-        frame = copy[0].filter(in_range(pl.col(times[0]), start, end)) if days else copy[0]
+        frame = copy[0].filter(in_days(pl.col(times[0]), days)) if days else copy[0]
     return normalize_cur2(frame, source.name, name)
 

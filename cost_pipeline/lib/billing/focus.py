@@ -16,7 +16,7 @@ from cost_pipeline.lib.billing.columns import (
     LINE,
     MAP_DTYPE,
     fold_column,
-    in_range,
+    in_days,
     json_tags,
     parse_money,
     parse_timestamps,
@@ -129,11 +129,9 @@ def scan_focus_file(path: Path, where: str, name: str, source, days: list[dt.dat
     currency = pl.col(found["currency"]) if found["currency"] else pl.lit(None, pl.String)
     if source.currency:
         currency = currency.fill_null(source.currency)
-    start = dt.datetime.combine(min(days), dt.time(), tzinfo=dt.UTC) if days else None
-    end = dt.datetime.combine(max(days) + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC) if days else None
     if parquet:
         if days:  # on the raw column, where the row groups' statistics apply
-            raw = raw.filter(in_range(column("charge_period_start"), start, end))
+            raw = raw.filter(in_days(column("charge_period_start"), days))
         return _normalized(raw.select(*(column(t) for t in found if t != "currency"), currency.alias("currency")), source, name)
     bad = [pl.col(found[t]).is_not_null() & column(t).is_null() for t in (*money, *times) if found[t]]
     parsed = raw.filter(~pl.all_horizontal(pl.all().is_null())).select(  # blank lines, as a whole read drops them
@@ -145,7 +143,7 @@ def scan_focus_file(path: Path, where: str, name: str, source, days: list[dt.dat
         return None
     frame, texts = copy
     if days:
-        frame = frame.filter(in_range(pl.col("charge_period_start"), start, end))
+        frame = frame.filter(in_days(pl.col("charge_period_start"), days))
     # each distinct Tags text parsed once, joined back (named as a whole read names it)
     frame = frame.join(tag_lookup(texts, "tags", where).lazy(), on="tags", how="left", maintain_order="left")
     return _normalized(frame.with_columns(pl.col("_tags").fill_null(pl.lit([], dtype=MAP_ENTRIES)).cast(MAP_DTYPE).alias("tags")).drop("_tags"),

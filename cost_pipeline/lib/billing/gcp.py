@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 
 import polars as pl
@@ -135,25 +136,31 @@ def scan_gcp_file(path: Path, where: str, name: str, source, days: list[dt.date]
     project labels line by line."""
 
     def build(folder: Path) -> None:
-        pages, first_row = [], 0
         try:
             raw = pl.scan_parquet(path) if path.name.endswith(".parquet") else pl.scan_ndjson(path, infer_schema_length=None)
-            for batch in raw.collect_batches(chunk_size=page_rows):
-                if batch.height:
-                    pages.append(f"page-{len(pages):05d}.parquet")
-                    normalize_gcp(batch, source.name, where, name, first_row).write_parquet(folder / pages[-1])
-                    first_row += batch.height
+            pages = _write_pages(raw.collect_batches(chunk_size=page_rows), folder, source.name, where, name)
         except pl.exceptions.PolarsError as exc:
             raise InputError(where, f"cannot read GCP billing export file: {str(exc).splitlines()[0]}") from None
-        if not pages:
-            pages.append("page-00000.parquet")
-            empty_cost_lines().write_parquet(folder / pages[-1])
-        (folder / "pages.json").write_text(json.dumps(pages))
+        (folder / "pages.json").write_text(json.dumps([p.name for p in pages]))
 
     folder = published(folder_for(path, f"gcp|{source.name}|{name}|{page_rows}"), build)
-    listing = folder / "pages.json"
-    frame = pl.scan_parquet([folder / page for page in json.loads(listing.read_text())])
+    frame = pl.scan_parquet([folder / page for page in json.loads((folder / "pages.json").read_text())])
     return frame.filter(pl.col("date").is_in(days)) if days else frame
+
+
+def _write_pages(batches: Iterable[pl.DataFrame], folder: Path, source: str, where: str, name: str) -> list[Path]:
+    """Each batch of export rows normalized on its own and written to ``folder`` (``page-00000.parquet``,
+    ...; one empty page when there are no rows), numbering rows across batches for errors."""
+    pages, first_row = [], 0
+    for batch in batches:
+        if batch.height:
+            pages.append(folder / f"page-{len(pages):05d}.parquet")
+            normalize_gcp(batch, source, where, name, first_row).write_parquet(pages[-1])
+            first_row += batch.height
+    if not pages:
+        pages.append(folder / "page-00000.parquet")
+        empty_cost_lines().write_parquet(pages[-1])
+    return pages
 
 
 # Rows for a usage day keep arriving in later partitions (GCP restates past days for weeks, and
@@ -198,16 +205,8 @@ def bigquery_day_files(table: str, day: dt.date, source: str, client, folder: Pa
     prune(folder.parent)  # other days' answers, unused for a week
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    files = []
-    for batch in job.result(page_size=page_rows).to_arrow_iterable():
-        raw = pl.from_arrow(batch)
-        if isinstance(raw, pl.DataFrame) and raw.height:
-            files.append(folder / f"page-{len(files):05d}.parquet")
-            normalize_gcp(raw, source, f"bq://{table}", table).write_parquet(files[-1])
-    if not files:
-        files.append(folder / "page-00000.parquet")
-        empty_cost_lines().write_parquet(files[-1])
-    return files
+    answer = (pl.from_arrow(batch) for batch in job.result(page_size=page_rows).to_arrow_iterable())
+    return _write_pages(answer, folder, source, f"bq://{table}", table)
 
 
 def bigquery_changed_days(table: str, since: dt.datetime, client) -> list[tuple[dt.date, dt.datetime, int]]:

@@ -1,7 +1,9 @@
 """Parsed billing files kept in memory across the days of one run.
 
-Text exports (legacy CUR CSV, FOCUS, GCP JSONL) hold a whole month per file, and a backfill reads
-each day separately: without this cache a 30-day backfill would parse every file 30 times. Entries
+Every format streams the files it can (``FileFormat.scan``); the files read whole are the few it
+cannot (a Parquet export with amounts as text, a file whose values do not all parse, read whole for
+the error naming its row). Such a file can hold a whole month, and a backfill reads each day
+separately: without this cache a 30-day backfill would parse it 30 times. Entries
 are keyed by the file's version (ETag, generation, size+mtime), so a re-delivered file is parsed
 afresh, and only the few most recent files are kept to bound memory.
 """
