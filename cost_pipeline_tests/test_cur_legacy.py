@@ -291,3 +291,34 @@ def test_parsed_copies_unused_for_a_week_are_removed_when_a_new_one_is_made(tmp_
     assert old.parent == ROOT
     # a file read again gets its copy back, exactly
     assert scan_legacy_file(files[0], "a", "a", legacy).collect().height == _day_table(sample_dir, START).num_rows
+
+
+def test_blank_lines_are_dropped_by_the_read_columns_and_a_line_with_only_unread_values_named(tmp_path):
+    """A whole read drops lines empty in every column (CSV gaps); the streamed copy tests only the
+    columns it reads (a real file has hundreds it does not), so a line empty there but holding a value
+    in another column is looked at again: it is an error, named as a whole read names it."""
+    import gzip
+
+    from cost_pipeline.lib.billing.cur_legacy import scan_legacy_file
+
+    header = CSV_HEADER + ",product/ProductName"
+    rows = [f"x{i},Usage,2026-09-01T0{i}:00:00Z,2026-09-01T0{i + 1}:00:00Z,AmazonEC2,USD,1.2{i},111,Amazon Elastic Compute Cloud" for i in range(4)]
+    gaps = f"{header}\n{rows[0]}\r\n\r\n{rows[1]}\n,,,,,,,,\n\n{rows[2]}\n{rows[3]}\n"
+    path = tmp_path / "gaps" / "cur.csv.gz"
+    path.parent.mkdir()
+    path.write_bytes(gzip.compress(gaps.encode()))
+    legacy = source("aws_cur_legacy", name="legacy")
+    streamed = scan_legacy_file(path, str(path), path.name, legacy)
+    assert streamed is not None  # the blank lines do not send the file to a whole read
+    lines = read_day("aws_cur_legacy", str(path.parent), START, "legacy")
+    assert lines.height == 4 and lines["billed_cost"].sum() == Decimal("1.20") + Decimal("1.21") + Decimal("1.22") + Decimal("1.23")
+    assert streamed.collect().equals(read_legacy_file(path, str(path), path.name, legacy))
+
+    only_unread = gaps.replace(",,,,,,,,\n", ",,,,,,,,Amazon Simple Storage Service\n")
+    path = tmp_path / "unread" / "cur.csv.gz"
+    path.parent.mkdir()
+    path.write_bytes(gzip.compress(only_unread.encode()))
+    assert scan_legacy_file(path, str(path), path.name, legacy) is None  # read whole: the whole read names the line
+    with pytest.raises(InputError, match=r"row 5: column line_item_usage_start_date is empty") as err:
+        read_day("aws_cur_legacy", str(path.parent), START, "legacy")
+    assert str(path) in str(err.value)

@@ -34,7 +34,7 @@ from cost_pipeline.lib.billing.columns import (
     with_line_numbers,
 )
 from cost_pipeline.lib.billing.schema import MAP_ENTRIES, conform, empty_cost_lines
-from cost_pipeline.lib.billing.spill import BAD, checked_copy
+from cost_pipeline.lib.billing.spill import BAD, checked_copy, split_blank
 from cost_pipeline.lib.errors import InputError
 from cost_pipeline.lib.exprs import lookup
 
@@ -165,15 +165,15 @@ def scan_azure_file(path: Path, where: str, name: str, source, days: list[dt.dat
     found = _found(schema.names())
     if any(found[t] is None for t in REQUIRED + ([] if source.currency else ["currency"])):
         return None
-    frame = raw.filter(~pl.all_horizontal(pl.all().is_null())).select(  # blank lines, as a whole read drops them
-        [pl.col(c).cast(pl.String).alias(t) if c else pl.lit(None, pl.String).alias(t) for t, c in found.items()])
+    lines, blank = split_blank(raw, [c for c in found.values() if c])
+    frame = lines.select([pl.col(c).cast(pl.String).alias(t) if c else pl.lit(None, pl.String).alias(t) for t, c in found.items()])
     if source.currency:
         frame = frame.with_columns(pl.col("currency").fill_null(source.currency))
     parsed = {"date": _date(), "cost": text_money("cost"), "list_cost": text_money("list_cost")}
     bad = [pl.col(c).is_not_null() & e.is_null() for c, e in parsed.items()]
     typed = frame.with_columns(*(e.alias(c) for c, e in parsed.items()),
                                pl.any_horizontal(*bad, pl.col("date").is_null(), pl.col("currency").is_null()).alias(BAD))
-    copy = checked_copy(path, typed, f"azure|{source.currency or ''}", distinct="tags")
+    copy = checked_copy(path, typed, f"azure|{source.currency or ''}", distinct="tags", blank=blank)
     if copy is None:
         return None
     frame, texts = copy

@@ -29,7 +29,7 @@ from cost_pipeline.lib.billing.columns import (
     with_line_numbers,
 )
 from cost_pipeline.lib.billing.schema import MAP_ENTRIES, conform, empty_cost_lines
-from cost_pipeline.lib.billing.spill import BAD, checked_copy
+from cost_pipeline.lib.billing.spill import BAD, checked_copy, split_blank
 from cost_pipeline.lib.errors import InputError
 from cost_pipeline.lib.money import MONEY
 
@@ -134,11 +134,12 @@ def scan_focus_file(path: Path, where: str, name: str, source, days: list[dt.dat
             raw = raw.filter(in_days(column("charge_period_start"), days))
         return _normalized(raw.select(*(column(t) for t in found if t != "currency"), currency.alias("currency")), source, name)
     bad = [pl.col(found[t]).is_not_null() & column(t).is_null() for t in (*money, *times) if found[t]]
-    parsed = raw.filter(~pl.all_horizontal(pl.all().is_null())).select(  # blank lines, as a whole read drops them
+    lines, blank = split_blank(raw, [doc for doc in found.values() if doc])
+    parsed = lines.select(
         *(column(t) for t in found if t not in ("currency", "tags")), currency.alias("currency"),
         (pl.col(found["tags"]) if found["tags"] else pl.lit(None, pl.String)).alias("tags"),
         pl.any_horizontal(*bad, pl.col(found["charge_period_start"]).is_null(), currency.is_null()).alias(BAD))
-    copy = checked_copy(path, parsed, f"focus|{source.currency or ''}", distinct="tags")
+    copy = checked_copy(path, parsed, f"focus|{source.currency or ''}", distinct="tags", blank=blank)
     if copy is None:
         return None
     frame, texts = copy

@@ -70,22 +70,38 @@ def prune(root: Path) -> None:
             pass
 
 
-def checked_copy(path: Path, typed: pl.LazyFrame, context: str, distinct: str | None = None) -> tuple[pl.LazyFrame, list[str]] | None:
+def split_blank(raw: pl.LazyFrame, read: list[str]) -> tuple[pl.LazyFrame, pl.LazyFrame]:
+    """``raw`` (a text export as read) as (its lines, its blank lines), by the columns the reader
+    ``read``\s only: a whole read drops the lines empty in every column (CSV ``\r\n`` gaps), and testing
+    every column made the streamed pass parse all of them (a legacy CUR file has hundreds). A line empty
+    in the read columns only is no blank line; :func:`checked_copy` looks at the others then."""
+    empty = pl.all_horizontal(pl.col(read).is_null())
+    return raw.filter(~empty), raw.filter(empty)
+
+
+def checked_copy(path: Path, typed: pl.LazyFrame, context: str, distinct: str | None = None,
+                 blank: pl.LazyFrame | None = None) -> tuple[pl.LazyFrame, list[str]] | None:
     """``typed`` (a text export's mapped columns parsed, and :data:`BAD`) written once per file version:
     None if any line is bad (the caller then reads the file whole, which names the row and value),
     else the written lines, lazily, and the distinct values of column ``distinct`` (a tags column's
     JSON texts: few, even in a large file). One parse of the text: the copy, the check and the
-    distinct values are sinks of one streaming pass."""
+    distinct values are sinks of one streaming pass. ``blank``: the lines left out of ``typed`` as
+    blank (:func:`split_blank`); any of them that is not empty in every column is bad too (a second
+    pass, over all columns, only for a file that has such lines)."""
 
     def build(folder: Path) -> None:
         lines, bad, values = folder / "lines.parquet", folder / "bad.parquet", folder / "distinct.parquet"
+        blanks = folder / "blank.parquet"
         try:  # every query a sink: one collected into memory made Polars buffer the shared scan for it
             pl.collect_all([
                 typed.drop(BAD).sink_parquet(lines, lazy=True),
                 typed.select(pl.col(BAD).sum()).sink_parquet(bad, lazy=True),
                 *([typed.select(pl.col(distinct).drop_nulls().unique()).sink_parquet(values, lazy=True)] if distinct else []),
+                *([blank.select(pl.len()).sink_parquet(blanks, lazy=True)] if blank is not None else []),
             ], engine="streaming")
             clean = pl.read_parquet(bad).item() == 0
+            if clean and blank is not None and pl.read_parquet(blanks).item():
+                clean = not blank.select(~pl.all_horizontal(pl.all().is_null())).collect(engine="streaming").to_series().any()
         except pl.exceptions.PolarsError:
             clean = False
         texts = pl.read_parquet(values).to_series().to_list() if clean and distinct else []
