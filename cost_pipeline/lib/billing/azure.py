@@ -26,6 +26,7 @@ import polars as pl
 
 from cost_pipeline.lib.billing.columns import (
     LINE,
+    entry_lists,
     fold_column,
     parse_money,
     require_values,
@@ -34,7 +35,7 @@ from cost_pipeline.lib.billing.columns import (
     with_line_numbers,
 )
 from cost_pipeline.lib.billing.schema import MAP_ENTRIES, conform, empty_cost_lines
-from cost_pipeline.lib.billing.spill import BAD, checked_copy, split_blank
+from cost_pipeline.lib.billing.spill import BAD, blank_lines, checked_copy
 from cost_pipeline.lib.errors import InputError
 from cost_pipeline.lib.exprs import lookup
 
@@ -104,7 +105,7 @@ def _parse_tags(text: str | None, where: str) -> list[dict]:
 
 def _tag_lookup(texts: list[str], where: str) -> pl.DataFrame:
     """Each distinct ``Tags`` text with its entries (``_map``), parsed once."""
-    return pl.DataFrame({"tags": texts, "_map": [_parse_tags(t, where) for t in texts]}, schema={"tags": pl.String, "_map": MAP_ENTRIES})
+    return pl.DataFrame({"tags": pl.Series(texts, dtype=pl.String), "_map": entry_lists([_parse_tags(t, where) for t in texts])})
 
 
 def _tags(frame: pl.DataFrame, where: str) -> pl.Series:
@@ -165,21 +166,21 @@ def scan_azure_file(path: Path, where: str, name: str, source, days: list[dt.dat
     found = _found(schema.names())
     if any(found[t] is None for t in REQUIRED + ([] if source.currency else ["currency"])):
         return None
-    lines, blank = split_blank(raw, [c for c in found.values() if c])
-    frame = lines.select([pl.col(c).cast(pl.String).alias(t) if c else pl.lit(None, pl.String).alias(t) for t, c in found.items()])
+    blank, blanks = blank_lines(raw, [c for c in found.values() if c])
+    frame = raw.select(*[pl.col(c).cast(pl.String).alias(t) if c else pl.lit(None, pl.String).alias(t) for t, c in found.items()], blank)
     if source.currency:
         frame = frame.with_columns(pl.col("currency").fill_null(source.currency))
     parsed = {"date": _date(), "cost": text_money("cost"), "list_cost": text_money("list_cost")}
     bad = [pl.col(c).is_not_null() & e.is_null() for c, e in parsed.items()]
     typed = frame.with_columns(*(e.alias(c) for c, e in parsed.items()),
                                pl.any_horizontal(*bad, pl.col("date").is_null(), pl.col("currency").is_null()).alias(BAD))
-    copy = checked_copy(path, typed, f"azure|{source.currency or ''}", distinct="tags", blank=blank)
+    copy = checked_copy(path, typed, f"azure|{source.currency or ''}", blanks, distinct="tags", lookup=lambda texts: _tag_lookup(texts, where))
     if copy is None:
         return None
-    frame, texts = copy
+    frame, tags = copy
     if days:
         frame = frame.filter(pl.col("date").is_in(days))
-    frame = frame.join(_tag_lookup(texts, where).lazy(), on="tags", how="left", maintain_order="left")
+    frame = frame.join(tags.lazy(), on="tags", how="left", maintain_order="left")
     return _normalized(frame.with_columns(_MAP).drop("_map"), source, name)
 
 

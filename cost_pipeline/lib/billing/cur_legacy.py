@@ -28,7 +28,7 @@ from cost_pipeline.lib.billing.columns import (
 )
 from cost_pipeline.lib.billing.cur2 import normalize_cur2
 from cost_pipeline.lib.billing.schema import empty_cost_lines
-from cost_pipeline.lib.billing.spill import BAD, checked_copy, split_blank
+from cost_pipeline.lib.billing.spill import BAD, blank_lines, checked_copy
 from cost_pipeline.lib.errors import InputError
 from cost_pipeline.lib.money import MONEY
 
@@ -151,10 +151,10 @@ def scan_legacy_file(path: Path, where: str, name: str, source, days: list[dt.da
         frame = raw.select(*(column(t) for t in found), _tags(tag_columns).alias("resource_tags"))
     else:
         bad = [pl.col(doc).is_not_null() & column(t).is_null() for t, doc in found.items() if doc and (t in MONEY_COLUMNS or t in times)]
-        lines, blank = split_blank(raw, [*(doc for doc in found.values() if doc), *tag_columns])
-        parsed = lines.select(*(column(t) for t in found), _tags(tag_columns).alias("resource_tags"),
-                              pl.any_horizontal(*bad, pl.col(found[times[0]]).is_null()).alias(BAD))
-        copy = checked_copy(path, parsed, "aws_cur_legacy", blank=blank)
+        blank, blanks = blank_lines(raw, [*(doc for doc in found.values() if doc), *tag_columns])
+        parsed = raw.select(*(column(t) for t in found), _tags(tag_columns).alias("resource_tags"),
+                            pl.any_horizontal(*bad, pl.col(found[times[0]]).is_null()).alias(BAD), blank)
+        copy = checked_copy(path, parsed, "aws_cur_legacy", blanks)
         if copy is None:
             return None
         frame = copy[0].filter(in_days(pl.col(times[0]), days)) if days else copy[0]

@@ -29,7 +29,7 @@ from cost_pipeline.lib.billing.columns import (
     with_line_numbers,
 )
 from cost_pipeline.lib.billing.schema import MAP_ENTRIES, conform, empty_cost_lines
-from cost_pipeline.lib.billing.spill import BAD, checked_copy, split_blank
+from cost_pipeline.lib.billing.spill import BAD, blank_lines, checked_copy
 from cost_pipeline.lib.errors import InputError
 from cost_pipeline.lib.money import MONEY
 
@@ -134,19 +134,19 @@ def scan_focus_file(path: Path, where: str, name: str, source, days: list[dt.dat
             raw = raw.filter(in_days(column("charge_period_start"), days))
         return _normalized(raw.select(*(column(t) for t in found if t != "currency"), currency.alias("currency")), source, name)
     bad = [pl.col(found[t]).is_not_null() & column(t).is_null() for t in (*money, *times) if found[t]]
-    lines, blank = split_blank(raw, [doc for doc in found.values() if doc])
-    parsed = lines.select(
+    blank, blanks = blank_lines(raw, [doc for doc in found.values() if doc])
+    parsed = raw.select(
         *(column(t) for t in found if t not in ("currency", "tags")), currency.alias("currency"),
         (pl.col(found["tags"]) if found["tags"] else pl.lit(None, pl.String)).alias("tags"),
-        pl.any_horizontal(*bad, pl.col(found["charge_period_start"]).is_null(), currency.is_null()).alias(BAD))
-    copy = checked_copy(path, parsed, f"focus|{source.currency or ''}", distinct="tags", blank=blank)
+        pl.any_horizontal(*bad, pl.col(found["charge_period_start"]).is_null(), currency.is_null()).alias(BAD), blank)
+    copy = checked_copy(path, parsed, f"focus|{source.currency or ''}", blanks, distinct="tags", lookup=lambda texts: tag_lookup(texts, "tags", where))
     if copy is None:
         return None
-    frame, texts = copy
+    frame, tags = copy
     if days:
         frame = frame.filter(in_days(pl.col("charge_period_start"), days))
     # each distinct Tags text parsed once, joined back (named as a whole read names it)
-    frame = frame.join(tag_lookup(texts, "tags", where).lazy(), on="tags", how="left", maintain_order="left")
+    frame = frame.join(tags.lazy(), on="tags", how="left", maintain_order="left")
     return _normalized(frame.with_columns(pl.col("_tags").fill_null(pl.lit([], dtype=MAP_ENTRIES)).cast(MAP_DTYPE).alias("tags")).drop("_tags"),
                        source, name)
 
