@@ -74,20 +74,18 @@ EFFECTIVE_SQL = """CASE line_item_line_item_type
                                                  - CAST(savings_plan_used_commitment AS DECIMAL(38, 12))
              ELSE CAST(line_item_unblended_cost AS DECIMAL(38, 12)) END"""
 IN_DAY_SQL = "line_item_usage_start_date >= TIMESTAMPTZ '{day} 00:00:00+00' AND line_item_usage_start_date < TIMESTAMPTZ '{next} 00:00:00+00'"
-DIRECT_SQL = """
-SELECT {date} AS day,
-       lower(trim({tags}['user_ml_team'])) AS team,
-       lower(trim({tags}['user_ml_project'])) AS project,
-       lower(trim({tags}['user_ml_workload_type'])) AS workload_type,
-       lower(trim({tags}['user_ml_environment'])) AS environment,
-       {currency} AS currency,
-       sum({amount}) AS amount,
-       count(*) AS lines
-FROM {source}
-GROUP BY ALL
-"""
-DUCKDB_SQL = DIRECT_SQL.format(date="CAST(line_item_usage_start_date AS DATE)", tags="resource_tags", currency="line_item_currency_code",
-                               amount=EFFECTIVE_SQL, source="read_parquet({files}) WHERE " + IN_DAY_SQL)
+# the four tags each line is summed by, and their key in the bench's maps (and JSON objects, and legacy columns)
+TAG_KEYS = {"team": "user_ml_team", "project": "user_ml_project", "workload_type": "user_ml_workload_type", "environment": "user_ml_environment"}
+
+
+def direct_sql(date: str, tag: str, currency: str, amount: str, source: str) -> str:
+    """The peer's normalization + direct attribution; ``tag``: how a tag's value is read, with ``{key}``."""
+    tags = "".join(f"       lower(trim({tag.replace('{key}', key)})) AS {name},\n" for name, key in TAG_KEYS.items())
+    return f"SELECT {date} AS day,\n{tags}       {currency} AS currency, sum({amount}) AS amount, count(*) AS lines\nFROM {source}\nGROUP BY ALL"
+
+
+DUCKDB_SQL = direct_sql("CAST(line_item_usage_start_date AS DATE)", "resource_tags['{key}']", "line_item_currency_code", EFFECTIVE_SQL,
+                        "read_parquet({files}) WHERE " + IN_DAY_SQL)
 # the same work as the pipeline's ingest (the lake's cost_lines columns, tags maps included, written to
 # Parquet), then the direct attribution read from that file: the peer doing what the pipeline does
 DUCKDB_WRITE_SQL = f"""
@@ -106,7 +104,23 @@ SELECT CAST(line_item_usage_start_date AS DATE) AS date, 'aws' AS provider, 'aws
 FROM read_parquet({{files}}, filename = true) WHERE {IN_DAY_SQL}
 ) TO '{{out}}' (FORMAT parquet, COMPRESSION snappy)
 """
-DUCKDB_FROM_WRITTEN_SQL = DIRECT_SQL.format(date="date", tags="tags", currency="currency", amount="effective_cost", source="read_parquet('{out}')")
+DUCKDB_FROM_WRITTEN_SQL = direct_sql("date", "tags['{key}']", "currency", "effective_cost", "read_parquet('{out}')")
+# the same query on the bench's day delivered in another format: FOCUS (Parquet: Tags a map; CSV: a JSON
+# text) and legacy CUR (a column per tag), text read as text and cast exactly, as the pipeline does
+FOCUS_START = "CAST(ChargePeriodStart AS TIMESTAMPTZ)"
+FOCUS_PEER = {
+    "parquet": direct_sql(f"CAST({FOCUS_START} AS DATE)", "Tags['{key}']", "BillingCurrency", "CAST(EffectiveCost AS DECIMAL(38, 12))",
+                          f"read_parquet('{{path}}') WHERE {FOCUS_START} >= TIMESTAMPTZ '{{day}} 00:00:00+00' AND {FOCUS_START} < TIMESTAMPTZ '{{next}} 00:00:00+00'"),
+    "csv.gz": direct_sql(f"CAST({FOCUS_START} AS DATE)", "json_extract_string(Tags, '$.{key}')", "BillingCurrency", "CAST(EffectiveCost AS DECIMAL(38, 12))",
+                         f"read_csv('{{path}}', all_varchar = true) WHERE {FOCUS_START} >= TIMESTAMPTZ '{{day}} 00:00:00+00' AND {FOCUS_START} < TIMESTAMPTZ '{{next}} 00:00:00+00'"),
+}
+LEGACY_PEER = {
+    "parquet": direct_sql("CAST(line_item_usage_start_date AS DATE)", "resource_tags_{key}", "line_item_currency_code", EFFECTIVE_SQL,
+                          "read_parquet('{path}') WHERE " + IN_DAY_SQL),
+    "csv.gz": direct_sql("CAST(line_item_usage_start_date AS DATE)", "resource_tags_{key}", "line_item_currency_code", EFFECTIVE_SQL,
+                         "(SELECT * REPLACE (CAST(line_item_usage_start_date AS TIMESTAMPTZ) AS line_item_usage_start_date) "
+                         "FROM read_csv('{path}', all_varchar = true)) WHERE " + IN_DAY_SQL),
+}
 
 
 def _rss() -> int:
@@ -561,7 +575,7 @@ def focus_benchmark(out: Path) -> list[str]:
         if not path.exists():
             _in_child(_write_focus, out, kind, path)
         source = BillingSource(name="focus", format="focus", uri=str(path.parent.parent))
-        tables += _export_benchmark(out, f"a FOCUS {kind} export", "--focus", source, path) + [""]
+        tables += _export_benchmark(out, f"a FOCUS {kind} export", "--focus", source, path, FOCUS_PEER[kind]) + [""]
     return tables[:-1]
 
 
@@ -622,7 +636,8 @@ def legacy_benchmark(out: Path, product_columns: int = 0) -> list[str]:
             _in_child(_write_legacy, out, kind, product_columns, path)
         source = BillingSource(name="legacy", format="aws_cur_legacy", uri=str(path.parent))
         what = f"a legacy CUR {kind} delivery" + (f" with {product_columns} product columns more" if product_columns else "")
-        tables += _export_benchmark(out, what, "--legacy" + (f" --legacy-product-columns {product_columns}" if product_columns else ""), source, path) + [""]
+        tables += _export_benchmark(out, what, "--legacy" + (f" --legacy-product-columns {product_columns}" if product_columns else ""), source, path,
+                                    LEGACY_PEER[kind]) + [""]
     return tables[:-1]
 
 
@@ -643,17 +658,26 @@ def _cur_day(out: Path) -> pl.LazyFrame:
     return pl.scan_parquet(sorted((out / "billing" / "aws" / "data").rglob("*.parquet")))
 
 
-def _export_benchmark(out: Path, what: str, flag: str, source: BillingSource, path: Path) -> list[str]:
-    """The ingest of the bench's day delivered as ``what`` (streamed), against the file read whole."""
+def _export_benchmark(out: Path, what: str, flag: str, source: BillingSource, path: Path, peer: str) -> list[str]:
+    """The ingest of the bench's day delivered as ``what`` (streamed), against DuckDB's ``peer`` query on
+    the same file and against the file read whole."""
+    import duckdb
+
     from cost_pipeline.lib.billing import spill
 
     shutil.rmtree(spill.ROOT, ignore_errors=True)  # cold: a text export's parsed copy is made within the timed ingest
     meter = Meter()
     target = out / f"{source.name}_cost_lines.parquet"
-    meter.run("ingest of the day, streamed (text: parsed once into a local copy)", lambda: ingest_days([source], [START], lambda _: Storage(), {START: target}))
+    sums, _ = meter.run("ingest of the day, streamed (text: parsed once into a local copy)", lambda: ingest_days([source], [START], lambda _: Storage(), {START: target}))
     lines = pl.scan_parquet(target).select(pl.len()).collect().item()
     target.unlink()
-    return [f"The same day as {what} ({lines:,} lines, `{flag}`):", "", "| format | seconds | peak RSS GiB |", "|---|---|---|",
+    sql = peer.format(path=path, day=START, next=START + dt.timedelta(days=1))
+    duck = meter.run("peer: DuckDB normalize + direct attribution, the same file", lambda: duckdb.connect().sql(sql).fetchall())
+    ours, theirs = sums["effective_cost"].sum(), sum(r[-2] for r in duck)
+    assert ours == theirs and sum(r[-1] for r in duck) == lines, f"DuckDB and the pipeline disagree on {path}: {theirs} vs {ours}"
+    (_, ingest, _), (_, peer_secs, _) = meter.results
+    return [f"The same day as {what} ({lines:,} lines, `{flag}`; effective cost checked equal to DuckDB's: {ours:.2f}; "
+            f"the ingest {ingest / peer_secs:.2f}× DuckDB's query):", "", "| format | seconds | peak RSS GiB |", "|---|---|---|",
             *(f"| {name} | {secs:.2f} | {rss / 2**30:.2f} |" for name, secs, rss in meter.results), _whole_read(path, source)]
 
 
