@@ -166,4 +166,3 @@ def _normalized(frame, source, name: str):
             billing_account_id=pl.col("billing_account_id").fill_null("unknown"),
         )
     )
-

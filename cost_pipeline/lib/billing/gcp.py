@@ -131,9 +131,9 @@ def read_gcp_file(path: Path, where: str, name: str, source) -> pl.DataFrame:
 def scan_gcp_file(path: Path, where: str, name: str, source, days: list[dt.date] | None = None, page_rows: int = PAGE_ROWS) -> pl.LazyFrame:
     """A GCP export file (Parquet or JSONL) as cost lines, never held whole: read ``page_rows`` rows at
     a time, each batch normalized and written on its own (once per file version, beside the parsed copies
-    of ``lib/billing/spill.py``), then scanned lazily; content ids come from the reader flow's first
-    pass, as for a whole read. Labels are records, so a batch is the unit: resource labels win over
-    project labels line by line."""
+    of ``lib/billing/spill.py``), then scanned lazily; content ids come from the reader flow
+    (``lib/billing/sources.py``, :func:`lazy_content_ids`), as for a whole read. Labels are records,
+    so a batch is the unit: resource labels win over project labels line by line."""
 
     def build(folder: Path) -> None:
         try:
