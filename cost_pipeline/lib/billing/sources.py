@@ -192,7 +192,8 @@ def source_days(source: BillingSource, days: list[dt.date], storage: Storage | N
         for day in days:
             table = source.uri[len("bq://"):]
             folder = storage.cache_dir / "bigquery" / source.name / table / day.isoformat()
-            lines = lazy_content_ids(pl.scan_parquet(gcp.bigquery_day_files(table, day, source.name, storage.bigquery_client(), folder)), numbered)
+            # numbered always: identical rows left unnumbered would make the ingest run the (billed) query again
+            lines = lazy_content_ids(pl.scan_parquet(gcp.bigquery_day_files(table, day, source.name, storage.bigquery_client(), folder)))
             parts.append(_validated(lines.with_columns(billing_period=pl.col("invoice_id")), source, source.uri, sums_checked, keys_checked))
         _refuse_duplicates(parts, source)
         return pl.concat([lines for lines, _ in parts])
