@@ -18,6 +18,7 @@ import yaml
 from moto.server import ThreadedMotoServer
 
 from cost_pipeline.config import BillingSource, bundled_config_path
+from cost_pipeline.lib.billing.schema import MAP_ENTRIES
 from cost_pipeline.lib.billing.sources import read_source_day
 from cost_pipeline.lib.billing.write_day import ingest_days
 from cost_pipeline.lib.errors import InputError
@@ -128,14 +129,18 @@ def read_day(fmt: str, uri: object, day: dt.date, name: str = "src", storage=Non
             _ingested_day(src, day, storage)
         assert str(in_pass.value) == str(refused)
         raise
-    written, sums = _ingested_day(src, day, storage)
+    written, sums, tag_sets = _ingested_day(src, day, storage)
     assert int(sums["fp_lines"].sum()) == written.height == lines.height  # lines in == lines out
     assert written.drop("tag_set").equals(lines.drop("tags"))
+    # the day's tag sets give every written line the map the reader read for it
+    by_set = dict(zip(tag_sets["tag_set"], (None if t is None else sorted((e["key"], e["value"]) for e in t) for t in tag_sets["tags"].cast(MAP_ENTRIES).to_list())))
+    read = [None if t is None else sorted((e["key"], e["value"]) for e in t) for t in lines["tags"].cast(MAP_ENTRIES).to_list()]
+    assert [by_set[s] for s in written["tag_set"]] == read
     return lines
 
 
-def _ingested_day(src: BillingSource, day: dt.date, storage) -> tuple[pl.DataFrame, pl.DataFrame]:
+def _ingested_day(src: BillingSource, day: dt.date, storage) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "day.parquet"
-        sums, _ = ingest_days([src], [day], lambda _: storage or Storage(), {day: path})
-        return pl.read_parquet(path), sums
+        sums, tag_sets = ingest_days([src], [day], lambda _: storage or Storage(), {day: path})
+        return pl.read_parquet(path), sums, tag_sets

@@ -19,6 +19,7 @@ from cost_pipeline.lib.billing.amortize import (
     effective_cost,
 )
 from cost_pipeline.lib.billing.columns import in_days
+from cost_pipeline.lib.billing.map_hashes import hashed_tags
 from cost_pipeline.lib.billing.schema import conform
 from cost_pipeline.lib.errors import InputError
 from cost_pipeline.lib.money import MONEY
@@ -138,15 +139,30 @@ def single_day(path: Path) -> dt.date | None:
     return days.pop() if len(days) == 1 else None
 
 
-def scan_cur2_file(path: Path, where: str, name: str, source, days: list[dt.date] | None = None) -> pl.LazyFrame:
+def scan_cur2_file(path: Path, where: str, name: str, source, days: list[dt.date] | None = None,
+                   maps: list[pl.DataFrame] | None = None) -> pl.LazyFrame:
     """One delivered CUR 2.0 Parquet file as cost lines, lazily (only the needed columns are read).
 
     ``days``: at least those days' lines are kept (the caller filters exactly). The filter is on the raw
     usage start, where Polars uses the row groups' statistics to skip other days: one day out of a
-    month's 8 parts was read in 1.1 s instead of 18.7 s (the same filter on the derived date reads all)."""
+    month's 8 parts was read in 1.1 s instead of 18.7 s (the same filter on the derived date reads all).
+
+    ``maps``: the caller wants each line's tag-set hashes (``tag_set``, ``_check``) rather than its
+    tags: they are computed from the map's dictionary pages (:mod:`map_hashes`), the lines' ``tags``
+    are left null, and the distinct maps are appended to ``maps``."""
     _check_file(path, where)
+    hashed = None
+    if maps is not None:
+        try:
+            hashed = hashed_tags(path, "resource_tags", "line_item_usage_start_date", days)
+        except Exception:  # noqa: BLE001 - pyarrow raises several types for damaged pages: Polars' read then names the problem
+            hashed = None
     # only the columns the mapping reads: the product and cost_category maps are most of a CUR 2.0 file
-    frame = _typed(pl.scan_parquet(path).select(REQUIRED_COLUMNS), where)
+    frame = _typed(pl.scan_parquet(path, row_index_name="_row" if hashed else None).select(*REQUIRED_COLUMNS, *(["_row"] if hashed else [])), where)
     if days:
         frame = frame.filter(in_days(pl.col("line_item_usage_start_date"), days))
+    if hashed:
+        maps.append(hashed.maps)
+        tag_set, check = hashed.at(pl.col("_row"))
+        frame = frame.with_columns(tag_set=tag_set, _check=check, resource_tags=pl.lit(None, pl.Map(pl.String, pl.String)))
     return normalize_cur2(frame, source.name, name)

@@ -23,7 +23,7 @@ IGNORED = ["source_file", "line_item_id", "billing_period"]
 
 # added to a map's sum, and a null map's hash, per seed: an empty and a missing map are two tag sets, and
 # neither has the same hash under two seeds (the ingest keys each tag set by its two hashes' xor)
-_EMPTY, _NULL = 0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F
+EMPTY_MAP, NULL_MAP = 0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F
 
 
 def tag_set_hash(seed: int = 1) -> pl.Expr:
@@ -36,8 +36,8 @@ def tag_set_hash(seed: int = 1) -> pl.Expr:
     10 M-line day's ingest ~9 % more CPU). Like every Polars hash, it rules out accidental collisions
     (with the second hash the ingest checks), not maps crafted against its fixed seeds."""
     entry = pl.element().struct.field("key").hash(seed=seed) ^ pl.element().struct.field("value").hash(seed=seed + 10)
-    summed = pl.col("tags").cast(MAP_ENTRIES).list.eval(entry.hash(seed=seed + 20)).list.sum() + (seed * _EMPTY) % 2**64
-    return summed.fill_null((seed * _NULL) % 2**64)
+    summed = pl.col("tags").cast(MAP_ENTRIES).list.eval(entry.hash(seed=seed + 20)).list.sum() + (seed * EMPTY_MAP) % 2**64
+    return summed.fill_null((seed * NULL_MAP) % 2**64)
 
 
 def content_hash(schema: pl.Schema, tag_set: pl.Expr | None = None) -> pl.Expr:

@@ -42,10 +42,17 @@ COST_LINES_SCHEMA: dict[str, pl.DataType] = {
 }
 
 
+# each line's tag-set hashes, when a reader computed them without decoding the maps (``map_hashes.py``)
+HASHES = ["tag_set", "_check"]
+
+
 def conform(frame: pl.LazyFrame) -> pl.LazyFrame:
-    """Select and order the contract's columns with their exact types (the period is set by the reader flow)."""
+    """Select and order the contract's columns with their exact types (the period is set by the reader
+    flow), and the tag-set hashes if the reader computed them."""
+    hashes = [c for c in HASHES if c in frame.collect_schema()]
     return frame.select(
-        [pl.lit(None, dtype).alias(name) if name == "billing_period" else pl.col(name).cast(dtype) for name, dtype in COST_LINES_SCHEMA.items()]
+        *(pl.lit(None, dtype).alias(name) if name == "billing_period" else pl.col(name).cast(dtype) for name, dtype in COST_LINES_SCHEMA.items()),
+        *hashes,
     )
 
 

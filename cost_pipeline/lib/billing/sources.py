@@ -31,9 +31,9 @@ from cost_pipeline.lib.billing.deliveries import (
     file_export_deliveries,
     legacy_cur_deliveries,
 )
-from cost_pipeline.lib.billing.fingerprint import content_hash, row_hashes
+from cost_pipeline.lib.billing.fingerprint import content_hash, row_hashes, tag_set_hash
 from cost_pipeline.lib.billing.parsed_cache import parsed
-from cost_pipeline.lib.billing.schema import COST_LINES_SCHEMA, empty_cost_lines
+from cost_pipeline.lib.billing.schema import COST_LINES_SCHEMA, HASHES, empty_cost_lines
 from cost_pipeline.lib.errors import InputError
 from cost_pipeline.lib.money import MONEY
 from cost_pipeline.lib.storage import Storage, StoredFile
@@ -119,11 +119,11 @@ def _format(source: BillingSource) -> FileFormat:
 
 
 def scan_file(source: BillingSource, file: StoredFile, storage: Storage, days: list[dt.date] | None = None,
-              ids: bool = True, numbered: bool = True) -> pl.LazyFrame:
+              ids: bool = True, numbered: bool = True, maps: list[pl.DataFrame] | None = None) -> pl.LazyFrame:
     """Every line of one delivered file (all days, or at least those of ``days``: a lazy reader may skip
     the row groups of other days), typed and validated; text files parsed once per version. ``ids``:
     False when the caller reads no line ids (the content ids of a streamed file take a pass of their own);
-    ``numbered``: see :func:`lazy_content_ids`."""
+    ``numbered``: see :func:`lazy_content_ids`; ``maps``: see :func:`source_days`."""
     fmt = _format(source)
     if source.uri.startswith("bq://"):
         raise InputError(source.uri, "BigQuery tables are read by day, not by file")
@@ -133,7 +133,7 @@ def scan_file(source: BillingSource, file: StoredFile, storage: Storage, days: l
         return with_content_ids(frame) if fmt.content_ids else frame
 
     if fmt.lazy:
-        return fmt.read(storage.fetch(file), file.uri, file.name, source, days=days)
+        return fmt.read(storage.fetch(file), file.uri, file.name, source, days=days, **({"maps": maps} if maps is not None else {}))
     if fmt.scan and (lazy := fmt.scan(storage.fetch(file), file.uri, file.name, source, days=days)) is not None:
         return lazy_content_ids(lazy, numbered) if fmt.content_ids and ids else lazy
     return parsed(file, source.name, parse).lazy()
@@ -180,11 +180,15 @@ def source_day(source: BillingSource, day: dt.date, storage: Storage | None = No
 
 
 def source_days(source: BillingSource, days: list[dt.date], storage: Storage | None = None, sums_checked: bool = False,
-                keys_checked: bool = False, numbered: bool = True) -> pl.LazyFrame:
+                keys_checked: bool = False, numbered: bool = True, maps: list[pl.DataFrame] | None = None) -> pl.LazyFrame:
     """:func:`source_day` of several days at once: each file holding any of them is read once.
     ``keys_checked``: lines delivered twice are left to the caller's pass too (:data:`LINE_KEY`,
     :func:`refuse_repeated_keys`), so the files are not read once more for their keys; only then may
-    content ids be left unnumbered (``numbered=False``, :func:`lazy_content_ids`)."""
+    content ids be left unnumbered (``numbered=False``, :func:`lazy_content_ids`).
+
+    ``maps``: every line comes with its tag-set hashes (:data:`schema.HASHES`); a reader that computes
+    them without decoding the maps (CUR 2.0 Parquet, :mod:`map_hashes`) leaves the lines' ``tags``
+    null and appends each file's distinct maps to ``maps``, the others hash the maps they read."""
     numbered = numbered or not keys_checked
     storage = storage or Storage()
     if source.uri.startswith("bq://"):
@@ -194,7 +198,7 @@ def source_days(source: BillingSource, days: list[dt.date], storage: Storage | N
             folder = storage.cache_dir / "bigquery" / source.name / table / day.isoformat()
             # numbered always: identical rows left unnumbered would make the ingest run the (billed) query again
             lines = lazy_content_ids(pl.scan_parquet(gcp.bigquery_day_files(table, day, source.name, storage.bigquery_client(), folder)))
-            parts.append(_validated(lines.with_columns(billing_period=pl.col("invoice_id")), source, source.uri, sums_checked, keys_checked))
+            parts.append(_validated(lines.with_columns(billing_period=pl.col("invoice_id")), source, source.uri, sums_checked, keys_checked, maps is not None))
         _refuse_duplicates(parts, source)
         return pl.concat([lines for lines, _ in parts])
     wanted = set(days)
@@ -203,10 +207,10 @@ def source_days(source: BillingSource, days: list[dt.date], storage: Storage | N
     for delivery in current_deliveries(source, storage):
         for file in delivery.files:
             if wanted & file_days(source, file, storage):
-                lines = scan_file(source, file, storage, sorted(wanted), numbered=numbered).filter(in_days).with_columns(billing_period=pl.lit(delivery.period))
-                parts.append(_validated(lines, source, file.uri, sums_checked, keys_checked))
+                lines = scan_file(source, file, storage, sorted(wanted), numbered=numbered, maps=maps).filter(in_days).with_columns(billing_period=pl.lit(delivery.period))
+                parts.append(_validated(lines, source, file.uri, sums_checked, keys_checked, maps is not None))
     if not parts:
-        return empty_cost_lines().lazy()
+        return _validated(empty_cost_lines().lazy(), source, source.uri, True, True, maps is not None)[0]
     _refuse_duplicates(parts, source)
     return pl.concat([lines for lines, _ in parts])
 
@@ -252,8 +256,13 @@ NO_AMOUNT = pl.col("effective_cost").is_null() | pl.col("billed_cost").is_null()
 
 
 def _validated(lines: pl.LazyFrame, source: BillingSource, where: str, sums_checked: bool = False,
-               keys_checked: bool = False) -> tuple[pl.LazyFrame, pl.Series]:
-    lines = lines.select([pl.col(c).cast(t) for c, t in COST_LINES_SCHEMA.items()])
+               keys_checked: bool = False, hashes: bool = False) -> tuple[pl.LazyFrame, pl.Series]:
+    """``lines`` with the contract's columns (and, for ``hashes``, the tag-set hashes, computed from
+    the maps if the reader did not), checked unless the caller checks them (see :func:`source_day`)."""
+    computed = HASHES[0] in lines.collect_schema() if hashes else False
+    lines = lines.select(*(pl.col(c).cast(t) for c, t in COST_LINES_SCHEMA.items()), *(HASHES if computed else []))
+    if hashes and not computed:
+        lines = lines.with_columns(tag_set_hash().alias(HASHES[0]), tag_set_hash(seed=2).alias(HASHES[1]))
     if sums_checked and keys_checked:  # the caller's pass checks everything: no pass of its own
         return lines, pl.Series("key", [], pl.UInt64)
     no_amount = NO_AMOUNT

@@ -30,7 +30,7 @@ import polars as pl
 
 from cost_pipeline.config import BillingSource
 from cost_pipeline.lib.billing.fingerprint import content_hash, fingerprint_parts, tag_set_hash
-from cost_pipeline.lib.billing.schema import MAP_ENTRIES
+from cost_pipeline.lib.billing.schema import HASHES, MAP_ENTRIES
 from cost_pipeline.lib.billing.sources import (
     LINE_KEY,
     NO_AMOUNT,
@@ -74,9 +74,14 @@ def ingest_days(sources: list[BillingSource], days: list[dt.date], storage_for: 
 
 def _ingest_pass(sources: list[BillingSource], days: list[dt.date], storage_for: Callable, paths: dict[dt.date, Path],
                  numbered: bool) -> tuple[pl.DataFrame, pl.DataFrame, pl.Series]:
-    plans = [source_days(s, days, storage_for(s), sums_checked=True, keys_checked=True, numbered=numbered) for s in sources]
+    maps: list[pl.DataFrame] = []  # the distinct maps of lines read without theirs (see source_days)
+    plans = [source_days(s, days, storage_for(s), sums_checked=True, keys_checked=True, numbered=numbered, maps=maps) for s in sources]
+
+    def with_maps() -> pl.LazyFrame:  # the day's lines with their maps, for a day whose maps share a hash
+        return pl.concat([source_days(s, days, storage_for(s), sums_checked=True, keys_checked=True, numbered=numbered) for s in sources])
+
     try:
-        return _write(pl.concat(plans).with_columns(_key=LINE_KEY), pl.col("date"), paths, None)
+        return _write(pl.concat(plans).with_columns(_key=LINE_KEY), pl.col("date"), paths, None, maps, with_maps)
     except pl.exceptions.PolarsError:
         for day in days:
             explain_unreadable(sources, day, storage_for)
@@ -93,14 +98,26 @@ def write_cost_lines_day(plan: pl.LazyFrame, path: Path, tag_set: pl.Expr | None
     return sums.drop("_day"), tag_sets.drop("_day")
 
 
-def write_cost_lines_days(plan: pl.LazyFrame, paths: dict[dt.date, Path], tag_set: pl.Expr | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+def write_cost_lines_days(plan: pl.LazyFrame, paths: dict[dt.date, Path], tag_set: pl.Expr | None = None,
+                          maps: list[pl.DataFrame] | None = None, with_maps: Callable[[], pl.LazyFrame] | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
     """:func:`write_cost_lines_day` of several days in one pass, each day's lines to ``paths[day]`` (a
-    day without lines gets an empty file); the sums and tag sets have a ``date`` column.
+    day without lines gets an empty file); the sums and tag sets have a ``date`` column. A plan with
+    the tag-set hashes instead of the maps: see ``_write``'s ``maps`` and ``with_maps``.
 
     One pass, because billing files can hold many days: an export's month parts each hold lines of
     every day, and reading them once per day of a backfill read a 30-day month 30 times."""
-    sums, tag_sets, _ = _write(plan, pl.col("date"), paths, tag_set)
+    sums, tag_sets, _ = _write(plan, pl.col("date"), paths, tag_set, maps, with_maps)
     return sums.rename({"_day": "date"}), tag_sets.rename({"_day": "date"})
+
+
+def _with_maps(tag_sets: pl.DataFrame, maps: list[pl.DataFrame]) -> pl.DataFrame:
+    """The pass's tag sets with the maps its plan left null filled from the readers' distinct maps (a
+    file's first line of each tag set; the first file's, as the pass keeps the first line)."""
+    if not maps:
+        return tag_sets
+    known = pl.concat(maps).unique(["tag_set", "check"], keep="first", maintain_order=True).rename({"tags": "_known"})
+    filled = tag_sets.join(known, on=["tag_set", "check"], how="left", maintain_order="left")
+    return filled.with_columns(tags=pl.coalesce("tags", "_known")).drop("_known")
 
 
 def _copied(column: str) -> pl.Expr:
@@ -113,15 +130,24 @@ def _copied(column: str) -> pl.Expr:
     return pl.col(column).cast(MAP_ENTRIES).list.eval(copied).cast(MAP_ENTRIES).cast(pl.Map(pl.String, pl.String))
 
 
-def _write(plan: pl.LazyFrame, day: pl.Expr, paths: dict, tag_set: pl.Expr | None) -> tuple[pl.DataFrame, pl.DataFrame, pl.Series]:
-    """The pass: lines split into ``paths`` by ``day`` (``_day`` in the results); a ``_key`` column of
-    the plan is sunk apart and returned (an empty series without it)."""
+def _derived(plan: pl.LazyFrame, day: pl.Expr, tag_set: pl.Expr | None) -> pl.LazyFrame:
+    """``plan`` with every derived column computed once, in the plan all the pass's queries share: the
+    day, the tag-set hashes (unless the plan has them) and the content hash."""
     schema = plan.collect_schema()
-    keyed = "_key" in schema
-    schema = pl.Schema({c: t for c, t in schema.items() if c != "_key"})  # not part of a line's content
-    # every derived column computed once, in the plan all the queries share
-    lines = plan.with_columns(_day=day, tag_set=tag_set if tag_set is not None else tag_set_hash()).with_columns(
-        _h=content_hash(schema, tag_set=pl.col("tag_set")), _check=tag_set_hash(seed=2))
+    content = pl.Schema({c: t for c, t in schema.items() if c not in ("_key", *HASHES)})  # not part of a line's content
+    if HASHES[0] not in schema:
+        plan = plan.with_columns((tag_set if tag_set is not None else tag_set_hash()).alias("tag_set"), tag_set_hash(seed=2).alias("_check"))
+    return plan.with_columns(_day=day, _h=content_hash(content, tag_set=pl.col("tag_set")))
+
+
+def _write(plan: pl.LazyFrame, day: pl.Expr, paths: dict, tag_set: pl.Expr | None, maps: list[pl.DataFrame] | None = None,
+           with_maps: Callable[[], pl.LazyFrame] | None = None) -> tuple[pl.DataFrame, pl.DataFrame, pl.Series]:
+    """The pass: lines split into ``paths`` by ``day`` (``_day`` in the results); a ``_key`` column of
+    the plan is sunk apart and returned (an empty series without it). ``maps``: the distinct maps of
+    lines whose ``tags`` the plan left null; ``with_maps``: the plan with every line's map, for a day
+    whose maps share a hash (default: ``plan``)."""
+    keyed = "_key" in plan.collect_schema()
+    lines = _derived(plan, day, tag_set)
     first = next(iter(paths.values()))
     work = {name: first.with_suffix(f".{name}.parquet") for name in ("sums", "tag_sets", "keys")}
     written: list = []
@@ -158,13 +184,14 @@ def _write(plan: pl.LazyFrame, day: pl.Expr, paths: dict, tag_set: pl.Expr | Non
         lines = lines.drop("_key", strict=False)
         for key in set(paths) - set(written):  # a day without lines still has its (empty) file
             lines.drop("_h", "_check", "tags", "_day").clear().collect().write_parquet(paths[key], **LINES_PARQUET)
-        tag_sets = pl.read_parquet(work["tag_sets"]).drop("check")
+        tag_sets = _with_maps(pl.read_parquet(work["tag_sets"]), maps or []).drop("check")
         sums = pl.read_parquet(work["sums"])
         if not by_day:
             tag_sets, sums = (frame.with_columns(_day=pl.lit(next(iter(paths)))) for frame in (tag_sets, sums))
         shared = tag_sets.filter(pl.struct("_day", "tag_set").is_duplicated())["_day"].unique().to_list()
+        full = _derived(with_maps().drop("_key", strict=False), day, tag_set) if shared and with_maps else lines
         for key in shared:  # a shared hash: that day's lines keep their maps (a second pass) and it has no tag sets
-            lines.filter(pl.col("_day") == key).drop("_h", "_check", "_day").sink_parquet(paths[key], engine="streaming", **LINES_PARQUET)
+            full.filter(pl.col("_day") == key).drop("_h", "_check", "_day").sink_parquet(paths[key], engine="streaming", **LINES_PARQUET)
         keys = pl.read_parquet(work["keys"])["_key"] if keyed else pl.Series("_key", [], pl.UInt64)
         return sums, tag_sets.filter(~pl.col("_day").is_in(shared)).sort("_day", "tag_set"), keys
     finally:
