@@ -7,8 +7,8 @@ and values left as dictionary indices (0.95 s): a file's few distinct keys and v
 each, and every entry's hash is gathered by index and summed per line with the very arithmetic of
 :func:`fingerprint.tag_set_hash`, so the hashes are the same numbers (tests compare them) and lakes
 written either way agree. The distinct maps themselves are decoded from the first line of each tag
-set, for the day's ``tag_sets`` table. A 10 M-line day's ingest: 10.2-12.2 s -> 8.3-8.4 s (the hashes
-1.5-1.9 s of it, on two threads), a 1 M-line day's 1.73-1.83 s -> 1.27-1.43 s.
+set, for the day's ``tag_sets`` table. A 10 M-line day's ingest: 10.2-12.2 s -> 8.1-8.9 s (the hashes
+1.5-2.4 s of it, on two threads), a 1 M-line day's 1.73-1.83 s -> 1.03-1.43 s (same files, same hour).
 
 The pass that writes the lake scans the file's other columns with Polars as before, with the file's
 row index, and gathers each line's two hashes from here (:func:`hashed_tags`).
