@@ -138,3 +138,24 @@ def _written(array: pa.Array) -> pa.BufferReader:
     sink = pa.BufferOutputStream()
     pq.write_table(pa.table({"m": array}), sink)
     return pa.BufferReader(sink.getvalue())
+
+
+def test_a_line_of_a_row_group_not_hashed_is_an_error_not_another_lines_hash(interleaved):
+    uri, _ = interleaved
+    path = next(uri.rglob("*.parquet"))
+    first_day = hashed_tags(path, "resource_tags", "line_item_usage_start_date", [START])
+    # a line of the first day's groups gets its own hash; a line of the next day's groups (never hashed
+    # here) fails, whether it lies between the day's groups, before the first or after the last
+    lines = pl.scan_parquet(path, row_index_name="_row").select("_row", pl.col("line_item_usage_start_date").dt.date().alias("day"))
+    days = lines.collect()
+    own = days.filter(pl.col("day") == START).head(50)
+    assert own.height == 50
+    got = own.lazy().select(first_day.at(pl.col("_row"))[0]).collect().to_series()
+    assert got.len() == 50 and got.null_count() == 0
+    other = days.filter(pl.col("day") != START)
+    for rows in (other.head(1), other.tail(1), other.filter(pl.col("_row") > own["_row"][0]).head(1)):
+        with pytest.raises(pl.exceptions.OutOfBoundsError):
+            rows.lazy().select(first_day.at(pl.col("_row"))[0]).collect()
+    whole = hashed_tags(path, "resource_tags", "line_item_usage_start_date", None)  # every group: one shift
+    with pytest.raises(pl.exceptions.OutOfBoundsError):
+        pl.LazyFrame({"_row": [days.height]}).select(whole.at(pl.col("_row"))[0]).collect()
