@@ -24,21 +24,18 @@ os.environ.setdefault("_RJEM_MALLOC_CONF", f"narenas:{max(1, (os.cpu_count() or 
 os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
 
 
-def _fixed_mmap_threshold(size: int = 1 << 20) -> None:
-    """glibc's malloc (NumPy's arrays) maps blocks of ``size`` bytes and more on their own, so freeing
-    one hands it back. By default the threshold rises to the largest block freed (up to 32 MB), and the
-    ~9 MB buffers of hashing a tags map's entries (``lib/billing/map_hashes.py``, on two threads) then
-    came from per-thread heaps that kept them: a backfill process grew from 0.69 to 0.98 GiB over 8 days
-    of 1 M lines, flat at 0.62-0.67 GiB with the threshold fixed. Only where the C library is glibc;
-    ``MALLOC_MMAP_THRESHOLD_`` set by the operator wins."""
-    if os.environ.get("MALLOC_MMAP_THRESHOLD_"):
-        return
-    try:
-        import ctypes
+def _glibc_malloc() -> None:
+    """glibc's malloc (NumPy's arrays, PyArrow's reads): one arena, and blocks of 1 MB and more mapped on
+    their own, so freeing one hands it back. By default the threshold rises to the largest block freed
+    (up to 32 MB) and each thread gets an arena of its own: the ~9 MB buffers of hashing a tags map's
+    entries (``lib/billing/map_hashes.py``, on two threads) then stayed in per-thread heaps, and a
+    backfill process grew from 0.69 to 0.98 GiB over 8 days of 1 M lines (flat at 0.62-0.67 GiB with
+    the threshold fixed). The one arena is what :func:`lib.memory.reusing_freed_memory` empties in one
+    go. Only where the C library is glibc; ``MALLOC_ARENA_MAX``, ``MALLOC_MMAP_THRESHOLD_`` or
+    ``MALLOC_TRIM_THRESHOLD_`` set by the operator leave glibc's defaults alone."""
+    from cost_pipeline.lib import memory
 
-        ctypes.CDLL("libc.so.6").mallopt(-3, size)  # M_MMAP_THRESHOLD
-    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to fix
-        pass
+    memory.tune()
 
 
-_fixed_mmap_threshold()
+_glibc_malloc()

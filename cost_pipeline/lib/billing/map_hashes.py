@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 from cost_pipeline.lib.billing.columns import MAP_DTYPE
 from cost_pipeline.lib.billing.fingerprint import EMPTY_MAP, NULL_MAP
 from cost_pipeline.lib.billing.schema import MAP_ENTRIES
+from cost_pipeline.lib.memory import reusing_freed_memory
 
 SEEDS = (1, 2)  # the line's tag_set, and the second hash the ingest checks it with
 THREADS = 2
@@ -126,7 +127,7 @@ def _line_hashes(maps: pa.MapArray, by_pairs: bool | None = None) -> tuple[np.nd
     nulls = maps.is_null().to_numpy(zero_copy_only=False) if maps.null_count else None
     code = None
     if by_pairs if by_pairs is not None else len(keys.dictionary) * width < len(k):
-        code = k.astype(np.int32 if len(keys.dictionary) * width < 2**31 else np.int64)
+        code = k.astype(np.intp)  # what np.take indexes with (int32 codes: converted again per seed)
         code *= width
         code += v
     entry = np.zeros(len(k) + 1, np.uint64)  # one more: reduceat's index of trailing empty maps
@@ -188,11 +189,15 @@ def hashed_tags(path: Path, column: str, start_column: str, days: list[dt.date] 
     sizes = [file.metadata.row_group(g).num_rows for g in range(file.metadata.num_row_groups)]
     firsts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
     read = np.concatenate([[0], np.cumsum([sizes[g] for g in groups])]).astype(np.int64)
+    with reusing_freed_memory():  # each group's reads and buffers are freed as the next one's come
+        return _hashed(path, leaves, column, groups, firsts, read)
+
+
+def _hashed(path: Path, leaves: list[str], column: str, groups: list[int], firsts: np.ndarray, read: np.ndarray) -> HashedTags:
     with ThreadPoolExecutor(THREADS) as pool:  # each thread every THREADS-th group
         shares = list(pool.map(lambda first: _share(path, leaves, column, groups[first::THREADS]), range(THREADS)))
     done = [shares[i % THREADS][i // THREADS] for i in range(len(groups))]
     maps = pl.concat([d[2] for d in done]).unique("tag_set", keep="first", maintain_order=True) if done else None
-    pa.default_memory_pool().release_unused()  # the read pages, before the pass that follows
     return HashedTags(
         tag_set=pl.Series("tag_set", np.concatenate([d[0] for d in done]) if done else [], pl.UInt64),
         check=pl.Series("check", np.concatenate([d[1] for d in done]) if done else [], pl.UInt64),

@@ -1,0 +1,65 @@
+"""glibc's malloc settings, and keeping freed memory for a step that frees and allocates the same
+blocks over and over.
+
+Freeing a block of 1 MB or more hands it back to the kernel (see ``cost_pipeline/__init__.py`` for
+why), and the next block of the same size is faulted in and zeroed again. Hashing a 10 M-line day's
+tags maps (``lib/billing/map_hashes.py``: a few MB per row group, on two threads) spent a third of
+its CPU time so (2.25 M page faults; 2.6-2.8 s). :func:`reusing_freed_memory` keeps what is freed
+for the step's duration and hands it all back at its end: 0.1-0.2 M faults, 1.6-2.0 s, the same peak.
+Kept for good (no trimming anywhere), a 60-day backfill's job peaked at 1.30 GiB instead of 1.13.
+Imports nothing heavy: ``cost_pipeline/__init__.py`` tunes glibc before Polars and PyArrow load.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8
+MAPPED_FROM = 1 << 20  # blocks of this size and more are mapped on their own
+TRIM_FROM = 128 << 10  # glibc's default: free memory above the heap's top beyond this goes back
+OPERATOR_SET = ("MALLOC_ARENA_MAX", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
+
+
+def _libc():
+    if any(os.environ.get(v) for v in OPERATOR_SET):  # the operator's settings win
+        return None
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+    except OSError:  # not glibc (macOS, musl): nothing to tune
+        return None
+
+
+LIBC = _libc()
+
+
+def tune() -> None:
+    """One arena (every thread's blocks where :func:`reusing_freed_memory`'s trim reaches them) and
+    a fixed mapping threshold."""
+    if LIBC is not None:
+        LIBC.mallopt(M_ARENA_MAX, 1)
+        LIBC.mallopt(M_MMAP_THRESHOLD, MAPPED_FROM)
+
+
+@contextmanager
+def reusing_freed_memory() -> Iterator[None]:
+    """Within: blocks up to 32 MB (glibc's largest threshold) come from the heap and freed memory
+    stays there for reuse; after: the threshold as before and every free page handed back. Whatever
+    the block frees must be released before it ends to be handed back."""
+    if LIBC is None:
+        yield
+        return
+    LIBC.mallopt(M_MMAP_THRESHOLD, 32 << 20)
+    LIBC.mallopt(M_TRIM_THRESHOLD, 2**31 - 1)  # a C int: the largest
+    try:
+        yield
+    finally:
+        LIBC.mallopt(M_MMAP_THRESHOLD, MAPPED_FROM)
+        LIBC.mallopt(M_TRIM_THRESHOLD, TRIM_FROM)
+        import pyarrow as pa
+
+        pa.default_memory_pool().release_unused()
+        LIBC.malloc_trim(0)
