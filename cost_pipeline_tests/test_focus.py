@@ -13,7 +13,9 @@ import pytest
 
 from cost_pipeline.config import TaggingConfig, TagKey
 from cost_pipeline.lib.allocate import allocate
+from cost_pipeline.lib.billing.fingerprint import tag_set_hash
 from cost_pipeline.lib.billing.focus import read_focus_file
+from cost_pipeline.lib.billing.sources import source_days
 from cost_pipeline.lib.errors import InputError
 from cost_pipeline.lib.tags import apply_tag_schema, quarantine
 from cost_pipeline_tests.conftest import SHARED_DATA, needs_shared_data, read_day, source
@@ -266,12 +268,21 @@ def test_a_batch_of_days_with_identical_lines_is_written_with_numbered_ids(tmp_p
     days = [dt.date(2026, 9, d) for d in (1, 2, 3)]
     (tmp_path / "lake").mkdir()
     paths = {day: tmp_path / "lake" / f"{day}.parquet" for day in days}
-    sums, _ = ingest_days([source("focus", tmp_path / "export", name="focus")], days, lambda _: Storage(), paths)
+    src = source("focus", tmp_path / "export", name="focus")
+    maps: list[pl.DataFrame] = []  # the Tags maps hashed from their dictionary pages, the lines read without them
+    plan = source_days(src, days, Storage(), sums_checked=True, keys_checked=True, maps=maps)
+    assert maps and maps[0].height == 4 and plan.select(pl.col("tags").is_null().all()).collect().item()
+    sums, tag_sets = ingest_days([src], days, lambda _: Storage(), paths)
     whole = with_content_ids(read_focus_file(tmp_path / "export" / "2026-09" / "export.parquet", "x", "2026-09/export.parquet", source("focus", name="focus")))
     written = pl.concat([pl.read_parquet(paths[day]) for day in days])
     assert written.height == int(sums["fp_lines"].sum()) == export.height == 606  # lines in == lines out
     assert written["line_item_id"].n_unique() == 606 and written["line_item_id"].str.ends_with("-0").sum() == 600
-    assert sorted(written["line_item_id"].to_list()) == sorted(whole["line_item_id"].to_list())
+    assert sorted(written["line_item_id"].to_list()) == sorted(whole["line_item_id"].to_list())  # the ids of a whole read
+    # each line's tag set is the definition's hash of its map as delivered (matched by its content id)
+    expected = whole.select("line_item_id", expected=tag_set_hash())
+    joined = written.select("line_item_id", "tag_set").join(expected, on="line_item_id")
+    assert joined.height == 606 and (joined["tag_set"] == joined["expected"]).all()
+    assert tag_sets.height == 3 * 4  # each day: the three teams and the empty map
     for day in days:  # by hand, from the export: each day's billed cost
         by_hand = sum(Decimal(repr(v)) for v in export.filter(pl.col("ChargePeriodStart").dt.date() == day)["BilledCost"])
         assert pl.read_parquet(paths[day])["billed_cost"].sum() == by_hand

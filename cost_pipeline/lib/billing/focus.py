@@ -28,6 +28,7 @@ from cost_pipeline.lib.billing.columns import (
     utc_timestamps,
     with_line_numbers,
 )
+from cost_pipeline.lib.billing.map_hashes import hashed_tags
 from cost_pipeline.lib.billing.schema import MAP_ENTRIES, conform, empty_cost_lines
 from cost_pipeline.lib.billing.spill import BAD, blank_lines, checked_copy
 from cost_pipeline.lib.errors import InputError
@@ -90,7 +91,8 @@ def read_focus_file(path: Path, where: str, name: str, source) -> pl.DataFrame:
     return _normalized(frame, source, name)
 
 
-def scan_focus_file(path: Path, where: str, name: str, source, days: list[dt.date] | None = None) -> pl.LazyFrame | None:
+def scan_focus_file(path: Path, where: str, name: str, source, days: list[dt.date] | None = None,
+                    maps: list[pl.DataFrame] | None = None) -> pl.LazyFrame | None:
     """A FOCUS file as cost_lines, lazily: only the mapped columns, never the whole file in memory.
     Parquet typed as FOCUS defines it (amounts as numbers, charge periods as timestamps, ``Tags`` as a
     map) with only the ``days``' row groups; CSV (and CSV.gz) parsed once into a local Parquet copy
@@ -100,7 +102,9 @@ def scan_focus_file(path: Path, where: str, name: str, source, days: list[dt.dat
     :func:`read_focus_file` then reads whole, naming the row. Read whole, 10 M lines took 29-32 s at
     8.7-9.0 GiB as Parquet, 51-59 s at 11.9-12.0 GiB as CSV.gz; line ids are added by the reader flow
     (``lib/billing/sources.py``). A line without a charge period start in a Parquet file fails the
-    reader flow naming its record (the whole read drops lines that are entirely empty)."""
+    reader flow naming its record (the whole read drops lines that are entirely empty). ``maps``: as
+    :func:`lib.billing.cur2.scan_cur2_file`'s, for a Parquet ``Tags`` map (hashed from its dictionary
+    pages: a 10 M-line day's maps took Polars ~4 s on one core to decode); other files hash what they read."""
     parquet = path.name.lower().endswith(".parquet")
     if (export := scan_export(path, NULLS)) is None:
         return None
@@ -130,9 +134,18 @@ def scan_focus_file(path: Path, where: str, name: str, source, days: list[dt.dat
     if source.currency:
         currency = currency.fill_null(source.currency)
     if parquet:
+        hashed = _hashed(path, found, schema, days) if maps is not None else None
+        if hashed:
+            raw = pl.scan_parquet(path, row_index_name="_row")
         if days:  # on the raw column, where the row groups' statistics apply
             raw = raw.filter(in_days(column("charge_period_start"), days))
-        return _normalized(raw.select(*(column(t) for t in found if t != "currency"), currency.alias("currency")), source, name)
+        kept = [t for t in found if t != "currency" and not (hashed and t == "tags")]
+        lines = raw.select(*(column(t) for t in kept), currency.alias("currency"), *(["_row"] if hashed else []))
+        if hashed:
+            maps.append(hashed.maps)
+            tag_set, check = hashed.at(pl.col("_row"))
+            lines = lines.with_columns(tag_set=tag_set, _check=check, tags=pl.lit(None, MAP_DTYPE))
+        return _normalized(lines, source, name)
     bad = [pl.col(found[t]).is_not_null() & column(t).is_null() for t in (*money, *times) if found[t]]
     blank, blanks = blank_lines(raw, [doc for doc in found.values() if doc])
     parsed = raw.select(
@@ -149,6 +162,17 @@ def scan_focus_file(path: Path, where: str, name: str, source, days: list[dt.dat
     frame = frame.join(tags.lazy(), on="tags", how="left", maintain_order="left")
     return _normalized(frame.with_columns(pl.col("_tags").fill_null(pl.lit([], dtype=MAP_ENTRIES)).cast(MAP_DTYPE).alias("tags")).drop("_tags"),
                        source, name)
+
+
+def _hashed(path: Path, found: dict, schema: pl.Schema, days: list[dt.date] | None):
+    """The tag-set hashes of a Parquet file's ``Tags`` map (None without one, or if PyArrow cannot read
+    it: Polars' read of the maps then names the problem)."""
+    if not found["tags"] or not isinstance(schema[found["tags"]], pl.Map):
+        return None
+    try:
+        return hashed_tags(path, found["tags"], found["charge_period_start"], days)
+    except Exception:  # noqa: BLE001 - pyarrow raises several types for damaged pages
+        return None
 
 
 def _normalized(frame, source, name: str):

@@ -52,6 +52,7 @@ class FileFormat:
     single_day: Callable[[Path], dt.date | None] | None = None  # the day of a file holding one, from its metadata
     # a lazy reader of the files it can stream (like ``read`` with ``days=``; None for a file to read whole)
     scan: Callable[..., pl.LazyFrame | None] | None = None
+    scan_hashes: bool = False  # ``scan`` takes ``maps=`` (see :func:`source_days`)
 
 
 FORMATS: dict[str, FileFormat] = {
@@ -59,7 +60,7 @@ FORMATS: dict[str, FileFormat] = {
     "aws_cur_legacy": FileFormat((".csv", ".csv.gz", ".parquet"), legacy_cur_deliveries, cur_legacy.read_legacy_file,
                                  scan=cur_legacy.scan_legacy_file),
     "focus": FileFormat((".csv", ".csv.gz", ".parquet"), file_export_deliveries, focus.read_focus_file, content_ids=True,
-                        scan=focus.scan_focus_file),
+                        scan=focus.scan_focus_file, scan_hashes=True),
     "gcp_billing_export": FileFormat(gcp.SUFFIXES, file_export_deliveries, gcp.read_gcp_file, content_ids=True, scan=gcp.scan_gcp_file),
     "azure_cost_export": FileFormat((".csv", ".csv.gz", ".parquet"), file_export_deliveries, azure.read_azure_file, content_ids=True,
                                     scan=azure.scan_azure_file),
@@ -75,6 +76,15 @@ def with_content_ids(lines: pl.DataFrame) -> pl.DataFrame:
     return lines.with_columns(digest).with_columns(line_item_id=pl.concat_str(["h", pl.lit("-"), occurrence])).drop("h")
 
 
+def _content_hash(lines: pl.LazyFrame) -> pl.Expr:
+    """:func:`content_hash` of the lines; of lines read with their tag-set hashes instead of their maps
+    (:data:`HASHES`), by those: the same numbers, so a line's id does not depend on how it was read."""
+    schema = lines.collect_schema()
+    if HASHES[0] not in schema:
+        return content_hash(schema)
+    return content_hash(pl.Schema({c: t for c, t in schema.items() if c not in HASHES}), tag_set=pl.col(HASHES[0]))
+
+
 def lazy_content_ids(lines: pl.LazyFrame, numbered: bool = True) -> pl.LazyFrame:
     """:func:`with_content_ids` of a lazily read file, without holding it: a first pass keeps only each
     line's content hash (8 bytes a line), sorted to find the few hashes that repeat; only the lines
@@ -87,8 +97,8 @@ def lazy_content_ids(lines: pl.LazyFrame, numbered: bool = True) -> pl.LazyFrame
     which only a caller that checks its lines' keys may accept (:func:`lib.billing.write_day.ingest_days`
     then reads them again numbered). The first pass was 8.5 s of a 10 M-line FOCUS Parquet day's 21.7 s."""
     if not numbered:
-        return lines.with_columns(line_item_id=pl.concat_str([content_hash(lines.collect_schema()).cast(pl.String), pl.lit("-0")]))
-    hashed = lines.with_columns(_h=content_hash(lines.collect_schema())).with_row_index("_row")
+        return lines.with_columns(line_item_id=pl.concat_str([_content_hash(lines).cast(pl.String), pl.lit("-0")]))
+    hashed = lines.with_columns(_h=_content_hash(lines)).with_row_index("_row")
     hashes = hashed.select("_h").collect(engine="streaming").to_series().sort()
     repeated = hashes.filter(hashes == hashes.shift(1)).unique()
     occurrence = pl.lit(0, pl.UInt32)
@@ -134,7 +144,8 @@ def scan_file(source: BillingSource, file: StoredFile, storage: Storage, days: l
 
     if fmt.lazy:
         return fmt.read(storage.fetch(file), file.uri, file.name, source, days=days, **({"maps": maps} if maps is not None else {}))
-    if fmt.scan and (lazy := fmt.scan(storage.fetch(file), file.uri, file.name, source, days=days)) is not None:
+    hashing = {"maps": maps} if maps is not None and fmt.scan_hashes else {}
+    if fmt.scan and (lazy := fmt.scan(storage.fetch(file), file.uri, file.name, source, days=days, **hashing)) is not None:
         return lazy_content_ids(lazy, numbered) if fmt.content_ids and ids else lazy
     return parsed(file, source.name, parse).lazy()
 
