@@ -6,7 +6,7 @@ why), and the next block of the same size is faulted in and zeroed again. Hashin
 tags maps (``lib/billing/map_hashes.py``: a few MB per row group, on two threads) spent a third of
 its CPU time so (2.25 M page faults; 2.6-2.8 s). :func:`reusing_freed_memory` keeps what is freed
 for the step's duration and hands it all back at its end: 0.1-0.2 M faults, 1.6-2.0 s, the same peak.
-Kept for good (no trimming anywhere), a 60-day backfill's job peaked at 1.30 GiB instead of 1.13.
+Only for such a step: kept process-wide, every step's freed memory would stay with its process.
 Imports nothing heavy: ``cost_pipeline/__init__.py`` tunes glibc before Polars and PyArrow load.
 """
 
