@@ -288,6 +288,20 @@ def test_a_batch_of_days_with_identical_lines_is_written_with_numbered_ids(tmp_p
         assert pl.read_parquet(paths[day])["billed_cost"].sum() == by_hand
 
 
+def test_a_column_named_like_the_readers_row_index_is_read_as_any_other(tmp_path):
+    """The map hashes gather by a row index named ``_row``; an export with a column of that name is read
+    by its maps instead (Polars refused the index beside it), with every line and its tags."""
+    export = _typed_export().with_columns(_row=pl.lit("x"))
+    (tmp_path / "2026-09").mkdir()
+    export.write_parquet(tmp_path / "2026-09" / "export.parquet", row_group_size=100)
+    day = dt.date(2026, 9, 2)
+    lines = read_day("focus", str(tmp_path), day, "focus")
+    raw = export.filter(pl.col("ChargePeriodStart").dt.date() == day)
+    assert lines.height == raw.height > 0
+    assert lines["billed_cost"].sum() == sum(Decimal(repr(v)) for v in raw["BilledCost"])
+    assert sorted(lines["tags"].map.get("ml-team").drop_nulls().to_list()) == sorted(raw["Tags"].map.get("ml-team").drop_nulls().to_list())
+
+
 def test_a_focus_parquet_delivered_twice_is_an_error_naming_both(tmp_path):
     export = _typed_export()
     (tmp_path / "2026-09").mkdir()

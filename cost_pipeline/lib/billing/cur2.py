@@ -19,7 +19,7 @@ from cost_pipeline.lib.billing.amortize import (
     effective_cost,
 )
 from cost_pipeline.lib.billing.columns import in_days
-from cost_pipeline.lib.billing.map_hashes import hashed_tags
+from cost_pipeline.lib.billing.map_hashes import ROW, hashed_tags
 from cost_pipeline.lib.billing.schema import conform
 from cost_pipeline.lib.errors import InputError
 from cost_pipeline.lib.money import MONEY
@@ -158,11 +158,11 @@ def scan_cur2_file(path: Path, where: str, name: str, source, days: list[dt.date
         except Exception:  # noqa: BLE001 - pyarrow raises several types for damaged pages: Polars' read then names the problem
             hashed = None
     # only the columns the mapping reads: the product and cost_category maps are most of a CUR 2.0 file
-    frame = _typed(pl.scan_parquet(path, row_index_name="_row" if hashed else None).select(*REQUIRED_COLUMNS, *(["_row"] if hashed else [])), where)
+    frame = _typed(pl.scan_parquet(path, row_index_name=ROW if hashed else None).select(*REQUIRED_COLUMNS, *([ROW] if hashed else [])), where)
     if days:
         frame = frame.filter(in_days(pl.col("line_item_usage_start_date"), days))
     if hashed:
         maps.append(hashed.maps)
-        tag_set, check = hashed.at(pl.col("_row"))
+        tag_set, check = hashed.at(pl.col(ROW))
         frame = frame.with_columns(tag_set=tag_set, _check=check, resource_tags=pl.lit(None, pl.Map(pl.String, pl.String)))
     return normalize_cur2(frame, source.name, name)

@@ -28,7 +28,7 @@ from cost_pipeline.lib.billing.columns import (
     utc_timestamps,
     with_line_numbers,
 )
-from cost_pipeline.lib.billing.map_hashes import hashed_tags
+from cost_pipeline.lib.billing.map_hashes import ROW, hashed_tags
 from cost_pipeline.lib.billing.schema import MAP_ENTRIES, conform, empty_cost_lines
 from cost_pipeline.lib.billing.spill import BAD, blank_lines, checked_copy
 from cost_pipeline.lib.errors import InputError
@@ -136,14 +136,14 @@ def scan_focus_file(path: Path, where: str, name: str, source, days: list[dt.dat
     if parquet:
         hashed = _hashed(path, found, schema, days) if maps is not None else None
         if hashed:
-            raw = pl.scan_parquet(path, row_index_name="_row")
+            raw = pl.scan_parquet(path, row_index_name=ROW)
         if days:  # on the raw column, where the row groups' statistics apply
             raw = raw.filter(in_days(column("charge_period_start"), days))
         kept = [t for t in found if t != "currency" and not (hashed and t == "tags")]
-        lines = raw.select(*(column(t) for t in kept), currency.alias("currency"), *(["_row"] if hashed else []))
+        lines = raw.select(*(column(t) for t in kept), currency.alias("currency"), *([ROW] if hashed else []))
         if hashed:
             maps.append(hashed.maps)
-            tag_set, check = hashed.at(pl.col("_row"))
+            tag_set, check = hashed.at(pl.col(ROW))
             lines = lines.with_columns(tag_set=tag_set, _check=check, tags=pl.lit(None, MAP_DTYPE))
         return _normalized(lines, source, name)
     bad = [pl.col(found[t]).is_not_null() & column(t).is_null() for t in (*money, *times) if found[t]]

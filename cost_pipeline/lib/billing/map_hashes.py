@@ -33,6 +33,7 @@ from cost_pipeline.lib.billing.schema import MAP_ENTRIES
 from cost_pipeline.lib.memory import reusing_freed_memory
 
 SEEDS = (1, 2)  # the line's tag_set, and the second hash the ingest checks it with
+ROW = "_row"  # the file row index the readers scan with, to gather each line's hashes (:meth:`HashedTags.at`)
 THREADS = 2
 
 
@@ -183,7 +184,7 @@ def hashed_tags(path: Path, column: str, start_column: str, days: list[dt.date] 
     two threads (PyArrow, NumPy and Polars release the GIL)."""
     file = pq.ParquetFile(path)
     leaves = _leaves(file, column)
-    if leaves is None:
+    if leaves is None or ROW in file.schema_arrow.names:  # a column of that name: no row index beside it
         return None
     groups = _groups(file.metadata, start_column, days)
     sizes = [file.metadata.row_group(g).num_rows for g in range(file.metadata.num_row_groups)]
