@@ -24,18 +24,8 @@ os.environ.setdefault("_RJEM_MALLOC_CONF", f"narenas:{max(1, (os.cpu_count() or 
 os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
 
 
-def _glibc_malloc() -> None:
-    """glibc's malloc (NumPy's arrays, PyArrow's reads): one arena, and blocks of 1 MB and more mapped on
-    their own, so freeing one hands it back. By default the threshold rises to the largest block freed
-    (up to 32 MB) and each thread gets an arena of its own: the ~9 MB buffers of hashing a tags map's
-    entries (``lib/billing/map_hashes.py``, on two threads) then stayed in per-thread heaps, and a
-    backfill process grew from 0.69 to 0.98 GiB over 8 days of 1 M lines (flat at 0.62-0.67 GiB with
-    the threshold fixed). The one arena is what :func:`lib.memory.reusing_freed_memory` empties in one
-    go. Only where the C library is glibc; ``MALLOC_ARENA_MAX``, ``MALLOC_MMAP_THRESHOLD_`` or
-    ``MALLOC_TRIM_THRESHOLD_`` set by the operator leave glibc's defaults alone."""
-    from cost_pipeline.lib import memory
+# glibc's malloc (NumPy's arrays, PyArrow's reads): one arena and a fixed mmap threshold, see
+# lib/memory.py (imports nothing heavy; the operator's MALLOC_* settings win).
+from cost_pipeline.lib import memory  # noqa: E402
 
-    memory.tune()
-
-
-_glibc_malloc()
+memory.tune()

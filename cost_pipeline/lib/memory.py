@@ -38,7 +38,11 @@ LIBC = _libc()
 
 def tune() -> None:
     """One arena (every thread's blocks where :func:`reusing_freed_memory`'s trim reaches them) and
-    a fixed mapping threshold."""
+    blocks of 1 MB and more mapped on their own, so freeing one hands it back. By default the threshold
+    rises to the largest block freed (up to 32 MB) and each thread gets an arena of its own: the ~9 MB
+    buffers of hashing a tags map's entries (on two threads) then stayed in per-thread heaps, and a
+    backfill process grew from 0.69 to 0.98 GiB over 8 days of 1 M lines (flat at 0.62-0.67 GiB with
+    the threshold fixed)."""
     if LIBC is not None:
         LIBC.mallopt(M_ARENA_MAX, 1)
         LIBC.mallopt(M_MMAP_THRESHOLD, MAPPED_FROM)

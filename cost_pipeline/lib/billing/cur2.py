@@ -153,10 +153,7 @@ def scan_cur2_file(path: Path, where: str, name: str, source, days: list[dt.date
     _check_file(path, where)
     hashed = None
     if maps is not None:
-        try:
-            hashed = hashed_tags(path, "resource_tags", "line_item_usage_start_date", days)
-        except Exception:  # noqa: BLE001 - pyarrow raises several types for damaged pages: Polars' read then names the problem
-            hashed = None
+        hashed = hashed_tags(path, "resource_tags", "line_item_usage_start_date", days)
     # only the columns the mapping reads: the product and cost_category maps are most of a CUR 2.0 file
     frame = _typed(pl.scan_parquet(path, row_index_name=ROW if hashed else None).select(*REQUIRED_COLUMNS, *([ROW] if hashed else [])), where)
     if days:

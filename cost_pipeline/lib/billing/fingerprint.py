@@ -16,7 +16,7 @@ import operator
 
 import polars as pl
 
-from cost_pipeline.lib.billing.schema import MAP_ENTRIES
+from cost_pipeline.lib.billing.schema import HASHES, MAP_ENTRIES
 
 IGNORED = ["source_file", "line_item_id", "billing_period"]
 
@@ -43,7 +43,12 @@ def tag_set_hash(seed: int = 1) -> pl.Expr:
 def content_hash(schema: pl.Schema, tag_set: pl.Expr | None = None) -> pl.Expr:
     """A 64-bit hash of each line's content, ignoring where it came from (a lazy expression, so a
     day of tens of millions of lines is hashed while streaming). ``tag_set``: the lines'
-    :func:`tag_set_hash`, when already computed."""
+    :func:`tag_set_hash`, when already computed; lines carrying their tag-set hashes beside their maps
+    (:data:`HASHES`; a reader that hashed the maps from the file left the maps null) are hashed by those, the same numbers,
+    so a line's content hash does not depend on how it was read."""
+    if "tags" in schema and HASHES[0] in schema:
+        tag_set = tag_set if tag_set is not None else pl.col(HASHES[0])
+        schema = pl.Schema({c: t for c, t in schema.items() if c not in HASHES})
     hashes = [
         # the tags map by its tag set: the same tags re-delivered in another order change nothing
         (tag_set if tag_set is not None else tag_set_hash()) if c == "tags" else (pl.col(c).cast(MAP_ENTRIES) if isinstance(t, pl.Map) else pl.col(c)).hash(seed=i + 1)

@@ -165,14 +165,10 @@ def scan_focus_file(path: Path, where: str, name: str, source, days: list[dt.dat
 
 
 def _hashed(path: Path, found: dict, schema: pl.Schema, days: list[dt.date] | None):
-    """The tag-set hashes of a Parquet file's ``Tags`` map (None without one, or if PyArrow cannot read
-    it: Polars' read of the maps then names the problem)."""
+    """The tag-set hashes of a Parquet file's ``Tags`` map (None without one: see :func:`hashed_tags`)."""
     if not found["tags"] or not isinstance(schema[found["tags"]], pl.Map):
         return None
-    try:
-        return hashed_tags(path, found["tags"], found["charge_period_start"], days)
-    except Exception:  # noqa: BLE001 - pyarrow raises several types for damaged pages
-        return None
+    return hashed_tags(path, found["tags"], found["charge_period_start"], days)
 
 
 def _normalized(frame, source, name: str):

@@ -180,8 +180,16 @@ def _group(file: pq.ParquetFile, column: str, group: int) -> tuple[np.ndarray, n
 
 def hashed_tags(path: Path, column: str, start_column: str, days: list[dt.date] | None) -> HashedTags | None:
     """The tag-set hashes of ``column`` for the row groups that may hold ``days`` (all: None); None
-    when the column is not a map of strings (Polars then reads the maps). Row groups are hashed on
-    two threads (PyArrow, NumPy and Polars release the GIL)."""
+    when the column is not a map of strings, or PyArrow cannot read it (Polars then reads the maps,
+    and its read names what is wrong). Row groups are hashed on two threads (PyArrow, NumPy and Polars
+    release the GIL)."""
+    try:
+        return _hashed_file(path, column, start_column, days)
+    except Exception:  # noqa: BLE001 - pyarrow raises several types for damaged pages and footers
+        return None
+
+
+def _hashed_file(path: Path, column: str, start_column: str, days: list[dt.date] | None) -> HashedTags | None:
     file = pq.ParquetFile(path)
     leaves = _leaves(file, column)
     if leaves is None or ROW in file.schema_arrow.names:  # a column of that name: no row index beside it

@@ -76,15 +76,6 @@ def with_content_ids(lines: pl.DataFrame) -> pl.DataFrame:
     return lines.with_columns(digest).with_columns(line_item_id=pl.concat_str(["h", pl.lit("-"), occurrence])).drop("h")
 
 
-def _content_hash(lines: pl.LazyFrame) -> pl.Expr:
-    """:func:`content_hash` of the lines; of lines read with their tag-set hashes instead of their maps
-    (:data:`HASHES`), by those: the same numbers, so a line's id does not depend on how it was read."""
-    schema = lines.collect_schema()
-    if HASHES[0] not in schema:
-        return content_hash(schema)
-    return content_hash(pl.Schema({c: t for c, t in schema.items() if c not in HASHES}), tag_set=pl.col(HASHES[0]))
-
-
 def lazy_content_ids(lines: pl.LazyFrame, numbered: bool = True) -> pl.LazyFrame:
     """:func:`with_content_ids` of a lazily read file, without holding it: a first pass keeps only each
     line's content hash (8 bytes a line), sorted to find the few hashes that repeat; only the lines
@@ -97,8 +88,8 @@ def lazy_content_ids(lines: pl.LazyFrame, numbered: bool = True) -> pl.LazyFrame
     which only a caller that checks its lines' keys may accept (:func:`lib.billing.write_day.ingest_days`
     then reads them again numbered). The first pass was 8.5 s of a 10 M-line FOCUS Parquet day's 21.7 s."""
     if not numbered:
-        return lines.with_columns(line_item_id=pl.concat_str([_content_hash(lines).cast(pl.String), pl.lit("-0")]))
-    hashed = lines.with_columns(_h=_content_hash(lines)).with_row_index("_row")
+        return lines.with_columns(line_item_id=pl.concat_str([content_hash(lines.collect_schema()).cast(pl.String), pl.lit("-0")]))
+    hashed = lines.with_columns(_h=content_hash(lines.collect_schema())).with_row_index("_row")
     hashes = hashed.select("_h").collect(engine="streaming").to_series().sort()
     repeated = hashes.filter(hashes == hashes.shift(1)).unique()
     occurrence = pl.lit(0, pl.UInt32)

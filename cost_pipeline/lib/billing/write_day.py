@@ -134,7 +134,7 @@ def _derived(plan: pl.LazyFrame, day: pl.Expr, tag_set: pl.Expr | None) -> pl.La
     """``plan`` with every derived column computed once, in the plan all the pass's queries share: the
     day, the tag-set hashes (unless the plan has them) and the content hash."""
     schema = plan.collect_schema()
-    content = pl.Schema({c: t for c, t in schema.items() if c not in ("_key", *HASHES)})  # not part of a line's content
+    content = pl.Schema({c: t for c, t in schema.items() if c != "_key"})  # not part of a line's content
     if HASHES[0] not in schema:
         plan = plan.with_columns((tag_set if tag_set is not None else tag_set_hash()).alias("tag_set"), tag_set_hash(seed=2).alias("_check"))
     return plan.with_columns(_day=day, _h=content_hash(content, tag_set=pl.col("tag_set")))
