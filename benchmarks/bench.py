@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas  # noqa: F401 - Dagster loads it in every run; PyArrow's first footer statistics read would (0.3 s of the first stage)
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -42,7 +43,9 @@ from cost_pipeline.config import BillingSource, bundled_config_path, load_settin
 from cost_pipeline.lib.allocate import allocate_sums, allocation_from_attribution_sums
 from cost_pipeline.lib.attribution import allocate_day, attribute_lake_day
 from cost_pipeline.lib.billing.amortize import CHARGE_CATEGORY
-from cost_pipeline.lib.billing.write_day import ingest_days
+from cost_pipeline.lib.billing.columns import in_days
+from cost_pipeline.lib.billing.cur2 import normalize_cur2
+from cost_pipeline.lib.billing.write_day import LINES_PARQUET, ingest_days
 from cost_pipeline.lib.compliance import compliance_breakdown, summary_from_sums
 from cost_pipeline.lib.extracts import stage_extracts
 from cost_pipeline.lib.lake import Lake
@@ -78,10 +81,17 @@ IN_DAY_SQL = "line_item_usage_start_date >= TIMESTAMPTZ '{day} 00:00:00+00' AND 
 TAG_KEYS = {"team": "user_ml_team", "project": "user_ml_project", "workload_type": "user_ml_workload_type", "environment": "user_ml_environment"}
 
 
-def direct_sql(date: str, tag: str, currency: str, amount: str, source: str) -> str:
-    """The peer's normalization + direct attribution; ``tag``: how a tag's value is read, with ``{key}``."""
-    tags = "".join(f"       lower(trim({tag.replace('{key}', key)})) AS {name},\n" for name, key in TAG_KEYS.items())
+def direct_sql(date: str, tag: str, currency: str, amount: str, source: str, labels: bool = False) -> str:
+    """The peer's normalization + direct attribution; ``tag``: how a tag's value is read, with ``{key}``
+    (``labels``: with ``{label}``, the key as a GCP label, see :func:`gcp_label`)."""
+    tags = "".join(f"       lower(trim({tag.replace('{label}', gcp_label(key)) if labels else tag.replace('{key}', key)})) AS {name},\n"
+                   for name, key in TAG_KEYS.items())
     return f"SELECT {date} AS day,\n{tags}       {currency} AS currency, sum({amount}) AS amount, count(*) AS lines\nFROM {source}\nGROUP BY ALL"
+
+
+def gcp_label(key: str) -> str:
+    """A bench tag key as a GCP label key (``user_ml_team`` -> ``ml-team``: labels take no prefix)."""
+    return key.removeprefix("user_").replace("_", "-")
 
 
 DUCKDB_SQL = direct_sql("CAST(line_item_usage_start_date AS DATE)", "resource_tags['{key}']", "line_item_currency_code", EFFECTIVE_SQL,
@@ -114,6 +124,15 @@ FOCUS_PEER = {
     "csv.gz": direct_sql(f"CAST({FOCUS_START} AS DATE)", "json_extract_string(Tags, '$.{key}')", "BillingCurrency", "CAST(EffectiveCost AS DECIMAL(38, 12))",
                          f"read_csv('{{path}}', all_varchar = true) WHERE {FOCUS_START} >= TIMESTAMPTZ '{{day}} 00:00:00+00' AND {FOCUS_START} < TIMESTAMPTZ '{{next}} 00:00:00+00'"),
 }
+# GCP: each tag a resource label, else a project label of the same key (the bench's export puts the
+# environment on the project), the amount cost + its credits, each credit read through its text as the
+# pipeline reads it
+GCP_LABEL = ("coalesce(list_filter(labels, lambda l: l.key = '{label}')[1].value, "
+             "list_filter(project.labels, lambda l: l.key = '{label}')[1].value)")
+GCP_PEER = direct_sql("CAST(usage_start_time AS DATE)", GCP_LABEL, "currency",
+                      "CAST(cost AS DECIMAL(38, 12)) + coalesce(list_sum(list_transform(credits, lambda c: CAST(CAST(c.amount AS VARCHAR) AS DECIMAL(38, 12)))), 0)",
+                      "read_parquet('{path}') WHERE usage_start_time >= TIMESTAMPTZ '{day} 00:00:00+00' AND usage_start_time < TIMESTAMPTZ '{next} 00:00:00+00'",
+                      labels=True)
 LEGACY_PEER = {
     "parquet": direct_sql("CAST(line_item_usage_start_date AS DATE)", "resource_tags_{key}", "line_item_currency_code", EFFECTIVE_SQL,
                           "read_parquet('{path}') WHERE " + IN_DAY_SQL),
@@ -220,6 +239,9 @@ print(json.dumps([best, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 102
 """
 
 
+WRITE_FLOOR = "floor writing the lake: the lines normalized and sunk to Parquet (no checks, hashes, sums or tag sets)"
+
+
 def plain_scan(files: list[str], repeat: int) -> tuple[float, int]:
     """The floor as anyone would run it: a plain Polars scan of the needed columns into memory, in a
     process of its own with Polars' defaults (this process runs with the pipeline's settings, one
@@ -299,6 +321,16 @@ def day_benchmark(out: Path, lines_per_day: int, pods: int, step: int, repeat: i
 
     # floor and peer last, so the memory they hold does not count against the pipeline's stages
     meter.results.append(("floor: plain scan of the needed columns", *plain_scan(files, repeat)))
+    floor_written = out / "floor_cost_lines.parquet"
+
+    def lake_write_floor():  # what any ingest that keeps the lake's copy of the lines pays, nothing checked, hashed or summed
+        lines = pl.concat([normalize_cur2(pl.scan_parquet(f).filter(in_days(pl.col("line_item_usage_start_date"), [START])), source.name, Path(f).name)
+                           for f in files]).filter(pl.col("date") == START).drop("tags")
+        lines.sink_parquet(floor_written, engine="streaming", **LINES_PARQUET)
+        return pl.scan_parquet(floor_written).select(pl.len()).collect().item()
+
+    assert meter.run(WRITE_FLOOR, lake_write_floor, repeat) == count, "the floor writing the lake lost lines"
+    floor_written.unlink(missing_ok=True)
     con = duckdb.connect()
     sql = DUCKDB_SQL.format(files=json.dumps(files).replace('"', "'"), day=START, next=START + dt.timedelta(days=1))
     duck = meter.run("peer: DuckDB normalize + direct attribution", lambda: con.sql(sql).fetchall(), repeat)
@@ -326,7 +358,9 @@ def day_benchmark(out: Path, lines_per_day: int, pods: int, step: int, repeat: i
                 f"{max(by_name[n][1] for n in stages) / 2**30:.2f} | {whole / floor:.2f} | {whole / peer:.2f} |")
     rows.append(f"| **ingest + direct attribution** | {ingest_direct:.2f} | | {ingest_direct / floor:.2f} | {ingest_direct / peer:.2f} |")
     writing = by_name["peer writing the lake too: DuckDB normalizes into Parquet, then attributes from it"][0]
-    rows += ["", f"Ingest + direct attribution against the peer writing the lake too: {ingest_direct / writing:.2f}×; the whole day: {whole / writing:.2f}×."]
+    rows += ["", f"Ingest + direct attribution against the peer writing the lake too: {ingest_direct / writing:.2f}×; the whole day: {whole / writing:.2f}×. "
+             f"The ingest against the floor writing the lake (Polars' sink of the normalized lines alone): {by_name['ingest: read, validate, write cost_lines'][0] / by_name[WRITE_FLOOR][0]:.2f}×; "
+             f"that floor against DuckDB's read-only query: {by_name[WRITE_FLOOR][0] / peer:.2f}×."]
     head = [f"One day: {count:,} CUR 2.0 lines (Savings Plan negations and fees included), {usage_samples:,} usage samples "
             f"({pods:,} pods at {step} s{', extracts one series per line' if series_lines else ''}); data generated in {generated:.0f} s. Totals checked equal to DuckDB's: {duck_total:.2f}.", "",
             "| stage | seconds | peak RSS GiB | × floor | × DuckDB |", "|---|---|---|---|---|"]
@@ -579,6 +613,43 @@ def focus_benchmark(out: Path) -> list[str]:
     return tables[:-1]
 
 
+def gcp_benchmark(out: Path) -> list[str]:
+    """The bench's CUR day as a GCP Cloud Billing detailed export extracted to Parquet (BigQuery's nested
+    records: ``service``, ``sku``, ``project`` with its labels, ``labels``, ``credits``), streamed and read whole."""
+    path = out / "gcp-parquet" / f"{START:%Y-%m}" / "billing_export.parquet"
+    if not path.exists():
+        _in_child(_write_gcp, out, path)
+    source = BillingSource(name="gcp", format="gcp_billing_export", uri=str(path.parent.parent))
+    return _export_benchmark(out, "a GCP billing export in Parquet", "--gcp", source, path, GCP_PEER)
+
+
+def _write_gcp(out: Path, path: Path) -> None:
+    """Each CUR line as a GCP export row: its tags as resource labels but the environment as a project
+    label, a Savings Plan's discount on covered usage as a committed-use credit (negative)."""
+    path.parent.mkdir(parents=True)
+    entry = pl.element().struct
+    labels = pl.col("resource_tags").cast(TAG_ENTRIES).list.eval(
+        pl.struct(key=entry.field("key").str.strip_prefix("user_").str.replace_all("_", "-"), value=entry.field("value")))
+    on_project = pl.element().struct.field("key") == "ml-environment"
+    covered = pl.col("line_item_line_item_type") == "SavingsPlanCoveredUsage"
+    discount = pl.col("savings_plan_savings_plan_effective_cost") - pl.col("line_item_unblended_cost")
+    credit = pl.struct(name=pl.lit("Committed use discount"), amount=discount, type=pl.lit("COMMITTED_USAGE_DISCOUNT"))
+    _cur_day(out).select(
+        billing_account_id=pl.col("bill_payer_account_id"),
+        service=pl.struct(id=pl.col("line_item_product_code"), description=pl.col("line_item_product_code")),
+        sku=pl.struct(id=pl.col("line_item_usage_type"), description=pl.col("line_item_usage_type")),
+        usage_start_time=pl.col("line_item_usage_start_date"), usage_end_time=pl.col("line_item_usage_end_date"),
+        project=pl.struct(id=pl.col("line_item_usage_account_id"), labels=labels.list.filter(on_project)),
+        labels=labels.list.filter(~on_project),
+        location=pl.struct(region=pl.col("product_region_code")),
+        resource=pl.struct(global_name=pl.col("line_item_resource_id")),
+        cost=pl.col("line_item_unblended_cost"), currency=pl.col("line_item_currency_code"), cost_type=pl.lit("regular"),
+        usage=pl.struct(amount=pl.col("line_item_usage_amount"), unit=pl.lit("hours")),
+        credits=pl.when(covered).then(pl.concat_list(credit)).otherwise(pl.lit([], pl.List(GCP_CREDIT))),
+        invoice=pl.struct(month=pl.lit(f"{START:%Y%m}")), cost_at_list=pl.col("pricing_public_on_demand_cost"),
+    ).sink_parquet(path)
+
+
 def _in_child(make, *args) -> None:
     """``make(*args)`` in a process of its own: what generating a 10 M-line file holds is never counted
     against the ingest timed after it (it stays with the process, for the allocator to reuse)."""
@@ -612,6 +683,7 @@ def _write_focus(out: Path, kind: str, path: Path) -> None:
         _sink_csv_gz(focus.with_columns(as_json.alias("Tags")), path)
 
 
+GCP_CREDIT = pl.Struct({"name": pl.String, "amount": pl.Float64, "type": pl.String})
 TAG_ENTRIES = pl.List(pl.Struct({"key": pl.String, "value": pl.String}))
 
 
@@ -726,6 +798,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--focus", action="store_true", help="also time the day as FOCUS exports, Parquet and CSV.gz (streamed, and read whole)")
     parser.add_argument("--legacy", action="store_true", help="also time the day as legacy CUR deliveries, Parquet and CSV.gz (streamed, and read whole)")
+    parser.add_argument("--gcp", action="store_true", help="also time the day as a GCP billing export in Parquet (streamed, and read whole)")
     parser.add_argument("--legacy-product-columns", type=int, default=0,
                         help="with --legacy: as many product columns more in the legacy deliveries, none of them read (real files have hundreds)")
     parser.add_argument("--backfill-days", type=int, default=0, help="also time an N-day single-run backfill at --backfill-lines per day")
@@ -753,6 +826,8 @@ def main() -> None:
             lines += ["", *focus_benchmark(root / "day")]
         if args.legacy:
             lines += ["", *legacy_benchmark(root / "day", args.legacy_product_columns)]
+        if args.gcp:
+            lines += ["", *gcp_benchmark(root / "day")]
         if args.backfill_days:
             lines += ["", *backfill_benchmark(root / "backfill", args.backfill_days, args.backfill_lines, args.backfill_parts, args.backfill_unique_days)]
             if args.reports_copies:

@@ -190,3 +190,102 @@ def test_a_bad_timestamp_in_a_later_batch_names_the_row_a_whole_read_names(tmp_p
     with pytest.raises(InputError) as batched:
         scan_gcp_file(path, str(path), path.name, gcp, page_rows=5)
     assert str(batched.value) == str(whole.value) and "'yesterday'" in str(whole.value) and str(path) in str(whole.value)
+
+
+def test_resource_labels_hide_project_labels_of_the_same_folded_key_on_every_repeated_pair(tmp_path):
+    """Labels are merged once per distinct (resource, project) pair and joined back to the lines: each
+    line must still get its own pair's tags, in the resource's order then the project's."""
+    rows = gcp_rows(DAY, 40, seed=14)
+    pairs = [  # (resource labels, project labels, the line's tags by hand)
+        ([{"key": "ml_team", "value": "search"}], [{"key": "ml-team", "value": "platform"}, {"key": "ml-project", "value": "p"}],
+         [("ml_team", "search"), ("ml-project", "p")]),  # the resource's ml_team hides the project's ml-team
+        ([{"key": "ml-team", "value": "a"}, {"key": "ML_Team", "value": "b"}], [{"key": "ml-team", "value": "c"}],
+         [("ml-team", "a"), ("ML_Team", "b")]),  # two spellings on the resource both stay; the project's is hidden
+        ([], [{"key": "ml-team", "value": "c"}], [("ml-team", "c")]),
+        ([{"key": "owner", "value": "x"}], [], [("owner", "x")]),
+    ]
+    for i, row in enumerate(rows):
+        row["labels"], row["project"]["labels"], _ = pairs[i % len(pairs)]
+    path = write_jsonl(tmp_path / "export.jsonl", rows)
+    lines = read_gcp_file(path, str(path), path.name, source("gcp_billing_export", name="gcp"))
+    got = lines.select(pl.col("tags").cast(pl.List(pl.Struct({"key": pl.String, "value": pl.String})))).to_series().to_list()
+    assert [[(e["key"], e["value"]) for e in tags] for tags in got] == [pairs[i % len(pairs)][2] for i in range(len(rows))]
+
+
+def test_typed_timestamps_of_a_parquet_extract_read_as_their_text(tmp_path):
+    """BigQuery's Parquet extracts type usage times as timestamps (UTC, or zoneless meaning UTC); the
+    JSON export writes "2026-09-03 04:00:00 UTC". Both give the same lines."""
+    rows = gcp_rows(DAY, 30, seed=15)
+    text = read_gcp_file(write_jsonl(tmp_path / "a.jsonl", rows), "a", "x", source("gcp_billing_export", name="gcp"))
+    as_text = pl.read_ndjson(tmp_path / "a.jsonl", infer_schema_length=None)
+    starts = [dt.datetime.strptime(r["usage_start_time"], "%Y-%m-%d %H:%M:%S UTC").replace(tzinfo=dt.UTC) for r in rows]
+    for zone in ("UTC", None):
+        typed = as_text.with_columns(pl.col("usage_start_time", "usage_end_time").str.strip_suffix(" UTC").str.to_datetime(time_zone=zone))
+        assert isinstance(typed.schema["usage_start_time"], pl.Datetime)
+        typed.write_parquet(tmp_path / "b.parquet")
+        lines = read_gcp_file(tmp_path / "b.parquet", "b", "x", source("gcp_billing_export", name="gcp"))
+        assert lines.equals(text)
+        assert lines["charge_period_start"].to_list() == starts
+
+
+def _typed_parquet(rows: list[dict], path) -> None:
+    """``rows`` as BigQuery extracts the export to Parquet: usage times typed as UTC timestamps."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_jsonl = path.with_suffix(".jsonl.tmp")
+    write_jsonl(tmp_jsonl, rows)
+    pl.read_ndjson(tmp_jsonl, infer_schema_length=None).with_columns(
+        pl.col("usage_start_time", "usage_end_time").str.strip_suffix(" UTC").str.to_datetime(time_zone="UTC")).write_parquet(path)
+    tmp_jsonl.unlink()
+
+
+def test_a_typed_parquet_export_is_scanned_without_pages_with_the_lines_ids_and_tag_sets_of_a_whole_read(tmp_path):
+    """No page is written for a typed file; its lines, content ids and tags are a whole read's, every
+    line keeps its own labels pair (resource over project, hostile values kept), and the ingest's tag
+    sets hold each line's map."""
+    from cost_pipeline.lib.billing import spill
+    from cost_pipeline.lib.billing.fingerprint import tag_set_hash
+    from cost_pipeline.lib.billing.gcp import scan_gcp_file, single_day
+    from cost_pipeline.lib.billing.sources import lazy_content_ids, with_content_ids
+
+    rows = gcp_rows(DAY, 23, seed=16) + gcp_rows(DAY + dt.timedelta(days=1), 9, seed=17) + gcp_rows(DAY, 2, seed=16)
+    rows[4]["labels"] = [{"key": "ml-team", "value": 'a "quoted"\n\\team'}, {"key": "ML_Team", "value": "<b>x</b>"}]
+    rows[5]["labels"] = [{"key": "ml_project", "value": "resource-wins"}]
+    path = tmp_path / "export" / "billing-000.parquet"
+    _typed_parquet(rows, path)
+    gcp = source("gcp_billing_export", name="gcp")
+    whole = with_content_ids(read_gcp_file(path, str(path), path.name, gcp))
+    pages_before = sorted(spill.ROOT.glob("*/pages.json")) if spill.ROOT.exists() else []
+    scanned = lazy_content_ids(scan_gcp_file(path, str(path), path.name, gcp, page_rows=5)).collect()
+    assert (sorted(spill.ROOT.glob("*/pages.json")) if spill.ROOT.exists() else []) == pages_before  # not paged
+    assert scanned.equals(whole) and scanned.height == 34
+    assert list(scanned["tags"][4].items()) == [("ml-team", 'a "quoted"\n\\team'), ("ML_Team", "<b>x</b>")] + [
+        (e["key"], e["value"]) for e in rows[4]["project"]["labels"] if e["key"] != "ml-team"]  # both resource spellings stay
+    tags5 = scanned["tags"][5]
+    assert tags5["ml_project"] == "resource-wins" and "ml-project" not in tags5  # the project's ml-project is hidden
+    assert scanned["line_item_id"].str.ends_with("-1").sum() == 2  # the two repeated rows told apart
+
+    maps: list[pl.DataFrame] = []
+    hashed = scan_gcp_file(path, str(path), path.name, gcp, days=[DAY], maps=maps).collect()
+    day_whole = whole.filter(pl.col("date") == DAY)
+    assert hashed.height == day_whole.height == 25 and hashed["tags"].null_count() == 25
+    assert hashed["tag_set"].to_list() == day_whole.select(tag_set_hash()).to_series().to_list()
+    assert hashed["_check"].to_list() == day_whole.select(tag_set_hash(seed=2)).to_series().to_list()
+    known = pl.concat(maps)
+    assert set(known["tag_set"]) == set(hashed["tag_set"])
+
+    day = read_day("gcp_billing_export", str(tmp_path / "export"), DAY, "gcp")  # the reader flow and the ingest agree
+    billed, effective = _expected(rows[:23] + rows[32:])
+    assert (day.height, day["billed_cost"].sum(), day["effective_cost"].sum()) == (25, billed, effective)
+    assert single_day(path) is None  # two days
+    _typed_parquet(rows[:23], tmp_path / "one" / "billing.parquet")
+    assert single_day(tmp_path / "one" / "billing.parquet") == DAY and single_day(write_jsonl(tmp_path / "a.jsonl", rows[:3])) is None
+
+
+def test_a_typed_parquet_export_with_a_line_without_usage_start_names_the_file_and_record(tmp_path):
+    rows = gcp_rows(DAY, 12, seed=18)
+    path = tmp_path / "export" / "billing-000.parquet"
+    _typed_parquet(rows, path)
+    pl.read_parquet(path).with_columns(pl.when(pl.int_range(pl.len()) == 7).then(None).otherwise(pl.col("usage_start_time")).alias("usage_start_time")).write_parquet(path)
+    with pytest.raises(InputError, match="record 8: the line has no usage start date") as err:
+        read_day("gcp_billing_export", str(tmp_path / "export"), DAY, "gcp")
+    assert str(path) in str(err.value)

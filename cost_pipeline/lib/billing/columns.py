@@ -15,6 +15,7 @@ from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from cost_pipeline.lib.errors import InputError
 from cost_pipeline.lib.money import MONEY
@@ -186,3 +187,34 @@ def entry_lists(lists: list[list[dict]]) -> pl.Series:
     """Lists of ``{key, value}`` dicts as a column of entries, built by Arrow: Polars' own construction
     from Python objects took 0.75 s for the 24,000 distinct tags texts of a 1 M-line FOCUS day, Arrow's 0.13 s."""
     return pl.Series(pa.array(lists, type=_ARROW_ENTRIES)).cast(_ENTRIES)
+
+
+def single_day(path: Path, column: str) -> dt.date | None:
+    """The UTC day of every line of a Parquet file whose row groups' statistics say so (``column``, the
+    usage starts, typed as timestamps, no nulls, the smallest and largest on one day), from the footer
+    alone: finding a daily file's day by reading its usage starts was 0.1 s of each day of a 1 M-line
+    backfill. None when the statistics cannot say (a month's part, a string-typed or zoned column,
+    missing or odd statistics, an unreadable footer): the file is then read, and the read names what is
+    wrong with it."""
+    try:
+        meta = pq.ParquetFile(path).metadata
+        arrow = meta.schema.to_arrow_schema()
+        if column not in arrow.names or meta.num_rows == 0:
+            return None
+        kind = arrow.field(column).type
+        if not pa.types.is_timestamp(kind) or kind.tz not in (None, "UTC", "+00:00"):
+            return None
+        index = [meta.schema.column(i).path for i in range(meta.num_columns)].index(column)
+        days = set()
+        for group in (meta.row_group(g) for g in range(meta.num_row_groups)):
+            if group.num_rows == 0:
+                continue
+            stats = group.column(index).statistics
+            if stats is None or not stats.has_min_max or stats.null_count is None or stats.null_count > 0:
+                return None
+            if not (isinstance(stats.min, dt.datetime) and isinstance(stats.max, dt.datetime)):  # e.g. an old writer's raw integers
+                return None
+            days |= {stats.min.date(), stats.max.date()}
+    except Exception:  # pyarrow raises several types for damaged footers and odd statistics
+        return None
+    return days.pop() if len(days) == 1 else None

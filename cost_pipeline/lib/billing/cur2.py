@@ -10,7 +10,6 @@ import datetime as dt
 from pathlib import Path
 
 import polars as pl
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cost_pipeline.lib.billing.amortize import (
@@ -19,6 +18,7 @@ from cost_pipeline.lib.billing.amortize import (
     effective_cost,
 )
 from cost_pipeline.lib.billing.columns import in_days
+from cost_pipeline.lib.billing.columns import single_day as file_single_day
 from cost_pipeline.lib.billing.map_hashes import ROW, hashed_tags
 from cost_pipeline.lib.billing.schema import conform
 from cost_pipeline.lib.errors import InputError
@@ -110,33 +110,8 @@ def _typed(frame: pl.LazyFrame, path: str) -> pl.LazyFrame:
 
 
 def single_day(path: Path) -> dt.date | None:
-    """The UTC day of every line of a file whose row groups' statistics say so (usage starts typed as
-    timestamps, no nulls, the smallest and largest on one day), from the footer alone: finding a daily
-    file's day by reading its usage starts was 0.1 s of each day of a 1 M-line backfill. None when the
-    statistics cannot say (a month's part, a string-typed or zoned column, missing or odd statistics,
-    an unreadable footer): the file is then read, and the read names what is wrong with it."""
-    try:
-        meta = pq.ParquetFile(path).metadata
-        arrow = meta.schema.to_arrow_schema()
-        if "line_item_usage_start_date" not in arrow.names or meta.num_rows == 0:
-            return None
-        kind = arrow.field("line_item_usage_start_date").type
-        if not pa.types.is_timestamp(kind) or kind.tz not in (None, "UTC", "+00:00"):
-            return None
-        column = [meta.schema.column(i).path for i in range(meta.num_columns)].index("line_item_usage_start_date")
-        days = set()
-        for group in (meta.row_group(g) for g in range(meta.num_row_groups)):
-            if group.num_rows == 0:
-                continue
-            stats = group.column(column).statistics
-            if stats is None or not stats.has_min_max or stats.null_count is None or stats.null_count > 0:
-                return None
-            if not (isinstance(stats.min, dt.datetime) and isinstance(stats.max, dt.datetime)):  # e.g. an old writer's raw integers
-                return None
-            days |= {stats.min.date(), stats.max.date()}
-    except Exception:  # pyarrow raises several types for damaged footers and odd statistics
-        return None
-    return days.pop() if len(days) == 1 else None
+    """The UTC day of every line of a CUR 2.0 file whose footer says so (:func:`columns.single_day`)."""
+    return file_single_day(path, "line_item_usage_start_date")
 
 
 def scan_cur2_file(path: Path, where: str, name: str, source, days: list[dt.date] | None = None,

@@ -61,7 +61,8 @@ FORMATS: dict[str, FileFormat] = {
                                  scan=cur_legacy.scan_legacy_file),
     "focus": FileFormat((".csv", ".csv.gz", ".parquet"), file_export_deliveries, focus.read_focus_file, content_ids=True,
                         scan=focus.scan_focus_file, scan_hashes=True),
-    "gcp_billing_export": FileFormat(gcp.SUFFIXES, file_export_deliveries, gcp.read_gcp_file, content_ids=True, scan=gcp.scan_gcp_file),
+    "gcp_billing_export": FileFormat(gcp.SUFFIXES, file_export_deliveries, gcp.read_gcp_file, content_ids=True, scan=gcp.scan_gcp_file,
+                                     scan_hashes=True, single_day=gcp.single_day),
     "azure_cost_export": FileFormat((".csv", ".csv.gz", ".parquet"), file_export_deliveries, azure.read_azure_file, content_ids=True,
                                     scan=azure.scan_azure_file),
 }
