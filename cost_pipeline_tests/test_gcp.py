@@ -250,6 +250,7 @@ def test_a_typed_parquet_export_is_scanned_without_pages_with_the_lines_ids_and_
     rows = gcp_rows(DAY, 23, seed=16) + gcp_rows(DAY + dt.timedelta(days=1), 9, seed=17) + gcp_rows(DAY, 2, seed=16)
     rows[4]["labels"] = [{"key": "ml-team", "value": 'a "quoted"\n\\team'}, {"key": "ML_Team", "value": "<b>x</b>"}]
     rows[5]["labels"] = [{"key": "ml_project", "value": "resource-wins"}]
+    rows[6]["credits"] = [{"name": n, "amount": a, "type": "PROMOTION", "id": "", "full_name": ""} for n, a in (("a", -0.1), ("b", -0.2), ("c", -1e-06))]
     path = tmp_path / "export" / "billing-000.parquet"
     _typed_parquet(rows, path)
     gcp = source("gcp_billing_export", name="gcp")

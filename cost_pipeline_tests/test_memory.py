@@ -1,14 +1,17 @@
 """glibc's malloc as ``cost_pipeline`` tunes it: freed blocks reused within ``reusing_freed_memory``
-(no page faults for the same buffers again), and handed back to the kernel when it ends."""
+(no page faults for the same buffers again), and handed back to the kernel when it ends; Polars' read-ahead."""
 
+import os
 import resource
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from cost_pipeline.lib import memory
 
-pytestmark = pytest.mark.skipif(memory.LIBC is None, reason="glibc's malloc only (or the operator's MALLOC_* settings)")
+glibc = pytest.mark.skipif(memory.LIBC is None, reason="glibc's malloc only (or the operator's MALLOC_* settings)")
 BLOCK = 8 << 20  # a tags-map hashing buffer's size: above the mapping threshold outside the block
 
 
@@ -25,6 +28,7 @@ def resident() -> int:
         return int(statm.read().split()[1]) * resource.getpagesize()
 
 
+@glibc
 def test_freed_blocks_are_reused_within_and_mapped_afresh_outside():
     outside = faults_of(10)  # each block mapped and faulted in again (in huge pages or small)
     assert outside >= 10
@@ -34,6 +38,7 @@ def test_freed_blocks_are_reused_within_and_mapped_afresh_outside():
     assert faults_of(10) > outside / 2  # the threshold as before
 
 
+@glibc
 def test_memory_freed_within_is_handed_back_at_the_end():
     start = resident()
     with memory.reusing_freed_memory():
@@ -43,3 +48,23 @@ def test_memory_freed_within_is_handed_back_at_the_end():
         kept = resident()
     assert kept > start + 200 * 2**20  # freed but kept for reuse while within
     assert resident() < start + 40 * 2**20
+
+
+READ_AHEAD = """
+import os
+import cost_pipeline
+from cost_pipeline.lib.memory import row_groups_ahead
+seen = [os.environ.get("POLARS_ROW_GROUP_PREFETCH_SIZE")]
+with row_groups_ahead(2):
+    seen.append(os.environ.get("POLARS_ROW_GROUP_PREFETCH_SIZE"))
+seen.append(os.environ.get("POLARS_ROW_GROUP_PREFETCH_SIZE"))
+print(",".join(seen))
+"""
+
+
+@pytest.mark.parametrize(("operator", "seen"), [(None, "1,2,1"), ("3", "3,3,3")])
+def test_scans_read_one_row_group_ahead_two_for_nested_records_and_the_operators_setting_wins(operator, seen):
+    env = {k: v for k, v in os.environ.items() if k != "POLARS_ROW_GROUP_PREFETCH_SIZE"} | ({"POLARS_ROW_GROUP_PREFETCH_SIZE": operator} if operator else {})
+    out = subprocess.run([sys.executable, "-c", READ_AHEAD], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == seen
