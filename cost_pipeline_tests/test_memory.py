@@ -51,20 +51,24 @@ def test_memory_freed_within_is_handed_back_at_the_end():
 
 
 READ_AHEAD = """
-import os
+import os, subprocess, sys
 import cost_pipeline
 from cost_pipeline.lib.memory import row_groups_ahead
 seen = [os.environ.get("POLARS_ROW_GROUP_PREFETCH_SIZE")]
 with row_groups_ahead(2):
     seen.append(os.environ.get("POLARS_ROW_GROUP_PREFETCH_SIZE"))
 seen.append(os.environ.get("POLARS_ROW_GROUP_PREFETCH_SIZE"))
+if len(sys.argv) == 1:  # and in a process started from this one (a run worker, a step process)
+    seen.append(subprocess.run([sys.executable, "-c", CODE, "child"], capture_output=True, text=True).stdout.strip())
 print(",".join(seen))
 """
 
 
-@pytest.mark.parametrize(("operator", "seen"), [(None, "1,2,1"), ("3", "3,3,3")])
+@pytest.mark.parametrize(("operator", "seen"), [(None, "1,2,1,1,2,1"), ("3", "3,3,3,3,3,3")])
 def test_scans_read_one_row_group_ahead_two_for_nested_records_and_the_operators_setting_wins(operator, seen):
-    env = {k: v for k, v in os.environ.items() if k != "POLARS_ROW_GROUP_PREFETCH_SIZE"} | ({"POLARS_ROW_GROUP_PREFETCH_SIZE": operator} if operator else {})
-    out = subprocess.run([sys.executable, "-c", READ_AHEAD], env=env, capture_output=True, text=True, timeout=120)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("POLARS_ROW_GROUP_PREFETCH_SIZE", "COST_PIPELINE_PREFETCH"))}
+    env |= {"POLARS_ROW_GROUP_PREFETCH_SIZE": operator} if operator else {}
+    code = f"CODE = {READ_AHEAD!r}\n" + READ_AHEAD
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == seen

@@ -70,6 +70,9 @@ def reusing_freed_memory() -> Iterator[None]:
 
 
 PREFETCH = "POLARS_ROW_GROUP_PREFETCH_SIZE"  # read by Polars when a query starts
+# set with this project's default, so that processes started from this one (run workers, step
+# processes) tell it from the operator's own setting, which they inherit the same way
+DEFAULTED = "COST_PIPELINE_PREFETCH_DEFAULTED"
 _prefetch_chosen = False  # the operator set it: never changed here
 
 
@@ -77,8 +80,9 @@ def one_row_group_ahead() -> None:
     """Polars' Parquet scans hold one row group ahead of a streaming sink (see
     ``cost_pipeline/__init__.py``), unless the operator chose otherwise."""
     global _prefetch_chosen
-    _prefetch_chosen = PREFETCH in os.environ
-    os.environ.setdefault(PREFETCH, "1")
+    _prefetch_chosen = PREFETCH in os.environ and not os.environ.get(DEFAULTED)
+    if not _prefetch_chosen:
+        os.environ[PREFETCH], os.environ[DEFAULTED] = "1", "1"
 
 
 @contextmanager
