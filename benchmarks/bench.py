@@ -84,14 +84,14 @@ TAG_KEYS = {"team": "user_ml_team", "project": "user_ml_project", "workload_type
 
 def direct_sql(date: str, tag: str, currency: str, amount: str, source: str, labels: bool = False) -> str:
     """The peer's normalization + direct attribution; ``tag``: how a tag's value is read, with ``{key}``
-    (``labels``: with ``{label}``, the key as a GCP label, see :func:`gcp_label`)."""
-    tags = "".join(f"       lower(trim({tag.replace('{label}', gcp_label(key)) if labels else tag.replace('{key}', key)})) AS {name},\n"
+    (``labels``: with ``{label}``, the key as GCP labels and Azure tags spell it, see :func:`label_key`)."""
+    tags = "".join(f"       lower(trim({tag.replace('{label}', label_key(key)) if labels else tag.replace('{key}', key)})) AS {name},\n"
                    for name, key in TAG_KEYS.items())
     return f"SELECT {date} AS day,\n{tags}       {currency} AS currency, sum({amount}) AS amount, count(*) AS lines\nFROM {source}\nGROUP BY ALL"
 
 
-def gcp_label(key: str) -> str:
-    """A bench tag key as a GCP label key (``user_ml_team`` -> ``ml-team``: labels take no prefix)."""
+def label_key(key: str) -> str:
+    """A bench tag key as a GCP label or Azure tag key (``user_ml_team`` -> ``ml-team``: no AWS prefix)."""
     return key.removeprefix("user_").replace("_", "-")
 
 
@@ -134,6 +134,10 @@ GCP_PEER = direct_sql("CAST(usage_start_time AS DATE)", GCP_LABEL, "currency",
                       "CAST(cost AS DECIMAL(38, 12)) + coalesce(list_sum(list_transform(credits, lambda c: CAST(CAST(c.amount AS VARCHAR) AS DECIMAL(38, 12)))), 0)",
                       "read_parquet('{path}') WHERE usage_start_time >= TIMESTAMPTZ '{day} 00:00:00+00' AND usage_start_time < TIMESTAMPTZ '{next} 00:00:00+00'",
                       labels=True)
+# Azure: an amortized cost details export (CSV.gz, every column text), its tags a JSON object
+AZURE_PEER = direct_sql("strptime(Date, '%m/%d/%Y')::DATE", "json_extract_string(Tags, '$.\"{label}\"')", "BillingCurrency",
+                        "CAST(CostInBillingCurrency AS DECIMAL(38, 12))",
+                        "read_csv('{path}', all_varchar = true) WHERE strptime(Date, '%m/%d/%Y')::DATE = DATE '{day}'", labels=True)
 LEGACY_PEER = {
     "parquet": direct_sql("CAST(line_item_usage_start_date AS DATE)", "resource_tags_{key}", "line_item_currency_code", EFFECTIVE_SQL,
                           "read_parquet('{path}') WHERE " + IN_DAY_SQL),
@@ -651,6 +655,38 @@ def _write_gcp(out: Path, path: Path) -> None:
     ).sink_parquet(path)
 
 
+def azure_benchmark(out: Path) -> list[str]:
+    """The bench's CUR day as an Azure amortized cost details export (CSV.gz, as Cost Management writes
+    it), streamed and read whole."""
+    path = out / "azure-csv-gz" / f"{START:%Y%m}" / "costdetails.csv.gz"
+    if not path.exists():
+        _in_child(_write_azure, out, path)
+    source = BillingSource(name="azure", format="azure_cost_export", uri=str(path.parent.parent))
+    return _export_benchmark(out, "an Azure cost details export in CSV.gz", "--azure", source, path, AZURE_PEER)
+
+
+def _write_azure(out: Path, path: Path) -> None:
+    """Each CUR line as an amortized Azure cost line: its amortized cost, a Savings Plan's covered usage
+    priced as such, its tags a JSON object (the generator's keys and values need no escaping)."""
+    from cost_pipeline.lib.billing.amortize import effective_cost
+
+    path.parent.mkdir(parents=True)
+    entry = pl.element().struct
+    key = entry.field("key").str.strip_prefix("user_").str.replace_all("_", "-")
+    as_json = pl.concat_str(pl.lit("{"), pl.col("resource_tags").cast(TAG_ENTRIES).list.eval(
+        pl.concat_str(pl.lit('"'), key, pl.lit('": "'), entry.field("value"), pl.lit('"'))).list.join(","), pl.lit("}"))
+    covered = pl.col("line_item_line_item_type") == "SavingsPlanCoveredUsage"
+    _sink_csv_gz(_cur_day(out).select(
+        Date=pl.col("line_item_usage_start_date").dt.strftime("%m/%d/%Y"), BillingAccountId=pl.col("bill_payer_account_id"),
+        SubscriptionId=pl.col("line_item_usage_account_id"), MeterCategory=pl.col("line_item_product_code"),
+        MeterName=pl.col("line_item_usage_type"), ResourceLocation=pl.col("product_region_code"), ResourceId=pl.col("line_item_resource_id"),
+        Quantity=pl.col("line_item_usage_amount"), CostInBillingCurrency=effective_cost().cast(pl.Float64),
+        PaygCostInBillingCurrency=pl.col("pricing_public_on_demand_cost"), BillingCurrency=pl.col("line_item_currency_code"),
+        ChargeType=pl.lit("Usage"), PricingModel=pl.when(covered).then(pl.lit("SavingsPlan")).otherwise(pl.lit("OnDemand")),
+        InvoiceId=pl.col("bill_invoice_id"), Tags=as_json,
+    ), path)
+
+
 def _in_child(make, *args) -> None:
     """``make(*args)`` in a process of its own: what generating a 10 M-line file holds is never counted
     against the ingest timed after it (it stays with the process, for the allocator to reuse)."""
@@ -822,6 +858,7 @@ def main() -> None:
     parser.add_argument("--focus", action="store_true", help="also time the day as FOCUS exports, Parquet and CSV.gz (streamed, and read whole)")
     parser.add_argument("--legacy", action="store_true", help="also time the day as legacy CUR deliveries, Parquet and CSV.gz (streamed, and read whole)")
     parser.add_argument("--gcp", action="store_true", help="also time the day as a GCP billing export in Parquet (streamed, and read whole)")
+    parser.add_argument("--azure", action="store_true", help="also time the day as an Azure cost details export in CSV.gz (streamed, and read whole)")
     parser.add_argument("--legacy-product-columns", type=int, default=0,
                         help="with --legacy: as many product columns more in the legacy deliveries, none of them read (real files have hundreds)")
     parser.add_argument("--backfill-days", type=int, default=0, help="also time an N-day single-run backfill at --backfill-lines per day")
@@ -851,6 +888,8 @@ def main() -> None:
             lines += ["", *legacy_benchmark(root / "day", args.legacy_product_columns)]
         if args.gcp:
             lines += ["", *gcp_benchmark(root / "day")]
+        if args.azure:
+            lines += ["", *azure_benchmark(root / "day")]
         if args.backfill_days:
             lines += ["", *backfill_benchmark(root / "backfill", args.backfill_days, args.backfill_lines, args.backfill_parts, args.backfill_unique_days)]
             if args.reports_copies:
