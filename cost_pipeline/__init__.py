@@ -9,8 +9,8 @@ from cost_pipeline.lib import memory
 # that held 1.3 GiB more than one row group at a time. Two ahead write that day 15 % faster (18.6 s
 # instead of 21.5 s) but peak at 1.7 GiB instead of 1.4 GiB (a 10 M-line CUR day now: 4-7 % faster, 1.0
 # -> 1.15 GiB); set POLARS_ROW_GROUP_PREFETCH_SIZE higher where memory is plentiful or for billing files
-# read straight from S3 if reads become latency-bound. Formats of nested records read two ahead
-# (memory.row_groups_ahead).
+# read straight from S3 if reads become latency-bound. A GCP export's pass over its labels reads two
+# ahead (memory.row_groups_ahead).
 memory.one_row_group_ahead()
 
 # Polars allocates through jemalloc, configured by this variable when its library loads (so it must

@@ -89,8 +89,9 @@ def one_row_group_ahead() -> None:
 def row_groups_ahead(count: int) -> Iterator[None]:
     """Polars' queries started within read ``count`` row groups ahead. One ahead, a file's nested
     columns are decoded on one core: a GCP export's labels (lists of key/value records) took 5.4 s of
-    a 10 M-line day so, 2.6 s two ahead (the day's ingest 26 -> 21 s, peak 1.23 -> 1.33 GiB; four
-    ahead 20 s at 2.2 GiB). The operator's setting wins."""
+    a 10 M-line day so, 2.6 s two ahead. For that pass only: the day's whole ingest two ahead took 21-23 s
+    instead of 24 s, but peaked at 1.33-1.46 GiB instead of 1.24 GiB (four ahead: 20 s at 2.2 GiB).
+    The operator's setting wins."""
     if _prefetch_chosen:
         yield
         return

@@ -25,6 +25,7 @@ from cost_pipeline.lib.billing.spill import folder_for, prune, published
 from cost_pipeline.lib.errors import InputError
 from cost_pipeline.lib.exprs import lookup
 from cost_pipeline.lib.keys import fold_key_expr
+from cost_pipeline.lib.memory import row_groups_ahead
 from cost_pipeline.lib.money import MONEY
 
 REQUIRED = ["billing_account_id", "service", "sku", "usage_start_time", "usage_end_time", "cost", "currency"]
@@ -225,7 +226,8 @@ def _scan_typed(path: Path, where: str, name: str, source, days: list[dt.date] |
     if isinstance(most := _most_credits(raw), pl.Expr):
         first.append(raw.select(most))
     try:  # one pass: the distinct label pairs and the most credits a line holds
-        pairs, *most_credits = pl.collect_all(first, engine="streaming")
+        with row_groups_ahead(2):  # nested records: decoded on one core one row group ahead
+            pairs, *most_credits = pl.collect_all(first, engine="streaming")
     except pl.exceptions.PolarsError as exc:
         raise InputError(where, f"cannot read GCP billing export file: {str(exc).splitlines()[0]}") from None
     pairs = _pair_tags(pairs)

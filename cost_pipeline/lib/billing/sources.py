@@ -15,7 +15,6 @@ parsed into cost lines (the provider's column mapping). Everything else is share
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,7 +35,6 @@ from cost_pipeline.lib.billing.fingerprint import content_hash, row_hashes, tag_
 from cost_pipeline.lib.billing.parsed_cache import parsed
 from cost_pipeline.lib.billing.schema import COST_LINES_SCHEMA, HASHES, empty_cost_lines
 from cost_pipeline.lib.errors import InputError
-from cost_pipeline.lib.memory import row_groups_ahead
 from cost_pipeline.lib.money import MONEY
 from cost_pipeline.lib.storage import Storage, StoredFile
 
@@ -55,7 +53,6 @@ class FileFormat:
     # a lazy reader of the files it can stream (like ``read`` with ``days=``; None for a file to read whole)
     scan: Callable[..., pl.LazyFrame | None] | None = None
     scan_hashes: bool = False  # ``scan`` takes ``maps=`` (see :func:`source_days`)
-    nested: bool = False  # the columns read are nested records: read two row groups ahead (:func:`memory.row_groups_ahead`)
 
 
 FORMATS: dict[str, FileFormat] = {
@@ -65,7 +62,7 @@ FORMATS: dict[str, FileFormat] = {
     "focus": FileFormat((".csv", ".csv.gz", ".parquet"), file_export_deliveries, focus.read_focus_file, content_ids=True,
                         scan=focus.scan_focus_file, scan_hashes=True),
     "gcp_billing_export": FileFormat(gcp.SUFFIXES, file_export_deliveries, gcp.read_gcp_file, content_ids=True, scan=gcp.scan_gcp_file,
-                                     scan_hashes=True, single_day=gcp.single_day, nested=True),
+                                     scan_hashes=True, single_day=gcp.single_day),
     "azure_cost_export": FileFormat((".csv", ".csv.gz", ".parquet"), file_export_deliveries, azure.read_azure_file, content_ids=True,
                                     scan=azure.scan_azure_file),
 }
@@ -301,11 +298,6 @@ def refuse_bad_sums(sums: pl.DataFrame, sources: list[BillingSource], day: dt.da
         source = next(s for s in sources if s.name == name)
         source_day(source, day, storage_for(source))  # raises the file's own error
         raise InputError(source.uri, f"{day}: lines without an amount or with an unknown currency")
-
-
-def reads_ahead(sources: list[BillingSource]):
-    """Polars' read-ahead for a pass over ``sources`` (:attr:`FileFormat.nested`)."""
-    return row_groups_ahead(2) if any(_format(s).nested for s in sources) else contextlib.nullcontext()
 
 
 def uses_content_ids(source: BillingSource) -> bool:

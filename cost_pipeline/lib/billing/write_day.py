@@ -35,7 +35,6 @@ from cost_pipeline.lib.billing.sources import (
     LINE_KEY,
     NO_AMOUNT,
     explain_unreadable,
-    reads_ahead,
     refuse_bad_sums,
     refuse_repeated_keys,
     repeats,
@@ -80,14 +79,13 @@ def _ingest_pass(sources: list[BillingSource], days: list[dt.date], storage_for:
     def with_maps() -> pl.LazyFrame:  # the day's lines with their maps, for a day whose maps share a hash
         return pl.concat([source_days(s, days, storage_for(s), sums_checked=True, keys_checked=True, numbered=numbered) for s in sources])
 
-    with reads_ahead(sources):
-        plans = [source_days(s, days, storage_for(s), sums_checked=True, keys_checked=True, numbered=numbered, maps=maps) for s in sources]
-        try:
-            return _write(pl.concat(plans).with_columns(_key=LINE_KEY), pl.col("date"), paths, None, maps, with_maps)
-        except pl.exceptions.PolarsError:
-            for day in days:
-                explain_unreadable(sources, day, storage_for)
-            raise
+    plans = [source_days(s, days, storage_for(s), sums_checked=True, keys_checked=True, numbered=numbered, maps=maps) for s in sources]
+    try:
+        return _write(pl.concat(plans).with_columns(_key=LINE_KEY), pl.col("date"), paths, None, maps, with_maps)
+    except pl.exceptions.PolarsError:
+        for day in days:
+            explain_unreadable(sources, day, storage_for)
+        raise
 
 
 def write_cost_lines_day(plan: pl.LazyFrame, path: Path, tag_set: pl.Expr | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
