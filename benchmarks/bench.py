@@ -95,6 +95,9 @@ def label_key(key: str) -> str:
     return key.removeprefix("user_").replace("_", "-")
 
 
+LABEL_KEY = pl.element().struct.field("key").str.strip_prefix("user_").str.replace_all("_", "-")  # label_key of a map entry
+
+
 DUCKDB_SQL = direct_sql("CAST(line_item_usage_start_date AS DATE)", "resource_tags['{key}']", "line_item_currency_code", EFFECTIVE_SQL,
                         "read_parquet({files}) WHERE " + IN_DAY_SQL)
 # the same work as the pipeline's ingest (the lake's cost_lines columns, tags maps included, written to
@@ -618,23 +621,26 @@ def focus_benchmark(out: Path) -> list[str]:
     return tables[:-1]
 
 
-def gcp_benchmark(out: Path) -> list[str]:
+def export_benchmark(out: Path, kind: str) -> list[str]:
     """The bench's CUR day as a GCP Cloud Billing detailed export extracted to Parquet (BigQuery's nested
-    records: ``service``, ``sku``, ``project`` with its labels, ``labels``, ``credits``), streamed and read whole."""
-    path = out / "gcp-parquet" / f"{START:%Y-%m}" / "billing_export.parquet"
+    records: ``service``, ``sku``, ``project`` with its labels, ``labels``, ``credits``) or an Azure
+    amortized cost details export (CSV.gz, as Cost Management writes it), streamed and read whole."""
+    folder, name, fmt, write, what, peer = {
+        "gcp": ("gcp-parquet", "billing_export.parquet", "gcp_billing_export", _write_gcp, "a GCP billing export in Parquet", GCP_PEER),
+        "azure": ("azure-csv-gz", "costdetails.csv.gz", "azure_cost_export", _write_azure, "an Azure cost details export in CSV.gz", AZURE_PEER),
+    }[kind]
+    path = out / folder / f"{START:%Y-%m}" / name
     if not path.exists():
-        _in_child(_write_gcp, out, path)
-    source = BillingSource(name="gcp", format="gcp_billing_export", uri=str(path.parent.parent))
-    return _export_benchmark(out, "a GCP billing export in Parquet", "--gcp", source, path, GCP_PEER)
+        _in_child(write, out, path)
+    source = BillingSource(name=kind, format=fmt, uri=str(path.parent.parent))
+    return _export_benchmark(out, what, f"--{kind}", source, path, peer)
 
 
 def _write_gcp(out: Path, path: Path) -> None:
     """Each CUR line as a GCP export row: its tags as resource labels but the environment as a project
     label, a Savings Plan's discount on covered usage as a committed-use credit (negative)."""
     path.parent.mkdir(parents=True)
-    entry = pl.element().struct
-    labels = pl.col("resource_tags").cast(TAG_ENTRIES).list.eval(
-        pl.struct(key=entry.field("key").str.strip_prefix("user_").str.replace_all("_", "-"), value=entry.field("value")))
+    labels = pl.col("resource_tags").cast(TAG_ENTRIES).list.eval(pl.struct(key=LABEL_KEY, value=pl.element().struct.field("value")))
     on_project = pl.element().struct.field("key") == "ml-environment"
     covered = pl.col("line_item_line_item_type") == "SavingsPlanCoveredUsage"
     discount = pl.col("savings_plan_savings_plan_effective_cost") - pl.col("line_item_unblended_cost")
@@ -655,26 +661,14 @@ def _write_gcp(out: Path, path: Path) -> None:
     ).sink_parquet(path)
 
 
-def azure_benchmark(out: Path) -> list[str]:
-    """The bench's CUR day as an Azure amortized cost details export (CSV.gz, as Cost Management writes
-    it), streamed and read whole."""
-    path = out / "azure-csv-gz" / f"{START:%Y%m}" / "costdetails.csv.gz"
-    if not path.exists():
-        _in_child(_write_azure, out, path)
-    source = BillingSource(name="azure", format="azure_cost_export", uri=str(path.parent.parent))
-    return _export_benchmark(out, "an Azure cost details export in CSV.gz", "--azure", source, path, AZURE_PEER)
-
-
 def _write_azure(out: Path, path: Path) -> None:
     """Each CUR line as an amortized Azure cost line: its amortized cost, a Savings Plan's covered usage
     priced as such, its tags a JSON object (the generator's keys and values need no escaping)."""
     from cost_pipeline.lib.billing.amortize import effective_cost
 
     path.parent.mkdir(parents=True)
-    entry = pl.element().struct
-    key = entry.field("key").str.strip_prefix("user_").str.replace_all("_", "-")
     as_json = pl.concat_str(pl.lit("{"), pl.col("resource_tags").cast(TAG_ENTRIES).list.eval(
-        pl.concat_str(pl.lit('"'), key, pl.lit('": "'), entry.field("value"), pl.lit('"'))).list.join(","), pl.lit("}"))
+        pl.concat_str(pl.lit('"'), LABEL_KEY, pl.lit('": "'), pl.element().struct.field("value"), pl.lit('"'))).list.join(","), pl.lit("}"))
     covered = pl.col("line_item_line_item_type") == "SavingsPlanCoveredUsage"
     _sink_csv_gz(_cur_day(out).select(
         Date=pl.col("line_item_usage_start_date").dt.strftime("%m/%d/%Y"), BillingAccountId=pl.col("bill_payer_account_id"),
@@ -886,10 +880,9 @@ def main() -> None:
             lines += ["", *focus_benchmark(root / "day")]
         if args.legacy:
             lines += ["", *legacy_benchmark(root / "day", args.legacy_product_columns)]
-        if args.gcp:
-            lines += ["", *gcp_benchmark(root / "day")]
-        if args.azure:
-            lines += ["", *azure_benchmark(root / "day")]
+        for kind in ("gcp", "azure"):
+            if getattr(args, kind):
+                lines += ["", *export_benchmark(root / "day", kind)]
         if args.backfill_days:
             lines += ["", *backfill_benchmark(root / "backfill", args.backfill_days, args.backfill_lines, args.backfill_parts, args.backfill_unique_days)]
             if args.reports_copies:
