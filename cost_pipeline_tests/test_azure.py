@@ -145,3 +145,28 @@ def test_bad_values_in_a_delivered_export_name_file_and_row(tmp_path, row, messa
     with pytest.raises(InputError, match=message) as err:
         read_day("azure_cost_export", tmp_path / "costs", dt.date(2023, 9, 1))
     assert str(path) in str(err.value)
+
+
+@pytest.mark.parametrize("repeated", [True, False], ids=["identical lines", "no identical lines"])
+def test_an_export_with_identical_lines_is_known_so_from_its_copy_and_numbered_as_a_whole_read(tmp_path, repeated):
+    """Daily Azure lines have no time of day and no ids: the same meter billing the same amount twice a
+    day gives identical lines. The parsed copy records whether there are any (so the ingest numbers them
+    in its first pass); either way the day's lines and ids are a whole read's, counted by hand."""
+    from cost_pipeline.lib.billing.azure import identical_lines, scan_azure_file
+    from cost_pipeline.lib.billing.sources import with_content_ids
+
+    lines = ["Date,CostInBillingCurrency,BillingCurrency,MeterCategory,ResourceId,Tags"]
+    lines += [f'09/02/2023,{1 + i % 3}.5,USD,Virtual Machines,/subscriptions/s/vm-{i % 4 if repeated else i},"{{""ml-team"": ""t{i % 2}""}}"' for i in range(24)]
+    path = tmp_path / "export" / "2023-09" / "costdetails.csv"
+    path.parent.mkdir(parents=True)
+    path.write_text("\n".join(lines) + "\n")
+    src = source("azure_cost_export", uri=tmp_path / "export", name="azure")
+    assert scan_azure_file(path, str(path), path.name, src) is not None  # the copy is made
+    assert identical_lines(path, src) is repeated
+    day = read_day("azure_cost_export", tmp_path / "export", dt.date(2023, 9, 2), "azure")  # the reader flow and the ingest agree
+    whole = with_content_ids(read_azure_file(path, str(path), path.name, src))
+    where = ["source_file", "billing_period"]  # as delivered under the source: its name and period
+    assert day.drop(where).sort("line_item_id").equals(whole.drop(where).sort("line_item_id"))
+    # by hand: (vm i % 4, cost 1 + i % 3, team i % 2) repeats every 12 lines, so each content occurs twice
+    assert day.height == 24 and day["line_item_id"].str.ends_with("-1").sum() == (12 if repeated else 0)
+    assert day["effective_cost"].sum() == sum(Decimal(f"{1 + i % 3}.5") for i in range(24))

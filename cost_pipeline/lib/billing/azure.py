@@ -35,7 +35,7 @@ from cost_pipeline.lib.billing.columns import (
     with_line_numbers,
 )
 from cost_pipeline.lib.billing.schema import MAP_ENTRIES, conform, empty_cost_lines
-from cost_pipeline.lib.billing.spill import BAD, blank_lines, checked_copy
+from cost_pipeline.lib.billing.spill import BAD, blank_lines, checked_copy, identical_rows
 from cost_pipeline.lib.errors import InputError
 from cost_pipeline.lib.exprs import lookup
 
@@ -174,7 +174,7 @@ def scan_azure_file(path: Path, where: str, name: str, source, days: list[dt.dat
     bad = [pl.col(c).is_not_null() & e.is_null() for c, e in parsed.items()]
     typed = frame.with_columns(*(e.alias(c) for c, e in parsed.items()),
                                pl.any_horizontal(*bad, pl.col("date").is_null(), pl.col("currency").is_null()).alias(BAD))
-    copy = checked_copy(path, typed, f"azure|{source.currency or ''}", blanks, distinct="tags", lookup=lambda texts: _tag_lookup(texts, where))
+    copy = checked_copy(path, typed, _context(source), blanks, distinct="tags", lookup=lambda texts: _tag_lookup(texts, where), repeats=True)
     if copy is None:
         return None
     frame, tags = copy
@@ -182,6 +182,17 @@ def scan_azure_file(path: Path, where: str, name: str, source, days: list[dt.dat
         frame = frame.filter(pl.col("date").is_in(days))
     frame = frame.join(tags.lazy(), on="tags", how="left", maintain_order="left")
     return _normalized(frame.with_columns(_MAP).drop("_map"), source, name)
+
+
+def _context(source) -> str:
+    return f"azure|{source.currency or ''}"
+
+
+def identical_lines(path: Path, source) -> bool:
+    """Whether the parsed copy of an export holds identical lines: daily cost details carry no time of
+    day and no line ids, so the same meter on the same resource often bills the same amount twice a day
+    (the bench's 10 M-line day was written twice for its content ids, 58 s)."""
+    return identical_rows(path, _context(source))
 
 
 def _normalized(frame: pl.LazyFrame, source, name: str) -> pl.LazyFrame:

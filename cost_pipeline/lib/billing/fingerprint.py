@@ -82,3 +82,9 @@ def fingerprint_from(parts: pl.DataFrame) -> str:
 def day_fingerprint(lines: pl.DataFrame | pl.LazyFrame) -> str:
     lazy = lines.lazy()
     return fingerprint_from(lazy.select(fingerprint_parts(content_hash(lazy.collect_schema()))).collect(engine="streaming"))
+
+
+def repeats(hashes: pl.Series) -> bool:
+    """Whether any of ``hashes`` (64-bit hashes of lines or their keys) occurs twice."""
+    hashes = hashes.sort()  # sorted, a repeat is its neighbour: 0.3 s for 13 M (is_duplicated: 2.7 s)
+    return bool((hashes == hashes.shift(1)).any())

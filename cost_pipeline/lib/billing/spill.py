@@ -11,8 +11,10 @@ modification time, so a re-delivered file is parsed afresh.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
+import operator
 import os
 import shutil
 import tempfile
@@ -20,6 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
+
+from cost_pipeline.lib.billing import fingerprint
 
 ROOT = Path(tempfile.gettempdir()) / "cost_pipeline_cache" / "parsed"
 BAD = "_bad"  # the column of a typed frame marking a line a whole read would refuse
@@ -82,7 +86,7 @@ def blank_lines(raw: pl.LazyFrame, read: list[str]) -> tuple[pl.Expr, pl.LazyFra
 
 
 def checked_copy(path: Path, typed: pl.LazyFrame, context: str, blank: pl.LazyFrame, distinct: str | None = None,
-                 lookup: Callable[[list[str]], pl.DataFrame] | None = None) -> tuple[pl.LazyFrame, pl.DataFrame | None] | None:
+                 lookup: Callable[[list[str]], pl.DataFrame] | None = None, repeats: bool = False) -> tuple[pl.LazyFrame, pl.DataFrame | None] | None:
     """``typed`` (a text export's mapped columns parsed, :data:`BAD` and :data:`BLANK`, see
     :func:`blank_lines`) written once per file version: None if any line is bad (the caller then reads
     the file whole, which names the row and value) or a ``blank`` line is not empty in every column,
@@ -90,6 +94,9 @@ def checked_copy(path: Path, typed: pl.LazyFrame, context: str, blank: pl.LazyFr
     column ``distinct`` (a tags column's JSON texts: few, even in a large file; parsed once and kept
     with the copy, as every read of the file joins them: parsing them again per read was 1-2.5 s of a
     1 M-line FOCUS CSV day).
+
+    ``repeats``: also find whether two lines of the copy are identical in every column, for
+    :func:`identical_rows` (0.2 s of a 1 M-line copy).
 
     One parse of the text, sunk whole with its marks: the counts and distinct values are then read
     from the copy. Each further sink of the parse (the count of bad lines, the distinct texts, the
@@ -108,9 +115,14 @@ def checked_copy(path: Path, typed: pl.LazyFrame, context: str, blank: pl.LazyFr
         if clean and distinct and lookup:  # a text that does not parse names the file (and no copy is kept)
             texts = copy.filter(~pl.col(BLANK)).select(pl.col(distinct).drop_nulls().unique()).collect().to_series().to_list()
             lookup(texts).write_parquet(folder / "lookup.parquet")
+        identical = False
+        if clean and repeats:
+            kept = copy.filter(~pl.col(BLANK)).drop(BAD, BLANK)
+            row = functools.reduce(operator.xor, [pl.col(c).hash(seed=i) for i, c in enumerate(kept.collect_schema().names())])
+            identical = fingerprint.repeats(kept.select(row).collect(engine="streaming").to_series())
         if not clean:
             lines.unlink(missing_ok=True)
-        (folder / "checked.json").write_text(json.dumps({"clean": clean, "blank": blanks}))
+        (folder / "checked.json").write_text(json.dumps({"clean": clean, "blank": blanks, "identical": identical}))
 
     folder = published(folder_for(path, context), build)
     checked = json.loads((folder / "checked.json").read_text())
@@ -120,3 +132,10 @@ def checked_copy(path: Path, typed: pl.LazyFrame, context: str, blank: pl.LazyFr
     lines = (lines.filter(~pl.col(BLANK)) if checked["blank"] else lines).drop(BAD, BLANK)
     found = folder / "lookup.parquet"
     return lines, pl.read_parquet(found) if found.exists() else None
+
+
+def identical_rows(path: Path, context: str) -> bool:
+    """Whether the copy of ``path`` (made with ``repeats``) holds identical lines; False when unknown (a
+    copy made without the check, or none yet)."""
+    checked = folder_for(path, context) / "checked.json"
+    return checked.exists() and bool(json.loads(checked.read_text()).get("identical"))

@@ -29,7 +29,7 @@ from pathlib import Path
 import polars as pl
 
 from cost_pipeline.config import BillingSource
-from cost_pipeline.lib.billing.fingerprint import content_hash, fingerprint_parts, tag_set_hash
+from cost_pipeline.lib.billing.fingerprint import content_hash, fingerprint_parts, repeats, tag_set_hash
 from cost_pipeline.lib.billing.schema import HASHES, MAP_ENTRIES
 from cost_pipeline.lib.billing.sources import (
     LINE_KEY,
@@ -37,7 +37,6 @@ from cost_pipeline.lib.billing.sources import (
     explain_unreadable,
     refuse_bad_sums,
     refuse_repeated_keys,
-    repeats,
     source_days,
     uses_content_ids,
 )
