@@ -156,7 +156,8 @@ def test_an_export_with_identical_lines_is_known_so_from_its_copy_and_numbered_a
     from cost_pipeline.lib.billing.sources import with_content_ids
 
     lines = ["Date,CostInBillingCurrency,BillingCurrency,MeterCategory,ResourceId,Tags"]
-    lines += [f'09/02/2023,{1 + i % 3}.5,USD,Virtual Machines,/subscriptions/s/vm-{i % 4 if repeated else i},"{{""ml-team"": ""t{i % 2}""}}"' for i in range(24)]
+    tags = ['"{""ml-team"": ""t0""}"', '"{""ml-team"": ""t1"", ""env"": ""<prod>""}"', "", "  "]  # no tags: a null text, and blanks
+    lines += [f"09/02/2023,{1 + i % 3}.5,USD,Virtual Machines,/subscriptions/s/vm-{i % 4 if repeated else i},{tags[i % 4]}" for i in range(24)]
     path = tmp_path / "export" / "2023-09" / "costdetails.csv"
     path.parent.mkdir(parents=True)
     path.write_text("\n".join(lines) + "\n")
@@ -167,6 +168,8 @@ def test_an_export_with_identical_lines_is_known_so_from_its_copy_and_numbered_a
     whole = with_content_ids(read_azure_file(path, str(path), path.name, src))
     where = ["source_file", "billing_period"]  # as delivered under the source: its name and period
     assert day.drop(where).sort("line_item_id").equals(whole.drop(where).sort("line_item_id"))
-    # by hand: (vm i % 4, cost 1 + i % 3, team i % 2) repeats every 12 lines, so each content occurs twice
+    # by hand: (vm i % 4, cost 1 + i % 3, tags i % 4) repeats every 12 lines, so each content occurs twice
     assert day.height == 24 and day["line_item_id"].str.ends_with("-1").sum() == (12 if repeated else 0)
     assert day["effective_cost"].sum() == sum(Decimal(f"{1 + i % 3}.5") for i in range(24))
+    assert day["tags"].map.get("env").drop_nulls().to_list() == ["<prod>"] * 6
+    assert (day["tags"].map.keys().list.len() == 0).sum() == 12  # the null and blank texts: no tags

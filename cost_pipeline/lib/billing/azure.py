@@ -26,6 +26,7 @@ import polars as pl
 
 from cost_pipeline.lib.billing.columns import (
     LINE,
+    MAP_DTYPE,
     entry_lists,
     fold_column,
     parse_money,
@@ -34,6 +35,7 @@ from cost_pipeline.lib.billing.columns import (
     text_money,
     with_line_numbers,
 )
+from cost_pipeline.lib.billing.fingerprint import tag_set_hash
 from cost_pipeline.lib.billing.schema import MAP_ENTRIES, conform, empty_cost_lines
 from cost_pipeline.lib.billing.spill import BAD, blank_lines, checked_copy, identical_rows
 from cost_pipeline.lib.errors import InputError
@@ -154,12 +156,17 @@ def read_azure_file(path: Path, where: str, name: str, source) -> pl.DataFrame:
     return _normalized(frame.lazy(), source, name).collect()
 
 
-def scan_azure_file(path: Path, where: str, name: str, source, days: list[dt.date] | None = None) -> pl.LazyFrame | None:
+def scan_azure_file(path: Path, where: str, name: str, source, days: list[dt.date] | None = None,
+                    maps: list[pl.DataFrame] | None = None) -> pl.LazyFrame | None:
     """An Azure cost export (CSV, CSV.gz or Parquet) as cost lines, lazily, never the whole file in
     memory: parsed once into a local Parquet copy (``lib/billing/spill.py``) by a streaming pass that
     also finds every date and amount parsing and every line with a date and a currency (its distinct
     ``Tags`` texts, few, are parsed once and joined back). None for a file failing that pass or missing
-    a column, which :func:`read_azure_file` then reads whole, naming the row."""
+    a column, which :func:`read_azure_file` then reads whole, naming the row. ``maps``: the caller wants
+    each line's tag-set hashes rather than its tags (see :func:`lib.billing.sources.source_days`):
+    hashed once per distinct ``Tags`` text and joined, the lines' tags left null. Joining every line's
+    map instead made each pass over a 10 M-line day 2.2 s longer (6.2 s against 4.0 s for its content
+    hashes), and the ingest makes three."""
     if (export := scan_export(path, [""])) is None:
         return None
     raw, schema, _ = export
@@ -180,8 +187,22 @@ def scan_azure_file(path: Path, where: str, name: str, source, days: list[dt.dat
     frame, tags = copy
     if days:
         frame = frame.filter(pl.col("date").is_in(days))
-    frame = frame.join(tags.lazy(), on="tags", how="left", maintain_order="left")
-    return _normalized(frame.with_columns(_MAP).drop("_map"), source, name)
+    if maps is None:
+        frame = frame.join(tags.lazy(), on="tags", how="left", maintain_order="left")
+        return _normalized(frame.with_columns(_MAP).drop("_map"), source, name)
+    hashed = _hashed(tags)
+    maps.append(hashed.select("tag_set", pl.col("_check").alias("check"), "tags"))
+    frame = frame.join(hashed.lazy().select(pl.col("_text").alias("tags"), "tag_set", "_check"), on="tags", how="left", nulls_equal=True,
+                       maintain_order="left")
+    return _normalized(frame.with_columns(tags=pl.lit(None, MAP_DTYPE)), source, name)
+
+
+def _hashed(tags: pl.DataFrame) -> pl.DataFrame:
+    """Each distinct ``Tags`` text (``_text``) with its map (``tags``) and tag-set hashes, and a row for
+    lines without one (a null text: no tags)."""
+    texts = tags.select(pl.col("tags").alias("_text"), _MAP)
+    texts = pl.concat([texts, pl.DataFrame({"_text": [None]}, schema={"_text": pl.String}).with_columns(pl.lit(None, MAP_ENTRIES).alias("_map")).select("_text", _MAP)])
+    return texts.with_columns(tag_set=tag_set_hash(), _check=tag_set_hash(seed=2))
 
 
 def _context(source) -> str:

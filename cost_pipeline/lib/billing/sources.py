@@ -66,7 +66,7 @@ FORMATS: dict[str, FileFormat] = {
     "gcp_billing_export": FileFormat(gcp.SUFFIXES, file_export_deliveries, gcp.read_gcp_file, content_ids=True, scan=gcp.scan_gcp_file,
                                      scan_hashes=True, single_day=gcp.single_day),
     "azure_cost_export": FileFormat((".csv", ".csv.gz", ".parquet"), file_export_deliveries, azure.read_azure_file, content_ids=True,
-                                    scan=azure.scan_azure_file, identical_lines=azure.identical_lines),
+                                    scan=azure.scan_azure_file, scan_hashes=True, identical_lines=azure.identical_lines),
 }
 
 
