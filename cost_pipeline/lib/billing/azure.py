@@ -26,16 +26,15 @@ import polars as pl
 
 from cost_pipeline.lib.billing.columns import (
     LINE,
-    MAP_DTYPE,
     entry_lists,
     fold_column,
+    joined_tags,
     parse_money,
     require_values,
     scan_export,
     text_money,
     with_line_numbers,
 )
-from cost_pipeline.lib.billing.fingerprint import tag_set_hash
 from cost_pipeline.lib.billing.schema import MAP_ENTRIES, conform, empty_cost_lines
 from cost_pipeline.lib.billing.spill import BAD, blank_lines, checked_copy, identical_rows
 from cost_pipeline.lib.errors import InputError
@@ -162,11 +161,8 @@ def scan_azure_file(path: Path, where: str, name: str, source, days: list[dt.dat
     memory: parsed once into a local Parquet copy (``lib/billing/spill.py``) by a streaming pass that
     also finds every date and amount parsing and every line with a date and a currency (its distinct
     ``Tags`` texts, few, are parsed once and joined back). None for a file failing that pass or missing
-    a column, which :func:`read_azure_file` then reads whole, naming the row. ``maps``: the caller wants
-    each line's tag-set hashes rather than its tags (see :func:`lib.billing.sources.source_days`):
-    hashed once per distinct ``Tags`` text and joined, the lines' tags left null. Joining every line's
-    map instead made each pass over a 10 M-line day 2.2 s longer (6.2 s against 4.0 s for its content
-    hashes), and the ingest makes three."""
+    a column, which :func:`read_azure_file` then reads whole, naming the row. ``maps``: see
+    :func:`columns.joined_tags`."""
     if (export := scan_export(path, [""])) is None:
         return None
     raw, schema, _ = export
@@ -187,22 +183,7 @@ def scan_azure_file(path: Path, where: str, name: str, source, days: list[dt.dat
     frame, tags = copy
     if days:
         frame = frame.filter(pl.col("date").is_in(days))
-    if maps is None:
-        frame = frame.join(tags.lazy(), on="tags", how="left", maintain_order="left")
-        return _normalized(frame.with_columns(_MAP).drop("_map"), source, name)
-    hashed = _hashed(tags)
-    maps.append(hashed.select("tag_set", pl.col("_check").alias("check"), "tags"))
-    frame = frame.join(hashed.lazy().select(pl.col("_text").alias("tags"), "tag_set", "_check"), on="tags", how="left", nulls_equal=True,
-                       maintain_order="left")
-    return _normalized(frame.with_columns(tags=pl.lit(None, MAP_DTYPE)), source, name)
-
-
-def _hashed(tags: pl.DataFrame) -> pl.DataFrame:
-    """Each distinct ``Tags`` text (``_text``) with its map (``tags``) and tag-set hashes, and a row for
-    lines without one (a null text: no tags)."""
-    texts = tags.select(pl.col("tags").alias("_text"), _MAP)
-    texts = pl.concat([texts, pl.DataFrame({"_text": [None]}, schema={"_text": pl.String}).with_columns(pl.lit(None, MAP_ENTRIES).alias("_map")).select("_text", _MAP)])
-    return texts.with_columns(tag_set=tag_set_hash(), _check=tag_set_hash(seed=2))
+    return _normalized(joined_tags(frame, tags, "_map", maps), source, name)
 
 
 def _context(source) -> str:
@@ -211,8 +192,8 @@ def _context(source) -> str:
 
 def identical_lines(path: Path, source) -> bool:
     """Whether the parsed copy of an export holds identical lines: daily cost details carry no time of
-    day and no line ids, so the same meter on the same resource often bills the same amount twice a day
-    (the bench's 10 M-line day was written twice for its content ids, 58 s)."""
+    day and no line ids, so the same meter on the same resource may bill the same amount twice a day
+    (28 of the bench's 1 M lines: the day was then written twice, once for its content ids)."""
     return identical_rows(path, _context(source))
 
 

@@ -17,6 +17,7 @@ from cost_pipeline.lib.billing.columns import (
     MAP_DTYPE,
     fold_column,
     in_days,
+    joined_tags,
     json_tags,
     parse_money,
     parse_timestamps,
@@ -104,7 +105,8 @@ def scan_focus_file(path: Path, where: str, name: str, source, days: list[dt.dat
     (``lib/billing/sources.py``). A line without a charge period start in a Parquet file fails the
     reader flow naming its record (the whole read drops lines that are entirely empty). ``maps``: as
     :func:`lib.billing.cur2.scan_cur2_file`'s, for a Parquet ``Tags`` map (hashed from its dictionary
-    pages: a 10 M-line day's maps took Polars ~4 s on one core to decode); other files hash what they read."""
+    pages: a 10 M-line day's maps took Polars ~4 s on one core to decode), and for a text file's ``Tags``
+    texts (hashed once per distinct text, :func:`columns.joined_tags`)."""
     parquet = path.name.lower().endswith(".parquet")
     if (export := scan_export(path, NULLS)) is None:
         return None
@@ -159,9 +161,7 @@ def scan_focus_file(path: Path, where: str, name: str, source, days: list[dt.dat
     if days:
         frame = frame.filter(in_days(pl.col("charge_period_start"), days))
     # each distinct Tags text parsed once, joined back (named as a whole read names it)
-    frame = frame.join(tags.lazy(), on="tags", how="left", maintain_order="left")
-    return _normalized(frame.with_columns(pl.col("_tags").fill_null(pl.lit([], dtype=MAP_ENTRIES)).cast(MAP_DTYPE).alias("tags")).drop("_tags"),
-                       source, name)
+    return _normalized(joined_tags(frame, tags, "_tags", maps), source, name)
 
 
 def _hashed(path: Path, found: dict, schema: pl.Schema, days: list[dt.date] | None):
