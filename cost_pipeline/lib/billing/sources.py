@@ -139,12 +139,12 @@ def scan_file(source: BillingSource, file: StoredFile, storage: Storage, days: l
     if fmt.lazy:
         return fmt.read(storage.fetch(file), file.uri, file.name, source, days=days, **({"maps": maps} if maps is not None else {}))
     hashing = {"maps": maps} if maps is not None and fmt.scan_hashes else {}
-    if fmt.scan and (lazy := fmt.scan(storage.fetch(file), file.uri, file.name, source, days=days, **hashing)) is not None:
+    if fmt.scan and (lazy := fmt.scan(local := storage.fetch(file), file.uri, file.name, source, days=days, **hashing)) is not None:
         if not (fmt.content_ids and ids):
             return lazy
         # a file known to hold identical lines is numbered at once: left unnumbered, the caller's pass
         # would find them and run again numbered (a 10 M-line Azure day written twice)
-        return lazy_content_ids(lazy, numbered or bool(fmt.identical_lines and fmt.identical_lines(storage.fetch(file), source)))
+        return lazy_content_ids(lazy, numbered or bool(fmt.identical_lines and fmt.identical_lines(local, source)))
     return parsed(file, source.name, parse).lazy()
 
 

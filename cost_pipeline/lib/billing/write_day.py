@@ -74,11 +74,11 @@ def ingest_days(sources: list[BillingSource], days: list[dt.date], storage_for: 
 def _ingest_pass(sources: list[BillingSource], days: list[dt.date], storage_for: Callable, paths: dict[dt.date, Path],
                  numbered: bool) -> tuple[pl.DataFrame, pl.DataFrame, pl.Series]:
     maps: list[pl.DataFrame] = []  # the distinct maps of lines read without theirs (see source_days)
+    plans = [source_days(s, days, storage_for(s), sums_checked=True, keys_checked=True, numbered=numbered, maps=maps) for s in sources]
 
     def with_maps() -> pl.LazyFrame:  # the day's lines with their maps, for a day whose maps share a hash
         return pl.concat([source_days(s, days, storage_for(s), sums_checked=True, keys_checked=True, numbered=numbered) for s in sources])
 
-    plans = [source_days(s, days, storage_for(s), sums_checked=True, keys_checked=True, numbered=numbered, maps=maps) for s in sources]
     try:
         return _write(pl.concat(plans).with_columns(_key=LINE_KEY), pl.col("date"), paths, None, maps, with_maps)
     except pl.exceptions.PolarsError:
