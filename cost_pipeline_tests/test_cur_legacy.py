@@ -13,8 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from cost_pipeline.lib.billing.cur_legacy import read_legacy_file
+from cost_pipeline.lib.billing.schema import MAP_ENTRIES
 from cost_pipeline.lib.errors import InputError
-from cost_pipeline.sample.cur_legacy import deliver, write_files
+from cost_pipeline.sample.cur_legacy import deliver, tag_header, write_files
 from cost_pipeline_tests.conftest import SHARED_DATA, START, needs_shared_data, read_day, source
 
 LEGACY = SHARED_DATA / "aws_cur_legacy"
@@ -322,3 +323,40 @@ def test_blank_lines_are_dropped_by_the_read_columns_and_a_line_with_only_unread
     with pytest.raises(InputError, match=r"row 5: column line_item_usage_start_date is empty") as err:
         read_day("aws_cur_legacy", str(path.parent), START, "legacy")
     assert str(path) in str(err.value)
+
+
+@pytest.mark.parametrize("parquet", [True, False])
+def test_an_ingest_hashes_each_distinct_combination_of_tag_columns_once_with_each_lines_tags(tmp_path, sample_dir, parquet):
+    """Asked for tag-set hashes (the ingest), a streamed legacy file gives each line the hashes of the
+    map its tag columns make (hostile values, an empty value like a missing one), leaves the lines'
+    maps null and hands the distinct maps over: one per combination of tag values, not per line."""
+    from cost_pipeline.lib.billing.cur_legacy import scan_legacy_file
+    from cost_pipeline.lib.billing.fingerprint import tag_set_hash
+
+    table = _day_table(sample_dir, START)
+    tags = table["resource_tags"].to_pylist()
+    tags[3] = [("user_ml_team", 'a "quoted"\n\\team'), ("user_ml_project", "naïve")]
+    tags[4] = [("user_ml_team", ""), ("user_ml_project", "naïve")]  # an empty value: no such tag
+    tags[5] = [("user_ml_project", "naïve")]
+    tags[6] = []
+    table = table.set_column(table.schema.get_field_index("resource_tags"), "resource_tags", pa.array(tags, table.schema.field("resource_tags").type))
+    write_files(tmp_path, deliver({}, "acme", START.replace(day=1), "asm-1", table, parquet=parquet))
+    path = next((tmp_path / "cur").rglob("*.parquet" if parquet else "*.csv.gz"))
+    legacy = source("aws_cur_legacy", name="legacy")
+    maps: list[pl.DataFrame] = []
+    hashed = scan_legacy_file(path, str(path), path.name, legacy, days=[START], maps=maps).collect()
+    whole = read_legacy_file(path, str(path), path.name, legacy)
+    assert hashed.height == whole.height == table.num_rows and hashed["tags"].null_count() == table.num_rows
+    assert hashed.drop("tags", "tag_set", "_check").equals(whole.drop("tags"))
+    key = (lambda k: k) if parquet else (lambda k: tag_header(k)[len("resourceTags/"):])  # user_ml_team, user:ml-team
+    by_hand = [sorted((key(k), v) for k, v in (t or []) if v) for t in tags]  # each line's non-empty tags
+    known = pl.concat(maps)
+    combinations = len({tuple(sorted((k, v) for k, v in (t or []))) for t in tags})  # "" and no value: two in Parquet, one in CSV
+    assert len({tuple(t) for t in by_hand}) <= known.height <= combinations < table.num_rows  # a map per combination
+    maps_by_set = dict(zip(known["tag_set"], [sorted((e["key"], e["value"]) for e in m) for m in known["tags"].cast(MAP_ENTRIES).to_list()]))
+    assert [maps_by_set[s] for s in hashed["tag_set"]] == by_hand
+    assert hashed["tag_set"].to_list() == whole.select(tag_set_hash()).to_series().to_list()
+    assert hashed["_check"].to_list() == whole.select(tag_set_hash(seed=2)).to_series().to_list()
+    assert maps_by_set[hashed["tag_set"][4]] == maps_by_set[hashed["tag_set"][5]] == [(key("user_ml_project"), "naïve")]
+    day = read_day("aws_cur_legacy", str(tmp_path / "cur" / "acme"), START, "legacy")  # through the ingest: each line's map
+    assert day.height == table.num_rows

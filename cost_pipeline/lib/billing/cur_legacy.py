@@ -27,6 +27,7 @@ from cost_pipeline.lib.billing.columns import (
     with_line_numbers,
 )
 from cost_pipeline.lib.billing.cur2 import normalize_cur2
+from cost_pipeline.lib.billing.fingerprint import tag_set_hash
 from cost_pipeline.lib.billing.schema import empty_cost_lines
 from cost_pipeline.lib.billing.spill import BAD, blank_lines, checked_copy
 from cost_pipeline.lib.errors import InputError
@@ -109,7 +110,8 @@ def read_legacy_file(path: Path, where: str, name: str, source) -> pl.DataFrame:
     return lines
 
 
-def scan_legacy_file(path: Path, where: str, name: str, source, days: list[dt.date] | None = None) -> pl.LazyFrame | None:
+def scan_legacy_file(path: Path, where: str, name: str, source, days: list[dt.date] | None = None,
+                     maps: list[pl.DataFrame] | None = None) -> pl.LazyFrame | None:
     """A legacy CUR file as cost lines, lazily: only the mapped columns (a legacy CUR file has a column
     per product attribute, hundreds of them), never the whole file in memory. Parquet (the Athena-ready
     delivery: amounts as numbers, usage dates as timestamps, a ``resource_tags_<key>`` text column per
@@ -117,7 +119,8 @@ def scan_legacy_file(path: Path, where: str, name: str, source, days: list[dt.da
     (``lib/billing/spill.py``) by a streaming pass that also finds every amount and timestamp parsing
     and every line with a usage start. None for any other file (a Parquet file with text amounts, a bad
     value, a missing column), which :func:`read_legacy_file` then reads whole, naming the file, row and
-    value. Read whole, 10 M lines took 15.4 GiB as Parquet and more than 16 GiB as CSV.gz."""
+    value. Read whole, 10 M lines took 15.4 GiB as Parquet and more than 16 GiB as CSV.gz. ``maps``: the
+    caller wants tag-set hashes instead of maps (:func:`_hashed_tags`); the copy keeps the tag columns."""
     parquet = path.name.lower().endswith(".parquet")
     if (export := scan_export(path, [""])) is None:
         return None
@@ -148,15 +151,33 @@ def scan_legacy_file(path: Path, where: str, name: str, source, days: list[dt.da
     if parquet:
         if days:  # on the raw column, where the row groups' statistics apply
             raw = raw.filter(in_days(column(times[0]), days))
-        frame = raw.select(*(column(t) for t in found), _tags(tag_columns).alias("resource_tags"))
+        frame = raw.select(*(column(t) for t in found), *tag_columns)
     else:
         bad = [pl.col(doc).is_not_null() & column(t).is_null() for t, doc in found.items() if doc and (t in MONEY_COLUMNS or t in times)]
         blank, blanks = blank_lines(raw, [*(doc for doc in found.values() if doc), *tag_columns])
-        parsed = raw.select(*(column(t) for t in found), _tags(tag_columns).alias("resource_tags"),
-                            pl.any_horizontal(*bad, pl.col(found[times[0]]).is_null()).alias(BAD), blank)
+        parsed = raw.select(*(column(t) for t in found), *tag_columns, pl.any_horizontal(*bad, pl.col(found[times[0]]).is_null()).alias(BAD), blank)
         copy = checked_copy(path, parsed, "aws_cur_legacy", blanks)
         if copy is None:
             return None
         frame = copy[0].filter(in_days(pl.col(times[0]), days)) if days else copy[0]
+    if maps is not None and tag_columns:
+        frame = _hashed_tags(frame, tag_columns, where, maps)
+    else:
+        frame = frame.with_columns(_tags(tag_columns).alias("resource_tags")).drop(tag_columns)
     return normalize_cur2(frame, source.name, name)
 
+
+def _hashed_tags(lines: pl.LazyFrame, tag_columns: list[str], where: str, maps: list[pl.DataFrame]) -> pl.LazyFrame:
+    """``lines`` with their tag-set hashes (:data:`schema.HASHES`) instead of their tag columns, the
+    maps left null and appended to ``maps``: each distinct combination of tag values (found by a pass
+    over the tag columns alone) is made a map and hashed once, then joined back on the values. A map
+    made and hashed per line was a quarter of a 10 M-line Parquet day's ingest (14.9 s, now 11.1 s at
+    0.62 instead of 0.90 GiB: 69,831 combinations); a CSV.gz day went from 55.3 to 48.1 s."""
+    try:
+        combos = lines.select(tag_columns).unique().collect(engine="streaming")
+    except pl.exceptions.PolarsError as exc:
+        raise InputError(where, f"cannot read CUR file: {str(exc).splitlines()[0]}") from None
+    combos = combos.with_columns(_tags(tag_columns).alias("tags")).with_columns(tag_set=tag_set_hash(), _check=tag_set_hash(seed=2))
+    maps.append(combos.select("tag_set", pl.col("_check").alias("check"), "tags"))
+    joined = lines.join(combos.lazy().select(*tag_columns, "tag_set", "_check"), on=tag_columns, how="left", nulls_equal=True, maintain_order="left")
+    return joined.drop(tag_columns).with_columns(resource_tags=pl.lit(None, pl.Map(pl.String, pl.String)))

@@ -60,7 +60,7 @@ class FileFormat:
 FORMATS: dict[str, FileFormat] = {
     "aws_cur2": FileFormat((".parquet",), data_export_deliveries, cur2.scan_cur2_file, lazy=True, single_day=cur2.single_day),
     "aws_cur_legacy": FileFormat((".csv", ".csv.gz", ".parquet"), legacy_cur_deliveries, cur_legacy.read_legacy_file,
-                                 scan=cur_legacy.scan_legacy_file),
+                                 scan=cur_legacy.scan_legacy_file, scan_hashes=True),
     "focus": FileFormat((".csv", ".csv.gz", ".parquet"), file_export_deliveries, focus.read_focus_file, content_ids=True,
                         scan=focus.scan_focus_file, scan_hashes=True),
     "gcp_billing_export": FileFormat(gcp.SUFFIXES, file_export_deliveries, gcp.read_gcp_file, content_ids=True, scan=gcp.scan_gcp_file,

@@ -28,7 +28,7 @@ from cost_pipeline.lib.billing import fingerprint
 ROOT = Path(tempfile.gettempdir()) / "cost_pipeline_cache" / "parsed"
 BAD = "_bad"  # the column of a typed frame marking a line a whole read would refuse
 BLANK = "_blank"  # ... and a line it would drop as blank
-LAYOUT = 3  # part of every copy's key: raise it when a reader's parsing changes, so no copy from older code is reused
+LAYOUT = 4  # part of every copy's key: raise it when a reader's parsing changes, so no copy from older code is reused
 
 
 def folder_for(path: Path, context: str) -> Path:
