@@ -18,7 +18,7 @@ from pathlib import Path
 
 import polars as pl
 
-from cost_pipeline.lib.billing.columns import MAP_DTYPE, in_days, parse_money, parse_timestamps, utc_timestamps
+from cost_pipeline.lib.billing.columns import MAP_DTYPE, in_days, join_on_values, parse_money, parse_timestamps, utc_timestamps
 from cost_pipeline.lib.billing.columns import single_day as file_single_day
 from cost_pipeline.lib.billing.fingerprint import tag_set_hash
 from cost_pipeline.lib.billing.schema import conform, empty_cost_lines
@@ -229,7 +229,7 @@ def _scan_typed(path: Path, where: str, name: str, source, days: list[dt.date] |
         pairs = pairs.with_columns(pl.col("tags").cast(MAP_DTYPE)).with_columns(tag_set=tag_set_hash(), check=tag_set_hash(seed=2))
         maps.append(pairs.select("tag_set", "check", "tags"))
         pairs = pairs.select(*LABELS, "tag_set", pl.col("check").alias("_check"), pl.lit(None, _ENTRIES).alias("tags"))
-    joined = lines.join(pairs.lazy(), on=LABELS, how="left", nulls_equal=True, maintain_order="left")
+    joined = join_on_values(lines, pairs, LABELS)
     return _finished(joined.drop(LABELS), source.name, name)
 
 
