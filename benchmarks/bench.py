@@ -137,6 +137,9 @@ GCP_PEER = direct_sql("CAST(usage_start_time AS DATE)", GCP_LABEL, "currency",
                       "CAST(cost AS DECIMAL(38, 12)) + coalesce(list_sum(list_transform(credits, lambda c: CAST(CAST(c.amount AS VARCHAR) AS DECIMAL(38, 12)))), 0)",
                       "read_parquet('{path}') WHERE usage_start_time >= TIMESTAMPTZ '{day} 00:00:00+00' AND usage_start_time < TIMESTAMPTZ '{next} 00:00:00+00'",
                       labels=True)
+# the same export extracted to JSONL (BigQuery's JSON: usage times as "2026-09-01 00:00:00 UTC" text)
+GCP_JSONL_PEER = GCP_PEER.replace("read_parquet('{path}')", "(SELECT * REPLACE (CAST(replace(usage_start_time, ' UTC', '+00') AS TIMESTAMPTZ) "
+                                  "AS usage_start_time) FROM read_json('{path}'))")
 # Azure: an amortized cost details export (CSV.gz, every column text), its tags a JSON object
 AZURE_PEER = direct_sql("strptime(Date, '%m/%d/%Y')::DATE", "json_extract_string(Tags, '$.\"{label}\"')", "BillingCurrency",
                         "CAST(CostInBillingCurrency AS DECIMAL(38, 12))",
@@ -627,13 +630,14 @@ def export_benchmark(out: Path, kind: str) -> list[str]:
     amortized cost details export (CSV.gz, as Cost Management writes it), streamed and read whole."""
     folder, name, fmt, write, what, peer = {
         "gcp": ("gcp-parquet", "billing_export.parquet", "gcp_billing_export", _write_gcp, "a GCP billing export in Parquet", GCP_PEER),
+        "gcp_jsonl": ("gcp-jsonl", "billing_export.jsonl", "gcp_billing_export", _write_gcp_jsonl, "a GCP billing export in JSONL", GCP_JSONL_PEER),
         "azure": ("azure-csv-gz", "costdetails.csv.gz", "azure_cost_export", _write_azure, "an Azure cost details export in CSV.gz", AZURE_PEER),
     }[kind]
     path = out / folder / f"{START:%Y-%m}" / name
     if not path.exists():
         _in_child(write, out, path)
     source = BillingSource(name=kind, format=fmt, uri=str(path.parent.parent))
-    return _export_benchmark(out, what, f"--{kind}", source, path, peer)
+    return _export_benchmark(out, what, f"--{kind.replace('_', '-')}", source, path, peer)
 
 
 def _write_gcp(out: Path, path: Path) -> None:
@@ -659,6 +663,16 @@ def _write_gcp(out: Path, path: Path) -> None:
         credits=pl.when(covered).then(pl.concat_list(credit)).otherwise(pl.lit([], pl.List(GCP_CREDIT))),
         invoice=pl.struct(month=pl.lit(f"{START:%Y%m}")), cost_at_list=pl.col("pricing_public_on_demand_cost"),
     ).sink_parquet(path)
+
+
+def _write_gcp_jsonl(out: Path, path: Path) -> None:
+    """The GCP export of :func:`_write_gcp` extracted to JSONL, as BigQuery writes it (usage times as text)."""
+    parquet = out / "gcp-parquet" / f"{START:%Y-%m}" / "billing_export.parquet"
+    if not parquet.exists():
+        _write_gcp(out, parquet)
+    path.parent.mkdir(parents=True)
+    times = pl.col("usage_start_time", "usage_end_time").dt.strftime("%Y-%m-%d %H:%M:%S UTC")
+    pl.scan_parquet(parquet).with_columns(times).sink_ndjson(path)
 
 
 def _write_azure(out: Path, path: Path) -> None:
@@ -852,6 +866,7 @@ def main() -> None:
     parser.add_argument("--focus", action="store_true", help="also time the day as FOCUS exports, Parquet and CSV.gz (streamed, and read whole)")
     parser.add_argument("--legacy", action="store_true", help="also time the day as legacy CUR deliveries, Parquet and CSV.gz (streamed, and read whole)")
     parser.add_argument("--gcp", action="store_true", help="also time the day as a GCP billing export in Parquet (streamed, and read whole)")
+    parser.add_argument("--gcp-jsonl", action="store_true", help="also time the day as a GCP billing export in JSONL (streamed, and read whole)")
     parser.add_argument("--azure", action="store_true", help="also time the day as an Azure cost details export in CSV.gz (streamed, and read whole)")
     parser.add_argument("--legacy-product-columns", type=int, default=0,
                         help="with --legacy: as many product columns more in the legacy deliveries, none of them read (real files have hundreds)")
@@ -880,7 +895,7 @@ def main() -> None:
             lines += ["", *focus_benchmark(root / "day")]
         if args.legacy:
             lines += ["", *legacy_benchmark(root / "day", args.legacy_product_columns)]
-        for kind in ("gcp", "azure"):
+        for kind in ("gcp", "gcp_jsonl", "azure"):
             if getattr(args, kind):
                 lines += ["", *export_benchmark(root / "day", kind)]
         if args.backfill_days:

@@ -290,3 +290,49 @@ def test_a_typed_parquet_export_with_a_line_without_usage_start_names_the_file_a
     with pytest.raises(InputError, match="record 8: the line has no usage start date") as err:
         read_day("gcp_billing_export", str(tmp_path / "export"), DAY, "gcp")
     assert str(path) in str(err.value)
+
+
+def test_a_jsonl_extract_is_read_through_a_typed_copy_without_pages_with_the_lines_ids_and_tag_sets_of_a_whole_read(tmp_path):
+    """PyArrow's JSON reader parses a JSONL extract (plain or gzipped) once into a typed Parquet copy,
+    read like a Parquet extract: no pages, a whole read's lines, ids and tags (integer amounts, unread
+    fields, hostile labels); a file the copy cannot hold exactly still goes through its pages."""
+    import gzip
+
+    from cost_pipeline.lib.billing import spill
+    from cost_pipeline.lib.billing.gcp import REQUIRED, scan_gcp_file
+    from cost_pipeline.lib.billing.gcp_json import typed_copy
+    from cost_pipeline.lib.billing.sources import lazy_content_ids, with_content_ids
+
+    rows = gcp_rows(DAY, 23, seed=21) + gcp_rows(DAY + dt.timedelta(days=1), 9, seed=22) + gcp_rows(DAY, 2, seed=21)
+    rows[3]["cost"], rows[3]["cost_at_list"] = 2, 3  # JSON integers
+    rows[4]["labels"] = [{"key": "ml-team", "value": 'a "quoted"\n\\team'}, {"key": "ML_Team", "value": "<b>x</b>"}]
+    rows[5]["system_labels"] = [{"key": "compute.googleapis.com/machine_spec", "value": "n1"}]  # not read
+    gcp = source("gcp_billing_export", name="gcp")
+    plain = write_jsonl(tmp_path / "export" / "billing-000.jsonl", rows)
+    packed = tmp_path / "packed" / "billing-000.jsonl.gz"
+    packed.parent.mkdir()
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    pages = lambda: sorted(spill.ROOT.glob("*/pages.json")) if spill.ROOT.exists() else []  # noqa: E731
+    for path in (plain, packed):
+        whole = with_content_ids(read_gcp_file(path, str(path), path.name, gcp))
+        before = pages()
+        assert typed_copy(path, REQUIRED) is not None
+        scanned = lazy_content_ids(scan_gcp_file(path, str(path), path.name, gcp, page_rows=5)).collect()
+        assert pages() == before  # not paged
+        assert scanned.equals(whole) and scanned.height == 34
+        billed, effective = _expected(rows)
+        assert (scanned["billed_cost"].sum(), scanned["effective_cost"].sum()) == (billed, effective)
+        assert scanned["billed_cost"][3] == Decimal(2) and scanned["list_cost"][3] == Decimal(3)
+        assert scanned["line_item_id"].str.ends_with("-1").sum() == 2
+        assert list(scanned["tags"][4].items())[:2] == [("ml-team", 'a "quoted"\n\\team'), ("ML_Team", "<b>x</b>")]
+    day = read_day("gcp_billing_export", str(tmp_path / "packed"), DAY, "gcp")  # the reader flow and the ingest agree
+    assert (day.height, day["billed_cost"].sum()) == (25, _expected(rows[:23] + rows[32:])[0])
+
+    as_text = [dict(r, cost=repr(r["cost"])) if i == 7 else r for i, r in enumerate(rows)]  # a cost given as text
+    no_type = [{k: v for k, v in r.items() if k != "cost_type"} for r in rows]  # read as "regular"; null would be no type
+    for odd in (as_text, no_type):
+        path = write_jsonl(tmp_path / "odd" / "billing.jsonl", odd)
+        assert typed_copy(path, REQUIRED) is None
+        assert lazy_content_ids(scan_gcp_file(path, str(path), path.name, gcp)).collect().equals(
+            with_content_ids(read_gcp_file(path, str(path), path.name, gcp)))
+    assert set(read_gcp_file(path, str(path), path.name, gcp)["charge_type"]) == {"regular"}

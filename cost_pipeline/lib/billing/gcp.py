@@ -21,6 +21,7 @@ import polars as pl
 from cost_pipeline.lib.billing.columns import MAP_DTYPE, in_days, join_on_values, parse_money, parse_timestamps, utc_timestamps
 from cost_pipeline.lib.billing.columns import single_day as file_single_day
 from cost_pipeline.lib.billing.fingerprint import tag_set_hash
+from cost_pipeline.lib.billing.gcp_json import typed_copy
 from cost_pipeline.lib.billing.schema import conform, empty_cost_lines
 from cost_pipeline.lib.billing.spill import folder_for, prune, published
 from cost_pipeline.lib.errors import InputError
@@ -184,6 +185,9 @@ def scan_gcp_file(path: Path, where: str, name: str, source, days: list[dt.date]
     pages' lines carry their maps."""
     if path.name.endswith(".parquet") and (lazy := _scan_typed(path, where, name, source, days, maps)) is not None:
         return lazy
+    if not path.name.endswith(".parquet") and (copy := typed_copy(path, REQUIRED)) is not None:
+        if (lazy := _scan_typed(copy, where, name, source, days, maps)) is not None:
+            return lazy
 
     def build(folder: Path) -> None:
         try:

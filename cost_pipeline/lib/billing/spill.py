@@ -38,6 +38,15 @@ def folder_for(path: Path, context: str) -> Path:
     return ROOT / hashlib.sha256(key.encode()).hexdigest()[:24]
 
 
+LINES = "lines.parquet"  # a copy's lines, in its folder
+
+
+def copy_file(path: Path, context: str) -> Path:
+    """The file of :func:`checked_copy`'s lines for this version of ``path`` (once made), with its
+    :data:`BAD` and :data:`BLANK` columns: a reader that scans Parquet by path reads it as one."""
+    return folder_for(path, context) / LINES
+
+
 KEEP_UNUSED = dt.timedelta(days=7)  # a copy no read used for this long is removed when another is made
 
 
@@ -104,7 +113,7 @@ def checked_copy(path: Path, typed: pl.LazyFrame, context: str, blank: pl.LazyFr
     copy alone."""
 
     def build(folder: Path) -> None:
-        lines = folder / "lines.parquet"
+        lines = folder / LINES
         try:
             typed.sink_parquet(lines, engine="streaming")
             copy = pl.scan_parquet(lines)
@@ -128,7 +137,7 @@ def checked_copy(path: Path, typed: pl.LazyFrame, context: str, blank: pl.LazyFr
     checked = json.loads((folder / "checked.json").read_text())
     if not checked["clean"]:
         return None
-    lines = pl.scan_parquet(folder / "lines.parquet")
+    lines = pl.scan_parquet(folder / LINES)
     lines = (lines.filter(~pl.col(BLANK)) if checked["blank"] else lines).drop(BAD, BLANK)
     found = folder / "lookup.parquet"
     return lines, pl.read_parquet(found) if found.exists() else None
