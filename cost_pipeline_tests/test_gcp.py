@@ -336,3 +336,9 @@ def test_a_jsonl_extract_is_read_through_a_typed_copy_without_pages_with_the_lin
         assert lazy_content_ids(scan_gcp_file(path, str(path), path.name, gcp)).collect().equals(
             with_content_ids(read_gcp_file(path, str(path), path.name, gcp)))
     assert set(read_gcp_file(path, str(path), path.name, gcp)["charge_type"]) == {"regular"}
+    broken = write_jsonl(tmp_path / "broken" / "billing.jsonl", rows)
+    broken.write_text(broken.read_text() + "not json\n")  # a line that is no JSON object: no copy, the file named
+    assert typed_copy(broken, REQUIRED) is None
+    with pytest.raises(InputError, match="cannot read GCP billing export file") as err:
+        scan_gcp_file(broken, str(broken), broken.name, gcp)
+    assert str(broken) in str(err.value)
