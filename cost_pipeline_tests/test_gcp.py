@@ -279,7 +279,8 @@ def test_a_typed_parquet_export_is_scanned_without_pages_with_the_lines_ids_and_
     assert (day.height, day["billed_cost"].sum(), day["effective_cost"].sum()) == (25, billed, effective)
     assert single_day(path) is None  # two days
     _typed_parquet(rows[:23], tmp_path / "one" / "billing.parquet")
-    assert single_day(tmp_path / "one" / "billing.parquet") == DAY and single_day(write_jsonl(tmp_path / "a.jsonl", rows[:3])) is None
+    assert single_day(tmp_path / "one" / "billing.parquet") == DAY and single_day(write_jsonl(tmp_path / "a.jsonl", rows[:3])) == DAY
+    assert single_day(write_jsonl(tmp_path / "b.jsonl", rows)) is None  # a JSONL extract: from its typed copy
 
 
 def test_a_typed_parquet_export_with_a_line_without_usage_start_names_the_file_and_record(tmp_path):

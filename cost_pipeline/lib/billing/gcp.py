@@ -262,8 +262,12 @@ def _of_days(raw: pl.LazyFrame, schema: pl.Schema, days: list[dt.date] | None) -
 
 
 def single_day(path: Path) -> dt.date | None:
-    """The UTC day of every line of a Parquet export whose footer says so (:func:`columns.single_day`;
-    None for JSONL)."""
+    """The UTC day of every line of a Parquet export whose footer says so (:func:`columns.single_day`),
+    or of a JSONL extract whose typed copy's footer does. Read for its days instead, a 10 M-line JSONL
+    day ran the typed read's first pass twice (for all days, then for the day): 35.9 s at 1.55 GiB."""
+    if not path.name.endswith(".parquet"):
+        copy = typed_copy(path, REQUIRED)
+        return file_single_day(copy, "usage_start_time") if copy is not None else None
     return file_single_day(path, "usage_start_time")
 
 
