@@ -343,3 +343,24 @@ def test_a_jsonl_extract_is_read_through_a_typed_copy_without_pages_with_the_lin
     with pytest.raises(InputError, match="cannot read GCP billing export file") as err:
         scan_gcp_file(broken, str(broken), broken.name, gcp)
     assert str(broken) in str(err.value)
+
+
+@pytest.mark.parametrize("kind", ["parquet", "jsonl"])
+def test_the_days_of_a_typed_extract_holding_several_are_read_from_its_usage_starts_alone(tmp_path, kind):
+    """A file holding several days is read for its days once; a typed one (a Parquet extract, a JSONL
+    extract's typed copy) from its usage starts alone, without the typed read's first pass (every
+    line's label pairs): the days, then each day's lines, as a whole read has them."""
+    from cost_pipeline.lib.billing import gcp
+    from cost_pipeline.lib.billing.sources import current_deliveries, file_days
+
+    rows = gcp_rows(DAY, 14, seed=31) + gcp_rows(DAY + dt.timedelta(days=2), 6, seed=32)
+    path = tmp_path / "export" / f"billing.{kind}"
+    _typed_parquet(rows, path) if kind == "parquet" else write_jsonl(path, rows)
+    gcp_source, storage = source("gcp_billing_export", str(tmp_path / "export"), "gcp"), Storage()
+    (file,) = [f for d in current_deliveries(gcp_source, storage) for f in d.files]
+    gcp._first_pass.cache_clear()
+    assert file_days(gcp_source, file, storage) == {DAY, DAY + dt.timedelta(days=2)}
+    assert gcp._first_pass.cache_info().misses == 0  # no label pairs read for the days
+    for day, expected in ((DAY, rows[:14]), (DAY + dt.timedelta(days=2), rows[14:])):
+        lines = read_day("gcp_billing_export", str(tmp_path / "export"), day, "gcp")
+        assert (lines.height, lines["billed_cost"].sum(), lines["effective_cost"].sum()) == (len(expected), *_expected(expected))

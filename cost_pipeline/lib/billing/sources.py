@@ -50,6 +50,8 @@ class FileFormat:
     content_ids: bool = False  # the provider has no line ids: use a content hash of the row
     lazy: bool = False  # the reader scans lazily (Parquet; it takes ``days=``): no parsed copy is kept between days
     single_day: Callable[[Path], dt.date | None] | None = None  # the day of a file holding one, from its metadata
+    # each line's usage ``date`` read without the rest of the line (None for a file whose days are read with its lines)
+    usage_days: Callable[[Path], pl.LazyFrame | None] | None = None
     # whether a file's lines are known to repeat (its parsed copy says so): content ids are then numbered in the first pass
     identical_lines: Callable[[Path, BillingSource], bool] | None = None
     # a lazy reader of the files it can stream (like ``read`` with ``days=``; None for a file to read whole)
@@ -64,7 +66,7 @@ FORMATS: dict[str, FileFormat] = {
     "focus": FileFormat((".csv", ".csv.gz", ".parquet"), file_export_deliveries, focus.read_focus_file, content_ids=True,
                         scan=focus.scan_focus_file, scan_hashes=True),
     "gcp_billing_export": FileFormat(gcp.SUFFIXES, file_export_deliveries, gcp.read_gcp_file, content_ids=True, scan=gcp.scan_gcp_file,
-                                     scan_hashes=True, single_day=gcp.single_day),
+                                     scan_hashes=True, single_day=gcp.single_day, usage_days=gcp.usage_days),
     "azure_cost_export": FileFormat((".csv", ".csv.gz", ".parquet"), file_export_deliveries, azure.read_azure_file, content_ids=True,
                                     scan=azure.scan_azure_file, scan_hashes=True, identical_lines=azure.identical_lines),
 }
@@ -162,10 +164,9 @@ def file_days(source: BillingSource, file: StoredFile, storage: Storage) -> froz
             _days_cache[key] = frozenset([day])
     if key not in _days_cache:
         try:
-            firsts = (
-                scan_file(source, file, storage, ids=False).select("date").with_row_index("record", offset=1)
-                .group_by("date").agg(pl.col("record").min()).collect()
-            )
+            dates = fmt.usage_days(storage.fetch(file)) if fmt.usage_days else None
+            dates = dates if dates is not None else scan_file(source, file, storage, ids=False).select("date")
+            firsts = dates.with_row_index("record", offset=1).group_by("date").agg(pl.col("record").min()).collect()
         except pl.exceptions.PolarsError as exc:
             raise InputError(file.uri, f"cannot read billing data: {str(exc).splitlines()[0]}") from None
         empty = firsts.filter(pl.col("date").is_null())
