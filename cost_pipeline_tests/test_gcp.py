@@ -364,3 +364,30 @@ def test_the_days_of_a_typed_extract_holding_several_are_read_from_its_usage_sta
     for day, expected in ((DAY, rows[:14]), (DAY + dt.timedelta(days=2), rows[14:])):
         lines = read_day("gcp_billing_export", str(tmp_path / "export"), day, "gcp")
         assert (lines.height, lines["billed_cost"].sum(), lines["effective_cost"].sum()) == (len(expected), *_expected(expected))
+
+
+def test_jsonl_pages_come_from_pyarrow_and_from_polars_where_a_later_blocks_types_differ(tmp_path):
+    """A JSONL extract the typed copy refuses (no ``cost_type`` column) is paged from PyArrow's streaming
+    reader, which infers types from the first block; where a later block's differ (integer costs, then a
+    fraction) the pages come from Polars' reader: either way a whole read's lines and totals."""
+    import pyarrow as pa
+    import pyarrow.json as pj
+
+    from cost_pipeline.lib.billing.gcp import REQUIRED, scan_gcp_file
+    from cost_pipeline.lib.billing.gcp_json import typed_copy
+    from cost_pipeline.lib.billing.sources import lazy_content_ids, with_content_ids
+
+    gcp = source("gcp_billing_export", name="gcp")
+    rows = [{k: v for k, v in r.items() if k != "cost_type"} for r in gcp_rows(DAY, 2000, seed=41)]
+    for r in rows[:1800]:
+        r["cost"] = int(r["cost"] * 1000)  # integers for the first ~1.4 MB: PyArrow's first block
+    for name, odd in (("same", rows[:1800]), ("differ", rows)):
+        path = write_jsonl(tmp_path / name / "billing.jsonl", odd)
+        assert path.stat().st_size > 1 << 20 and typed_copy(path, REQUIRED) is None
+        if name == "differ":
+            with pytest.raises(pa.ArrowInvalid):
+                pj.open_json(path).read_all()
+        whole = with_content_ids(read_gcp_file(path, str(path), path.name, gcp))
+        paged = lazy_content_ids(scan_gcp_file(path, str(path), path.name, gcp, page_rows=700)).collect()
+        assert paged.equals(whole) and paged.height == len(odd) and set(paged["charge_type"]) == {"regular"}
+        assert paged["billed_cost"].sum() == _expected(odd)[0]
