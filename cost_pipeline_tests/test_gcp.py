@@ -391,3 +391,20 @@ def test_jsonl_pages_come_from_pyarrow_and_from_polars_where_a_later_blocks_type
         paged = lazy_content_ids(scan_gcp_file(path, str(path), path.name, gcp, page_rows=700)).collect()
         assert paged.equals(whole) and paged.height == len(odd) and set(paged["charge_type"]) == {"regular"}
         assert paged["billed_cost"].sum() == _expected(odd)[0]
+
+
+def test_a_large_jsonl_extract_pyarrow_cannot_parse_past_its_first_block_is_refused_once_and_named(tmp_path):
+    import json
+
+    from cost_pipeline.lib.billing.gcp import REQUIRED
+    from cost_pipeline.lib.billing.gcp_json import CONTEXT, typed_copy
+    from cost_pipeline.lib.billing.spill import folder_for
+
+    path = write_jsonl(tmp_path / "export" / "billing.jsonl", gcp_rows(DAY, 3000, seed=51))
+    path.write_text(path.read_text() + "not json\n")
+    assert path.stat().st_size > 2 << 20
+    assert typed_copy(path, REQUIRED) is None
+    assert json.loads((folder_for(path, CONTEXT) / "checked.json").read_text())["clean"] is False  # kept: not parsed again
+    with pytest.raises(InputError, match="cannot read GCP billing export file") as err:
+        read_day("gcp_billing_export", str(tmp_path / "export"), DAY, "gcp")
+    assert str(path) in str(err.value)

@@ -181,9 +181,10 @@ def scan_gcp_file(path: Path, where: str, name: str, source, days: list[dt.date]
     reader flow (``lib/billing/sources.py``, :func:`lazy_content_ids`), as for a whole read.
 
     A Parquet file typed as BigQuery extracts it is scanned lazily (:func:`_scan_typed`), and so is a
-    JSONL extract's typed copy (:func:`gcp_json.typed_copy`). Any other file is read ``page_rows`` rows at a time, each batch normalized and written on its own (once per
-    file version, beside the parsed copies of ``lib/billing/spill.py``), then scanned lazily: a bad
-    value is then named by its row, as a whole read names it. ``maps``: see :func:`_scan_typed`; the
+    JSONL extract's typed copy (:func:`gcp_json.typed_copy`). Any other file is read ``page_rows`` rows
+    at a time (:func:`_batches`), each batch normalized and written on its own (once per file version,
+    beside the parsed copies of ``lib/billing/spill.py``), then scanned lazily: a bad value is then
+    named by its row, as a whole read names it. ``maps``: see :func:`_scan_typed`; the
     pages' lines carry their maps."""
     if path.name.endswith(".parquet") and (lazy := _scan_typed(path, where, name, source, days, maps)) is not None:
         return lazy

@@ -62,8 +62,5 @@ def typed_copy(path: Path, required: list[str]) -> Path | None:
     bad = pl.any_horizontal(*(pl.col(c).is_not_null() & t.is_null() for c, t in zip(TIMES, times)),
                             *(pl.col(c).is_null() for c in [*required, "cost_type"]))
     typed = utc.with_columns(bad.alias(BAD), pl.lit(False).alias(BLANK)).with_columns(times)
-    try:
-        copied = checked_copy(path, typed, CONTEXT, pl.LazyFrame())
-    except (pa.ArrowException, OSError):  # a value PyArrow refused, raised through Polars' scan
-        return None
+    copied = checked_copy(path, typed, CONTEXT, pl.LazyFrame(), unreadable=(pa.ArrowException,))  # raised through Polars' scan
     return copy_file(path, CONTEXT) if copied is not None else None

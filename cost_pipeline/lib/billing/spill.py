@@ -95,7 +95,8 @@ def blank_lines(raw: pl.LazyFrame, read: list[str]) -> tuple[pl.Expr, pl.LazyFra
 
 
 def checked_copy(path: Path, typed: pl.LazyFrame, context: str, blank: pl.LazyFrame, distinct: str | None = None,
-                 lookup: Callable[[list[str]], pl.DataFrame] | None = None, repeats: bool = False) -> tuple[pl.LazyFrame, pl.DataFrame | None] | None:
+                 lookup: Callable[[list[str]], pl.DataFrame] | None = None, repeats: bool = False,
+                 unreadable: tuple[type[Exception], ...] = ()) -> tuple[pl.LazyFrame, pl.DataFrame | None] | None:
     """``typed`` (a text export's mapped columns parsed, :data:`BAD` and :data:`BLANK`, see
     :func:`blank_lines`) written once per file version: None if any line is bad (the caller then reads
     the file whole, which names the row and value) or a ``blank`` line is not empty in every column,
@@ -105,7 +106,9 @@ def checked_copy(path: Path, typed: pl.LazyFrame, context: str, blank: pl.LazyFr
     1 M-line FOCUS CSV day).
 
     ``repeats``: also find whether two lines of the copy are identical in every column, for
-    :func:`identical_rows` (0.2 s of a 1 M-line copy).
+    :func:`identical_rows` (0.2 s of a 1 M-line copy). ``unreadable``: errors besides Polars' that
+    mean the text does not parse (raised by the source ``typed`` scans): no copy then either, and
+    that is kept, so the next read of this version does not parse it again.
 
     One parse of the text, sunk whole with its marks: the counts and distinct values are then read
     from the copy. Each further sink of the parse (the count of bad lines, the distinct texts, the
@@ -119,7 +122,7 @@ def checked_copy(path: Path, typed: pl.LazyFrame, context: str, blank: pl.LazyFr
             copy = pl.scan_parquet(lines)
             bad, blanks = copy.select((pl.col(BAD) & ~pl.col(BLANK)).sum(), pl.col(BLANK).sum()).collect().row(0)
             clean = bad == 0 and not (blanks and blank.select(~pl.all_horizontal(pl.all().is_null())).collect(engine="streaming").to_series().any())
-        except pl.exceptions.PolarsError:
+        except (pl.exceptions.PolarsError, *unreadable):
             clean, blanks = False, 0
         if clean and distinct and lookup:  # a text that does not parse names the file (and no copy is kept)
             texts = copy.filter(~pl.col(BLANK)).select(pl.col(distinct).drop_nulls().unique()).collect().to_series().to_list()
