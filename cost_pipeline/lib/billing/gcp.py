@@ -186,11 +186,8 @@ def scan_gcp_file(path: Path, where: str, name: str, source, days: list[dt.date]
     beside the parsed copies of ``lib/billing/spill.py``), then scanned lazily: a bad value is then
     named by its row, as a whole read names it. ``maps``: see :func:`_scan_typed`; the
     pages' lines carry their maps."""
-    if path.name.endswith(".parquet") and (lazy := _scan_typed(path, where, name, source, days, maps)) is not None:
+    if (typed := _typed_file(path)) is not None and (lazy := _scan_typed(typed, where, name, source, days, maps)) is not None:
         return lazy
-    if not path.name.endswith(".parquet") and (copy := typed_copy(path, REQUIRED)) is not None:
-        if (lazy := _scan_typed(copy, where, name, source, days, maps)) is not None:
-            return lazy
 
     def build(folder: Path) -> None:
         try:
@@ -271,7 +268,7 @@ def usage_days(path: Path) -> pl.LazyFrame | None:
     typed copy, read from the usage starts alone: read through the typed plan, a file's days ran its
     first pass (every line's label pairs, ~5 s per 10 M lines) only to be dropped. None when the usage
     starts are not typed (the file's days are then read with its lines)."""
-    typed = path if path.name.endswith(".parquet") else typed_copy(path, REQUIRED)
+    typed = _typed_file(path)
     try:
         schema = pl.scan_parquet(typed).collect_schema() if typed is not None else {}
     except pl.exceptions.PolarsError:
@@ -285,10 +282,14 @@ def usage_days(path: Path) -> pl.LazyFrame | None:
 def single_day(path: Path) -> dt.date | None:
     """The UTC day of every line of a Parquet export whose footer says so (:func:`columns.single_day`),
     or of a JSONL extract whose typed copy's footer does (other files: :func:`usage_days`)."""
-    if not path.name.endswith(".parquet"):
-        copy = typed_copy(path, REQUIRED)
-        return file_single_day(copy, "usage_start_time") if copy is not None else None
-    return file_single_day(path, "usage_start_time")
+    typed = _typed_file(path)
+    return file_single_day(typed, "usage_start_time") if typed is not None else None
+
+
+def _typed_file(path: Path) -> Path | None:
+    """The Parquet file a typed read may scan: a Parquet extract itself, a JSONL extract's typed copy
+    (None when the copy refuses it: its pages then read it)."""
+    return path if path.name.endswith(".parquet") else typed_copy(path, REQUIRED)
 
 
 def _batches(path: Path, rows: int, polars: bool) -> Iterator[pl.DataFrame]:
@@ -300,11 +301,13 @@ def _batches(path: Path, rows: int, polars: bool) -> Iterator[pl.DataFrame]:
         yield from raw.collect_batches(chunk_size=rows)
         return
     pending: list[pa.RecordBatch] = []
+    held = 0
     for batch in pj.open_json(path):
         pending.append(batch)
-        if sum(b.num_rows for b in pending) >= rows:
+        held += batch.num_rows
+        if held >= rows:
             yield pl.from_arrow(pa.Table.from_batches(pending))
-            pending = []
+            pending, held = [], 0
     if pending:
         yield pl.from_arrow(pa.Table.from_batches(pending))
 
