@@ -136,6 +136,29 @@ def test_hard_cases_classify_alike_by_combination_and_line_by_line(tmp_path, by_
     assert by_team.filter(pl.col("team") == "platform")["effective_cost"].sum() == Decimal("6.06")
 
 
+def test_overlapping_resource_prefixes_classify_alike_by_combination_and_line_by_line(tmp_path):
+    """A combination is classified by a stand-in resource id built from the prefixes its lines' ids
+    start with: with prefixes that start one another (a rule's ``i-0abc``, pools' ``i-0abc-pool`` and
+    ``i-0a``), ids equal to a prefix and missing ids, every line lands where it would one by one."""
+    untagged = {k: v for k, v in GOOD.items() if k != "user_ml_team"}
+    ids = ["i-0abc-pool-1", "i-0abc-pool", "i-0abc-x", "i-0abc", "i-0ab", "i-0", None, "i-0abc-pool-2"]
+    rows = [{"tags": untagged, "effective_cost": f"{i + 1}.0{i + 1}", "resource_id": r} for i, r in enumerate(ids)]
+    lines = _cost_lines(rows)
+    pools = [Pool(name="pooled", select=PoolSelect(resource_prefixes=["i-0abc-pool"]), driver=EvenDriver(kind="even")),
+             Pool(name="wide", select=PoolSelect(resource_prefixes=["i-0a"]), driver=EvenDriver(kind="even"))]
+    lake = Lake.from_uri(str(tmp_path / "lake"))
+    _write_day(lake, lines.lazy(), START)
+    day_lines, tag_sets = lake_day(lake, START)
+    attributed = attribute_day(day_lines, None, SCHEMA, pools, tag_sets)
+    one_by_one = classify(lines, SCHEMA, pools)
+    assert attributed.sums.sort(KEYS, nulls_last=True).equals(attribution_sums(one_by_one).collect().sort(KEYS, nulls_last=True))
+    assert attributed.quarantine().collect().sort("line_item_id").equals(quarantine(one_by_one).sort("line_item_id"))
+    by_pool = dict(attributed.sums.group_by("pool").agg(pl.col("effective_cost").sum()).iter_rows())
+    # by hand: ids starting i-0abc-pool (1.01 + 2.02 + 8.08), then the other ids starting i-0a (3.03 + 4.04 + 5.05)
+    assert by_pool["pooled"] == Decimal("11.11") and by_pool["wide"] == Decimal("12.12")
+    assert attributed.sums["lines"].sum() == len(rows)
+
+
 def test_the_lake_gives_each_line_its_delivered_map_back(tmp_path):
     lines = _cost_lines(HARD)
     lake = Lake.from_uri(str(tmp_path / "lake"))

@@ -56,10 +56,19 @@ def rule_prefixes(schema: TaggingConfig, pools: list[Pool]) -> list[str]:
     return sorted(set(found))
 
 
+MASK_BITS = 64  # resource prefixes per mask column
+
+
 @dataclass(frozen=True)
 class Combination:
     """What the rules read of a line, as columns: the tags (``_tag_<i>`` per raw key, or the line's
-    ``tag_set`` when the day's tag sets are known), and ``_prefix_<j>`` per resource prefix."""
+    ``tag_set`` when the day's tag sets are known), and which resource prefixes its resource id starts
+    with, as bits of ``_prefixes_<k>`` (prefix ``j`` is bit ``j % 64`` of mask ``j // 64``).
+
+    The rules read a resource id only through those prefixes, so a combination's lines are classified by
+    a stand-in id (:meth:`stand_in`) instead of the first of their ids: taking each group's first id
+    and grouping by a column per prefix made the 10 M-line day's group-by 2.3 s, against 1.3 s with
+    neither (nine prefixes; a mask per 64 prefixes instead of a column per prefix)."""
 
     raw_keys: list[str]
     prefixes: list[str]
@@ -68,12 +77,31 @@ class Combination:
     @property
     def names(self) -> list[str]:
         tags = ["tag_set"] if self.tag_sets is not None else [f"_tag_{i}" for i in range(len(self.raw_keys))]
-        return [*LINE_KEYS, *tags, *(f"_prefix_{j}" for j in range(len(self.prefixes)))]
+        return [*LINE_KEYS, *tags, *self._masks]
+
+    @property
+    def _masks(self) -> list[str]:
+        return [f"_prefixes_{k}" for k in range(0, len(self.prefixes), MASK_BITS)]
+
+    def _bit(self, j: int) -> pl.Expr:
+        return pl.lit(1 << (j % MASK_BITS), pl.UInt64)
 
     def of_lines(self, lines: pl.LazyFrame) -> pl.LazyFrame:
         resource = pl.col("resource_id").fill_null("")
         tags = [] if self.tag_sets is not None else [pl.col("tags").map.get(raw).alias(f"_tag_{i}") for i, raw in enumerate(self.raw_keys)]
-        return lines.with_columns(*tags, *[resource.str.starts_with(p).alias(f"_prefix_{j}") for j, p in enumerate(self.prefixes)])
+        masks = [
+            pl.sum_horizontal(pl.when(resource.str.starts_with(p)).then(self._bit(j)).otherwise(pl.lit(0, pl.UInt64))
+                              for j, p in enumerate(self.prefixes) if j // MASK_BITS == k // MASK_BITS).alias(name)
+            for k, name in zip(range(0, len(self.prefixes), MASK_BITS), self._masks)
+        ]
+        return lines.with_columns(*tags, *masks)
+
+    def stand_in(self) -> pl.Expr:
+        """A resource id that starts with exactly the prefixes of a combination's bits: the longest of
+        them (the others are its own prefixes, as they all start the same ids), null for none."""
+        longest_first = sorted(range(len(self.prefixes)), key=lambda j: -len(self.prefixes[j]))
+        bit = [(pl.col(self._masks[j // MASK_BITS]) & self._bit(j)) != 0 for j in range(len(self.prefixes))]
+        return pl.coalesce(*(pl.when(bit[j]).then(pl.lit(self.prefixes[j])) for j in longest_first), pl.lit(None, pl.String)).alias("resource_id")
 
     def as_lines(self, combinations: pl.LazyFrame) -> pl.LazyFrame:
         """Combinations shaped like cost lines for the classifier, with their tags map."""
@@ -129,12 +157,12 @@ def attribute_day(lines: pl.LazyFrame, raw_keys: list[str] | None, schema: Taggi
     else:
         raw_keys = raw_keys if raw_keys is not None else raw_tag_keys(lines)
         combination = Combination(rule_tag_keys(raw_keys, schema, pools), rule_prefixes(schema, pools))
-    firsts = [pl.col("resource_id").first()] if combination.prefixes else [pl.lit(None, pl.String).alias("resource_id")]
     summed = (
         combination.of_lines(lines.drop("tags", strict=False) if tag_sets is not None else lines)
         .group_by(combination.names)
-        .agg(*firsts, pl.col("effective_cost").sum(), pl.len().alias("lines"))
+        .agg(pl.col("effective_cost").sum(), pl.len().alias("lines"))
         .collect(engine="streaming")
+        .with_columns(combination.stand_in())
     )
     shaped = combination.as_lines(summed.lazy()).collect()
     if tag_sets is not None:
