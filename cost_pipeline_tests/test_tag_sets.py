@@ -139,13 +139,15 @@ def test_hard_cases_classify_alike_by_combination_and_line_by_line(tmp_path, by_
 def test_overlapping_resource_prefixes_classify_alike_by_combination_and_line_by_line(tmp_path):
     """A combination is classified by a stand-in resource id built from the prefixes its lines' ids
     start with: with prefixes that start one another (a rule's ``i-0abc``, pools' ``i-0abc-pool`` and
-    ``i-0a``), ids equal to a prefix and missing ids, every line lands where it would one by one."""
+    ``i-0a``), ids equal to a prefix, missing ids and more prefixes than one mask holds (64), every
+    line lands where it would one by one."""
     untagged = {k: v for k, v in GOOD.items() if k != "user_ml_team"}
-    ids = ["i-0abc-pool-1", "i-0abc-pool", "i-0abc-x", "i-0abc", "i-0ab", "i-0", None, "i-0abc-pool-2"]
+    ids = ["i-0abc-pool-1", "i-0abc-pool", "i-0abc-x", "i-0abc", "i-0ab", "i-0", None, "i-0abc-pool-2", "x-69-1"]
     rows = [{"tags": untagged, "effective_cost": f"{i + 1}.0{i + 1}", "resource_id": r} for i, r in enumerate(ids)]
     lines = _cost_lines(rows)
     pools = [Pool(name="pooled", select=PoolSelect(resource_prefixes=["i-0abc-pool"]), driver=EvenDriver(kind="even")),
-             Pool(name="wide", select=PoolSelect(resource_prefixes=["i-0a"]), driver=EvenDriver(kind="even"))]
+             Pool(name="wide", select=PoolSelect(resource_prefixes=["i-0a"]), driver=EvenDriver(kind="even")),
+             Pool(name="many", select=PoolSelect(resource_prefixes=[f"x-{i:02d}-" for i in range(70)]), driver=EvenDriver(kind="even"))]
     lake = Lake.from_uri(str(tmp_path / "lake"))
     _write_day(lake, lines.lazy(), START)
     day_lines, tag_sets = lake_day(lake, START)
@@ -155,7 +157,7 @@ def test_overlapping_resource_prefixes_classify_alike_by_combination_and_line_by
     assert attributed.quarantine().collect().sort("line_item_id").equals(quarantine(one_by_one).sort("line_item_id"))
     by_pool = dict(attributed.sums.group_by("pool").agg(pl.col("effective_cost").sum()).iter_rows())
     # by hand: ids starting i-0abc-pool (1.01 + 2.02 + 8.08), then the other ids starting i-0a (3.03 + 4.04 + 5.05)
-    assert by_pool["pooled"] == Decimal("11.11") and by_pool["wide"] == Decimal("12.12")
+    assert by_pool["pooled"] == Decimal("11.11") and by_pool["wide"] == Decimal("12.12") and by_pool["many"] == Decimal("9.09")
     assert attributed.sums["lines"].sum() == len(rows)
 
 
