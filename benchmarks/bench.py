@@ -207,8 +207,9 @@ class Meter:
         for _ in range(repeat):
             t, cpu = time.perf_counter(), _cpu()
             out = fn()
-            if time.perf_counter() - t < best:
-                best, self.cpu[name] = time.perf_counter() - t, _cpu() - cpu
+            wall, used = time.perf_counter() - t, _cpu() - cpu
+            if wall < best:
+                best, self.cpu[name] = wall, used
         stop.set()
         thread.join()
         self.results.append((name, best, max(peak[0], _rss())))
