@@ -283,6 +283,33 @@ def test_a_typed_parquet_export_is_scanned_without_pages_with_the_lines_ids_and_
     assert single_day(write_jsonl(tmp_path / "b.jsonl", rows)) is None  # a JSONL extract: from its typed copy
 
 
+def test_each_line_of_a_typed_export_keeps_its_own_labels_when_row_groups_of_other_days_are_skipped(tmp_path):
+    """The lines' label pairs come from the first pass's key per line, in the order of the day's rows:
+    with the file's row groups of other days skipped (three days, four lines a group, every line's labels
+    its own), each day read alone gives each line the tags a whole read gives it, in the same order."""
+    from cost_pipeline.lib.billing.fingerprint import tag_set_hash
+    from cost_pipeline.lib.billing.gcp import scan_gcp_file
+    from cost_pipeline.lib.billing.sources import with_content_ids
+
+    days = [DAY + dt.timedelta(days=k) for k in range(3)]
+    rows = [row for k, day in enumerate(days) for row in gcp_rows(day, 10, seed=40 + k)]
+    for i, row in enumerate(rows):
+        row["labels"] = [{"key": "ml-team", "value": f"team-{i}"}, {"key": "line", "value": f'"{i}"\n<{i}>'}]
+    path = tmp_path / "export" / "billing-000.parquet"
+    _typed_parquet(rows, path)
+    pl.read_parquet(path).sort("usage_start_time", maintain_order=True).write_parquet(path, row_group_size=4)
+    gcp = source("gcp_billing_export", name="gcp")
+    whole = with_content_ids(read_gcp_file(path, str(path), path.name, gcp))
+    for day in (days[1], days[2], days[0]):
+        expected = whole.filter(pl.col("date") == day)
+        lines = scan_gcp_file(path, str(path), path.name, gcp, days=[day]).filter(pl.col("date") == day).collect()
+        assert lines.height == expected.height == 10
+        assert lines["tags"].to_list() == expected["tags"].to_list()
+        assert {t["ml-team"] for t in lines["tags"]} == {f"team-{i}" for i, r in enumerate(rows) if r["usage_start_time"].startswith(str(day))}
+        hashed = scan_gcp_file(path, str(path), path.name, gcp, days=[day], maps=[]).filter(pl.col("date") == day).collect()
+        assert hashed["tag_set"].to_list() == expected.select(tag_set_hash()).to_series().to_list()
+
+
 def test_a_typed_parquet_export_with_a_line_without_usage_start_names_the_file_and_record(tmp_path):
     rows = gcp_rows(DAY, 12, seed=18)
     path = tmp_path / "export" / "billing-000.parquet"

@@ -241,13 +241,18 @@ def joined_tags(frame: pl.LazyFrame, lookup: pl.DataFrame, entries: str, maps: l
     return frame.join(hashes, on="tags", how="left", nulls_equal=True, maintain_order="left").with_columns(tags=pl.lit(None, MAP_DTYPE))
 
 
+def values_key(on: list[str]) -> pl.Expr:
+    """A 64-bit hash of a row's values of columns ``on`` (what :func:`join_on_values` joins on)."""
+    return functools.reduce(operator.xor, [pl.col(c).hash(seed=i) for i, c in enumerate(on)])
+
+
 def join_on_values(lines: pl.LazyFrame, table: pl.DataFrame, on: list[str]) -> pl.LazyFrame:
     """``lines`` left-joined (in their order, nulls equal) with ``table``, whose ``on`` values are distinct:
     on a 64-bit hash of the values, unless two rows of ``table`` share it, then on the values, so a line
     never gets another row's columns. 10 M lines joined on six tag columns took 0.7 s, on the strings
     1.5 s (a legacy CUR day's ingest 1 s faster); a GCP day's on two label lists: as fast, 0.05-0.09 GiB
     less."""
-    key = functools.reduce(operator.xor, [pl.col(c).hash(seed=i) for i, c in enumerate(on)])
+    key = values_key(on)
     if not table.select(key.is_duplicated().any()).item():
         joined = lines.with_columns(_values=key).join(table.lazy().with_columns(_values=key).drop(on), on="_values", how="left", maintain_order="left")
         return joined.drop("_values")
