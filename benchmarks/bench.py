@@ -289,8 +289,9 @@ def ingest_profile(meter: Meter, files: list[str], lake: Lake, written: Path, re
     pieces.run("tag-set hashes of the tags maps from their dictionary pages (PyArrow, before the pass)",
                lambda: [hashed_tags(Path(f), "resource_tags", "line_item_usage_start_date", [START]) for f in files], repeat)
     lines = lake.scan_days("cost_lines", [START])
-    hashed = content_hash(lines.collect_schema())
-    read = [c for c in lines.collect_schema().names() if c not in IGNORED]  # what the content hash reads
+    schema = lines.collect_schema()
+    hashed = content_hash(schema)
+    read = [c for c in schema.names() if c not in IGNORED]  # what the content hash reads
     pieces.run("the lake day's lines read, streamed, the columns the content hash reads (nothing kept)",
                lambda: lines.select(pl.col(read).null_count()).collect(engine="streaming"), repeat)
     pieces.run("... and their content hashes with the day's fingerprint", lambda: lines.with_columns(_h=hashed).select(

@@ -22,8 +22,11 @@ import pyarrow.json as pj
 
 from cost_pipeline.lib.billing.columns import (
     MAP_DTYPE,
+    VALUES_KEY,
     in_days,
+    join_on_key,
     join_on_values,
+    keys_distinct,
     parse_money,
     parse_timestamps,
     utc_timestamps,
@@ -241,10 +244,10 @@ def _scan_typed(path: Path, where: str, name: str, source, days: list[dt.date] |
     raw = _of_days(raw, schema, days)
     stat = path.stat()
     pairs, most_credits, keys = _first_pass(path.resolve(), (stat.st_size, stat.st_mtime_ns), tuple(days) if days else None, where)
-    keyed = not pairs.select(values_key(LABELS).is_duplicated().any()).item()  # else joined on the label lists themselves
+    keyed = keys_distinct(pairs, LABELS)  # else joined on the label lists themselves
     lines = raw.select(_columns(schema, most_credits, labels=not keyed))
     if keyed:  # each line's pair by its key from the first pass, in the same order: the lists are not decoded again
-        lines = lines.with_row_index("_line").with_columns(_values=pl.lit(keys).gather(pl.col("_line"))).drop("_line")
+        lines = lines.with_row_index("_line").with_columns(pl.lit(keys).gather(pl.col("_line")).alias(VALUES_KEY)).drop("_line")
     lines = lines.with_columns(
         *(utc_timestamps(c, schema[raw_name]).alias(c) for c, raw_name in (("charge_period_start", "usage_start_time"), ("charge_period_end", "usage_end_time"))),
         pl.col("billed_cost", "list_cost").cast(MONEY),
@@ -253,10 +256,7 @@ def _scan_typed(path: Path, where: str, name: str, source, days: list[dt.date] |
         pairs = pairs.with_columns(pl.col("tags").cast(MAP_DTYPE)).with_columns(tag_set=tag_set_hash(), check=tag_set_hash(seed=2))
         maps.append(pairs.select("tag_set", "check", "tags"))
         pairs = pairs.select(*LABELS, "tag_set", pl.col("check").alias("_check"), pl.lit(None, _ENTRIES).alias("tags"))
-    if keyed:
-        joined = lines.join(pairs.lazy().with_columns(_values=values_key(LABELS)).drop(LABELS), on="_values", how="left", maintain_order="left")
-        return _finished(joined.drop("_values"), source.name, name)
-    return _finished(join_on_values(lines, pairs, LABELS).drop(LABELS), source.name, name)
+    return _finished(join_on_key(lines, pairs, LABELS) if keyed else join_on_values(lines, pairs, LABELS).drop(LABELS), source.name, name)
 
 
 @functools.lru_cache(maxsize=2)
@@ -272,7 +272,7 @@ def _first_pass(path: Path, version: tuple[int, int], days: tuple[dt.date, ...] 
     labels = raw.select(_label_pair(schema))
     try:  # one pass: the distinct label pairs, each line's pair key and the most credits a line holds
         with row_groups_ahead(2):  # nested records: decoded on one core one row group ahead
-            pairs, keys, most = pl.collect_all([labels.unique(maintain_order=True), labels.select(values_key(LABELS).alias("_values")),
+            pairs, keys, most = pl.collect_all([labels.unique(maintain_order=True), labels.select(values_key(LABELS)),
                                                 raw.select(_most_credits(schema))], engine="streaming")
     except pl.exceptions.PolarsError as exc:
         raise InputError(where, f"cannot read GCP billing export file: {str(exc).splitlines()[0]}") from None
