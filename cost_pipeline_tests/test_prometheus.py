@@ -129,6 +129,11 @@ def test_a_day_in_windows_is_archived_window_by_window_and_staged_the_same_strea
             runs[name] = config
     archive = tmp_path / "streamed" / "lake" / "usage_raw" / f"date={START}"
     assert sorted(p.name for p in archive.iterdir()) == sorted(f"{n}.json{end}" for n in names for end in (".part-000", ".part-001", ".parts"))
+    # Prometheus writes its answers as the streamed path splits them (lib/compact_matrix.py), not for the converter
+    from cost_pipeline.lib.compact_matrix import split_body
+
+    for part in sorted(archive.glob("*.part-*")):
+        assert split_body(part, tmp_path / "split.parquet", "q", START) is not None, part.name
 
     def usage(root):
         day = f"date={START}"

@@ -6,18 +6,20 @@ exactly what was used; or, for pod-level extracts, the body's series one per lin
 
 Memory: Polars' JSON reader holds a whole document, at about 13 times its size (a 282 MB body of
 20,000 pods at 5-minute steps: 3.7 GiB), and its NDJSON reader every line's samples. Extracts larger
-than :data:`STREAM_DOCUMENTS_ABOVE` (either form) are streamed instead: converter
-processes (``lib/series_lines.py``, one per core) rewrite their series one per line, timestamps and
-values as flat lists, one series in memory at a time, and Polars sinks each extract's samples from
-those lines (0.4 GiB for the same body, whatever its size). Input the converter does not take
-(anything but a successful matrix of ``[t, "v"]`` pairs with text labels) is parsed in memory, for
-the error naming the problem or, should it parse there, for its samples.
+than :data:`STREAM_DOCUMENTS_ABOVE` (either form) are streamed instead, a chunk of whole series at a
+time (0.4-0.5 GiB for the same body, whatever its size). A body laid out as Prometheus writes it is
+split by its byte patterns (``lib/compact_matrix.py``: its samples parsed by Polars' CSV reader); any
+other is rewritten one series per line by converter processes (``lib/series_lines.py``, one per
+core, ijson: 3-4 times as long), and Polars sinks its samples from those lines. Input the converter
+does not take (anything but a successful matrix of ``[t, "v"]`` pairs with text labels) is parsed in
+memory, for the error naming the problem or, should it parse there, for its samples.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import io
+import itertools
 import json
 import subprocess
 import sys
@@ -29,7 +31,9 @@ from pathlib import Path
 import polars as pl
 
 from cost_pipeline.lib import series_lines
+from cost_pipeline.lib.compact_matrix import split_body
 from cost_pipeline.lib.errors import InputError
+from cost_pipeline.lib.memory import reusing_freed_memory
 from cost_pipeline.lib.storage import Storage
 from cost_pipeline.lib.usage import POINTS_SCHEMA, SAMPLES_SCHEMA, SERIES_SCHEMA, empty_parts, join_parts
 
@@ -87,15 +91,32 @@ def convert_document(path: Path, lines: Path) -> Path | None:
     return lines
 
 
-def sink_extract(extract: Extract, day: dt.date, target: Path, lines: list[Path | None]) -> pl.DataFrame:
-    """An extract parsed while streaming from its series ``lines`` (:func:`convert_document`, one file
-    per body, deleted here): its samples sunk to ``target``, its series' labels returned, the same as
-    parsed in memory. If a body has no lines, or they do not read, the extract is parsed in memory for
-    the error naming the file and the problem (or, should it parse there after all, for its samples)."""
+@dataclass(frozen=True)
+class SplitBody:
+    """A body split by :func:`lib.compact_matrix.split_body`: its series' labels, and the file holding
+    its samples of the day (``POINTS_SCHEMA``, ``series`` the series' position in the body)."""
+
+    labels: pl.DataFrame
+    samples: Path
+
+
+def split_or_convert(body: Path, lines: Path, samples: Path, query: str, day: dt.date, series_lines: bool) -> SplitBody | Path | None:
+    """A body to be streamed, split if it is laid out as Prometheus writes it, else converted to series
+    lines by :func:`convert_document` (None: neither takes it)."""
+    labels = split_body(body, samples, query, day, lines=series_lines)
+    return SplitBody(labels, samples) if labels is not None else convert_document(body, lines)
+
+
+def sink_extract(extract: Extract, day: dt.date, target: Path, bodies: list[SplitBody | Path | None]) -> pl.DataFrame:
+    """An extract parsed while streaming from its ``bodies`` (:func:`split_or_convert` of each, whose
+    files are deleted here): its samples sunk to ``target``, its series' labels returned, the same as
+    parsed in memory. If a body was taken by neither, or its lines do not read, the extract is parsed in
+    memory for the error naming the file and the problem (or, should it parse there after all, for its
+    samples)."""
     try:
-        if None in lines:
+        if None in bodies:
             raise ValueError("not series of [timestamp, value] pairs")
-        return sink_series_lines(lines, extract.query, day, target)
+        return sink_series_lines(bodies, extract.query, day, target)
     except (ValueError, pl.exceptions.PolarsError):
         target.unlink(missing_ok=True)  # samples of an extract that then fails are never staged
         parse = parse_series_lines if extract.series_lines else parse_query_range_parts
@@ -103,9 +124,9 @@ def sink_extract(extract: Extract, day: dt.date, target: Path, lines: list[Path 
         points.write_parquet(target)
         return series
     finally:
-        for path in lines:
-            if path is not None:
-                path.unlink(missing_ok=True)
+        for body in bodies:
+            if body is not None:
+                (body.samples if isinstance(body, SplitBody) else body).unlink(missing_ok=True)
 
 
 def parse_series_lines(raw: bytes, query: str, day: dt.date, source: str) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -124,27 +145,29 @@ def parse_series_lines(raw: bytes, query: str, day: dt.date, source: str) -> tup
     return _series_parts(frame, query, day, source)
 
 
-def sink_series_lines(paths: list[Path], query: str, day: dt.date, target: Path) -> pl.DataFrame:
-    """Series lines converted by :func:`convert_document` (a file per body) parsed while streaming:
-    their samples are sunk to ``target`` (``POINTS_SCHEMA``), their labels returned. Polars' NDJSON
-    reader holds every line's values at once (the 282 MB extract of 20,000 pods: 1.7 GiB); streamed, it
-    stays at ~0.4 GiB. Several files (a day's windows) are stitched: one series per label set, numbered
-    in order of first appearance, as :func:`stitched_body` does in memory. ValueError (or Polars' error)
-    for lines that do not read this way, e.g. a bad sample (the caller then parses the extract in
-    memory, which names the problem). Each pass declares only the fields it reads: Polars' reader
-    decodes every declared one."""
-    # the labels first (a pass that decodes only them), then each line's series: its line in one body
-    labels = pl.scan_ndjson(paths, schema={"labels": pl.String()}).with_row_index("line").collect(engine="streaming")
-    values = pl.scan_ndjson(paths, schema={"t": pl.List(pl.Float64()), "v": pl.List(pl.String())}).with_row_index("line")
-    if len(paths) > 1:
+def sink_series_lines(bodies: list[SplitBody | Path], query: str, day: dt.date, target: Path) -> pl.DataFrame:
+    """Bodies split (:class:`SplitBody`) or converted to series lines by :func:`convert_document` (a
+    file per body) parsed while streaming: their samples are sunk to ``target`` (``POINTS_SCHEMA``),
+    their labels returned. Polars' NDJSON reader holds every line's values at once (the 282 MB extract
+    of 20,000 pods: 1.7 GiB); streamed, it stays at ~0.4 GiB. Several bodies (a day's windows) are
+    stitched: one series per label set, numbered in order of first appearance, as :func:`stitched_body`
+    does in memory. ValueError (or Polars' error) for lines that do not read this way, e.g. a bad
+    sample (the caller then parses the extract in memory, which names the problem)."""
+    if len(bodies) == 1 and isinstance(bodies[0], SplitBody):  # its samples are the extract's
+        bodies[0].samples.replace(target)
+        return _labels_of_lines(bodies[0].labels.rename({"line": "series"}), query, day)
+    parts = [_body_parts(body) for body in bodies]
+    offsets = [0, *itertools.accumulate(labels.height for labels, _ in parts)]
+    labels = pl.concat([labels.with_columns(pl.col("line") + first) for (labels, _), first in zip(parts, offsets, strict=False)])
+    values = pl.concat([samples.with_columns(pl.col("line") + first) for (_, samples), first in zip(parts, offsets, strict=False)])
+    if len(bodies) > 1:
         each_line = labels.join(labels.unique("labels", keep="first", maintain_order=True).with_row_index("series").drop("line"),
                                 on="labels", maintain_order="left")
         labels = each_line.unique("series", keep="first", maintain_order=True)
         values = values.join(each_line.lazy().select("line", "series"), on="line", maintain_order="left")
     else:
         labels, values = (frame.with_columns(series=pl.col("line")) for frame in (labels, values))
-    samples = values.select(pl.col("series").cast(pl.Int64), "t", "v").explode("t", "v", keep_nulls=False).select(
-        "series", pl.col("t").alias("timestamp"), pl.col("v").cast(pl.Float64, strict=False).alias("value"))
+    samples = values.select(pl.col("series").cast(pl.Int64), "timestamp", "value")
     start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC).timestamp()
     bad = target.with_name(target.name + ".bad")  # not *.parquet: never another query's samples (a query named "x.bad")
     try:
@@ -158,6 +181,24 @@ def sink_series_lines(paths: list[Path], query: str, day: dt.date, target: Path)
             raise ValueError("a bad sample")
     finally:
         bad.unlink(missing_ok=True)
+    return _labels_of_lines(labels, query, day)
+
+
+def _body_parts(body: SplitBody | Path) -> tuple[pl.DataFrame, pl.LazyFrame]:
+    """A body's labels (``line``, ``labels``) and every sample (``line``, ``timestamp``, ``value``; a null
+    where a sample is bad). Each pass over series lines declares only the fields it reads: Polars'
+    reader decodes every declared one."""
+    if isinstance(body, SplitBody):
+        return body.labels, pl.scan_parquet(body.samples).select(pl.col("series").alias("line"), "timestamp", "value")
+    # the labels first (a pass that decodes only them), then each line's samples
+    labels = pl.scan_ndjson(body, schema={"labels": pl.String()}).with_row_index("line").collect(engine="streaming")
+    values = pl.scan_ndjson(body, schema={"t": pl.List(pl.Float64()), "v": pl.List(pl.String())}).with_row_index("line")
+    return labels.with_columns(pl.col("line").cast(pl.Int64)), values.select(pl.col("line").cast(pl.Int64), "t", "v").explode(
+        "t", "v", keep_nulls=False).select("line", pl.col("t").alias("timestamp"), pl.col("v").cast(pl.Float64, strict=False).alias("value"))
+
+
+def _labels_of_lines(labels: pl.DataFrame, query: str, day: dt.date) -> pl.DataFrame:
+    """Series' labels as written in series lines (``series``, ``labels`` JSON text) as the lake keeps them."""
     not_name = pl.element().struct.field("key") != "__name__"
     return labels.select(pl.col("series").cast(pl.Int64), pl.col("labels").str.json_decode(dtype=_ENTRIES).list.filter(not_name)
                          .cast(SERIES_SCHEMA["labels"])).with_columns(date=pl.lit(day), query=pl.lit(query)).select(list(SERIES_SCHEMA))
@@ -297,20 +338,23 @@ def stage_local_extracts(extracts: list[Extract], day: dt.date, work: Path,
     small = [e for e in extracts if e.size <= stream_above]
     with ThreadPoolExecutor(max_workers=min(len(small), _cores()) or 1) as pool:
         parsed = list(pool.map(parse, small))
-    # the others are converted to series lines in processes of their own, one per core (ijson holds the
-    # GIL), while Polars sinks the lines of those already converted, in listing order
+    # the others are split (or converted to series lines in processes of their own: ijson holds the
+    # GIL), a body per core, while Polars sinks the samples of those already done, in listing order
     streamed = [e for e in extracts if e.size > stream_above]
     lines = {e.query: [work / f"{e.query}.{i}.lines" for i in range(len(e.bodies))] for e in streamed}
-    writer = ThreadPoolExecutor(max_workers=min(sum(map(len, lines.values())), _cores()) or 1)
-    written = {e.query: [writer.submit(convert_document, body, out) for body, out in zip(e.bodies, lines[e.query])] for e in streamed}
-    try:
-        for extract in streamed:
-            target = work / f"{extract.query}.parquet"
-            parsed.append((target, sink_extract(extract, day, target, [w.result() for w in written[extract.query]])))
-    finally:  # a bad extract: the others are not written on (nor their lines left behind)
-        writer.shutdown(wait=True, cancel_futures=True)
-        for path in (path for paths in lines.values() for path in paths):
-            path.unlink(missing_ok=True)
+    # (each split frees and takes again chunks of 16 MB and more: kept for reuse, not faulted in anew)
+    with reusing_freed_memory(), ThreadPoolExecutor(max_workers=min(sum(map(len, lines.values())), _cores()) or 1) as writer:
+        written = {e.query: [writer.submit(split_or_convert, body, out, out.with_suffix(".samples"), e.query, day, e.series_lines)
+                             for body, out in zip(e.bodies, lines[e.query], strict=True)] for e in streamed}
+        try:
+            for extract in streamed:
+                target = work / f"{extract.query}.parquet"
+                parsed.append((target, sink_extract(extract, day, target, [w.result() for w in written[extract.query]])))
+        finally:  # a bad extract: the others are not written on (nor their lines left behind)
+            writer.shutdown(wait=True, cancel_futures=True)
+            for path in (path for paths in lines.values() for path in paths):
+                path.unlink(missing_ok=True)
+                path.with_suffix(".samples").unlink(missing_ok=True)
     if not parsed:
         return pl.LazyFrame(schema=POINTS_SCHEMA), empty_parts()[1]
     return pl.scan_parquet([path for path, _ in parsed]), pl.concat([series for _, series in parsed])

@@ -1,0 +1,157 @@
+"""Compact query_range bodies split by their byte patterns: the same samples and labels as the
+converter and the in-memory reader, counted by hand; anything laid out otherwise left to the converter."""
+
+import datetime as dt
+import json
+
+import polars as pl
+import pytest
+
+from cost_pipeline.lib.compact_matrix import split_body
+from cost_pipeline.lib.errors import InputError
+from cost_pipeline.lib.extracts import Extract, stage_local_extracts
+
+DAY = dt.date(2026, 9, 2)
+T0 = dt.datetime(2026, 9, 2, tzinfo=dt.UTC).timestamp()
+COMPACT = (",", ":")  # how Prometheus writes its answers
+# label values a JSON string may hold, among them the byte patterns the split cuts on (escaped in JSON)
+HOSTILE = ['a "quoted" value', "back\\slash\\", "line\nbreak", '},{"metric":{"x":"y"}}', '"],[1,"2', '},"values":[[1,"2"]]',
+           "naïve ☃ \u2028", "", "[[0,\"0\"]]"]
+
+
+def _result(series: int = 60) -> list[dict]:
+    values = lambda i: [[T0 - 300 + 300 * s if s % 3 else int(T0) - 300 + 300 * s, str(i * s / 8)] for s in range(290)]  # noqa: E731
+    result = [{"metric": {"__name__": "m", "pod": f"p-{i}", "namespace": HOSTILE[i % len(HOSTILE)], **({"gpu": "a100"} if i % 7 == 0 else {})},
+               "values": values(i)} for i in range(series)]
+    result[3]["values"] += [[T0 + 5, "NaN"], [T0 + 6, "+Inf"], [T0 + 7, "-Inf"], [T0 + 8.125, "-2.5e-3"], [T0 + 9, "1E2"]]
+    result[4]["values"] = []
+    result[5]["metric"] = {}
+    return result
+
+
+def _body(result: list[dict], separators=COMPACT) -> bytes:
+    return json.dumps({"status": "success", "data": {"resultType": "matrix", "result": result}}, separators=separators).encode()
+
+
+def _lines(result: list[dict], separators=COMPACT) -> bytes:
+    return b"".join(json.dumps(s, separators=separators).encode() + b"\n" for s in result)
+
+
+def _staged(tmp_path, name: str, data: bytes, stream_above: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    path = tmp_path / name
+    path.write_bytes(data)
+    query = name.split(".")[0]
+    points, series = stage_local_extracts([Extract(query, path, str(path), len(data))], DAY, tmp_path / f"work-{stream_above}", stream_above)
+    return points.collect().sort("series", "timestamp"), series.sort("series")
+
+
+@pytest.mark.parametrize("form", ["json", "ndjson"])
+def test_a_body_as_prometheus_writes_it_is_split_into_every_sample_of_the_day_with_its_labels(tmp_path, form):
+    result = _result()
+    data = _body(result) if form == "json" else _lines(result)
+    (tmp_path / "body").write_bytes(data)
+    # taken by the split, in chunks of a few series or all at once, with the same samples
+    whole = split_body(tmp_path / "body", tmp_path / "whole.parquet", "q", DAY, lines=form == "ndjson")
+    small = split_body(tmp_path / "body", tmp_path / "small.parquet", "q", DAY, lines=form == "ndjson", chunk_bytes=3000)
+    assert whole is not None and small is not None and whole.equals(small)
+    assert pl.read_parquet(tmp_path / "whole.parquet").equals(pl.read_parquet(tmp_path / "small.parquet"))
+    # by hand: each sample inside the UTC day whose value is a finite number, and the series' labels in order
+    in_day = [(i, float(t), float(v)) for i, s in enumerate(result) for t, v in s["values"]
+              if T0 <= t < T0 + 86400 and v not in ("NaN", "+Inf", "-Inf")]
+    points = pl.read_parquet(tmp_path / "whole.parquet")
+    assert points.select("series", "timestamp", "value").rows() == in_day
+    assert set(points["query"]) == {"q"} and set(points["date"]) == {DAY}
+    assert [json.loads(t) for t in whole["labels"]] == [[{"key": k, "value": s["metric"][k]} for k in sorted(s["metric"])] for s in result]
+    # staged the same streamed (split) as in memory, and as the converter's series lines would give
+    streamed, in_memory = _staged(tmp_path, f"q.{form}", data, 0), _staged(tmp_path, f"q.{form}", data, 2**40)
+    assert streamed[0].equals(in_memory[0]) and streamed[1].equals(in_memory[1])
+    assert streamed[0].height == len(in_day) and streamed[0]["value"].sum() == sum(v for _, _, v in in_day)
+    assert streamed[1]["labels"].to_list()[:len(HOSTILE)] == [
+        {k: v for k, v in s["metric"].items() if k != "__name__"} for s in result[:len(HOSTILE)]]
+    assert [p.name for p in (tmp_path / "work-0").iterdir()] == ["q.parquet"]  # no samples or lines left beside it
+
+
+ELSEWISE = {  # bodies the split leaves to the converter (or, failing that, the in-memory reader)
+    "spaced": lambda r: _body(r, separators=(", ", ": ")),
+    "indented": lambda r: json.dumps({"status": "success", "data": {"resultType": "matrix", "result": r}}, indent=1).encode(),
+    "keys reordered": lambda r: json.dumps({"data": {"result": r, "resultType": "matrix"}, "status": "success"}, separators=COMPACT).encode(),
+    "values first": lambda r: _body([{"values": s["values"], "metric": s["metric"]} for s in r]),
+    "a third field": lambda r: _body([{**s, "histograms": [[T0, {"count": "1"}]]} for s in r]),
+    "a warning after the data": lambda r: _body(r)[:-1] + b',"warnings":["w"]}',
+    "a label that is a number": lambda r: _body([{**r[0], "metric": {"pod": 1}}, *r[1:]]),
+    "a pair of three": lambda r: _body([{**r[0], "values": [[T0, "1", "x"]]}, *r[1:]]),
+    "a pair of one": lambda r: _body([{**r[0], "values": [[T0]]}, *r[1:]]),
+    "a null pair": lambda r: _body([{**r[0], "values": [None, [T0, "1"]]}, *r[1:]]),
+    "a value with a space": lambda r: _body([{**r[0], "values": [[T0, " 1"]]}, *r[1:]]),
+    "an empty value": lambda r: _body([{**r[0], "values": [[T0, ""]]}, *r[1:]]),
+}
+
+
+@pytest.mark.parametrize("shape", sorted(ELSEWISE))
+def test_a_body_laid_out_otherwise_is_left_to_the_converter_and_staged_as_in_memory(tmp_path, shape):
+    result = _result(12)
+    data = ELSEWISE[shape](result)
+    (tmp_path / "body.json").write_bytes(data)
+    assert split_body(tmp_path / "body.json", tmp_path / "s.parquet", "q", DAY) is None and not (tmp_path / "s.parquet").exists()
+    if shape == "a third field":  # the converter reads the pairs and leaves the field (the in-memory reader refuses it)
+        streamed = _staged(tmp_path, "q.json", data, 0)
+        assert streamed[0]["value"].sum() == sum(float(v) for s in result for t, v in s["values"] if T0 <= t < T0 + 86400 and v[-1].isdigit())
+        return
+    try:
+        in_memory = _staged(tmp_path, "q.json", data, 2**40)
+    except InputError as error:  # the in-memory reader refuses it: so does the streamed path, naming the same problem
+        with pytest.raises(InputError, match=str(error).split(": ", 1)[1][:40].replace("(", r"\(").replace("[", r"\[")):
+            _staged(tmp_path, "q.json", data, 0)
+        return
+    streamed = _staged(tmp_path, "q.json", data, 0)
+    assert streamed[0].equals(in_memory[0]) and streamed[1].equals(in_memory[1])
+
+
+def test_a_timestamp_in_quotes_is_read_as_in_memory(tmp_path):
+    result = _result(6)
+    result[1]["values"] = [[str(int(T0) + 60), "2.5"], [T0 + 120, "1"]]
+    data = _body(result)
+    (tmp_path / "body.json").write_bytes(data)
+    assert split_body(tmp_path / "body.json", tmp_path / "s.parquet", "q", DAY) is not None
+    streamed, in_memory = _staged(tmp_path, "q.json", data, 0), _staged(tmp_path, "q.json", data, 2**40)
+    assert streamed[0].equals(in_memory[0]) and streamed[0].filter(pl.col("series") == 1)["value"].to_list() == [2.5, 1.0]
+
+
+@pytest.mark.parametrize("bad, problem", [
+    ([[T0, "1"], [T0 + 60, "one"]], r"series 2: bad sample \['%d', 'one'\]" % (T0 + 60)),
+    ([[T0, "1"], [T0 + 60, "1.5.5"]], r"series 2: bad sample \['%d', '1.5.5'\]" % (T0 + 60)),
+    ([[T0, "0x10"]], r"series 2: bad sample \['%d', '0x10'\]" % T0),
+])
+def test_a_bad_sample_in_a_compact_body_is_named_as_in_memory(tmp_path, bad, problem):
+    result = _result(6)
+    result[2]["values"] = bad
+    with pytest.raises(InputError, match=f"q.json: {problem}"):
+        _staged(tmp_path, "q.json", _body(result), 0)
+    assert [p.name for p in (tmp_path / "work-0").iterdir()] == []
+
+
+def test_an_invalid_json_number_is_not_read_as_a_timestamp(tmp_path):
+    """``01`` is no JSON number: the split refuses the body, and the readers name it as not JSON."""
+    data = _body(_result(6)).replace(b"[[%d," % (int(T0) - 300), b"[[0%d," % (int(T0) - 300), 1)
+    (tmp_path / "q.json").write_bytes(data)
+    assert split_body(tmp_path / "q.json", tmp_path / "s.parquet", "q", DAY) is None
+    with pytest.raises(InputError, match="q.json: not a JSON object"):
+        _staged(tmp_path, "q.json", data, 0)
+
+
+def test_windows_split_and_converted_are_stitched_by_label_set(tmp_path):
+    """A day in two windows, one as Prometheus writes it and one laid out otherwise: one series per
+    label set, each sample once, as stitched in memory."""
+    result = _result(20)
+    first = [{**s, "values": [p for p in s["values"] if p[0] < T0 + 43200]} for s in result]
+    second = [{**s, "values": [p for p in s["values"] if p[0] >= T0 + 43200]} for s in reversed(result)]
+    paths = [tmp_path / "w0.json", tmp_path / "w1.json"]
+    paths[0].write_bytes(_body(first))
+    paths[1].write_bytes(_body(second, separators=(", ", ": ")))
+    extract = Extract("q", paths[0], "archive", sum(p.stat().st_size for p in paths), windows=tuple(paths))
+    streamed = [f.collect() if isinstance(f, pl.LazyFrame) else f for f in stage_local_extracts([extract], DAY, tmp_path / "s", 0)]
+    in_memory = [f.collect() if isinstance(f, pl.LazyFrame) else f for f in stage_local_extracts([extract], DAY, tmp_path / "m", 2**40)]
+    assert streamed[0].sort("series", "timestamp").equals(in_memory[0].sort("series", "timestamp"))
+    assert streamed[1].sort("series").equals(in_memory[1].sort("series")) and streamed[1].height == 20
+    in_day = [float(v) for s in result for t, v in s["values"] if T0 <= t < T0 + 86400 and v not in ("NaN", "+Inf", "-Inf")]
+    assert streamed[0].height == len(in_day) and streamed[0]["value"].sum() == sum(in_day)
