@@ -155,3 +155,17 @@ def test_windows_split_and_converted_are_stitched_by_label_set(tmp_path):
     assert streamed[1].sort("series").equals(in_memory[1].sort("series")) and streamed[1].height == 20
     in_day = [float(v) for s in result for t, v in s["values"] if T0 <= t < T0 + 86400 and v not in ("NaN", "+Inf", "-Inf")]
     assert streamed[0].height == len(in_day) and streamed[0]["value"].sum() == sum(in_day)
+
+
+def test_values_are_read_as_in_memory_whatever_their_spelling(tmp_path):
+    """Polars' CSV reader reads each quoted value as the number the in-memory reader casts its text to."""
+    for spellings, split in ((["1.", ".5", "+.5", "-.25", "1e5", "1E+2", "2e-3", "-0", "00.5", "007", "Inf", "NaN", "+Inf"], True),
+                             (["inf", "-inf", "nan", "7"], False)):  # not as Prometheus spells them: the converter's
+        result = _result(6) + [{"metric": {"pod": f"v-{i}"}, "values": [[T0 + i, s]]} for i, s in enumerate(spellings)]
+        data = _body(result)
+        (tmp_path / "body.json").write_bytes(data)
+        assert (split_body(tmp_path / "body.json", tmp_path / "s.parquet", "q", DAY) is not None) is split
+        streamed, in_memory = _staged(tmp_path, "q.json", data, 0), _staged(tmp_path, "q.json", data, 2**40)
+        assert streamed[0].equals(in_memory[0])
+        finite = {6 + i: float(s) for i, s in enumerate(spellings) if "n" not in s.lower()}  # inf and nan dropped
+        assert dict(streamed[0].filter(pl.col("series") >= 6).select("series", "value").iter_rows()) == finite

@@ -120,12 +120,12 @@ def _chunk(chunk: bytes, first: int, between: bytes, kept: tuple[pl.Expr, ...], 
         csv = b"\n".join(texts).replace(SAMPLE, b"\n")  # t,"v" per line
         if csv.translate(None, KEPT):  # a bracket, brace, backslash or space left: not [number, "value"] pairs
             raise _NotCompact
-        read = pl.read_csv(csv, has_header=False, new_columns=["t", "v"], schema={"t": pl.String, "v": pl.String})
-        if read.height != sum(counts) or not read.select(pl.col("t").str.contains(NUMBER).all()).item():
-            raise _NotCompact
-        out = read.select(series=pl.Series(np.repeat(np.arange(first, first + len(counts), dtype=np.int64), counts)),
-                          timestamp=pl.col("t").cast(pl.Float64), value=pl.col("v").cast(pl.Float64, strict=False))
-        if out["value"].null_count():  # a value that is not a number: the converter's path names it
-            raise _NotCompact
+        # a quoted value is read as the number Polars casts its text to (the converter's path; no text
+        # of these characters is read otherwise), a value that is no number fails the read
+        read = pl.read_csv(csv, has_header=False, new_columns=["t", "value"], schema={"t": pl.String, "value": pl.Float64})
+        if read.height != sum(counts) or read["value"].null_count() or not read.select(pl.col("t").str.contains(NUMBER).all()).item():
+            raise _NotCompact  # a timestamp that is no JSON number, or a missing value: the converter's path names it
+        out = read.select(pl.Series("series", np.repeat(np.arange(first, first + len(counts), dtype=np.int64), counts)),
+                          pl.col("t").cast(pl.Float64).alias("timestamp"), "value")
         writer.write_table(out.filter(kept[0]).select(kept[1].alias("date"), kept[2].alias("query"), *out.columns).to_arrow())
     return labels
