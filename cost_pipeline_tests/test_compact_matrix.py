@@ -52,9 +52,11 @@ def test_a_body_as_prometheus_writes_it_is_split_into_every_sample_of_the_day_wi
     (tmp_path / "body").write_bytes(data)
     # taken by the split, in chunks of a few series or all at once, with the same samples
     whole = split_body(tmp_path / "body", tmp_path / "whole.parquet", "q", DAY, lines=form == "ndjson")
-    small = split_body(tmp_path / "body", tmp_path / "small.parquet", "q", DAY, lines=form == "ndjson", chunk_bytes=3000)
-    assert whole is not None and small is not None and whole.equals(small)
-    assert pl.read_parquet(tmp_path / "whole.parquet").equals(pl.read_parquet(tmp_path / "small.parquet"))
+    assert whole is not None
+    for chunk_bytes in (977, 3000, 20_011):  # series of ~7 KB: chunks shorter and longer than one
+        small = split_body(tmp_path / "body", tmp_path / "small.parquet", "q", DAY, lines=form == "ndjson", chunk_bytes=chunk_bytes)
+        assert small is not None and whole.equals(small)
+        assert pl.read_parquet(tmp_path / "whole.parquet").equals(pl.read_parquet(tmp_path / "small.parquet"))
     # by hand: each sample inside the UTC day whose value is a finite number, and the series' labels in order
     in_day = [(i, float(t), float(v)) for i, s in enumerate(result) for t, v in s["values"]
               if T0 <= t < T0 + 86400 and v not in ("NaN", "+Inf", "-Inf")]

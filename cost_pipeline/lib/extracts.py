@@ -7,7 +7,7 @@ exactly what was used; or, for pod-level extracts, the body's series one per lin
 Memory: Polars' JSON reader holds a whole document, at about 13 times its size (a 282 MB body of
 20,000 pods at 5-minute steps: 3.7 GiB), and its NDJSON reader every line's samples. Extracts larger
 than :data:`STREAM_DOCUMENTS_ABOVE` (either form) are streamed instead, a chunk of whole series at a
-time (0.4-0.5 GiB for the same body, whatever its size). A body laid out as Prometheus writes it is
+time (0.3-0.4 GiB for the same body, whatever its size). A body laid out as Prometheus writes it is
 split by its byte patterns (``lib/compact_matrix.py``: its samples parsed by Polars' CSV reader); any
 other is rewritten one series per line by converter processes (``lib/series_lines.py``, one per
 core, ijson: 3-4 times as long), and Polars sinks its samples from those lines. Input the converter
@@ -157,9 +157,9 @@ def sink_series_lines(bodies: list[SplitBody | Path], query: str, day: dt.date, 
         bodies[0].samples.replace(target)
         return _labels_of_lines(bodies[0].labels.rename({"line": "series"}), query, day)
     parts = [_body_parts(body) for body in bodies]
-    offsets = [0, *itertools.accumulate(labels.height for labels, _ in parts)]
-    labels = pl.concat([labels.with_columns(pl.col("line") + first) for (labels, _), first in zip(parts, offsets, strict=False)])
-    values = pl.concat([samples.with_columns(pl.col("line") + first) for (_, samples), first in zip(parts, offsets, strict=False)])
+    firsts = [0, *itertools.accumulate(labels.height for labels, _ in parts)][:-1]  # each body's first line
+    labels = pl.concat([labels.with_columns(pl.col("line") + first) for (labels, _), first in zip(parts, firsts, strict=True)])
+    values = pl.concat([samples.with_columns(pl.col("line") + first) for (_, samples), first in zip(parts, firsts, strict=True)])
     if len(bodies) > 1:
         each_line = labels.join(labels.unique("labels", keep="first", maintain_order=True).with_row_index("series").drop("line"),
                                 on="labels", maintain_order="left")
