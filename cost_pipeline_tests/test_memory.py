@@ -16,11 +16,13 @@ BLOCK = 8 << 20  # a tags-map hashing buffer's size: above the mapping threshold
 
 
 def faults_of(rounds: int) -> int:
-    """Minor page faults of allocating, filling and freeing one block ``rounds`` times."""
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    """Minor page faults of allocating, filling and freeing one block ``rounds`` times (this thread's:
+    threads an earlier test left in the process, e.g. a server's, fault pages of their own meanwhile)."""
+    who = getattr(resource, "RUSAGE_THREAD", resource.RUSAGE_SELF)
+    before = resource.getrusage(who).ru_minflt
     for _ in range(rounds):
         np.ones(BLOCK // 8)
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+    return resource.getrusage(who).ru_minflt - before
 
 
 def resident() -> int:

@@ -85,17 +85,37 @@ def series_labels(samples: "pl.DataFrame | Usage", query: str, labels: list[str]
     )
 
 
+EXACT_UNITS = 2.0**40  # a sample value in units of 2^-40 (~1e-12), exactly: scaling a float by a power of two is exact
+
+
 def query_sums(samples: "pl.DataFrame | Usage", query: str, keys: list[str]) -> pl.DataFrame:
     """A query's sample values summed per ``keys`` (label names and/or ``timestamp``), streamed: a
-    driver that needs namespaces × steps never holds the query's samples (11.5 M for 20,000 pods' requests)."""
+    driver that needs namespaces × steps never holds the query's samples (11.5 M for 20,000 pods' requests).
+
+    Summed exactly, as 128-bit integers of :data:`EXACT_UNITS`, so a rerun gets the same sums and so
+    the same pool shares: the streaming engine adds a group's partial sums in the order its threads
+    finish, and floats added in another order differ in their last bits (the bench's 20,000 pods: 2,203
+    of 2,880 sums per namespace and step differed from one run to the next, by up to 1e-11). A value
+    beyond 2^87 (~1.5e26) does not fit: the query is then summed as floats. Samples are grouped by a
+    number per distinct combination of the labels, joined back after: 0.21-0.28 s instead of 0.46-0.54 s."""
     usage = Usage.of(samples)
     labels = [k for k in keys if k != "timestamp"]
+    per_series = series_labels(usage, query, labels)
+    combos = per_series.select(labels).unique(maintain_order=True).with_row_index("_combo") if labels else None
     points = usage.points.lazy().filter(pl.col("query") == query).select("series", "timestamp", "value")
-    return (
-        points.join(series_labels(usage, query, labels).lazy(), on="series", how="left")
-        .group_by(keys).agg(pl.col("value").sum())
-        .collect(engine="streaming")
-    )
+    if combos is not None:
+        points = points.join(per_series.join(combos, on=labels, how="left", nulls_equal=True).select("series", "_combo").lazy(),
+                             on="series", how="left")
+    by = [*(["_combo"] if labels else []), *(["timestamp"] if "timestamp" in keys else [])]
+    units = (pl.col("value") * EXACT_UNITS).cast(pl.Int128, strict=False)
+    sums = points.group_by(by).agg(units.sum().alias("_units"), units.is_null().sum().alias("_beyond"), pl.col("value").sum())
+    sums = sums.collect(engine="streaming")
+    if not sums["_beyond"].sum():
+        sums = sums.with_columns(value=pl.col("_units").cast(pl.Float64) / EXACT_UNITS)
+    sums = sums.drop("_units", "_beyond")
+    if combos is not None:
+        sums = sums.join(combos, on="_combo", how="left")
+    return sums.select(*keys, "value")
 
 
 def query_series(samples: "pl.DataFrame | Usage", query: str, labels: list[str]) -> pl.DataFrame:
