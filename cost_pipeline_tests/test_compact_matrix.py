@@ -86,6 +86,8 @@ ELSEWISE = {  # bodies the split leaves to the converter (or, failing that, the 
     "a null pair": lambda r: _body([{**r[0], "values": [None, [T0, "1"]]}, *r[1:]]),
     "a value with a space": lambda r: _body([{**r[0], "values": [[T0, " 1"]]}, *r[1:]]),
     "an empty value": lambda r: _body([{**r[0], "values": [[T0, ""]]}, *r[1:]]),
+    "a value holding the samples' cut": lambda r: _body([{**r[0], "values": [[T0, "1],[2"], [T0 + 1, "3"]]}, *r[1:]]),
+    "a value holding a quote": lambda r: _body([{**r[0], "values": [[T0, '1"'], [T0 + 1, "3"]]}, *r[1:]]),
 }
 
 
