@@ -37,11 +37,11 @@ def _lines(result: list[dict], separators=COMPACT) -> bytes:
     return b"".join(json.dumps(s, separators=separators).encode() + b"\n" for s in result)
 
 
-def _staged(tmp_path, name: str, data: bytes, stream_above: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+def _staged(tmp_path, name: str, data: bytes, stream_above: int, how: dict | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
     path = tmp_path / name
     path.write_bytes(data)
     query = name.split(".")[0]
-    points, series = stage_local_extracts([Extract(query, path, str(path), len(data))], DAY, tmp_path / f"work-{stream_above}", stream_above)
+    points, series = stage_local_extracts([Extract(query, path, str(path), len(data))], DAY, tmp_path / f"work-{stream_above}", stream_above, how)
     return points.collect().sort("series", "timestamp"), series.sort("series")
 
 
@@ -65,7 +65,9 @@ def test_a_body_as_prometheus_writes_it_is_split_into_every_sample_of_the_day_wi
     assert set(points["query"]) == {"q"} and set(points["date"]) == {DAY}
     assert [json.loads(t) for t in whole["labels"]] == [[{"key": k, "value": s["metric"][k]} for k in sorted(s["metric"])] for s in result]
     # staged the same streamed (split) as in memory, and as the converter's series lines would give
-    streamed, in_memory = _staged(tmp_path, f"q.{form}", data, 0), _staged(tmp_path, f"q.{form}", data, 2**40)
+    how = {}
+    streamed, in_memory = _staged(tmp_path, f"q.{form}", data, 0, how), _staged(tmp_path, f"q.{form}", data, 2**40)
+    assert how == {"q": "split"}
     assert streamed[0].equals(in_memory[0]) and streamed[1].equals(in_memory[1])
     assert streamed[0].height == len(in_day) and streamed[0]["value"].sum() == sum(v for _, _, v in in_day)
     assert streamed[1]["labels"].to_list()[:len(HOSTILE)] == [
@@ -107,8 +109,11 @@ def test_a_body_laid_out_otherwise_is_left_to_the_converter_and_staged_as_in_mem
         with pytest.raises(InputError, match=str(error).split(": ", 1)[1][:40].replace("(", r"\(").replace("[", r"\[")):
             _staged(tmp_path, "q.json", data, 0)
         return
-    streamed = _staged(tmp_path, "q.json", data, 0)
+    how = {}
+    streamed = _staged(tmp_path, "q.json", data, 0, how)
     assert streamed[0].equals(in_memory[0]) and streamed[1].equals(in_memory[1])
+    converted = ("spaced", "indented", "keys reordered", "values first", "a warning after the data")
+    assert how["q"] == ("converted to series lines" if shape in converted else "in memory")
 
 
 def test_a_timestamp_in_quotes_is_read_as_in_memory(tmp_path):

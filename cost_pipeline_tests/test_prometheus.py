@@ -125,8 +125,13 @@ def test_a_day_in_windows_is_archived_window_by_window_and_staged_the_same_strea
             root.mkdir()
             usage = {"prometheus_url": url, "step_seconds": 5, "queries": {n: n for n in names}, "stream_documents_above_mb": stream_mb}
             config = write_config(root, sample_dir, usage=usage)
-            assert _run(config, dg.DagsterInstance.ephemeral(), START, START).success
+            instance = dg.DagsterInstance.ephemeral()
+            assert _run(config, instance, START, START).success
             runs[name] = config
+            # the UI says how each query's answer was read: split as Prometheus wrote it, or in memory
+            record = instance.fetch_materializations(dg.AssetKey("usage"), limit=1).records[0]
+            read = record.event_log_entry.asset_materialization.metadata["extracts_read"].value
+            assert read == {n: "split" if name == "streamed" else "in memory" for n in names}
     archive = tmp_path / "streamed" / "lake" / "usage_raw" / f"date={START}"
     assert sorted(p.name for p in archive.iterdir()) == sorted(f"{n}.json{end}" for n in names for end in (".part-000", ".part-001", ".parts"))
     # Prometheus writes its answers as the streamed path splits them (lib/compact_matrix.py), not for the converter
