@@ -47,7 +47,7 @@ from cost_pipeline.lib.attribution import allocate_day, attribute_lake_day
 from cost_pipeline.lib.billing.amortize import CHARGE_CATEGORY
 from cost_pipeline.lib.billing.columns import in_days
 from cost_pipeline.lib.billing.cur2 import normalize_cur2
-from cost_pipeline.lib.billing.fingerprint import IGNORED, content_hash, fingerprint_parts
+from cost_pipeline.lib.billing.fingerprint import IGNORED, content_hash, day_fingerprint, fingerprint_parts
 from cost_pipeline.lib.billing.map_hashes import hashed_tags
 from cost_pipeline.lib.billing.write_day import LINES_PARQUET, ingest_days
 from cost_pipeline.lib.compliance import compliance_breakdown, summary_from_sums
@@ -353,13 +353,15 @@ def day_benchmark(out: Path, lines_per_day: int, pods: int, step: int, repeat: i
     direct = meter.run("direct attribution (tags, no pools)", direct_attribution, repeat)
     pools = settings.allocation.pools
 
-    def usage():  # as the asset: each extract's samples staged, the day sunk from them, the series' labels written
+    def usage():  # as the asset: each extract's samples staged, the day sunk from them, the series' labels written,
+        # and the day's fingerprint (its data version) read back from the written day
         with lake.staging("usage") as staging, lake.staging("usage_series") as series_staging:
             points, series = stage_extracts(out / "usage", START, staging.folder / "extracts", stream_above=stream_above)
             staging.write_day(START, points)
             series_staging.write_day(START, series)
+            day_fingerprint(staging.scan(START)), day_fingerprint(series)
 
-    meter.run(f"usage: parse extracts, write usage ({usage_samples:,} pod samples; documents above {stream_above / 2**20:g} MB streamed)", usage, repeat)
+    meter.run(f"usage: parse extracts, write usage and its fingerprint ({usage_samples:,} pod samples; documents above {stream_above / 2**20:g} MB streamed)", usage, repeat)
 
     def attribution():  # as the asset: sums per combination classified, the quarantine's lines sunk
         attributed = attribute_lake_day(lake, START, settings.tagging, pools)
