@@ -359,7 +359,8 @@ def day_benchmark(out: Path, lines_per_day: int, pods: int, step: int, repeat: i
             points, series = stage_extracts(out / "usage", START, staging.folder / "extracts", stream_above=stream_above)
             staging.write_day(START, points)
             series_staging.write_day(START, series)
-            day_fingerprint(staging.scan(START)), day_fingerprint(series)
+            day_fingerprint(staging.scan(START))
+            day_fingerprint(series)
 
     meter.run(f"usage: parse extracts, write usage and its fingerprint ({usage_samples:,} pod samples; documents above {stream_above / 2**20:g} MB streamed)", usage, repeat)
 

@@ -297,6 +297,12 @@ def test_a_converter_that_fails_names_the_file(tmp_path):
     with pytest.raises(RuntimeError, match=rf"{missing}: writing its series one per line failed: FileNotFoundError"):
         convert_document(missing, tmp_path / "gone.lines")
     assert not (tmp_path / "gone.lines").exists()
+    # a body the split cannot read either goes to the converter, which names it
+    from cost_pipeline.lib.extracts import split_or_convert
+
+    with pytest.raises(RuntimeError, match=rf"{missing}: writing its series one per line failed: FileNotFoundError"):
+        split_or_convert(missing, tmp_path / "gone.lines", tmp_path / "gone.samples", "q", DAY, False)
+    assert not (tmp_path / "gone.lines").exists() and not (tmp_path / "gone.samples").exists()
 
 
 @pytest.mark.parametrize("form", ["json", "ndjson"])

@@ -35,7 +35,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from cost_pipeline.lib.series_lines import labels_text
-from cost_pipeline.lib.usage import POINTS_SCHEMA
+from cost_pipeline.lib.usage import POINTS_SCHEMA, of_day
 
 HEAD = b'{"status":"success","data":{"resultType":"matrix","result":['
 END = b"]}}"
@@ -57,16 +57,17 @@ def split_body(path: Path, samples: Path, query: str, day: dt.date, lines: bool 
     line): their labels returned (``line``, the series' position; ``labels``, as the converter writes
     them), their samples of ``day`` written to ``samples`` as ``query``'s (``POINTS_SCHEMA``, ``series``
     the position; outside the UTC day, NaN and ±Inf dropped, as every reader does). None, and no file,
-    for anything else (module docstring)."""
-    start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC).timestamp()
-    kept = ((pl.col("timestamp") >= start) & (pl.col("timestamp") < start + 86400) & pl.col("value").is_finite(), pl.lit(day), pl.lit(query))
+    for anything else (module docstring), or a body that cannot be read (the converter then names why)."""
     try:
         with path.open("rb") as body, pq.ParquetWriter(samples, pl.DataFrame(schema=POINTS_SCHEMA).to_arrow().schema) as writer:
             labels: list[str] = []
             for chunk in _chunks(body, lines, chunk_bytes):
-                labels += _chunk(chunk, len(labels), BETWEEN[lines], kept, writer)
+                chunk_labels, points = _chunk(chunk, len(labels), BETWEEN[lines])
+                labels += chunk_labels
+                if points is not None:
+                    writer.write_table(points.filter(of_day(day)).select(pl.lit(day).alias("date"), pl.lit(query).alias("query"), *points.columns).to_arrow())
         return pl.DataFrame({"line": range(len(labels)), "labels": labels}, schema={"line": pl.Int64, "labels": pl.String})
-    except (_NotCompact, pl.exceptions.PolarsError, orjson.JSONDecodeError):  # e.g. a CSV line of three fields
+    except (_NotCompact, pl.exceptions.PolarsError, orjson.JSONDecodeError, OSError):  # e.g. a CSV line of three fields
         samples.unlink(missing_ok=True)
         return None
 
@@ -103,8 +104,9 @@ def _chunks(body: BinaryIO, lines: bool, chunk_bytes: int) -> Iterator[bytes]:
         carry = data[cut + 2:]  # past the comma (or newline) between two series
 
 
-def _chunk(chunk: bytes, first: int, between: bytes, kept: tuple[pl.Expr, ...], writer: pq.ParquetWriter) -> list[str]:
-    """One chunk's series: labels returned, samples ``kept`` written (series numbered from ``first``)."""
+def _chunk(chunk: bytes, first: int, between: bytes) -> tuple[list[str], pl.DataFrame | None]:
+    """One chunk's series: their labels, and their samples (``series``, ``timestamp``, ``value``; series
+    numbered from ``first``), None if none has any."""
     labels, texts, counts = [], [], []
     at = 0
     while at < len(chunk):
@@ -127,16 +129,15 @@ def _chunk(chunk: bytes, first: int, between: bytes, kept: tuple[pl.Expr, ...], 
         else:
             raise _NotCompact
         at = stop + 1
-    if texts:
-        csv = b"\n".join(texts).replace(SAMPLE, b"\n")  # t,"v" per line
-        if csv.translate(None, KEPT):  # a bracket, brace, backslash or space left: not [number, "value"] pairs
-            raise _NotCompact
-        # a quoted value is read as the number Polars casts its text to (the converter's path; no text
-        # of these characters is read otherwise), a value that is no number fails the read
-        read = pl.read_csv(csv, has_header=False, new_columns=["t", "value"], schema={"t": pl.String, "value": pl.Float64})
-        if read.height != sum(counts) or read["value"].null_count() or not read.select(pl.col("t").str.contains(NUMBER).all()).item():
-            raise _NotCompact  # a timestamp that is no JSON number, or a missing value: the converter's path names it
-        out = read.select(pl.Series("series", np.repeat(np.arange(first, first + len(counts), dtype=np.int64), counts)),
-                          pl.col("t").cast(pl.Float64).alias("timestamp"), "value")
-        writer.write_table(out.filter(kept[0]).select(kept[1].alias("date"), kept[2].alias("query"), *out.columns).to_arrow())
-    return labels
+    if not texts:
+        return labels, None
+    csv = b"\n".join(texts).replace(SAMPLE, b"\n")  # t,"v" per line
+    if csv.translate(None, KEPT):  # a bracket, brace, backslash or space left: not [number, "value"] pairs
+        raise _NotCompact
+    # a quoted value is read as the number Polars casts its text to (the converter's path; no text
+    # of these characters is read otherwise), a value that is no number fails the read
+    read = pl.read_csv(csv, has_header=False, new_columns=["t", "value"], schema={"t": pl.String, "value": pl.Float64})
+    if read.height != sum(counts) or read["value"].null_count() or not read.select(pl.col("t").str.contains(NUMBER).all()).item():
+        raise _NotCompact  # a timestamp that is no JSON number, or a missing value: the converter's path names it
+    return labels, read.select(pl.Series("series", np.repeat(np.arange(first, first + len(counts), dtype=np.int64), counts)),
+                               pl.col("t").cast(pl.Float64).alias("timestamp"), "value")

@@ -35,7 +35,7 @@ from cost_pipeline.lib.compact_matrix import split_body
 from cost_pipeline.lib.errors import InputError
 from cost_pipeline.lib.memory import reusing_freed_memory
 from cost_pipeline.lib.storage import Storage
-from cost_pipeline.lib.usage import POINTS_SCHEMA, SAMPLES_SCHEMA, SERIES_SCHEMA, empty_parts, join_parts
+from cost_pipeline.lib.usage import POINTS_SCHEMA, SAMPLES_SCHEMA, SERIES_SCHEMA, empty_parts, join_parts, of_day
 
 _ENTRIES = pl.List(pl.Struct({"key": pl.String, "value": pl.String}))  # a labels map's physical form
 
@@ -178,12 +178,11 @@ def sink_series_lines(bodies: list[SplitBody | Path], query: str, day: dt.date, 
     else:
         labels, values = (frame.with_columns(series=pl.col("line")) for frame in (labels, values))
     samples = values.select(pl.col("series").cast(pl.Int64), "timestamp", "value")
-    start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC).timestamp()
     bad = target.with_name(target.name + ".bad")  # not *.parquet: never another query's samples (a query named "x.bad")
     try:
         # the samples and the first bad one (if any) in one pass; more sinks on the same scan made it 1.7x slower
         pl.collect_all([
-            samples.filter((pl.col("timestamp") >= start) & (pl.col("timestamp") < start + 86400) & pl.col("value").is_finite())
+            samples.filter(of_day(day))
             .with_columns(date=pl.lit(day), query=pl.lit(query)).select(list(POINTS_SCHEMA)).sink_parquet(target, lazy=True),
             samples.filter(pl.col("timestamp").is_null() | pl.col("value").is_null()).head(1).sink_parquet(bad, lazy=True),
         ], engine="streaming")
@@ -253,8 +252,7 @@ def _series_parts(series: pl.DataFrame, query: str, day: dt.date, source: str) -
     if points.select(pl.any_horizontal(pl.col("timestamp", "value").is_null()).any()).item():
         bad = _pairs(exploded, raw=True).filter(pl.col("timestamp").is_null() | pl.col("value").is_null()).head(1).collect()
         raise InputError(source, f"series {bad['series'][0]}: bad sample {bad['values'][0].to_list()!r}")
-    start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC).timestamp()
-    kept = points.filter((pl.col("timestamp") >= start) & (pl.col("timestamp") < start + 86400) & pl.col("value").is_finite())
+    kept = points.filter(of_day(day))
     return kept.with_columns(date=pl.lit(day), query=pl.lit(query)).select(list(POINTS_SCHEMA)), labels
 
 

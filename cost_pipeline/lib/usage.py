@@ -26,6 +26,12 @@ POINTS_SCHEMA = {k: v for k, v in SAMPLES_SCHEMA.items() if k != "labels"}
 SERIES_SCHEMA = {k: SAMPLES_SCHEMA[k] for k in ("date", "query", "series", "labels")}
 
 
+def of_day(day: dt.date) -> pl.Expr:
+    """The samples a day keeps, whichever reader parsed them: inside the UTC day, NaN and ±Inf dropped."""
+    start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC).timestamp()
+    return (pl.col("timestamp") >= start) & (pl.col("timestamp") < start + 86400) & pl.col("value").is_finite()
+
+
 def empty_parts() -> tuple[pl.DataFrame, pl.DataFrame]:
     return pl.DataFrame(schema=POINTS_SCHEMA), pl.DataFrame(schema=SERIES_SCHEMA)
 
