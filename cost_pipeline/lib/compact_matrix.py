@@ -48,6 +48,12 @@ NUMBER = r"^-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?$"  # a JSON num
 CHUNK_BYTES = 16 << 20  # whole series read at a time (20,000 pods' 282 MB body: 18 chunks, 0.3 GiB)
 
 
+# the staged samples, read once (by the day's sink): no statistics, and dictionaries only where a
+# body repeats values (PyArrow's default tried one for every column: 1.2 s of 1.3 M samples' writes
+# -> 0.9 s for the 282 MB body)
+STAGED = {"use_dictionary": ["date", "query", "timestamp"], "write_statistics": False}
+
+
 class _NotCompact(Exception):
     """The body is not laid out as Prometheus writes it: the caller takes the converter's path."""
 
@@ -59,10 +65,10 @@ def split_body(path: Path, samples: Path, query: str, day: dt.date, lines: bool 
     the position; outside the UTC day, NaN and ±Inf dropped, as every reader does). None, and no file,
     for anything else (module docstring), or a body that cannot be read (the converter then names why)."""
     try:
-        with path.open("rb") as body, pq.ParquetWriter(samples, pl.DataFrame(schema=POINTS_SCHEMA).to_arrow().schema) as writer:
+        with path.open("rb") as body, pq.ParquetWriter(samples, pl.DataFrame(schema=POINTS_SCHEMA).to_arrow().schema, **STAGED) as writer:
             labels: list[str] = []
-            for chunk in _chunks(body, lines, chunk_bytes):
-                chunk_labels, points = _chunk(chunk, len(labels), BETWEEN[lines])
+            for chunk, end in _chunks(body, lines, chunk_bytes):
+                chunk_labels, points = _chunk(chunk, end, len(labels), BETWEEN[lines])
                 labels += chunk_labels
                 if points is not None:
                     writer.write_table(points.filter(of_day(day)).select(pl.lit(day).alias("date"), pl.lit(query).alias("query"), *points.columns).to_arrow())
@@ -72,8 +78,9 @@ def split_body(path: Path, samples: Path, query: str, day: dt.date, lines: bool 
         return None
 
 
-def _chunks(body: BinaryIO, lines: bool, chunk_bytes: int) -> Iterator[bytes]:
-    """``body``'s series region cut after whole series, about ``chunk_bytes`` at a time (read, not
+def _chunks(body: BinaryIO, lines: bool, chunk_bytes: int) -> Iterator[tuple[bytearray, int]]:
+    """``body``'s series region cut after whole series, about ``chunk_bytes`` at a time, as (a buffer,
+    the chunk's end in it), the buffer valid until the next chunk (read, not
     mapped: a mapped body's pages counted in the process' memory, 0.3 GiB more for a 282 MB body)."""
     last = max(0, body.seek(0, os.SEEK_END) - 256)
     body.seek(last)
@@ -89,29 +96,35 @@ def _chunks(body: BinaryIO, lines: bool, chunk_bytes: int) -> Iterator[bytes]:
     if body.read(len(METRIC)) != METRIC or not tail.endswith(b"}"):
         raise _NotCompact
     body.seek(start)
-    between, carry = BETWEEN[lines], b""
+    # one buffer for every chunk, read into (a new block for each read, joined to the series cut off
+    # before it, then cut again: 0.27 s of copies for the 282 MB body)
+    between, buffer, held = BETWEEN[lines], bytearray(), 0  # held: the start of a series cut off at the buffer's start
     while start < end:
-        block = body.read(min(chunk_bytes, end - start))
-        if not block:
+        size = held + min(chunk_bytes, end - start)
+        if len(buffer) < size:
+            buffer.extend(bytes(size - len(buffer)))
+        with memoryview(buffer) as view:
+            read = body.readinto(view[held:size])
+        if not read:
             raise _NotCompact  # the file changed while it was read
-        start += len(block)
-        data = carry + block
-        cut = len(data) - 1 if start >= end else data.rfind(between)
+        start, size = start + read, held + read
+        cut = size - 1 if start >= end else buffer.rfind(between, 0, size)
         if cut < 0:  # a series longer than the chunk: read on
-            carry = data
+            held = size
             continue
-        yield data[:cut + 1]
-        carry = data[cut + 2:]  # past the comma (or newline) between two series
+        yield buffer, cut + 1
+        held = size - cut - 2  # past the comma (or newline) between two series
+        buffer[:held] = buffer[cut + 2:size]
 
 
-def _chunk(chunk: bytes, first: int, between: bytes) -> tuple[list[str], pl.DataFrame | None]:
-    """One chunk's series: their labels, and their samples (``series``, ``timestamp``, ``value``; series
-    numbered from ``first``), None if none has any."""
+def _chunk(chunk: bytearray, end: int, first: int, between: bytes) -> tuple[list[str], pl.DataFrame | None]:
+    """The series of ``chunk[:end]``: their labels, and their samples (``series``, ``timestamp``,
+    ``value``; series numbered from ``first``), None if none has any."""
     labels, texts, counts = [], [], []
     at = 0
-    while at < len(chunk):
-        cut = chunk.find(between, at)
-        stop = len(chunk) if cut < 0 else cut + 1  # the series is chunk[at:stop], '{"metric":...}'
+    while at < end:
+        cut = chunk.find(between, at, end)
+        stop = end if cut < 0 else cut + 1  # the series is chunk[at:stop], '{"metric":...}'
         split = chunk.find(VALUES, at, stop)
         if not chunk.startswith(METRIC, at) or split < 0:
             raise _NotCompact
@@ -124,20 +137,21 @@ def _chunk(chunk: bytes, first: int, between: bytes) -> tuple[list[str], pl.Data
             counts.append(0)
         elif chunk.startswith(b"[[", values) and chunk.startswith(b"]]}", stop - 3) and stop - values > 5:
             text = chunk[values + 2:stop - 3]  # t,"v"],[t,"v"],...,[t,"v"
-            texts.append(text)
-            counts.append(text.count(SAMPLE) + 1)
+            texts.append(text.replace(SAMPLE, b"\n"))  # t,"v" per line; each cut 2 bytes shorter: counted so
+            counts.append((len(text) - len(texts[-1])) // 2 + 1)
         else:
             raise _NotCompact
         at = stop + 1
     if not texts:
         return labels, None
-    csv = b"\n".join(texts).replace(SAMPLE, b"\n")  # t,"v" per line
+    csv = b"\n".join(texts)
     if csv.translate(None, KEPT):  # a bracket, brace, backslash or space left: not [number, "value"] pairs
         raise _NotCompact
     # a quoted value is read as the number Polars casts its text to (the converter's path; no text
     # of these characters is read otherwise), a value that is no number fails the read
     read = pl.read_csv(csv, has_header=False, new_columns=["t", "value"], schema={"t": pl.String, "value": pl.Float64})
-    if read.height != sum(counts) or read["value"].null_count() or not read.select(pl.col("t").str.contains(NUMBER).all()).item():
+    # (each distinct timestamp checked once: a day has a few hundred steps)
+    if read.height != sum(counts) or read["value"].null_count() or not read.select(pl.col("t").unique().str.contains(NUMBER).all()).item():
         raise _NotCompact  # a timestamp that is no JSON number, or a missing value: the converter's path names it
     return labels, read.select(pl.Series("series", np.repeat(np.arange(first, first + len(counts), dtype=np.int64), counts)),
                                pl.col("t").cast(pl.Float64).alias("timestamp"), "value")
