@@ -47,12 +47,12 @@ from cost_pipeline.lib.attribution import allocate_day, attribute_lake_day
 from cost_pipeline.lib.billing.amortize import CHARGE_CATEGORY
 from cost_pipeline.lib.billing.columns import in_days
 from cost_pipeline.lib.billing.cur2 import normalize_cur2
-from cost_pipeline.lib.billing.fingerprint import IGNORED, content_hash, day_fingerprint, fingerprint_parts
+from cost_pipeline.lib.billing.fingerprint import IGNORED, content_hash, day_fingerprint, fingerprint_parts, sink_fingerprinted
 from cost_pipeline.lib.billing.map_hashes import hashed_tags
 from cost_pipeline.lib.billing.write_day import LINES_PARQUET, ingest_days
 from cost_pipeline.lib.compliance import compliance_breakdown, summary_from_sums
 from cost_pipeline.lib.extracts import stage_extracts
-from cost_pipeline.lib.lake import Lake
+from cost_pipeline.lib.lake import PARQUET, Lake
 from cost_pipeline.lib.reports import team_daily_costs
 from cost_pipeline.lib.storage import Storage
 from cost_pipeline.sample import org
@@ -353,13 +353,12 @@ def day_benchmark(out: Path, lines_per_day: int, pods: int, step: int, repeat: i
     direct = meter.run("direct attribution (tags, no pools)", direct_attribution, repeat)
     pools = settings.allocation.pools
 
-    def usage():  # as the asset: each extract's samples staged, the day sunk from them, the series' labels written,
-        # and the day's fingerprint (its data version) read back from the written day
+    def usage():  # as the asset: each extract's samples staged, the day sunk from them with its fingerprint (its
+        # data version), the series' labels written
         with lake.staging("usage") as staging, lake.staging("usage_series") as series_staging:
             points, series = stage_extracts(out / "usage", START, staging.folder / "extracts", stream_above=stream_above)
-            staging.write_day(START, points)
+            sink_fingerprinted(points, staging.reserve(START)[0], **PARQUET)
             series_staging.write_day(START, series)
-            day_fingerprint(staging.scan(START))
             day_fingerprint(series)
 
     meter.run(f"usage: parse extracts, write usage and its fingerprint ({usage_samples:,} pod samples; documents above {stream_above / 2**20:g} MB streamed)", usage, repeat)

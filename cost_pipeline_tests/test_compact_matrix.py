@@ -51,18 +51,17 @@ def test_a_body_as_prometheus_writes_it_is_split_into_every_sample_of_the_day_wi
     data = _body(result) if form == "json" else _lines(result)
     (tmp_path / "body").write_bytes(data)
     # taken by the split, in chunks of a few series or all at once, with the same samples
-    whole = split_body(tmp_path / "body", tmp_path / "whole.parquet", "q", DAY, lines=form == "ndjson")
+    whole = split_body(tmp_path / "body", tmp_path / "whole.arrow", DAY, lines=form == "ndjson")
     assert whole is not None
     for chunk_bytes in (977, 3000, 20_011):  # series of ~7 KB: chunks shorter and longer than one
-        small = split_body(tmp_path / "body", tmp_path / "small.parquet", "q", DAY, lines=form == "ndjson", chunk_bytes=chunk_bytes)
+        small = split_body(tmp_path / "body", tmp_path / "small.arrow", DAY, lines=form == "ndjson", chunk_bytes=chunk_bytes)
         assert small is not None and whole.equals(small)
-        assert pl.read_parquet(tmp_path / "whole.parquet").equals(pl.read_parquet(tmp_path / "small.parquet"))
+        assert pl.read_ipc(tmp_path / "whole.arrow").equals(pl.read_ipc(tmp_path / "small.arrow"))
     # by hand: each sample inside the UTC day whose value is a finite number, and the series' labels in order
     in_day = [(i, float(t), float(v)) for i, s in enumerate(result) for t, v in s["values"]
               if T0 <= t < T0 + 86400 and v not in ("NaN", "+Inf", "-Inf")]
-    points = pl.read_parquet(tmp_path / "whole.parquet")
-    assert points.select("series", "timestamp", "value").rows() == in_day
-    assert set(points["query"]) == {"q"} and set(points["date"]) == {DAY}
+    points = pl.read_ipc(tmp_path / "whole.arrow")
+    assert points.columns == ["series", "timestamp", "value"] and points.rows() == in_day
     assert [json.loads(t) for t in whole["labels"]] == [[{"key": k, "value": s["metric"][k]} for k in sorted(s["metric"])] for s in result]
     # staged the same streamed (split) as in memory, and as the converter's series lines would give
     how = {}
@@ -72,7 +71,7 @@ def test_a_body_as_prometheus_writes_it_is_split_into_every_sample_of_the_day_wi
     assert streamed[0].height == len(in_day) and streamed[0]["value"].sum() == sum(v for _, _, v in in_day)
     assert streamed[1]["labels"].to_list()[:len(HOSTILE)] == [
         {k: v for k, v in s["metric"].items() if k != "__name__"} for s in result[:len(HOSTILE)]]
-    assert [p.name for p in (tmp_path / "work-0").iterdir()] == ["q.parquet"]  # no samples or lines left beside it
+    assert [p.name for p in (tmp_path / "work-0").iterdir()] == ["q.arrow"]  # staged as split, no lines left beside it
 
 
 ELSEWISE = {  # bodies the split leaves to the converter (or, failing that, the in-memory reader)
@@ -98,7 +97,7 @@ def test_a_body_laid_out_otherwise_is_left_to_the_converter_and_staged_as_in_mem
     result = _result(12)
     data = ELSEWISE[shape](result)
     (tmp_path / "body.json").write_bytes(data)
-    assert split_body(tmp_path / "body.json", tmp_path / "s.parquet", "q", DAY) is None and not (tmp_path / "s.parquet").exists()
+    assert split_body(tmp_path / "body.json", tmp_path / "s.arrow", DAY) is None and not (tmp_path / "s.arrow").exists()
     if shape == "a third field":  # the converter reads the pairs and leaves the field (the in-memory reader refuses it)
         streamed = _staged(tmp_path, "q.json", data, 0)
         assert streamed[0]["value"].sum() == sum(float(v) for s in result for t, v in s["values"] if T0 <= t < T0 + 86400 and v[-1].isdigit())
@@ -121,7 +120,7 @@ def test_a_timestamp_in_quotes_is_read_as_in_memory(tmp_path):
     result[1]["values"] = [[str(int(T0) + 60), "2.5"], [T0 + 120, "1"]]
     data = _body(result)
     (tmp_path / "body.json").write_bytes(data)
-    assert split_body(tmp_path / "body.json", tmp_path / "s.parquet", "q", DAY) is not None
+    assert split_body(tmp_path / "body.json", tmp_path / "s.arrow", DAY) is not None
     streamed, in_memory = _staged(tmp_path, "q.json", data, 0), _staged(tmp_path, "q.json", data, 2**40)
     assert streamed[0].equals(in_memory[0]) and streamed[0].filter(pl.col("series") == 1)["value"].to_list() == [2.5, 1.0]
 
@@ -143,7 +142,7 @@ def test_an_invalid_json_number_is_not_read_as_a_timestamp(tmp_path):
     """``01`` is no JSON number: the split refuses the body, and the readers name it as not JSON."""
     data = _body(_result(6)).replace(b"[[%d," % (int(T0) - 300), b"[[0%d," % (int(T0) - 300), 1)
     (tmp_path / "q.json").write_bytes(data)
-    assert split_body(tmp_path / "q.json", tmp_path / "s.parquet", "q", DAY) is None
+    assert split_body(tmp_path / "q.json", tmp_path / "s.arrow", DAY) is None
     with pytest.raises(InputError, match="q.json: not a JSON object"):
         _staged(tmp_path, "q.json", data, 0)
 
@@ -173,7 +172,7 @@ def test_values_are_read_as_in_memory_whatever_their_spelling(tmp_path):
         result = _result(6) + [{"metric": {"pod": f"v-{i}"}, "values": [[T0 + i, s]]} for i, s in enumerate(spellings)]
         data = _body(result)
         (tmp_path / "body.json").write_bytes(data)
-        assert (split_body(tmp_path / "body.json", tmp_path / "s.parquet", "q", DAY) is not None) is split
+        assert (split_body(tmp_path / "body.json", tmp_path / "s.arrow", DAY) is not None) is split
         streamed, in_memory = _staged(tmp_path, "q.json", data, 0), _staged(tmp_path, "q.json", data, 2**40)
         assert streamed[0].equals(in_memory[0])
         finite = {6 + i: float(s) for i, s in enumerate(spellings) if "n" not in s.lower()}  # inf and nan dropped

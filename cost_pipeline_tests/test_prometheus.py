@@ -138,7 +138,7 @@ def test_a_day_in_windows_is_archived_window_by_window_and_staged_the_same_strea
     from cost_pipeline.lib.compact_matrix import split_body
 
     for part in sorted(archive.glob("*.part-*")):
-        assert split_body(part, tmp_path / "split.parquet", "q", START) is not None, part.name
+        assert split_body(part, tmp_path / "split.arrow", START) is not None, part.name
 
     def usage(root):
         day = f"date={START}"

@@ -247,8 +247,8 @@ def test_a_large_document_is_streamed_into_the_same_samples_and_labels(tmp_path)
 
     lines = convert_document(folder / "requests.json", tmp_path / "requests.lines")
     assert lines is not None and len(lines.read_bytes().splitlines()) == len(result)
-    labels = sink_series_lines([lines], "requests", DAY, tmp_path / "requests.parquet")
-    assert pl.read_parquet(tmp_path / "requests.parquet").sort("series", "timestamp").equals(in_memory[0].filter(pl.col("query") == "requests"))
+    labels, staged = sink_series_lines([lines], "requests", DAY, tmp_path / "requests.parquet")
+    assert staged == tmp_path / "requests.parquet" and pl.read_parquet(staged).sort("series", "timestamp").equals(in_memory[0].filter(pl.col("query") == "requests"))
     assert labels.sort("series").equals(in_memory[1].filter(pl.col("query") == "requests"))
 
 
@@ -301,7 +301,7 @@ def test_a_converter_that_fails_names_the_file(tmp_path):
     from cost_pipeline.lib.extracts import split_or_convert
 
     with pytest.raises(RuntimeError, match=rf"{missing}: writing its series one per line failed: FileNotFoundError"):
-        split_or_convert(missing, tmp_path / "gone.lines", tmp_path / "gone.samples", "q", DAY, False)
+        split_or_convert(missing, tmp_path / "gone.lines", tmp_path / "gone.samples", DAY, False)
     assert not (tmp_path / "gone.lines").exists() and not (tmp_path / "gone.samples").exists()
 
 

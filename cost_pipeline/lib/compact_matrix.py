@@ -32,10 +32,10 @@ from typing import BinaryIO
 import numpy as np
 import orjson
 import polars as pl
-import pyarrow.parquet as pq
+import pyarrow as pa
 
 from cost_pipeline.lib.series_lines import labels_text
-from cost_pipeline.lib.usage import POINTS_SCHEMA, of_day
+from cost_pipeline.lib.usage import of_day
 
 HEAD = b'{"status":"success","data":{"resultType":"matrix","result":['
 END = b"]}}"
@@ -48,30 +48,31 @@ NUMBER = r"^-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?$"  # a JSON num
 CHUNK_BYTES = 16 << 20  # whole series read at a time (20,000 pods' 282 MB body: 18 chunks, 0.3 GiB)
 
 
-# the staged samples, read once (by the day's sink): no statistics, and dictionaries only where a
-# body repeats values (PyArrow's default tried one for every column: 1.2 s of 1.3 M samples' writes
-# -> 0.9 s for the 282 MB body)
-STAGED = {"use_dictionary": ["date", "query", "timestamp"], "write_statistics": False}
+# The split's samples (``series``, ``timestamp``, ``value``; the query and day are the caller's) are
+# read once, by the day's sink: staged as LZ4-compressed Arrow IPC, which writes at nearly the speed
+# of a copy, where Parquet encoded them (the 282 MB body's 11.5 M samples: 0.15 s against 0.9-1.2 s).
+SAMPLES_SCHEMA = pa.schema([("series", pa.int64()), ("timestamp", pa.float64()), ("value", pa.float64())])
+STAGED = pa.ipc.IpcWriteOptions(compression="lz4")
 
 
 class _NotCompact(Exception):
     """The body is not laid out as Prometheus writes it: the caller takes the converter's path."""
 
 
-def split_body(path: Path, samples: Path, query: str, day: dt.date, lines: bool = False, chunk_bytes: int = CHUNK_BYTES) -> pl.DataFrame | None:
+def split_body(path: Path, samples: Path, day: dt.date, lines: bool = False, chunk_bytes: int = CHUNK_BYTES) -> pl.DataFrame | None:
     """The series of the compact body at ``path`` (``lines``: of series lines, one compact series per
     line): their labels returned (``line``, the series' position; ``labels``, as the converter writes
-    them), their samples of ``day`` written to ``samples`` as ``query``'s (``POINTS_SCHEMA``, ``series``
+    them), their samples of ``day`` written to ``samples`` (Arrow IPC of :data:`SAMPLES_SCHEMA`, ``series``
     the position; outside the UTC day, NaN and ±Inf dropped, as every reader does). None, and no file,
     for anything else (module docstring), or a body that cannot be read (the converter then names why)."""
     try:
-        with path.open("rb") as body, pq.ParquetWriter(samples, pl.DataFrame(schema=POINTS_SCHEMA).to_arrow().schema, **STAGED) as writer:
+        with path.open("rb") as body, pa.OSFile(str(samples), "wb") as out, pa.ipc.new_file(out, SAMPLES_SCHEMA, options=STAGED) as writer:
             labels: list[str] = []
             for chunk, end in _chunks(body, lines, chunk_bytes):
                 chunk_labels, points = _chunk(chunk, end, len(labels), BETWEEN[lines])
                 labels += chunk_labels
                 if points is not None:
-                    writer.write_table(points.filter(of_day(day)).select(pl.lit(day).alias("date"), pl.lit(query).alias("query"), *points.columns).to_arrow())
+                    writer.write_table(points.filter(of_day(day)).to_arrow())
         return pl.DataFrame({"line": range(len(labels)), "labels": labels}, schema={"line": pl.Int64, "labels": pl.String})
     except (_NotCompact, pl.exceptions.PolarsError, orjson.JSONDecodeError, OSError):  # e.g. a CSV line of three fields
         samples.unlink(missing_ok=True)

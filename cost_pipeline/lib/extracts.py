@@ -94,16 +94,17 @@ def convert_document(path: Path, lines: Path) -> Path | None:
 @dataclass(frozen=True)
 class SplitBody:
     """A body split by :func:`lib.compact_matrix.split_body`: its series' labels, and the file holding
-    its samples of the day (``POINTS_SCHEMA``, ``series`` the series' position in the body)."""
+    its samples of the day (Arrow IPC: ``series``, the series' position in the body, ``timestamp``,
+    ``value``; see :func:`lib.compact_matrix.split_body`)."""
 
     labels: pl.DataFrame
     samples: Path
 
 
-def split_or_convert(body: Path, lines: Path, samples: Path, query: str, day: dt.date, series_lines: bool) -> SplitBody | Path | None:
+def split_or_convert(body: Path, lines: Path, samples: Path, day: dt.date, series_lines: bool) -> SplitBody | Path | None:
     """A body to be streamed, split if it is laid out as Prometheus writes it, else converted to series
     lines by :func:`convert_document` (None: neither takes it)."""
-    labels = split_body(body, samples, query, day, lines=series_lines)
+    labels = split_body(body, samples, day, lines=series_lines)
     return SplitBody(labels, samples) if labels is not None else convert_document(body, lines)
 
 
@@ -113,26 +114,27 @@ SPLIT, CONVERTED, IN_MEMORY = "split", "converted to series lines", "in memory"
 
 
 def sink_extract(extract: Extract, day: dt.date, target: Path, bodies: list[SplitBody | Path | None],
-                 how: dict[str, str] | None = None) -> pl.DataFrame:
+                 how: dict[str, str] | None = None) -> tuple[Path, pl.DataFrame]:
     """An extract parsed while streaming from its ``bodies`` (:func:`split_or_convert` of each, whose
-    files are deleted here): its samples sunk to ``target``, its series' labels returned, the same as
-    parsed in memory. If a body was taken by neither, or its lines do not read, the extract is parsed in
+    files are deleted here): its samples staged at ``target`` (or beside it, see :func:`sink_series_lines`),
+    the file and its series' labels returned, the same as parsed in memory. If a body was taken by neither, or its lines do not read, the extract is parsed in
     memory for the error naming the file and the problem (or, should it parse there after all, for its
     samples). ``how``: the way it was read, by query."""
     how = {} if how is None else how
     try:
         if None in bodies:
             raise ValueError("not series of [timestamp, value] pairs")
-        series = sink_series_lines(bodies, extract.query, day, target)
+        series, staged = sink_series_lines(bodies, extract.query, day, target)
         how[extract.query] = SPLIT if all(isinstance(b, SplitBody) for b in bodies) else CONVERTED
-        return series
+        return staged, series
     except (ValueError, pl.exceptions.PolarsError):
-        target.unlink(missing_ok=True)  # samples of an extract that then fails are never staged
+        for staged in (target, target.with_suffix(".arrow")):  # samples of an extract that then fails are never staged
+            staged.unlink(missing_ok=True)
         parse = parse_series_lines if extract.series_lines else parse_query_range_parts
         points, series = parse(extract.read(), extract.query, day, extract.source)
         points.write_parquet(target)
         how[extract.query] = IN_MEMORY
-        return series
+        return target, series
     finally:
         for body in bodies:
             if body is not None:
@@ -155,17 +157,18 @@ def parse_series_lines(raw: bytes, query: str, day: dt.date, source: str) -> tup
     return _series_parts(frame, query, day, source)
 
 
-def sink_series_lines(bodies: list[SplitBody | Path], query: str, day: dt.date, target: Path) -> pl.DataFrame:
+def sink_series_lines(bodies: list[SplitBody | Path], query: str, day: dt.date, target: Path) -> tuple[pl.DataFrame, Path]:
     """Bodies split (:class:`SplitBody`) or converted to series lines by :func:`convert_document` (a
-    file per body) parsed while streaming: their samples are sunk to ``target`` (``POINTS_SCHEMA``),
-    their labels returned. Polars' NDJSON reader holds every line's values at once (the 282 MB extract
+    file per body) parsed while streaming: their samples are sunk to ``target`` (``POINTS_SCHEMA``), or,
+    one body split, kept as the split staged them, beside it (``.arrow``, read by :func:`scan_staged`);
+    returns their labels and the file. Polars' NDJSON reader holds every line's values at once (the 282 MB extract
     of 20,000 pods: 1.7 GiB); streamed, it stays at ~0.4 GiB. Several bodies (a day's windows) are
     stitched: one series per label set, numbered in order of first appearance, as :func:`stitched_body`
     does in memory. ValueError (or Polars' error) for lines that do not read this way, e.g. a bad
     sample (the caller then parses the extract in memory, which names the problem)."""
     if len(bodies) == 1 and isinstance(bodies[0], SplitBody):  # its samples are the extract's
-        bodies[0].samples.replace(target)
-        return _labels_of_lines(bodies[0].labels.rename({"line": "series"}), query, day)
+        staged = bodies[0].samples.replace(target.with_suffix(".arrow"))
+        return _labels_of_lines(bodies[0].labels.rename({"line": "series"}), query, day), staged
     parts = [_body_parts(body) for body in bodies]
     firsts = [0, *itertools.accumulate(labels.height for labels, _ in parts)][:-1]  # each body's first line
     labels = pl.concat([labels.with_columns(pl.col("line") + first) for (labels, _), first in zip(parts, firsts, strict=True)])
@@ -190,7 +193,7 @@ def sink_series_lines(bodies: list[SplitBody | Path], query: str, day: dt.date, 
             raise ValueError("a bad sample")
     finally:
         bad.unlink(missing_ok=True)
-    return _labels_of_lines(labels, query, day)
+    return _labels_of_lines(labels, query, day), target
 
 
 def _body_parts(body: SplitBody | Path) -> tuple[pl.DataFrame, pl.LazyFrame]:
@@ -198,7 +201,7 @@ def _body_parts(body: SplitBody | Path) -> tuple[pl.DataFrame, pl.LazyFrame]:
     where a sample is bad). Each pass over series lines declares only the fields it reads: Polars'
     reader decodes every declared one."""
     if isinstance(body, SplitBody):
-        return body.labels, pl.scan_parquet(body.samples).select(pl.col("series").alias("line"), "timestamp", "value")
+        return body.labels, pl.scan_ipc(body.samples).select(pl.col("series").alias("line"), "timestamp", "value")
     # the labels first (a pass that decodes only them), then each line's samples
     labels = pl.scan_ndjson(body, schema={"labels": pl.String()}).with_row_index("line").collect(engine="streaming")
     values = pl.scan_ndjson(body, schema={"t": pl.List(pl.Float64()), "v": pl.List(pl.String())}).with_row_index("line")
@@ -336,13 +339,13 @@ def stage_local_extracts(extracts: list[Extract], day: dt.date, work: Path,
     work.mkdir(parents=True, exist_ok=True)
     how = {} if how is None else how
 
-    def parse(extract: Extract) -> tuple[Path, pl.DataFrame]:
+    def parse(extract: Extract) -> tuple[str, Path, pl.DataFrame]:
         target = work / f"{extract.query}.parquet"
         parser = parse_series_lines if extract.series_lines else parse_query_range_parts
         points, series = parser(extract.read(), extract.query, day, extract.source)
         points.write_parquet(target)
         how[extract.query] = IN_MEMORY
-        return target, series
+        return extract.query, target, series
 
     # small extracts are parsed in memory (a converter process costs ~0.1 s to start), side by side:
     # Polars' JSON readers run one on one core
@@ -355,12 +358,12 @@ def stage_local_extracts(extracts: list[Extract], day: dt.date, work: Path,
     lines = {e.query: [work / f"{e.query}.{i}.lines" for i in range(len(e.bodies))] for e in streamed}
     # (each split frees and takes again chunks of 16 MB and more: kept for reuse, not faulted in anew)
     with reusing_freed_memory(), ThreadPoolExecutor(max_workers=min(sum(map(len, lines.values())), _cores()) or 1) as writer:
-        written = {e.query: [writer.submit(split_or_convert, body, out, out.with_suffix(".samples"), e.query, day, e.series_lines)
+        written = {e.query: [writer.submit(split_or_convert, body, out, out.with_suffix(".samples"), day, e.series_lines)
                              for body, out in zip(e.bodies, lines[e.query], strict=True)] for e in streamed}
         try:
             for extract in streamed:
                 target = work / f"{extract.query}.parquet"
-                parsed.append((target, sink_extract(extract, day, target, [w.result() for w in written[extract.query]], how)))
+                parsed.append((extract.query, *sink_extract(extract, day, target, [w.result() for w in written[extract.query]], how)))
         finally:  # a bad extract: the others are not written on (nor their lines left behind)
             writer.shutdown(wait=True, cancel_futures=True)
             for path in (path for paths in lines.values() for path in paths):
@@ -368,7 +371,15 @@ def stage_local_extracts(extracts: list[Extract], day: dt.date, work: Path,
                 path.with_suffix(".samples").unlink(missing_ok=True)
     if not parsed:
         return pl.LazyFrame(schema=POINTS_SCHEMA), empty_parts()[1]
-    return pl.scan_parquet([path for path, _ in parsed]), pl.concat([series for _, series in parsed])
+    return pl.concat([scan_staged(path, query, day) for query, path, _ in parsed]), pl.concat([series for _, _, series in parsed])
+
+
+def scan_staged(path: Path, query: str, day: dt.date) -> pl.LazyFrame:
+    """An extract's staged samples as ``POINTS_SCHEMA``: Parquet as written, or a split body's Arrow IPC
+    (see :class:`SplitBody`) with its query and day."""
+    if path.suffix == ".arrow":
+        return pl.scan_ipc(path).select(pl.lit(day).alias("date"), pl.lit(query).alias("query"), "series", "timestamp", "value")
+    return pl.scan_parquet(path)
 
 
 def _cores() -> int:

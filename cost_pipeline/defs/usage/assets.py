@@ -13,10 +13,10 @@ from cost_pipeline.defs.metadata import column_schema, content_version
 from cost_pipeline.defs.partitions import BACKFILL_POLICY, DAILY, partition_days
 from cost_pipeline.defs.resources import BillingStorage, LakeResource, PipelineConfig
 from cost_pipeline.defs.usage.checks import USAGE_COVERS_POOLS
-from cost_pipeline.lib.billing.fingerprint import day_fingerprint
+from cost_pipeline.lib.billing.fingerprint import day_fingerprint, sink_fingerprinted
 from cost_pipeline.lib.errors import InputError
 from cost_pipeline.lib.extracts import Extract, stage_extracts, stage_local_extracts
-from cost_pipeline.lib.lake import Lake
+from cost_pipeline.lib.lake import PARQUET, Lake
 from cost_pipeline.lib.prometheus import query_range_day, window_file
 from cost_pipeline.lib.usage import empty_parts
 
@@ -88,11 +88,12 @@ def usage(context: dg.AssetExecutionContext, pipeline: PipelineConfig, cost_lake
                     points, series = stage_extracts(settings.usage.extracts_uri, day, extracts, storage, _stream_above(settings), how)
                 else:
                     points, series = empty_parts()
-            path = staging.write_day(day, points)  # a scan of the extracts' samples is streamed to the day's file
+            staged, path = staging.reserve(day)  # a scan of the extracts' samples is streamed to the day's file
+            written_fingerprint = sink_fingerprinted(points, staged, **PARQUET)
             shutil.rmtree(extracts, ignore_errors=True)
             series_staging.write_day(day, series)
             written = staging.scan(day)
-            fingerprints.append(f"{day_fingerprint(written)}/{day_fingerprint(series)}")
+            fingerprints.append(f"{written_fingerprint}/{day_fingerprint(series)}")
             per_query = dict(series.group_by("query").agg(pl.len()).sort("query").iter_rows())
             context.add_asset_metadata(
                 {

