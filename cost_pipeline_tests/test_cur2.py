@@ -99,3 +99,31 @@ def test_unparseable_string_amount_names_the_file(billing_copy):
     with pytest.raises(InputError, match="cannot read billing data") as err:
         read_day("aws_cur2", str(billing_copy), DAY, "aws-main")
     assert str(path) in str(err.value)
+
+
+def test_the_per_file_columns_are_plain_strings_for_every_reader(tmp_path, sample_dir):
+    """The ingest sinks provider, source, billing_period and source_file (one value per billing file) as
+    Categoricals under the schema of strings (lib/billing/write_day.py): Polars, PyArrow and DuckDB all
+    read strings, each line with its own file's name, in a day written alone and in a batch of days."""
+    import duckdb
+    import pyarrow as pa
+
+    from cost_pipeline.lib.billing.write_day import PER_FILE, ingest_days
+    from cost_pipeline.lib.storage import Storage
+    from cost_pipeline_tests.conftest import source
+
+    days = [START, START + dt.timedelta(days=1)]
+    raw = {path.name: pl.read_parquet(path) for path in sorted((sample_dir / "billing" / "aws").rglob("*.parquet"))}
+    for batch in ([days[0]], days):  # a plain sink, and a partitioned one
+        paths = {day: tmp_path / f"{len(batch)}-{day}.parquet" for day in batch}
+        ingest_days([source("aws_cur2", sample_dir / "billing" / "aws", name="aws-main")], batch, lambda _: Storage(), paths)
+        for day, path in paths.items():
+            assert [pq.read_schema(path).field(c).type for c in PER_FILE] == [pa.large_string()] * 4
+            assert [t for c, t, *_ in duckdb.sql(f"describe select {', '.join(PER_FILE)} from '{path}'").fetchall()] == ["VARCHAR"] * 4
+            written = pl.read_parquet(path)
+            assert [written.schema[c] for c in PER_FILE] == [pl.String] * 4
+            assert set(written["provider"]) == {"aws"} and set(written["source"]) == {"aws-main"} and set(written["billing_period"]) == {"2026-09"}
+            # by hand: each delivered file's lines of the day, counted under its own name
+            per_file = {name: frame.filter(pl.col("line_item_usage_start_date").dt.date() == day).height for name, frame in raw.items()}
+            counted = dict(written.group_by(pl.col("source_file").str.split("/").list.last()).len().iter_rows())
+            assert counted == {name: n for name, n in per_file.items() if n} and sum(counted.values()) > 300

@@ -23,10 +23,12 @@ maps themselves, so results stay exact.
 from __future__ import annotations
 
 import datetime as dt
+import io
 from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
+import pyarrow.parquet as pq
 
 from cost_pipeline.config import BillingSource
 from cost_pipeline.lib.billing.fingerprint import content_hash, fingerprint_parts, repeats, tag_set_hash
@@ -47,6 +49,25 @@ from cost_pipeline.lib.lake import PARQUET
 # file's partition), while computing them took 12 % of a 10 M-line day's ingest (11.4 s -> 10.0 s wall,
 # 20.8 -> 18.3 CPU-s, four interleaved pairs).
 LINES_PARQUET = {**PARQUET, "statistics": {"min": False, "max": False, "distinct_count": False, "null_count": True}}
+
+# Columns holding one value per billing file (a literal in its reader's plan). Polars' writer costs as
+# much for a column holding one value 10 M times as for most others (each value copied, counted for the
+# cardinality estimate and hashed into the dictionary): these four took 4.5 CPU-s of a 10 M-line sink,
+# 2.7-3.0 as Categoricals, whose dictionary pages it writes as they are. Written under the schema of
+# plain strings (the ``ARROW:schema`` Polars would have written), the file is byte for byte the one
+# written from strings: every reader sees strings, as before.
+PER_FILE = ["provider", "source", "billing_period", "source_file"]
+
+
+def sunk(lines: pl.LazyFrame, key: str | None = None) -> tuple[pl.LazyFrame, dict[str, str]]:
+    """``lines`` as the pass sinks them, and the sink's ``metadata``: :data:`PER_FILE` as Categoricals,
+    under the Arrow schema of the same lines as strings (without ``key``, a partitioned sink's)."""
+    schema = lines.collect_schema()
+    per_file = [c for c in PER_FILE if schema.get(c) == pl.String]
+    buffer = io.BytesIO()
+    pl.DataFrame(schema={c: t for c, t in schema.items() if c != key}).write_parquet(buffer)
+    arrow_schema = pq.read_metadata(io.BytesIO(buffer.getvalue())).metadata[b"ARROW:schema"].decode()
+    return lines.with_columns(pl.col(per_file).cast(pl.Categorical)), {"ARROW:schema": arrow_schema}
 
 
 def ingest_days(sources: list[BillingSource], days: list[dt.date], storage_for: Callable, paths: dict[dt.date, Path]) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -166,9 +187,11 @@ def _write(plan: pl.LazyFrame, day: pl.Expr, paths: dict, tag_set: pl.Expr | Non
         first_of_pair = pl.struct("_day", first_of_pair)
     else:
         target, written = first, list(paths)
+    written_lines, metadata = sunk(lines.drop("_h", "_check", "tags", *([] if by_day else ["_day"]), *(["_key"] if keyed else [])),
+                                  key="_day" if by_day else None)
     try:
         pl.collect_all([
-            lines.drop("_h", "_check", "tags", *([] if by_day else ["_day"]), *(["_key"] if keyed else [])).sink_parquet(target, lazy=True, **LINES_PARQUET),
+            written_lines.sink_parquet(target, lazy=True, metadata=metadata, **LINES_PARQUET),
             lines.group_by(*keys, "source", "currency").agg(pl.col("billed_cost").sum(), pl.col("effective_cost").sum(),
                                                              pl.col("is_final").sum().alias("final"), NO_AMOUNT.sum().alias("no_amount"),
                                                              *fingerprint_parts(pl.col("_h")))
