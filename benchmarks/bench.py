@@ -357,7 +357,7 @@ def day_benchmark(out: Path, lines_per_day: int, pods: int, step: int, repeat: i
         # data version), the series' labels written
         with lake.staging("usage") as staging, lake.staging("usage_series") as series_staging:
             points, series = stage_extracts(out / "usage", START, staging.folder / "extracts", stream_above=stream_above)
-            sink_fingerprinted(points, staging.reserve(START)[0], **PARQUET)
+            sink_fingerprinted(points, staging.reserve(START)[0], per_file=["query"], **PARQUET)
             series_staging.write_day(START, series)
             day_fingerprint(series)
 

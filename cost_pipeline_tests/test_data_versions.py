@@ -106,16 +106,20 @@ def test_fingerprint_ignores_order_and_grouping_but_not_a_cent(sample_dir):
 
 
 def test_a_day_sunk_with_its_fingerprint_has_the_fingerprint_of_the_file_written(sample_dir, tmp_path):
-    """The usage asset sinks a day and fingerprints it in one pass: the file holds every line, and the
-    fingerprint is the one the written file gives when read back."""
+    """The usage asset sinks a day and fingerprints it in one pass: the file holds every line, the
+    columns sunk as Categoricals read back as strings everywhere, and the fingerprint is the one the
+    written file gives when read back."""
     import polars as pl
+    import pyarrow as pa
 
     from cost_pipeline.lib.billing.fingerprint import day_fingerprint, sink_fingerprinted
     from cost_pipeline_tests.conftest import read_day
 
     lines = read_day("aws_cur2", str(sample_dir / "billing" / "aws"), START, "aws-main").drop("tags")
-    fingerprint = sink_fingerprinted(lines.lazy(), tmp_path / "day.parquet", compression="snappy")
+    per_file = ["provider", "source", "service"]  # two literals of the reader, and a column of the data
+    fingerprint = sink_fingerprinted(lines.lazy(), tmp_path / "day.parquet", per_file=per_file, compression="snappy")
     written = pl.read_parquet(tmp_path / "day.parquet")
     assert written.equals(lines) and fingerprint == day_fingerprint(written) == day_fingerprint(lines)
+    assert [pq.read_schema(tmp_path / "day.parquet").field(c).type for c in per_file] == [pa.large_string()] * 3
     assert fingerprint.endswith(f"-{lines.height}") and lines.height > 300
     assert [p.name for p in tmp_path.iterdir()] == ["day.parquet"]

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
+import pyarrow.parquet as pq
 
 from cost_pipeline.lib.storage import split_uri
 
@@ -89,6 +90,22 @@ class Staging:
 # Snappy, like the billing exports themselves: every reader of the lake (DuckDB, Athena, Spark, BigQuery)
 # has it, and on a 13 M-line day it writes in 12 s where Polars' default zstd takes 18 s.
 PARQUET = {"compression": "snappy"}
+
+
+def written_as_strings(frame: pl.LazyFrame, columns: list[str], key: str | None = None) -> tuple[pl.LazyFrame, dict[str, str]]:
+    """``frame`` to sink with its String ``columns`` as Categoricals, and the sink's ``metadata``: the
+    ``ARROW:schema`` Polars writes for ``frame`` as it is (without a partitioned sink's ``key``).
+
+    Polars' writer costs as much for a column holding one value 10 M times as for most others (each
+    value copied, counted for the cardinality estimate and hashed into the dictionary); a Categorical's
+    dictionary pages it writes as they are, and cast from a literal it costs nothing. Under the schema
+    of plain strings the file is byte for byte the one written from strings: every reader sees strings.
+    For columns holding one value per file or query: the cast of other columns costs what it saves."""
+    schema = frame.collect_schema()
+    buffer = io.BytesIO()
+    pl.DataFrame(schema={c: t for c, t in schema.items() if c != key}).write_parquet(buffer)
+    arrow_schema = pq.read_metadata(io.BytesIO(buffer.getvalue())).metadata[b"ARROW:schema"].decode()
+    return frame.with_columns(pl.col([c for c in columns if schema.get(c) == pl.String]).cast(pl.Categorical)), {"ARROW:schema": arrow_schema}
 
 
 # Tables whose columns changed between versions (cost_lines: tag_set added, the tags map moved to the

@@ -89,7 +89,7 @@ def usage(context: dg.AssetExecutionContext, pipeline: PipelineConfig, cost_lake
                 else:
                     points, series = empty_parts()
             staged, path = staging.reserve(day)  # a scan of the extracts' samples is streamed to the day's file
-            written_fingerprint = sink_fingerprinted(points, staged, **PARQUET)
+            written_fingerprint = sink_fingerprinted(points, staged, per_file=["query"], **PARQUET)
             shutil.rmtree(extracts, ignore_errors=True)
             series_staging.write_day(day, series)
             written = staging.scan(day)

@@ -23,12 +23,10 @@ maps themselves, so results stay exact.
 from __future__ import annotations
 
 import datetime as dt
-import io
 from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
-import pyarrow.parquet as pq
 
 from cost_pipeline.config import BillingSource
 from cost_pipeline.lib.billing.fingerprint import content_hash, fingerprint_parts, repeats, tag_set_hash
@@ -42,7 +40,7 @@ from cost_pipeline.lib.billing.sources import (
     source_days,
     uses_content_ids,
 )
-from cost_pipeline.lib.lake import PARQUET
+from cost_pipeline.lib.lake import PARQUET, written_as_strings
 
 # Null counts but no min/max statistics: a day's lines are in delivery order, so a row group's min and
 # max of a string column span nearly every value and let no reader skip it (the day itself is the
@@ -50,24 +48,10 @@ from cost_pipeline.lib.lake import PARQUET
 # 20.8 -> 18.3 CPU-s, four interleaved pairs).
 LINES_PARQUET = {**PARQUET, "statistics": {"min": False, "max": False, "distinct_count": False, "null_count": True}}
 
-# Columns holding one value per billing file (a literal in its reader's plan). Polars' writer costs as
-# much for a column holding one value 10 M times as for most others (each value copied, counted for the
-# cardinality estimate and hashed into the dictionary): these four took 4.5 CPU-s of a 10 M-line sink,
-# 2.7-3.0 as Categoricals, whose dictionary pages it writes as they are. Written under the schema of
-# plain strings (the ``ARROW:schema`` Polars would have written), the file is byte for byte the one
-# written from strings: every reader sees strings, as before.
+# Columns holding one value per billing file (a literal in its reader's plan), sunk as Categoricals
+# under the schema of strings (:func:`lib.lake.written_as_strings`): the same file, and these four took
+# 4.5 CPU-s of a 10 M-line sink as strings, 2.7-3.0 so.
 PER_FILE = ["provider", "source", "billing_period", "source_file"]
-
-
-def sunk(lines: pl.LazyFrame, key: str | None = None) -> tuple[pl.LazyFrame, dict[str, str]]:
-    """``lines`` as the pass sinks them, and the sink's ``metadata``: :data:`PER_FILE` as Categoricals,
-    under the Arrow schema of the same lines as strings (without ``key``, a partitioned sink's)."""
-    schema = lines.collect_schema()
-    per_file = [c for c in PER_FILE if schema.get(c) == pl.String]
-    buffer = io.BytesIO()
-    pl.DataFrame(schema={c: t for c, t in schema.items() if c != key}).write_parquet(buffer)
-    arrow_schema = pq.read_metadata(io.BytesIO(buffer.getvalue())).metadata[b"ARROW:schema"].decode()
-    return lines.with_columns(pl.col(per_file).cast(pl.Categorical)), {"ARROW:schema": arrow_schema}
 
 
 def ingest_days(sources: list[BillingSource], days: list[dt.date], storage_for: Callable, paths: dict[dt.date, Path]) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -187,8 +171,8 @@ def _write(plan: pl.LazyFrame, day: pl.Expr, paths: dict, tag_set: pl.Expr | Non
         first_of_pair = pl.struct("_day", first_of_pair)
     else:
         target, written = first, list(paths)
-    written_lines, metadata = sunk(lines.drop("_h", "_check", "tags", *([] if by_day else ["_day"]), *(["_key"] if keyed else [])),
-                                  key="_day" if by_day else None)
+    written_lines, metadata = written_as_strings(lines.drop("_h", "_check", "tags", *([] if by_day else ["_day"]), *(["_key"] if keyed else [])),
+                                                 PER_FILE, key="_day" if by_day else None)
     try:
         pl.collect_all([
             written_lines.sink_parquet(target, lazy=True, metadata=metadata, **LINES_PARQUET),
