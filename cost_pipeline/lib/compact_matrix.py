@@ -83,8 +83,8 @@ def split_body(path: Path, samples: Path, day: dt.date, lines: bool = False, chu
 
 def _chunks(body: BinaryIO, lines: bool, chunk_bytes: int) -> Iterator[tuple[bytearray, int]]:
     """``body``'s series region cut after whole series, about ``chunk_bytes`` at a time, as (a buffer,
-    the chunk's end in it), the buffer valid until the next chunk (read, not
-    mapped: a mapped body's pages counted in the process' memory, 0.3 GiB more for a 282 MB body)."""
+    the chunk's end in it), the buffer valid until the next chunk (read, not mapped: a mapped body's
+    pages counted in the process' memory, 0.3 GiB more for a 282 MB body)."""
     last = max(0, body.seek(0, os.SEEK_END) - 256)
     body.seek(last)
     tail = body.read().rstrip()

@@ -116,10 +116,11 @@ SPLIT, CONVERTED, IN_MEMORY = "split", "converted to series lines", "in memory"
 def sink_extract(extract: Extract, day: dt.date, target: Path, bodies: list[SplitBody | Path | None],
                  how: dict[str, str] | None = None) -> tuple[Path, pl.DataFrame]:
     """An extract parsed while streaming from its ``bodies`` (:func:`split_or_convert` of each, whose
-    files are deleted here): its samples staged at ``target`` (or beside it, see :func:`sink_series_lines`),
-    the file and its series' labels returned, the same as parsed in memory. If a body was taken by neither, or its lines do not read, the extract is parsed in
-    memory for the error naming the file and the problem (or, should it parse there after all, for its
-    samples). ``how``: the way it was read, by query."""
+    files are deleted here): its samples staged at ``target`` (or beside it, see
+    :func:`sink_series_lines`), the file and its series' labels returned, the same as parsed in memory.
+    If a body was taken by neither, or its lines do not read, the extract is parsed in memory for the
+    error naming the file and the problem (or, should it parse there after all, for its samples).
+    ``how``: the way it was read, by query."""
     how = {} if how is None else how
     try:
         if None in bodies:
@@ -161,8 +162,8 @@ def sink_series_lines(bodies: list[SplitBody | Path], query: str, day: dt.date, 
     """Bodies split (:class:`SplitBody`) or converted to series lines by :func:`convert_document` (a
     file per body) parsed while streaming: their samples are sunk to ``target`` (``POINTS_SCHEMA``), or,
     one body split, kept as the split staged them, beside it (``.arrow``, read by :func:`scan_staged`);
-    returns their labels and the file. Polars' NDJSON reader holds every line's values at once (the 282 MB extract
-    of 20,000 pods: 1.7 GiB); streamed, it stays at ~0.4 GiB. Several bodies (a day's windows) are
+    returns their labels and the file. Polars' NDJSON reader holds every line's values at once (the
+    282 MB extract of 20,000 pods: 1.7 GiB); streamed, it stays at ~0.4 GiB. Several bodies (a day's windows) are
     stitched: one series per label set, numbered in order of first appearance, as :func:`stitched_body`
     does in memory. ValueError (or Polars' error) for lines that do not read this way, e.g. a bad
     sample (the caller then parses the extract in memory, which names the problem)."""
