@@ -205,3 +205,20 @@ def test_metric_tenants_without_a_registry_must_look_like_team_names():
     out = allocate(classify(_lines("10"), schema, [pool]), "v", [pool], parse_query_range(body, "s", DAY, "t"), schema)
     got = {(r["team"], r["reason"]): r["amount"] for r in out.iter_rows(named=True)}
     assert got == {("fraud-detection", None): D("6"), ("unknown", "unknown_team_label"): D("2"), ("unknown", "missing_team_label"): D("2")}
+
+
+
+def test_kubernetes_shares_are_the_same_on_every_run(sample_dir):
+    """A rerun gives the same shares to the last bit, so the same cents: a day's sums come out of
+    group-bys in any order, and floats added in another order differ in their last bits (two runs of
+    the same backfill split a pool 1e-12 apart on 3 of 20 days)."""
+    from cost_pipeline.config import bundled_config_path, load_settings
+    from cost_pipeline.lib.drivers.kubernetes import kubernetes_shares
+    from cost_pipeline.lib.extracts import read_extracts
+    from cost_pipeline_tests.conftest import DAYS, START
+
+    pool = next(p for p in load_settings(bundled_config_path()).allocation.pools if p.driver.kind == "kubernetes")
+    for day in (START + dt.timedelta(days=d) for d in range(DAYS)):
+        samples = read_extracts(sample_dir / "usage", day)
+        runs = {tuple(kubernetes_shares(samples, pool.driver, pool.owner_team).sort(pl.all()).rows()) for _ in range(8)}
+        assert len(runs) == 1 and len(next(iter(runs))) > 3, day

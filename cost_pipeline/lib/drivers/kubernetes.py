@@ -94,9 +94,11 @@ def kubernetes_shares(samples: pl.DataFrame, driver: KubernetesDriver, owner_tea
     requests = query_sums(samples, driver.requests, ["namespace", "resource", "timestamp"])
     if requests.is_empty():
         return None
+    # every float sum below over rows in one order (group-bys hand out rows and groups in any order,
+    # and floats added in another order differ in their last bits: a rerun split a pool 1e-12 apart)
     req = (
-        _kinds(requests, driver.mig_slices)
-        .group_by("namespace", "kind", "timestamp")
+        _kinds(requests.sort("namespace", "resource", "timestamp"), driver.mig_slices)
+        .group_by("namespace", "kind", "timestamp", maintain_order=True)
         .agg((pl.col("value") * pl.col("factor")).sum().alias("request"))
     )
     basis = req
@@ -110,13 +112,13 @@ def kubernetes_shares(samples: pl.DataFrame, driver: KubernetesDriver, owner_tea
             basis = req.join(usage, on=["namespace", "kind", "timestamp"], how="full", coalesce=True).with_columns(
                 request=pl.max_horizontal(pl.col("request").fill_null(0.0), pl.col("usage").fill_null(0.0))
             )
-    consumed = basis.group_by("namespace", "kind").agg(pl.col("request").sum().alias("consumed"))
-    totals = dict(consumed.group_by("kind").agg(pl.col("consumed").sum()).iter_rows())
+    consumed = basis.sort("namespace", "kind", "timestamp").group_by("namespace", "kind", maintain_order=True).agg(pl.col("request").sum().alias("consumed"))
+    totals = dict(consumed.group_by("kind", maintain_order=True).agg(pl.col("consumed").sum()).iter_rows())
     capacity: dict[str, float] = {}
     if driver.capacity:
         cap = query_series(samples, driver.capacity, ["resource"])
         if not cap.is_empty():
-            cap = _kinds(cap, driver.mig_slices).group_by("kind").agg((pl.col("value") * pl.col("factor")).sum())
+            cap = _kinds(cap.sort(pl.all()), driver.mig_slices).group_by("kind", maintain_order=True).agg((pl.col("value") * pl.col("factor")).sum())
             capacity = dict(cap.iter_rows())
     kinds = {k for k in set(totals) | set(capacity) if totals.get(k, 0) > 0 or capacity.get(k, 0) > 0}
     weights = driver.weights or (
