@@ -207,7 +207,6 @@ def test_metric_tenants_without_a_registry_must_look_like_team_names():
     assert got == {("fraud-detection", None): D("6"), ("unknown", "unknown_team_label"): D("2"), ("unknown", "missing_team_label"): D("2")}
 
 
-
 def test_kubernetes_shares_are_the_same_on_every_run(sample_dir):
     """A rerun gives the same shares to the last bit, so the same cents: a day's sums come out of
     group-bys in any order, and floats added in another order differ in their last bits (two runs of
