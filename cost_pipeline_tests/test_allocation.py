@@ -28,7 +28,7 @@ from cost_pipeline.config import (
 from cost_pipeline.lib.allocate import allocate
 from cost_pipeline.lib.extracts import parse_query_range
 from cost_pipeline.lib.money import split_exact
-from cost_pipeline.lib.pools import classify
+from cost_pipeline.lib.pools import classify, driver_shares
 
 DAY = dt.date(2026, 9, 2)
 T0 = dt.datetime(2026, 9, 2, tzinfo=dt.UTC).timestamp()
@@ -117,6 +117,28 @@ def test_metric_pool_splits_by_integral_and_maps_tenants():
     schema = TaggingConfig(teams={"fraud-detection": Team(), "platform": Team()})
     out = allocate(classify(_lines("10"), schema, [pool]), "v", [pool], samples, schema)
     assert {r["team"]: r["amount"] for r in out.iter_rows(named=True)} == {"fraud-detection": D("6"), "platform": D("2"), "unknown": D("2")}
+
+
+def test_metric_shares_are_the_same_on_every_run():
+    """Tenants of one team add up in one order on every run: their sums came out of a group-by in any
+    order, and three floats added in another order differ in their last bits (1e16 + 1 + 1 is 1e16 one
+    way and 1e16 + 2 the other), so a rerun could move a cent between teams."""
+    from cost_pipeline.lib.drivers.simple import metric_shares
+
+    tenants = [({"user": "big"}, 1e16), ({"user": "small-1"}, 1.0), ({"user": "small-2"}, 1.0), ({"user": "other"}, 1e16)]
+    tenants += [({"user": f"t{i}"}, 1.0) for i in range(40)]
+    samples = parse_query_range(_body(tenants), "series", DAY, "t")
+    label_map = {"big": "platform", "small-1": "platform", "small-2": "platform", "other": "forecasting"}
+    label_map |= {f"t{i}": "platform" if i % 2 else "forecasting" for i in range(40)}
+    driver = MetricDriver(kind="metric", query="series", label="user", label_map=label_map)
+    runs = {tuple(metric_shares(samples, driver).rows()) for _ in range(30)}
+    assert len(runs) == 1 and [r[0] for r in next(iter(runs))] == ["forecasting", "platform"]
+    # teams spelled apart in the labels (cleaned into one by ``validated``) are added in one order too
+    label_map = {**label_map, "big": "Platform", "small-1": "platform ", "small-2": " PLATFORM"}
+    pool = Pool(name="mon", select=PoolSelect(resource_prefixes=["i-0eks"]), driver=driver.model_copy(update={"label_map": label_map}))
+    schema = TaggingConfig(teams={"forecasting": Team(), "platform": Team()})
+    runs = {tuple(driver_shares(pool, samples, schema, []).rows()) for _ in range(30)}
+    assert len(runs) == 1 and [r[0] for r in next(iter(runs))] == ["forecasting", "platform"]
 
 
 def test_fixed_and_even_drivers():

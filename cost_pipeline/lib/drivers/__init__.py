@@ -57,4 +57,7 @@ def validated(shares: pl.DataFrame, schema: TaggingConfig) -> pl.DataFrame:
         team=pl.when(idle).then(pl.col("team")).when(pl.col("reason").is_null()).then(team).otherwise(pl.lit(UNKNOWN)),
         **{d: pl.when(idle).then(pl.col(d)).otherwise(e) for d, e in dims.items()},
     )
-    return out.group_by("team", *DIMENSIONS, "reason").agg(pl.col("weight").sum())
+    # weights folded into one recipient are added in the drivers' (fixed) order, and recipients come
+    # out sorted: a rerun gives the same weights to the last bit, in the same order
+    keys = ["team", *DIMENSIONS, "reason"]
+    return out.group_by(keys, maintain_order=True).agg(pl.col("weight").sum()).sort(keys, nulls_last=True)

@@ -20,14 +20,20 @@ def metric_shares(samples: "pl.DataFrame | Usage", driver: MetricDriver) -> pl.D
     series = query_series(samples, driver.query, [driver.label])
     if series.is_empty():
         return None
-    per_tenant = series.group_by(pl.col(driver.label).alias("tenant")).agg(pl.col("value").clip(lower_bound=0).sum())
+    # every float sum over rows in one order (samples by tenant, series and time; tenants by name), so a
+    # rerun gives the same weights to the last bit: a group-by's groups come in any order
+    per_tenant = (
+        series.select(pl.col(driver.label).alias("tenant"), "series", "timestamp", pl.col("value").clip(lower_bound=0))
+        .sort("tenant", "series", "timestamp", nulls_last=True)
+        .group_by("tenant", maintain_order=True).agg(pl.col("value").sum())
+    )
     rows: dict[str, float] = {}
     for tenant, value in per_tenant.iter_rows():
         team = driver.label_map.get(tenant, tenant) if tenant is not None else UNKNOWN
         rows[team] = rows.get(team, 0.0) + value  # validated against the registry in lib/pools
     if sum(rows.values()) <= 0:
         return None
-    return recipients([{"team": t, "project": None, "workload_type": None, "environment": None, "weight": w} for t, w in rows.items()])
+    return recipients([{"team": t, "project": None, "workload_type": None, "environment": None, "weight": rows[t]} for t in sorted(rows)])
 
 
 def fixed_shares(driver: FixedDriver) -> pl.DataFrame:
