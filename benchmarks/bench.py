@@ -49,6 +49,7 @@ from cost_pipeline.lib.billing.columns import in_days
 from cost_pipeline.lib.billing.cur2 import normalize_cur2
 from cost_pipeline.lib.billing.fingerprint import IGNORED, content_hash, day_fingerprint, fingerprint_parts, sink_fingerprinted
 from cost_pipeline.lib.billing.map_hashes import hashed_tags
+from cost_pipeline.lib.billing.totals import record_day_totals
 from cost_pipeline.lib.billing.write_day import LINES_PARQUET, ingest_days
 from cost_pipeline.lib.compliance import compliance_breakdown, summary_from_sums
 from cost_pipeline.lib.extracts import stage_extracts
@@ -340,8 +341,9 @@ def day_benchmark(out: Path, lines_per_day: int, pods: int, step: int, repeat: i
     def ingest():  # as the asset: line keys checked per file, then sunk, hashed, summed (amounts, currencies checked) and tag sets kept in one pass
         with lake.staging("cost_lines") as staging, lake.staging("tag_sets") as tag_set_stage:
             path, _ = staging.reserve(START)
-            _, tag_sets = ingest_days([source], [START], lambda _: Storage(), {START: path})
+            sums, tag_sets = ingest_days([source], [START], lambda _: Storage(), {START: path})
             tag_set_stage.write_day(START, tag_sets.drop("date"))
+        record_day_totals(lake, sums, [START])
         return lake.scan_days("cost_lines", [START]).select(pl.len()).collect().item()
 
     count = meter.run(INGEST, ingest, repeat)

@@ -72,6 +72,48 @@ def test_bill_totals_equal_the_delivered_files_and_the_check_passes(tmp_path, sa
     assert "| aws-main | 2026-09 | USD |" in record.event_log_entry.asset_materialization.metadata["periods"].value.replace("\\-", "-")
 
 
+def test_the_ingest_records_each_days_totals_and_a_file_changed_since_is_read_again(tmp_path, sample_dir):
+    """The ingest keeps each day's totals beside the version of the file it wrote, so the reports' first
+    run reads no line for them (after a year's backfill it read 365 M); a file changed since (a line
+    dropped by hand) is read again, and the check names its day."""
+    from cost_pipeline.lib.billing.totals import held_totals
+    from cost_pipeline.lib.lake import Lake
+    from cost_pipeline_tests.conftest import cur2_effective
+
+    config = write_config(tmp_path, sample_dir)
+    instance = dg.DagsterInstance.ephemeral()
+    assert _run(config, instance).success
+    recorded = pl.read_parquet(str(tmp_path / "lake" / "cost_line_day_totals" / "*" / "part-0.parquet")).sort("date")
+    expected = {}
+    for i in range(DAYS):  # by hand from each day's delivered file
+        rows = pq.read_table(_day_file(sample_dir / "billing" / "aws", START + dt.timedelta(days=i))).to_pylist()
+        expected[START + dt.timedelta(days=i)] = (len(rows), sum((cur2_effective(r).quantize(Q, ROUND_HALF_EVEN) for r in rows), Decimal(0)))
+    assert {r["date"]: (r["lines"], r["effective_cost"]) for r in recorded.iter_rows(named=True)} == expected
+    assert set(recorded["billing_period"]) == {f"{START:%Y-%m}"} and recorded["version"].null_count() == 0
+
+    # the recorded totals are what the reports use: planted ones (same version) come back, no line read
+    lake = Lake.from_uri(str(tmp_path / "lake"))
+    lake.write_day("cost_line_day_totals", START, recorded.filter(pl.col("date") == START).with_columns(lines=pl.lit(7, pl.Int64)))
+    assert dict(held_totals(lake).select("date", "lines").iter_rows())[START] == 7
+    lake.write_day("cost_line_day_totals", START, recorded.filter(pl.col("date") == START))
+    shutil.rmtree(tmp_path / "lake" / "cost_line_totals")
+
+    # a line dropped by hand after the ingest: that day's file has another version, its lines are read
+    changed = START + dt.timedelta(days=1)
+    day_file = tmp_path / "lake" / "cost_lines" / f"date={changed}" / "part-0.parquet"
+    lines = pl.read_parquet(day_file)
+    dropped = lines.filter(pl.col("effective_cost") > 0).row(0, named=True)
+    lines.filter(pl.col("line_item_id") != dropped["line_item_id"]).write_parquet(day_file)
+    check = _check(_run(config, instance, "reports_job"))
+    assert not check.passed and f"first day off {changed}" in check.description
+    assert f"-{dropped['effective_cost']} effective, -1 line(s)" in check.description
+    # an unreadable record: the lines are read instead
+    last = START + dt.timedelta(days=DAYS - 1)
+    (tmp_path / "lake" / "cost_line_day_totals" / f"date={last}" / "part-0.parquet").write_bytes(b"not parquet")
+    shutil.rmtree(tmp_path / "lake" / "cost_line_totals")
+    assert dict(held_totals(lake).select("date", "lines").iter_rows())[last] == expected[last][0]
+
+
 def test_a_line_dropped_from_the_lake_fails_the_check_naming_source_period_and_difference(tmp_path, sample_dir):
     config = write_config(tmp_path, sample_dir)
     instance = dg.DagsterInstance.ephemeral()

@@ -11,7 +11,7 @@ from cost_pipeline.defs.partitions import BACKFILL_POLICY, DAILY, partition_days
 from cost_pipeline.defs.resources import BillingStorage, LakeResource, PipelineConfig
 from cost_pipeline.lib.billing.fingerprint import fingerprint_from
 from cost_pipeline.lib.billing.sources import TOTALS_SCHEMA, bill_totals, day_batches
-from cost_pipeline.lib.billing.totals import totals_markdown
+from cost_pipeline.lib.billing.totals import record_day_totals, totals_markdown
 from cost_pipeline.lib.billing.write_day import ingest_days
 
 # days written in one pass when billing files hold many days (an export's month parts): each file is
@@ -39,7 +39,7 @@ def cost_lines(context: dg.AssetExecutionContext, pipeline: PipelineConfig, cost
     settings = pipeline.settings()
     lake = cost_lake.lake()
     rows = 0
-    empty_days, last_with_data, fingerprints = [], None, []
+    empty_days, last_with_data, fingerprints, all_sums = [], None, [], []
     with lake.staging("cost_lines") as staging, lake.staging("tag_sets") as tag_set_stage:
         with input_errors_as_failures():
             batches = day_batches(settings.billing_sources, partition_days(context), billing.for_source, MAX_DAYS_PER_PASS)
@@ -47,6 +47,7 @@ def cost_lines(context: dg.AssetExecutionContext, pipeline: PipelineConfig, cost
             staged = {day: staging.reserve(day) for day in batch}
             with input_errors_as_failures():
                 sums, tag_sets = ingest_days(settings.billing_sources, batch, billing.for_source, {day: path for day, (path, _) in staged.items()})
+            all_sums.append(sums)
             for day in batch:
                 day_tag_sets = tag_sets.filter(pl.col("date") == day).drop("date")
                 tag_set_stage.write_day(day, day_tag_sets)
@@ -64,6 +65,11 @@ def cost_lines(context: dg.AssetExecutionContext, pipeline: PipelineConfig, cost
                 f"not delivered yet? Nothing was written; run the days that have data.",
                 allow_retries=False,
             )
+    try:  # a cache: without it the reports read these days' lines again
+        if all_sums:
+            record_day_totals(lake, pl.concat(all_sums), partition_days(context))
+    except Exception as exc:  # noqa: BLE001 - the days are committed: storage errors of any kind only cost time later
+        context.log.warning(f"the days' totals were not recorded ({type(exc).__name__}: {exc}); the reports will read their lines")
     return dg.MaterializeResult(metadata={"days_in_run": len(partition_days(context)), "lines_in_run": rows},
                                 data_version=content_version(fingerprints))
 

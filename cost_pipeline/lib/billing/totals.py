@@ -32,6 +32,47 @@ def lake_totals(cost_lines: pl.LazyFrame) -> pl.DataFrame:
 
 
 TOTALS_CACHE = "cost_line_totals"  # lake_totals per day with the version of the day's file they were read from
+# daily: each day's totals as the ingest summed them while writing the day, with the version of the file it
+# wrote (one small file per day: runs of other days, side by side, never write the same file)
+DAY_TOTALS = "cost_line_day_totals"
+
+
+def totals_of_sums(sums: pl.DataFrame, day: dt.date) -> pl.DataFrame:
+    """:func:`lake_totals` of a day from the ingest's sums of the lines it wrote (per source, billing
+    period and currency, with ``fp_lines`` and ``final`` line counts); a day without lines gets a row
+    without a source, as :func:`held_totals` caches it."""
+    schema = lake_totals(pl.LazyFrame(schema=_TOTALS_INPUT)).schema
+    rows = (
+        sums.filter(pl.col("date") == day).group_by(KEY)
+        .agg(pl.col("fp_lines").sum().alias("lines"), pl.col("billed_cost").sum(), pl.col("effective_cost").sum(),
+             (pl.col("final").sum() == pl.col("fp_lines").sum()).alias("is_final"))
+        .filter(pl.col("lines") > 0)
+    )
+    return rows.cast(dict(schema)).select(list(schema)) if rows.height else pl.DataFrame({"date": [day]}, schema=schema)
+
+
+def record_day_totals(lake, sums: pl.DataFrame, days: list[dt.date]) -> None:
+    """Keep each of ``days``' totals (:func:`totals_of_sums`) beside the version of the ``cost_lines``
+    file just written for it, so that :func:`held_totals` need not read a new day's lines again: after
+    a year's backfill the reports' first run read 365 M lines for it (83 s of a 17-minute backfill).
+    Call it after the days are committed; a day whose file is replaced later has another version, and
+    its lines are read again."""
+    versions = lake.day_versions("cost_lines")
+    for day in days:
+        if day in versions:
+            lake.write_day(DAY_TOTALS, day, totals_of_sums(sums, day).with_columns(version=pl.lit(versions[day])))
+
+
+def _recorded(lake, days: list[dt.date], current: pl.DataFrame) -> pl.DataFrame | None:
+    """The totals the ingest recorded for ``days`` whose file is still the one it wrote (None: none)."""
+    have = sorted(set(days) & set(lake.day_versions(DAY_TOTALS)))
+    if not have:
+        return None
+    try:
+        recorded = lake.scan_days(DAY_TOTALS, have).collect()
+    except (OSError, pl.exceptions.PolarsError):  # unreadable: the lines are read instead
+        return None
+    return recorded.join(current, on=["date", "version"], how="semi") if "version" in recorded.columns else None
 
 
 def held_totals(lake) -> pl.DataFrame:
@@ -52,6 +93,10 @@ def held_totals(lake) -> pl.DataFrame:
     kept = cached.join(current, on=["date", "version"], how="semi") if usable else None
     stale = sorted(set(versions) - (set(kept["date"].to_list()) if kept is not None else set()))
     parts = [kept] if kept is not None else []
+    recorded = _recorded(lake, stale, current) if stale else None
+    if recorded is not None and recorded.height:
+        parts.append(recorded)
+        stale = sorted(set(stale) - set(recorded["date"].to_list()))
     if stale:
         read = lake_totals(lake.scan_days("cost_lines", stale))
         # a day without lines keeps a row without a source, so it is not read again either
@@ -60,7 +105,7 @@ def held_totals(lake) -> pl.DataFrame:
     if not parts:
         return lake_totals(pl.LazyFrame(schema=_TOTALS_INPUT))
     table = pl.concat(parts, how="diagonal_relaxed")
-    if stale or not usable or kept.height != cached.height:
+    if stale or recorded is not None or not usable or kept.height != cached.height:
         lake.write_table(TOTALS_CACHE, table.sort("date", "source", "billing_period", "currency", nulls_last=True))
     return table.filter(pl.col("source").is_not_null()).drop("version")
 

@@ -94,7 +94,7 @@ def _ingest_pass(sources: list[BillingSource], days: list[dt.date], storage_for:
 
 def write_cost_lines_day(plan: pl.LazyFrame, path: Path, tag_set: pl.Expr | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Sink one day's ``plan`` to ``path`` with ``tag_set`` instead of ``tags``; returns the (source,
-    currency) sums with their fingerprint parts (``fp_lines`` is the line count) and ``no_amount``
+    billing period, currency) sums with their fingerprint parts (``fp_lines`` is the line count) and ``no_amount``
     (lines without an amount, for :func:`lib.billing.sources.refuse_bad_sums`), and the day's tag sets
     (``tag_set``, ``tags``). If two maps share a hash, the lines keep their maps and there are no tag
     sets. ``tag_set``: the hash (:func:`tag_set_hash` unless a test needs collisions)."""
@@ -150,7 +150,8 @@ def _write(plan: pl.LazyFrame, day: pl.Expr, paths: dict, tag_set: pl.Expr | Non
     the plan is sunk apart and returned (an empty series without it). ``maps``: the distinct maps of
     lines whose ``tags`` the plan left null; ``with_maps``: the plan with every line's map, for a day
     whose maps share a hash (default: ``plan``)."""
-    keyed = "_key" in plan.collect_schema()
+    schema = plan.collect_schema()
+    keyed = "_key" in schema
     lines = _derived(plan, day, tag_set)
     first = next(iter(paths.values()))
     work = {name: first.with_suffix(f".{name}.parquet") for name in ("sums", "tag_sets", "keys")}
@@ -176,9 +177,10 @@ def _write(plan: pl.LazyFrame, day: pl.Expr, paths: dict, tag_set: pl.Expr | Non
     try:
         pl.collect_all([
             written_lines.sink_parquet(target, lazy=True, metadata=metadata, **LINES_PARQUET),
-            lines.group_by(*keys, "source", "currency").agg(pl.col("billed_cost").sum(), pl.col("effective_cost").sum(),
-                                                             pl.col("is_final").sum().alias("final"), NO_AMOUNT.sum().alias("no_amount"),
-                                                             *fingerprint_parts(pl.col("_h")))
+            # per billing period too, for the reconciliation's totals (plans of tests may have none)
+            lines.group_by(*keys, "source", *(["billing_period"] if "billing_period" in schema else []), "currency")
+            .agg(pl.col("billed_cost").sum(), pl.col("effective_cost").sum(), pl.col("is_final").sum().alias("final"),
+                 NO_AMOUNT.sum().alias("no_amount"), *fingerprint_parts(pl.col("_h")))
             .sink_parquet(work["sums"], lazy=True),
             # the first line of each (day, tag_set, check) (a group-by keeping maps peaked at 7.8 GiB), keyed by
             # the pair's xor: cheaper than a struct of the pair, and if two pairs ever shared it, one map would be
