@@ -113,22 +113,29 @@ def _severity(delta: float, t: Thresholds) -> str:
     return "critical" if delta >= 10 * t.min_delta else "high" if delta >= 3 * t.min_delta else "medium"
 
 
+DRIVER_DIMENSIONS = ("project", "workload_type", "service", "experiment_id", "pool")
+
+
 def _drivers(rows: pl.DataFrame, day: dt.date, baseline_days: list[dt.date], delta: Decimal) -> str:
-    """Each dimension value's change against its own median on the baseline days, by share of the delta."""
+    """Each dimension value's change against its own median on the baseline days, by share of the delta.
+
+    Only the day's and the baseline days' sums are read (a value absent from all of them changes by 0):
+    a DataFrame per value of each dimension took 0.1 s an anomaly, most of a backfill's detection."""
     out = []
-    for dim in ("project", "workload_type", "service", "experiment_id", "pool"):
-        per = rows.group_by(dim, "date").agg(pl.col("amount").sum())
-        for (value,), group in per.group_by(dim):
-            if value is None:
-                continue
-            amounts = dict(zip(group["date"].to_list(), group["amount"].to_list()))
-            now = amounts.get(day, Decimal(0))
-            base = statistics.median([amounts.get(d, Decimal(0)) for d in baseline_days]) if baseline_days else Decimal(0)
+    for rank, dim in enumerate(DRIVER_DIMENSIONS):
+        per = (rows.filter(pl.col(dim).is_not_null() & pl.col("date").is_in([day, *baseline_days]))
+               .group_by(dim, "date").agg(pl.col("amount").sum()))
+        amounts: dict = {}
+        for value, date, amount in per.iter_rows():
+            amounts.setdefault(value, {})[date] = amount
+        for value, by_day in amounts.items():
+            now = by_day.get(day, Decimal(0))
+            base = statistics.median([by_day.get(d, Decimal(0)) for d in baseline_days]) if baseline_days else Decimal(0)
             change = now - Decimal(base)
             if delta and change > 0:
-                out.append({"dimension": dim, "value": value, "delta": round(float(change), 2), "share": round(float(change / delta), 4)})
-    out.sort(key=lambda d: -d["delta"])
-    return json.dumps(out[:5])
+                out.append((rank, str(value), {"dimension": dim, "value": value, "delta": round(float(change), 2), "share": round(float(change / delta), 4)}))
+    out.sort(key=lambda d: (-d[2]["delta"], d[0], d[1]))  # ties in a fixed order: the same JSON on every run
+    return json.dumps([d for _, _, d in out[:5]])
 
 
 def anomaly_id(team: str, scope: str, value: str | None, currency: str, start: dt.date) -> str:
