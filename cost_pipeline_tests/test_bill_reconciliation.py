@@ -15,6 +15,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import pytest
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from cost_pipeline.config import load_settings
@@ -112,6 +113,27 @@ def test_the_ingest_records_each_days_totals_and_a_file_changed_since_is_read_ag
     (tmp_path / "lake" / "cost_line_day_totals" / f"date={last}" / "part-0.parquet").write_bytes(b"not parquet")
     shutil.rmtree(tmp_path / "lake" / "cost_line_totals")
     assert dict(held_totals(lake).select("date", "lines").iter_rows())[last] == expected[last][0]
+
+
+def test_bill_totals_of_a_delivery_name_the_file_that_does_not_read(tmp_path, sample_dir):
+    """A delivery's files are summed in one plan; when one of them does not read (an amount as text),
+    the error names that file, not the delivery."""
+    from cost_pipeline.config import BillingSource
+    from cost_pipeline.lib.billing.sources import bill_totals
+    from cost_pipeline.lib.errors import InputError
+
+    billing = _copy_billing(tmp_path, sample_dir)
+    source = BillingSource(name="aws-main", format="aws_cur2", uri=str(billing))
+    good = bill_totals(source)
+    assert good["lines"].sum() == sum(pq.read_metadata(_day_file(billing, START + dt.timedelta(days=i))).num_rows for i in range(DAYS))
+    bad = _day_file(billing, START + dt.timedelta(days=2))
+    table = pq.read_table(bad)
+    amounts = [None if v is None else str(v) for v in table["line_item_unblended_cost"].to_pylist()]
+    amounts[5] = "12,5 EUR"
+    pq.write_table(table.set_column(table.schema.get_field_index("line_item_unblended_cost"), "line_item_unblended_cost", pa.array(amounts)), bad)
+    with pytest.raises(InputError, match="cannot read billing data") as err:
+        bill_totals(source)
+    assert bad.name in str(err.value)
 
 
 def test_a_line_dropped_from_the_lake_fails_the_check_naming_source_period_and_difference(tmp_path, sample_dir):

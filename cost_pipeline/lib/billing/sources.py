@@ -373,25 +373,38 @@ def bill_totals(source: BillingSource, storage: Storage | None = None, known: pl
             if same.height:
                 frames.append(same)
                 continue
-        per_file = []
         for file in delivery.files:
             file_days(source, file, storage)  # validates usage dates before summing
-            try:
-                per_file.append(
-                    scan_file(source, file, storage, ids=False).group_by("date", "currency")
-                    .agg(pl.len().cast(pl.Int64).alias("lines"), pl.col("billed_cost").sum(), pl.col("effective_cost").sum())
-                    .collect(engine="streaming")
-                )
-            except pl.exceptions.PolarsError as exc:
-                raise InputError(file.uri, f"cannot read billing data: {str(exc).splitlines()[0]}") from None
         frames.append(
-            pl.concat(per_file).group_by("date", "currency")
-            .agg(pl.col("lines").sum(), pl.col("billed_cost").sum(), pl.col("effective_cost").sum())
+            _delivery_sums(source, delivery.files, storage)
             .with_columns(source=pl.lit(source.name), billing_period=pl.lit(delivery.period), delivery_id=pl.lit(delivery.id),
                           files=pl.lit(len(delivery.files)))
             .select([pl.col(c).cast(t) for c, t in TOTALS_SCHEMA.items()])
         )
     return pl.concat(frames).sort("source", "billing_period", "date", "currency")
+
+
+def _delivery_sums(source: BillingSource, files: list, storage: Storage) -> pl.DataFrame:
+    """Lines, billed and effective cost per usage day and currency of a delivery's files, in one plan
+    over all of them (a plan per file cost ~0.1 s each of a year's 365 daily files: 2.6-3.2 s against
+    2.2-2.3 s for a month of 1 M-line days). When that plan fails, the files are summed one by one: a
+    file that does not read gets the error naming it (files whose columns differ are summed apart)."""
+    def summed(frame: pl.LazyFrame) -> pl.DataFrame:
+        return (frame.group_by("date", "currency")
+                .agg(pl.len().cast(pl.Int64).alias("lines"), pl.col("billed_cost").sum(), pl.col("effective_cost").sum())
+                .collect(engine="streaming"))
+
+    try:
+        return summed(pl.concat([scan_file(source, file, storage, ids=False) for file in files]))
+    except pl.exceptions.PolarsError:
+        pass
+    per_file = []
+    for file in files:
+        try:
+            per_file.append(summed(scan_file(source, file, storage, ids=False)))
+        except pl.exceptions.PolarsError as exc:
+            raise InputError(file.uri, f"cannot read billing data: {str(exc).splitlines()[0]}") from None
+    return pl.concat(per_file).group_by("date", "currency").agg(pl.col("lines").sum(), pl.col("billed_cost").sum(), pl.col("effective_cost").sum())
 
 
 def changed_days(source: BillingSource, changed: list[StoredFile], storage: Storage, recorded: dict[str, set[dt.date]]) -> set[dt.date]:
