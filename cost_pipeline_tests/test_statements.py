@@ -152,3 +152,29 @@ def test_a_pool_whose_credits_cancel_its_charges_has_no_share():
     shares = pool_shares(detail, [])
     assert shares["share"].to_list() == [None, None]
     assert shares["amount_cents"].sum() == 0 and sorted(shares["amount_cents"].to_list()) == [Decimal("-5.00"), Decimal("5.00")]
+
+
+def test_untagged_by_account_sums_months_across_days_by_hand():
+    """Quarantined lines of several days of two months, summed per month, account and reason (the lines
+    are summed per day first): amounts, line counts and cents checked against sums done by hand."""
+    import polars as pl
+
+    from cost_pipeline.config import TaggingConfig
+    from cost_pipeline.lib.money import MONEY
+    from cost_pipeline.lib.report_tables import untagged_by_account
+
+    rows = [  # date, account, reason, amount
+        (dt.date(2026, 9, 29), "111", "missing:ml-team", "1.005"), (dt.date(2026, 9, 30), "111", "missing:ml-team", "2.001"),
+        (dt.date(2026, 9, 30), "111", "missing:ml-team", "0.333"), (dt.date(2026, 10, 1), "111", "missing:ml-team", "5"),
+        (dt.date(2026, 9, 30), "222", "unknown_team", "-1.25"), (dt.date(2026, 9, 30), "111", "unknown_team", "0.5"),
+    ]
+    lines = pl.DataFrame({"date": [r[0] for r in rows], "account_id": [r[1] for r in rows], "reason": [r[2] for r in rows],
+                          "amount": [Decimal(r[3]) for r in rows], "currency": ["USD"] * len(rows)}).with_columns(pl.col("amount").cast(MONEY))
+    out = untagged_by_account(lines.lazy(), TaggingConfig())
+    got = {(r["month"], r["account_id"], r["reason"]): (r["amount"], r["lines"]) for r in out.iter_rows(named=True)}
+    assert got == {
+        ("2026-09", "111", "missing:ml-team"): (Decimal("3.339"), 3), ("2026-10", "111", "missing:ml-team"): (Decimal("5"), 1),
+        ("2026-09", "222", "unknown_team"): (Decimal("-1.25"), 1), ("2026-09", "111", "unknown_team"): (Decimal("0.5"), 1),
+    }
+    # cents rounded once per month and currency: September's 3.339 - 1.25 + 0.5 = 2.589 -> 2.59 in all
+    assert out.filter(pl.col("month") == "2026-09")["amount_cents"].sum() == Decimal("2.59")

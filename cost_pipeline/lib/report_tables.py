@@ -133,11 +133,13 @@ def account_teams(tagging: TaggingConfig) -> pl.DataFrame:
 
 def untagged_by_account(untagged: pl.DataFrame | pl.LazyFrame, tagging: TaggingConfig) -> pl.DataFrame:
     """month × account × reason: the quarantined spend, with the team its account belongs to (if any).
-    Streamed from a lazy ``untagged``: a year's quarantined lines are tens of millions."""
+    Streamed from a lazy ``untagged``: a year's quarantined lines are tens of millions, summed per day
+    before their month is formatted (a month per line was half of the 2 s for a year's 19 M)."""
     rows = (
-        untagged.lazy().with_columns(month=month_of())
+        untagged.lazy().group_by("date", "account_id", "reason", "currency").agg(pl.col("amount").sum(), pl.len().alias("lines"))
+        .with_columns(month=month_of())
         .group_by("month", "account_id", "reason", "currency")
-        .agg(pl.col("amount").sum(), pl.len().alias("lines"))
+        .agg(pl.col("amount").sum(), pl.col("lines").sum())
         .join(account_teams(tagging).lazy(), on="account_id", how="left")
         .sort("month", "currency", "amount", "account_id", "reason", descending=[False, False, True, False, False])
         .collect(engine="streaming")
