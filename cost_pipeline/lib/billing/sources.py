@@ -16,7 +16,7 @@ parsed into cost lines (the provider's column mapping). Everything else is share
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -384,7 +384,7 @@ def bill_totals(source: BillingSource, storage: Storage | None = None, known: pl
     return pl.concat(frames).sort("source", "billing_period", "date", "currency")
 
 
-def _delivery_sums(source: BillingSource, files: list[StoredFile], storage: Storage) -> pl.DataFrame:
+def _delivery_sums(source: BillingSource, files: Sequence[StoredFile], storage: Storage) -> pl.DataFrame:
     """Lines, billed and effective cost per usage day and currency of a delivery's files, in one plan
     over all of them (a plan per file cost ~0.1 s each of a year's 365 daily files: 2.6-3.2 s against
     2.2-2.3 s for a month of 1 M-line days). When that plan fails, the files are summed one by one: a
