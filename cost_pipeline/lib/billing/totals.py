@@ -46,7 +46,6 @@ def totals_of_sums(sums: pl.DataFrame, day: dt.date) -> pl.DataFrame:
         sums.filter(pl.col("date") == day).group_by(KEY)
         .agg(pl.col("fp_lines").sum().alias("lines"), pl.col("billed_cost").sum(), pl.col("effective_cost").sum(),
              (pl.col("final").sum() == pl.col("fp_lines").sum()).alias("is_final"))
-        .filter(pl.col("lines") > 0)
     )
     return rows.cast(dict(schema)).select(list(schema)) if rows.height else pl.DataFrame({"date": [day]}, schema=schema)
 
