@@ -90,3 +90,62 @@ def test_scans_read_one_row_group_ahead_two_for_nested_records_and_the_operators
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == seen
+
+
+OVERLAPPING = """
+import sys, threading
+sys.path.insert(0, sys.argv[1])
+from cost_pipeline.lib import memory
+from cost_pipeline_tests.test_memory import faults_of
+entered, leave = threading.Event(), threading.Event()
+
+def other_day():
+    with memory.reusing_freed_memory():
+        entered.set()
+        leave.wait(60)
+
+other = threading.Thread(target=other_day)
+with memory.reusing_freed_memory():
+    other.start()
+    entered.wait(60)
+    faults_of(1)
+while_other = faults_of(10)  # this block left first: the other thread's still holds the settings
+leave.set()
+other.join()
+print(while_other, faults_of(10))
+"""
+
+
+@glibc
+def test_freed_blocks_stay_reused_until_the_last_of_two_days_side_by_side_ends():
+    # two days ingested at once (lib/overlap) each hash their tags maps within reusing_freed_memory
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", OVERLAPPING, root], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    while_other, after = map(int, out.stdout.split())
+    assert after >= 10  # mapped and faulted in afresh once both ended
+    assert while_other < after / 5
+
+
+INTERLEAVED = """
+import os
+import cost_pipeline
+from cost_pipeline.lib.memory import row_groups_ahead
+seen = []
+first, second = row_groups_ahead(3), row_groups_ahead(2)  # two days' passes on two threads
+first.__enter__()
+second.__enter__()
+seen.append(os.environ.get("POLARS_ROW_GROUP_PREFETCH_SIZE"))
+first.__exit__(None, None, None)  # the first ends while the second still runs
+seen.append(os.environ.get("POLARS_ROW_GROUP_PREFETCH_SIZE"))
+second.__exit__(None, None, None)
+seen.append(os.environ.get("POLARS_ROW_GROUP_PREFETCH_SIZE"))
+print(",".join(seen))
+"""
+
+
+def test_read_ahead_of_passes_side_by_side_is_the_largest_until_the_last_ends():
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("POLARS_ROW_GROUP_PREFETCH_SIZE", "COST_PIPELINE_PREFETCH"))}
+    out = subprocess.run([sys.executable, "-c", INTERLEAVED], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "3,2,1"

@@ -210,13 +210,16 @@ class Lake:
         return list(self._versions(prefix))
 
     def _versions(self, prefix: str) -> dict[str, str]:
+        return {key: version for key, (version, _) in self._objects(prefix).items()}
+
+    def _objects(self, prefix: str) -> dict[str, tuple[str, int]]:
         """Object keys under ``prefix`` with a version that changes whenever the object is replaced
-        (GCS: its generation; S3: its ETag and size)."""
+        (GCS: its generation; S3: its ETag and size), and their size."""
         bucket, key = self._key(prefix)
         if self.is_gcs:
-            return {b.name: str(b.generation) for b in self._bucket().client.list_blobs(bucket, prefix=key + "/")}
+            return {b.name: (str(b.generation), b.size) for b in self._bucket().client.list_blobs(bucket, prefix=key + "/")}
         pages = self._s3().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key + "/")
-        return {o["Key"]: f"{o['ETag'].strip(chr(34))}-{o['Size']}" for page in pages for o in page.get("Contents", [])}
+        return {o["Key"]: (f"{o['ETag'].strip(chr(34))}-{o['Size']}", o["Size"]) for page in pages for o in page.get("Contents", [])}
 
     def _key(self, *parts: str) -> tuple[str, str]:
         _, bucket, prefix = split_uri(self.uri)
@@ -343,11 +346,18 @@ class Lake:
     def day_versions(self, table: str) -> dict[dt.date, str]:
         """The days a daily table holds, each with a version of its file that changes whenever the
         day is replaced (locally its size and modification time in ns), for caches of per-day results."""
+        return {day: version for day, (version, _) in self._day_files(table).items()}
+
+    def day_sizes(self, table: str) -> dict[dt.date, int]:
+        """The size in bytes of each day's file of a daily table (how much a day's reader takes on)."""
+        return {day: size for day, (_, size) in self._day_files(table).items()}
+
+    def _day_files(self, table: str) -> dict[dt.date, tuple[str, int]]:
         if self.is_local:
             files = {p.parent.name: p.stat() for p in (self.root / table).glob(f"date=*/{PART_NAME}")}
-            named = {name: f"{st.st_size}-{st.st_mtime_ns}" for name, st in files.items()}
+            named = {name: (f"{st.st_size}-{st.st_mtime_ns}", st.st_size) for name, st in files.items()}
         else:
-            named = {k.split("/")[-2]: v for k, v in self._versions(table).items() if k.endswith("/" + PART_NAME)}
+            named = {k.split("/")[-2]: v for k, v in self._objects(table).items() if k.endswith("/" + PART_NAME)}
         return {dt.date.fromisoformat(n.removeprefix("date=")): v for n, v in named.items() if n.startswith("date=")}
 
     def local_day_file(self, table: str, day: dt.date) -> Path | None:

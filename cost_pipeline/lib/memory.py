@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -48,25 +49,37 @@ def tune() -> None:
         LIBC.mallopt(M_MMAP_THRESHOLD, MAPPED_FROM)
 
 
+_lock = threading.Lock()
+_reusing = 0  # blocks inside reusing_freed_memory: two days of a run are ingested side by side (lib/overlap)
+
+
 @contextmanager
 def reusing_freed_memory() -> Iterator[None]:
     """Within: blocks up to 32 MB (glibc's largest threshold) come from the heap and freed memory
     stays there for reuse; after: the threshold as before and every free page handed back. Whatever
-    the block frees must be released before it ends to be handed back."""
+    the block frees must be released before it ends to be handed back. The settings are the process's:
+    with blocks on several threads they hold until the last one ends."""
+    global _reusing
     if LIBC is None:
         yield
         return
-    LIBC.mallopt(M_MMAP_THRESHOLD, 32 << 20)
-    LIBC.mallopt(M_TRIM_THRESHOLD, 2**31 - 1)  # a C int: the largest
+    with _lock:
+        _reusing += 1
+        if _reusing == 1:
+            LIBC.mallopt(M_MMAP_THRESHOLD, 32 << 20)
+            LIBC.mallopt(M_TRIM_THRESHOLD, 2**31 - 1)  # a C int: the largest
     try:
         yield
     finally:
-        LIBC.mallopt(M_MMAP_THRESHOLD, MAPPED_FROM)
-        LIBC.mallopt(M_TRIM_THRESHOLD, TRIM_FROM)
-        import pyarrow as pa
+        with _lock:
+            _reusing -= 1
+            if _reusing == 0:
+                LIBC.mallopt(M_MMAP_THRESHOLD, MAPPED_FROM)
+                LIBC.mallopt(M_TRIM_THRESHOLD, TRIM_FROM)
+                import pyarrow as pa
 
-        pa.default_memory_pool().release_unused()
-        LIBC.malloc_trim(0)
+                pa.default_memory_pool().release_unused()
+                LIBC.malloc_trim(0)
 
 
 PREFETCH = "POLARS_ROW_GROUP_PREFETCH_SIZE"  # read by Polars when a query starts
@@ -85,22 +98,34 @@ def one_row_group_ahead() -> None:
         os.environ[PREFETCH], os.environ[DEFAULTED] = "1", "1"
 
 
+_ahead: list[int] = []  # the counts of the blocks inside row_groups_ahead, in the order they began
+_ahead_before: list[str | None] = [None]  # the variable before the first of them
+
+
 @contextmanager
 def row_groups_ahead(count: int) -> Iterator[None]:
     """Polars' queries started within read ``count`` row groups ahead. One ahead, a file's nested
     columns are decoded on one core: a GCP export's labels (lists of key/value records) took 5.4 s of
     a 10 M-line day so, 2.6 s two ahead. For that pass only: the day's whole ingest two ahead took 21-23 s
     instead of 24 s, but peaked at 1.33-1.46 GiB instead of 1.24 GiB (four ahead: 20 s at 2.2 GiB).
-    The operator's setting wins."""
+    The operator's setting wins. The variable is the process's: with blocks on several threads, the
+    largest count of those still inside holds, and the setting before comes back after the last."""
     if _prefetch_chosen:
         yield
         return
-    before = os.environ.get(PREFETCH)
-    os.environ[PREFETCH] = str(count)
+    with _lock:
+        if not _ahead:
+            _ahead_before[:] = [os.environ.get(PREFETCH)]
+        _ahead.append(count)
+        os.environ[PREFETCH] = str(max(_ahead))
     try:
         yield
     finally:
-        if before is None:
-            os.environ.pop(PREFETCH, None)
-        else:
-            os.environ[PREFETCH] = before
+        with _lock:
+            _ahead.remove(count)
+            value = str(max(_ahead)) if _ahead else _ahead_before[0]
+            if value is None:
+                os.environ.pop(PREFETCH, None)
+            else:
+                os.environ[PREFETCH] = value
+

@@ -13,6 +13,7 @@ import datetime as dt
 import hashlib
 import os
 import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,12 +76,15 @@ class Storage:
         if target.exists() and target.stat().st_size == file.size:
             return target
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.part")
-        if scheme == "s3":
-            self._s3().download_file(bucket, key, str(tmp))
-        else:
-            self._gcs().bucket(bucket).blob(key).download_to_filename(str(tmp))
-        os.replace(tmp, target)
+        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.part")  # two days (or processes) may fetch it at once
+        try:
+            if scheme == "s3":
+                self._s3().download_file(bucket, key, str(tmp))
+            else:
+                self._gcs().bucket(bucket).blob(key).download_to_filename(str(tmp))
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
         return target
 
     @staticmethod

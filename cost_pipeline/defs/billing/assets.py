@@ -10,9 +10,10 @@ from cost_pipeline.defs.metadata import column_schema, content_version, money_to
 from cost_pipeline.defs.partitions import BACKFILL_POLICY, DAILY, partition_days
 from cost_pipeline.defs.resources import BillingStorage, LakeResource, PipelineConfig
 from cost_pipeline.lib.billing.fingerprint import fingerprint_from
-from cost_pipeline.lib.billing.sources import TOTALS_SCHEMA, bill_totals, day_batches
+from cost_pipeline.lib.billing.sources import TOTALS_SCHEMA, batch_bytes, bill_totals, day_batches, day_files
 from cost_pipeline.lib.billing.totals import record_day_totals, totals_markdown
 from cost_pipeline.lib.billing.write_day import ingest_days
+from cost_pipeline.lib.overlap import IN_FLIGHT_BYTES, in_order
 
 # days written in one pass when billing files hold many days (an export's month parts): each file is
 # read once per batch instead of once per day. A batch keeps one Parquet writer per day open, each
@@ -42,21 +43,29 @@ def cost_lines(context: dg.AssetExecutionContext, pipeline: PipelineConfig, cost
     empty_days, last_with_data, fingerprints, all_sums = [], None, [], []
     with lake.staging("cost_lines") as staging, lake.staging("tag_sets") as tag_set_stage:
         with input_errors_as_failures():
-            batches = day_batches(settings.billing_sources, partition_days(context), billing.for_source, MAX_DAYS_PER_PASS)
-        for batch in batches:
-            staged = {day: staging.reserve(day) for day in batch}
-            with input_errors_as_failures():
-                sums, tag_sets = ingest_days(settings.billing_sources, batch, billing.for_source, {day: path for day, (path, _) in staged.items()})
-            all_sums.append(sums)
-            for day in batch:
-                day_tag_sets = tag_sets.filter(pl.col("date") == day).drop("date")
-                tag_set_stage.write_day(day, day_tag_sets)
-                day_sums = sums.filter(pl.col("date") == day)
-                rows += _report_day(context, settings, day, staged[day][1], day_sums, day_tag_sets, fingerprints)
-                if day_sums["fp_lines"].sum():
-                    last_with_data = day
-                else:
-                    empty_days.append(day)
+            files = day_files(settings.billing_sources, partition_days(context), billing.for_source)
+            batches = day_batches(settings.billing_sources, partition_days(context), billing.for_source, MAX_DAYS_PER_PASS, files)
+        staged = {day: staging.reserve(day) for batch in batches for day in batch}
+
+        def ingest(batch: list) -> tuple[pl.DataFrame, pl.DataFrame]:  # on a worker thread (lib/overlap)
+            return ingest_days(settings.billing_sources, batch, billing.for_source, {day: staged[day][0] for day in batch})
+
+        # a BigQuery day has no file size to go by: such runs ingest one batch at a time
+        queried = any(s.uri.startswith("bq://") for s in settings.billing_sources)
+        sizes = [IN_FLIGHT_BYTES if queried else batch_bytes(batch, files) for batch in batches]
+        with (in_order(ingest, batches, sizes) as ingested,
+              input_errors_as_failures()):
+            for batch, (sums, tag_sets) in ingested:
+                all_sums.append(sums)
+                for day in batch:
+                    day_tag_sets = tag_sets.filter(pl.col("date") == day).drop("date")
+                    tag_set_stage.write_day(day, day_tag_sets)
+                    day_sums = sums.filter(pl.col("date") == day)
+                    rows += _report_day(context, settings, day, staged[day][1], day_sums, day_tag_sets, fingerprints)
+                    if day_sums["fp_lines"].sum():
+                        last_with_data = day
+                    else:
+                        empty_days.append(day)
         # days after the last day with any line are not delivered yet (a gap inside the range is only warned about)
         undelivered = [d.isoformat() for d in empty_days if last_with_data is None or d > last_with_data]
         if undelivered:  # raised inside the staging block: no day of the run replaces the lake

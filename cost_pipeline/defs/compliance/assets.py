@@ -13,7 +13,7 @@ from cost_pipeline.defs.compliance.checks import share_evaluations
 from cost_pipeline.defs.metadata import column_schema, day_metadata
 from cost_pipeline.defs.partitions import BACKFILL_POLICY, DAILY, partition_days
 from cost_pipeline.defs.resources import LakeResource, PipelineConfig
-from cost_pipeline.lib.attribution import allocate_day, attribute_lake_day
+from cost_pipeline.lib.attribution import DayAttribution, allocate_day, attribute_lake_day
 from cost_pipeline.lib.compliance import (
     compliance_breakdown,
     summary_from_sums,
@@ -22,6 +22,7 @@ from cost_pipeline.lib.compliance import (
 )
 from cost_pipeline.lib.lake import PARQUET
 from cost_pipeline.lib.markdown import md_table
+from cost_pipeline.lib.overlap import in_order
 
 ALLOCATED = dg.AssetSpec(
     "allocated_costs",
@@ -72,20 +73,16 @@ def attribution(context: dg.AssetExecutionContext, pipeline: PipelineConfig, cos
     settings = pipeline.settings()
     lake = cost_lake.lake()
     selected = {key.to_user_string() for key in context.selected_asset_keys}
-    pools = settings.allocation.pools
     shares = []
+    days = partition_days(context)
+    sizes = lake.day_sizes("cost_lines")
     with (lake.staging("tag_compliance") as compliance_stage, lake.staging("untagged_spend") as untagged_stage,
-          lake.staging("allocated_costs") as allocated_stage):
-        for day in partition_days(context):
-            # the day summed per distinct combination of what the rules read (its tag sets, not 10^7 maps),
-            # the combinations classified (lib/attribution); the quarantine's lines: a second pass, sunk
-            attributed = attribute_lake_day(lake, day, settings.tagging, pools)
+          lake.staging("allocated_costs") as allocated_stage,
+          in_order(lambda day: _computed(lake, settings, day, selected, untagged_stage), days, [sizes.get(d, 0) for d in days]) as computed):
+        for day, (attributed, allocated) in computed:
             sums = attributed.sums
-            if "untagged_spend" in selected:
-                staged_path, untagged_path = untagged_stage.reserve(day)
-                attributed.quarantine().sink_parquet(staged_path, **PARQUET)
             if "allocated_costs" in selected:
-                _allocated_day(context, lake, settings, day, sums, allocated_stage)
+                _allocated_day(context, settings, day, allocated, allocated_stage)
             summary = summary_from_sums(sums)
             if "tag_compliance" in selected:
                 breakdown = compliance_breakdown(summary)
@@ -98,6 +95,7 @@ def attribution(context: dg.AssetExecutionContext, pipeline: PipelineConfig, cos
             if "untagged_spend" not in selected:
                 continue
             # the metadata's columns only: the quarantined lines' tags maps are not decoded again
+            untagged_path = untagged_stage.reserve(day)[1]
             staged = untagged_stage.scan(day)
             quarantined = staged.select("amount", "currency", "reason", "resource_id", "account_id", "service").collect()
             day_shares = untagged_shares(summary)
@@ -125,11 +123,23 @@ def attribution(context: dg.AssetExecutionContext, pipeline: PipelineConfig, cos
         yield from share_evaluations(pl.concat(shares), settings.tagging)
 
 
-def _allocated_day(context: dg.AssetExecutionContext, lake, settings, day, sums: pl.DataFrame, staging) -> None:
+def _computed(lake, settings, day, selected: set[str], untagged_stage) -> tuple[DayAttribution, pl.DataFrame | None]:
+    """What the selected tables need of a day, on a worker thread (``lib/overlap``: no Dagster context
+    here): the day summed per distinct combination of what the rules read (its tag sets, not 10^7
+    maps), the combinations classified (``lib/attribution``), the quarantine's lines sunk (a second
+    pass), and the day's allocation."""
+    attributed = attribute_lake_day(lake, day, settings.tagging, settings.allocation.pools)
+    if "untagged_spend" in selected:
+        attributed.quarantine().sink_parquet(untagged_stage.reserve(day)[0], **PARQUET)
+    if "allocated_costs" not in selected:
+        return attributed, None
     try:
-        allocated = allocate_day(lake, day, settings, sums)
+        return attributed, allocate_day(lake, day, settings, attributed.sums)
     except FileNotFoundError as exc:
         raise dg.Failure(description=f"{exc}: materialize `usage` for these days first (or select it too)") from None
+
+
+def _allocated_day(context: dg.AssetExecutionContext, settings, day, allocated: pl.DataFrame, staging) -> None:
     path = staging.write_day(day, allocated)
     no_usage = allocated.filter(pl.col("reason").str.starts_with("no_usage:"))["reason"].to_list()
     for reason in no_usage:

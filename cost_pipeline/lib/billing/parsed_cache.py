@@ -10,6 +10,7 @@ afresh, and only the few most recent files are kept to bound memory.
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -19,15 +20,18 @@ from cost_pipeline.lib.storage import StoredFile
 
 MAX_FILES = 4
 _cache: OrderedDict[tuple[str, str, str], pl.DataFrame] = OrderedDict()
+_lock = threading.Lock()  # two days of a run are ingested side by side (lib/overlap)
 
 
 def parsed(file: StoredFile, source: str, parse: Callable[[], pl.DataFrame]) -> pl.DataFrame:
     key = (file.uri, file.version, source)
-    if key in _cache:
-        _cache.move_to_end(key)
-        return _cache[key]
+    with _lock:
+        if key in _cache:
+            _cache.move_to_end(key)
+            return _cache[key]
     frame = parse()
-    _cache[key] = frame
-    while len(_cache) > MAX_FILES:
-        _cache.popitem(last=False)
+    with _lock:
+        _cache[key] = frame
+        while len(_cache) > MAX_FILES:
+            _cache.popitem(last=False)
     return frame

@@ -225,12 +225,9 @@ def source_days(source: BillingSource, days: list[dt.date], storage: Storage | N
     return pl.concat([lines for lines, _ in parts])
 
 
-def day_batches(sources: list[BillingSource], days: list[dt.date], storage_for: Callable[[BillingSource], Storage],
-                max_days: int) -> list[list[dt.date]]:
-    """``days`` (in order) cut into runs of consecutive days that share a billing file, at most
-    ``max_days`` each: each batch is written in one pass, so a file holding many days (an export's
-    month parts) is read once per batch instead of once per day. Days in files of their own stay alone."""
-    held: dict[dt.date, set[str]] = {day: set() for day in days}
+def day_files(sources: list[BillingSource], days: list[dt.date], storage_for: Callable[[BillingSource], Storage]) -> dict[dt.date, dict[str, int]]:
+    """The billing files holding each of ``days``: their URIs and sizes in bytes."""
+    held: dict[dt.date, dict[str, int]] = {day: {} for day in days}
     for source in sources:
         if source.uri.startswith("bq://"):
             continue
@@ -238,15 +235,30 @@ def day_batches(sources: list[BillingSource], days: list[dt.date], storage_for: 
         for delivery in current_deliveries(source, storage):
             for file in delivery.files:
                 for day in file_days(source, file, storage) & held.keys():
-                    held[day].add(file.uri)
+                    held[day][file.uri] = file.size
+    return held
+
+
+def day_batches(sources: list[BillingSource], days: list[dt.date], storage_for: Callable[[BillingSource], Storage],
+                max_days: int, files: dict[dt.date, dict[str, int]] | None = None) -> list[list[dt.date]]:
+    """``days`` (in order) cut into runs of consecutive days that share a billing file, at most
+    ``max_days`` each: each batch is written in one pass, so a file holding many days (an export's
+    month parts) is read once per batch instead of once per day. Days in files of their own stay alone.
+    ``files``: :func:`day_files` of ``days``, if the caller has it."""
+    held = files if files is not None else day_files(sources, days, storage_for)
     batches: list[list[dt.date]] = []
     for day in days:
         last = batches[-1] if batches else None
-        if last and len(last) < max_days and held[day] & held[last[-1]]:
+        if last and len(last) < max_days and held[day].keys() & held[last[-1]].keys():
             last.append(day)
         else:
             batches.append([day])
     return batches
+
+
+def batch_bytes(batch: list[dt.date], files: dict[dt.date, dict[str, int]]) -> int:
+    """The size of the billing files a batch of days reads (each file once)."""
+    return sum({uri: size for day in batch for uri, size in files[day].items()}.values())
 
 
 def read_source_day(source: BillingSource, day: dt.date, storage: Storage | None = None) -> pl.DataFrame:
