@@ -30,3 +30,9 @@ os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
 
 # glibc's malloc (NumPy's arrays, PyArrow's reads): one arena and a fixed mmap threshold, see lib/memory.py.
 memory.tune()
+
+# Dagster writes a ranged run's per-partition asset events (a step's materializations, the run's
+# planned events) in batches when this is set, and the local SQLite storage
+# (cost_pipeline/instance/sqlite_storage.py) and PostgreSQL store a batch in one transaction per
+# database instead of one per event. Read when events are handled; a value set by the operator wins.
+os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", "500")

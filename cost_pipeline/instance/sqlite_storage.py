@@ -27,10 +27,14 @@ from __future__ import annotations
 import atexit
 import os
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
+from dagster._core.errors import DagsterInvariantViolationError
+from dagster._core.events import ASSET_EVENTS
+from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
+from dagster._core.storage.sqlalchemy_compat import db_result
 from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
 from dagster._core.storage.sqlite_storage import DagsterSqliteStorage, _event_logs_directory
 from sqlalchemy import Engine, create_engine, event
@@ -97,6 +101,43 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
             self._engines.clear()
         finally:
             self._db_lock.release()
+
+    def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
+        """A batch of events (with ``DAGSTER_EVENT_BATCH_SIZE`` set, see ``cost_pipeline/__init__.py``:
+        a step's materializations of a ranged run, the run's planned events), each stored as
+        :meth:`store_event` stores it and in the same order, but each run of consecutive asset events
+        in one transaction per database (the stock SQLite storage stores a batch event by event, a
+        transaction each)."""
+        together: list[EventLogEntry] = []
+        for entry in events:
+            if together and entry.run_id != together[0].run_id:
+                self._store_asset_events(together)
+                together = []
+            if entry.is_dagster_event and entry.dagster_event_type in ASSET_EVENTS:
+                together.append(entry)
+                continue
+            self._store_asset_events(together)
+            together = []
+            self.store_event(entry)
+        self._store_asset_events(together)
+
+    def _store_asset_events(self, events: list[EventLogEntry]) -> None:
+        if not events:
+            return
+        statements = [self.prepare_insert_event(entry) for entry in events]
+        with self.run_connection(events[0].run_id) as conn:
+            for statement in statements:
+                conn.execute(statement)
+        with self.index_transaction() as conn:  # mirrored in the cross-run index, as store_event does
+            ids = []
+            for statement in statements:
+                with db_result(conn, statement) as result:
+                    ids.append(result.inserted_primary_key[0])
+            if any(event_id is None for event_id in ids):
+                raise DagsterInvariantViolationError("Cannot store asset event tags for null event id.")
+            self._store_asset_event_tags(conn, events, ids)
+            for entry, event_id in zip(events, ids):
+                self._store_asset_event(conn, entry, event_id)
 
     def dispose(self) -> None:
         self._close_engines()
