@@ -101,3 +101,29 @@ def test_rules_apply_previews_adopts_and_backfills(config_path, tmp_path):
     assert unlanded.returncode == 2 and f"cost_lines, but the lake lacks {later}" in unlanded.stderr
     bundled = cli("rules", "apply", "--proposed", str(proposed_path), "--start", START.isoformat(), "--end", START.isoformat(), "--yes")
     assert bundled.returncode == 2 and "replaces your config file" in bundled.stderr
+
+
+def test_rules_only_reports_each_days_checks_once(config_path, tmp_path, monkeypatch):
+    """`run --rules-only` runs the rule-dependent assets, which report their checks day by day: the
+    checks must not also run as steps of their own (a year's rules change spent 46 s re-reading every
+    day for results the assets had already given)."""
+    from collections import Counter
+
+    from dagster import DagsterEventType
+
+    from cost_pipeline_tests.conftest import cli
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    days = ("--start", START.isoformat(), "--end", START.isoformat())
+    assert (first := cli("run", "--config", str(config_path), *days)).returncode == 0, first.stderr[-2000:]
+    assert (again := cli("run", "--config", str(config_path), "--rules-only", *days)).returncode == 0, again.stderr[-2000:]
+    with dg.DagsterInstance.get() as instance:
+        run = next(r for r in instance.get_runs() if r.job_name == "daily_costs_job")  # newest first
+        steps = {e.dagster_event.step_key for e in instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_SUCCESS)}
+        checks = Counter(
+            (e.dagster_event.event_specific_data.asset_check_key.name, e.dagster_event.event_specific_data.partition)
+            for e in instance.all_logs(run.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION)
+        )
+    assert steps == {"attribution", "team_daily_costs", "team_cost_detail", "anomalies", "slack_notifications"}
+    assert checks[("allocation_conserves_cost_lines", START.isoformat())] == 1
+    assert checks and set(checks.values()) == {1}, checks
