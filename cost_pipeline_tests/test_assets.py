@@ -317,6 +317,34 @@ def test_checks_report_one_result_per_day_and_run_on_their_own(config_path):
     assert got == [("allocation_conserves_cost_lines", last.isoformat(), True), ("untagged_share_below_error", last.isoformat(), True)]
 
 
+def test_conservation_reads_a_replaced_days_lines_not_the_ingests_totals(config_path):
+    """The check compares allocated_costs with the day's cost lines; for a file the ingest wrote it takes
+    the totals the ingest recorded beside the file's version, so a file replaced afterwards (here one
+    cent more on one line) must be read again: the check then fails by exactly that cent."""
+    from decimal import Decimal
+
+    from dagster._core.definitions.asset_key import AssetCheckKey
+
+    from cost_pipeline.definitions import build_defs
+    from cost_pipeline.lib.lake import Lake
+
+    settings = load_settings(config_path)
+    instance = dg.DagsterInstance.ephemeral()
+    assert _run(config_path, instance, START, START).success
+    path = Lake.from_uri(settings.lake_uri).day_path("cost_lines", START)
+    lines = pl.read_parquet(path)
+    currency = lines["currency"][0]
+    cent = pl.lit(Decimal("0.01")).cast(lines.schema["effective_cost"])
+    lines.with_columns(effective_cost=pl.when(pl.int_range(pl.len()) == 0).then(pl.col("effective_cost") + cent)
+                       .otherwise(pl.col("effective_cost"))).write_parquet(path)
+    job = build_defs(settings).resolve_implicit_global_asset_job_def().get_subset(
+        asset_check_selection={AssetCheckKey(dg.AssetKey("allocated_costs"), "allocation_conserves_cost_lines")}, asset_selection=set())
+    alone = job.execute_in_process(instance=instance, partition_key=START.isoformat(), resources=resources_for(settings), raise_on_error=False)
+    evaluation = next(e.asset_check_evaluation_data for e in alone.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION")
+    assert not evaluation.passed
+    assert evaluation.description == f"allocated_costs differ from cost_lines: {currency} -0.010000000000"
+
+
 def test_new_checks_fail_on_a_short_usage_day_and_a_tampered_team_table(tmp_path, sample_dir):
     """usage_covers_pools names the pool and query whose samples stop early; the team tables' checks,
     run alone for a day, catch one cent missing from a team table written outside the pipeline."""

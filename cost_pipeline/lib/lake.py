@@ -348,6 +348,17 @@ class Lake:
         day is replaced (locally its size and modification time in ns), for caches of per-day results."""
         return {day: version for day, (version, _) in self._day_files(table).items()}
 
+    def day_version(self, table: str, day: dt.date) -> str | None:
+        """:meth:`day_versions` of one day (None: the table lacks it), without listing the others."""
+        if self.is_local:
+            path = self.day_path(table, day)
+            if not path.exists():
+                return None
+            st = path.stat()
+            return f"{st.st_size}-{st.st_mtime_ns}"
+        objects = self._objects(self._day(table, day))
+        return next((version for key, (version, _) in objects.items() if key.endswith("/" + PART_NAME)), None)
+
     def day_sizes(self, table: str) -> dict[dt.date, int]:
         """The size in bytes of each day's file of a daily table (how much a day's reader takes on)."""
         return {day: size for day, (_, size) in self._day_files(table).items()}

@@ -13,13 +13,18 @@ import polars as pl
 from cost_pipeline.config import Settings
 from cost_pipeline.defs.day_checks import DayCheck, Outcome
 from cost_pipeline.lib.allocate import reconcile
+from cost_pipeline.lib.billing.totals import recorded_day_totals
 from cost_pipeline.lib.lake import Lake
 
 
 def _conservation(lake: Lake, settings: Settings, day: dt.date) -> Outcome:
-    """Re-read both tables from the lake, so the check sees exactly what readers will see (the day's
-    lines summed per currency while streamed, not held: 1 M lines a day, every day of a backfill)."""
-    lines = lake.scan_days("cost_lines", [day]).group_by("date", "currency").agg(pl.col("effective_cost").sum()).collect(engine="streaming")
+    """Both tables as the lake holds them, so the check sees exactly what readers will see: allocated_costs
+    re-read, and the day's lines by the totals the ingest recorded while writing that very file (its
+    version checked), else summed while streamed (a file replaced since, or a lake from before the
+    record). Reading the lines again took 0.05 s of each 1 M-line day, after the days were written."""
+    lines = recorded_day_totals(lake, day)
+    if lines is None:
+        lines = lake.scan_days("cost_lines", [day]).group_by("date", "currency").agg(pl.col("effective_cost").sum()).collect(engine="streaming")
     table = reconcile(lake.scan_days("allocated_costs", [day]).select("date", "currency", "amount").collect(), lines)
     off = table.filter(pl.col("allocated") != pl.col("billed"))
     metadata = {

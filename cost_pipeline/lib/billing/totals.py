@@ -62,6 +62,22 @@ def record_day_totals(lake, sums: pl.DataFrame, days: list[dt.date]) -> None:
             lake.write_day(DAY_TOTALS, day, totals_of_sums(sums, day).with_columns(version=pl.lit(versions[day])))
 
 
+def recorded_day_totals(lake, day: dt.date) -> pl.DataFrame | None:
+    """:func:`lake_totals` of ``day`` as the ingest recorded them, if the day's ``cost_lines`` file is still
+    the one it wrote (None: not recorded, unreadable, or the file was replaced since); a day without
+    lines has no rows."""
+    version = lake.day_version("cost_lines", day)
+    if version is None or not lake.has_day(DAY_TOTALS, day):
+        return None
+    try:
+        recorded = lake.scan_days(DAY_TOTALS, [day]).collect()
+    except (OSError, pl.exceptions.PolarsError):  # unreadable: the lines are read instead
+        return None
+    if "version" not in recorded.columns or not recorded.height or (recorded["version"] != version).any():
+        return None
+    return recorded.filter(pl.col("source").is_not_null()).drop("version")
+
+
 def _recorded(lake, days: list[dt.date], current: pl.DataFrame) -> pl.DataFrame | None:
     """The totals the ingest recorded for ``days`` whose file is still the one it wrote (None: none)."""
     have = sorted(set(days) & set(lake.day_versions(DAY_TOTALS)))
