@@ -63,7 +63,7 @@ def test_an_empty_result_is_no_samples():
 def test_the_lake_keeps_labels_once_per_series_and_reads_them_back_on_every_sample(tmp_path):
     from cost_pipeline.lib.extracts import read_extracts_parts
     from cost_pipeline.lib.lake import Lake
-    from cost_pipeline.lib.usage import query_series, read_usage
+    from cost_pipeline.lib.usage import HELD_BELOW, query_series, query_sums, read_usage
 
     folder = tmp_path / "usage" / f"date={DAY}"
     folder.mkdir(parents=True)
@@ -79,16 +79,23 @@ def test_the_lake_keeps_labels_once_per_series_and_reads_them_back_on_every_samp
     lake.write_day("usage", DAY, points)
     lake.write_day("usage_series", DAY, series)
     usage = read_usage(lake, [DAY])
-    assert isinstance(usage.points, pl.LazyFrame)  # each query is read when a driver asks for it
-    assert usage.points.collect().height == points.height and usage.series.height == 57 and not usage.is_empty()
+    assert isinstance(usage.points, pl.DataFrame)  # a small day is read once for every driver
+    assert usage.points.height == points.height and usage.series.height == 57 and not usage.is_empty()
+    # a large day stays a scan: each query is read when a driver asks for it
+    large = DAY + dt.timedelta(days=1)
+    many = pl.DataFrame({"date": [large], "query": ["k8s_requests"], "series": [0], "timestamp": [float(T0)], "value": [1.0]},
+                        schema=points.schema).select(pl.all().repeat_by(HELD_BELOW).explode())
+    lake.write_day("usage", large, many)
+    lake.write_day("usage_series", large, series.head(1).with_columns(date=pl.lit(large)))
+    held_not = read_usage(lake, [large])
+    assert isinstance(held_not.points, pl.LazyFrame)
+    assert query_sums(held_not, "k8s_requests", ["namespace"])["value"].to_list() == [float(HELD_BELOW)]
     requests = query_series(usage, "k8s_requests", ["pod", "namespace"])
     assert requests.height == 50 * 288
     pod_17 = requests.filter(pl.col("pod") == "p-17")
     assert pod_17.height == 288 and pod_17["value"].sum() == sum(17 + k for k in range(288))
     assert set(pod_17["namespace"]) == {"ns-2"}
     # summed per namespace and step while streaming (what the Kubernetes driver reads), against sums by hand
-    from cost_pipeline.lib.usage import query_sums
-
     sums = query_sums(usage, "k8s_requests", ["namespace", "timestamp"])
     by_hand = {}
     for i, m in enumerate(pods):

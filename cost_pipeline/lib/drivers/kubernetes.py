@@ -66,7 +66,7 @@ def namespace_attributes(samples: pl.DataFrame, driver: KubernetesDriver) -> pl.
     """
     queries = [q for q in (driver.requests, driver.cpu_usage, driver.memory_usage, driver.namespace_labels_query) if q]
     wanted = {dim: lbl for dim, lbl in driver.namespace_labels.items() if dim in DIMENSIONS}
-    per_series = pl.concat([series_labels(samples, q, ["namespace", *wanted.values()]) for q in queries])
+    per_series = series_labels(samples, queries, ["namespace", *wanted.values()])
     values = per_series.filter(pl.col("namespace").is_not_null()).select(
         "namespace", *[pl.col(lbl).str.strip_chars().alias(dim) for dim, lbl in wanted.items()],
     )
@@ -141,10 +141,8 @@ def kubernetes_shares(samples: pl.DataFrame, driver: KubernetesDriver, owner_tea
         for namespace, value in consumed.filter(pl.col("kind") == kind).select("namespace", "consumed").iter_rows():
             shares[namespace] = shares.get(namespace, 0.0) + share * value / denominator
         idle += share * (1 - used / denominator)
-    rows = [
-        {**dims.filter(pl.col("namespace") == ns).drop("namespace").row(0, named=True), "weight": w}
-        for ns, w in shares.items()
-    ]
+    of_namespace = {row.pop("namespace"): row for row in dims.iter_rows(named=True)}
+    rows = [{**of_namespace[ns], "weight": w} for ns, w in shares.items()]
     if idle > 1e-15:
         rows.append({"team": owner_team, "project": IDLE_PROJECT, "workload_type": None, "environment": None, "weight": idle, "reason": None})
     return recipients(rows)
