@@ -337,3 +337,38 @@ def test_held_totals_read_a_day_again_whenever_its_file_changed(tmp_path):
     (tmp_path / "lake" / "cost_line_totals" / "part-0.parquet").write_bytes(b"not parquet")
     assert totals() == {days[1]: (3, Decimal("0.18"))}
     assert sorted(pl.read_parquet(tmp_path / "lake" / "cost_line_totals" / "part-0.parquet")["date"].to_list()) == days[1:]
+
+
+def test_cost_lines_sums_each_file_for_the_bill_and_the_reports_read_only_files_changed_since(tmp_path, sample_dir):
+    """cost_lines sums each billing file it reads the way bill_totals does, by the file's version, so
+    the reports' first run after a backfill reads no billing file again; a file whose version changed
+    since is read again (here a damaged one, whose error names it)."""
+    billing = _copy_billing(tmp_path, sample_dir)
+    config = write_config(tmp_path, sample_dir, billing_sources=[{"name": "aws-main", "format": "aws_cur2", "uri": str(billing)}])
+    instance = dg.DagsterInstance.ephemeral()
+    assert _run(config, instance).success
+    summed = pl.read_parquet(tmp_path / "lake" / "bill_file_totals" / "part-0.parquet")
+    expected = {}
+    for i in range(DAYS):  # by hand from each delivered file: its lines and unblended (billed) cost
+        path = _day_file(billing, START + dt.timedelta(days=i))
+        raw = pq.read_table(path)
+        expected[str(path)] = (raw.num_rows, sum(Decimal(repr(v)).quantize(Q, ROUND_HALF_EVEN) for v in raw["line_item_unblended_cost"].to_pylist()))
+    got = summed.group_by("uri").agg(pl.col("lines").sum(), pl.col("billed_cost").sum())
+    assert {u: (n, b) for u, n, b in got.iter_rows()} == expected
+
+    # the same version (size and modification time) with other bytes: the reports do not read it
+    damaged = _day_file(billing, START + dt.timedelta(days=1))
+    before = damaged.stat()
+    damaged.write_bytes(b"\0" * before.st_size)
+    os.utime(damaged, ns=(before.st_atime_ns, before.st_mtime_ns))
+    reports = _run(config, instance, "reports_job")
+    assert reports.success and _check(reports).passed
+    metadata = instance.fetch_materializations(dg.AssetKey("bill_totals"), limit=1).records[0].event_log_entry.asset_materialization.metadata
+    assert (metadata["files_read"].value, metadata["files_summed_by_cost_lines"].value) == (0, DAYS)
+
+    # touched: a new version, read again
+    os.utime(damaged)
+    again = _run(config, instance, "reports_job")
+    assert not again.success
+    failure = next(e for e in again.all_events if e.event_type_value == "STEP_FAILURE")
+    assert str(damaged) in failure.step_failure_data.error.message + str(failure.step_failure_data.user_failure_data)

@@ -9,8 +9,9 @@ from cost_pipeline.defs.failures import input_errors_as_failures
 from cost_pipeline.defs.metadata import column_schema, content_version, money_totals
 from cost_pipeline.defs.partitions import BACKFILL_POLICY, DAILY, partition_days
 from cost_pipeline.defs.resources import BillingStorage, LakeResource, PipelineConfig
+from cost_pipeline.lib.billing.file_totals import FileSums, read_file_totals
 from cost_pipeline.lib.billing.fingerprint import fingerprint_from
-from cost_pipeline.lib.billing.sources import TOTALS_SCHEMA, batch_bytes, bill_totals, day_batches, day_files
+from cost_pipeline.lib.billing.sources import TOTALS_SCHEMA, batch_bytes, batch_files, bill_totals, day_batches, day_files
 from cost_pipeline.lib.billing.totals import record_day_totals, totals_markdown
 from cost_pipeline.lib.billing.write_day import ingest_days
 from cost_pipeline.lib.overlap import IN_FLIGHT_BYTES, in_order
@@ -46,9 +47,12 @@ def cost_lines(context: dg.AssetExecutionContext, pipeline: PipelineConfig, cost
             files = day_files(settings.billing_sources, partition_days(context), billing.for_source)
             batches = day_batches(settings.billing_sources, partition_days(context), billing.for_source, MAX_DAYS_PER_PASS, files)
         staged = {day: staging.reserve(day) for batch in batches for day in batch}
+        file_sums = FileSums(read_file_totals(lake))
 
         def ingest(batch: list) -> tuple[pl.DataFrame, pl.DataFrame]:  # on a worker thread (lib/overlap)
-            return ingest_days(settings.billing_sources, batch, billing.for_source, {day: staged[day][0] for day in batch})
+            ingested = ingest_days(settings.billing_sources, batch, billing.for_source, {day: staged[day][0] for day in batch})
+            file_sums.add(batch_files(batch, files), billing.for_source)  # the bill side, while the files are at hand
+            return ingested
 
         # a BigQuery day has no file size to go by: such runs ingest one batch at a time
         queried = any(s.uri.startswith("bq://") for s in settings.billing_sources)
@@ -74,11 +78,12 @@ def cost_lines(context: dg.AssetExecutionContext, pipeline: PipelineConfig, cost
                 f"not delivered yet? Nothing was written; run the days that have data.",
                 allow_retries=False,
             )
-    try:  # a cache: without it the reports read these days' lines again
+    try:  # caches: without them the reports read these days' lines and their billing files again
         if all_sums:
             record_day_totals(lake, pl.concat(all_sums), partition_days(context))
+        file_sums.record(lake)
     except Exception as exc:  # noqa: BLE001 - the days are committed: storage errors of any kind only cost time later
-        context.log.warning(f"the days' totals were not recorded ({type(exc).__name__}: {exc}); the reports will read their lines")
+        context.log.warning(f"the days' totals were not recorded ({type(exc).__name__}: {exc}); the reports will read their lines and files")
     return dg.MaterializeResult(metadata={"days_in_run": len(partition_days(context)), "lines_in_run": rows},
                                 data_version=content_version(fingerprints))
 
@@ -121,9 +126,9 @@ def bill_totals_table(context: dg.AssetExecutionContext, pipeline: PipelineConfi
     summed from the delivered files themselves. ``cost_lines`` must add up to it exactly."""
     settings = pipeline.settings()
     lake = cost_lake.lake()
-    known = lake.read_table("bill_totals")
+    known, file_sums, counts = lake.read_table("bill_totals"), read_file_totals(lake), {}
     with input_errors_as_failures():
-        frames = [bill_totals(s, billing.for_source(s), known) for s in settings.billing_sources]
+        frames = [bill_totals(s, billing.for_source(s), known, file_sums, counts) for s in settings.billing_sources]
     totals = pl.concat(frames) if frames else pl.DataFrame(schema=TOTALS_SCHEMA)
     path = lake.write_table("bill_totals", totals)
     reconciled = [s.name for s in settings.billing_sources if not s.uri.startswith("bq://")]
@@ -133,6 +138,9 @@ def bill_totals_table(context: dg.AssetExecutionContext, pipeline: PipelineConfi
             "dagster/row_count": totals.height,
             "path": dg.MetadataValue.path(path),
             "periods": dg.MetadataValue.md(totals_markdown(totals)),
+            # changed deliveries' files read here, and those summed by cost_lines as it read them
+            "files_read": counts.get("read", 0),
+            "files_summed_by_cost_lines": counts.get("summed_before", 0),
         },
         check_results=[result],
     )
