@@ -119,6 +119,11 @@ def _evolved(table: str) -> dict:
     return {"missing_columns": "insert", "extra_columns": "ignore"} if table in CHANGED_COLUMNS else {}
 
 
+def _local_version(stat: os.stat_result) -> str:
+    """A local file's version: its size and modification time in ns (a replaced file has another)."""
+    return f"{stat.st_size}-{stat.st_mtime_ns}"
+
+
 def _write_frame(frame: pl.DataFrame | pl.LazyFrame, path: Path) -> None:
     if isinstance(frame, pl.LazyFrame):
         frame.sink_parquet(path, engine="streaming", **PARQUET)
@@ -352,10 +357,7 @@ class Lake:
         """:meth:`day_versions` of one day (None: the table lacks it), without listing the others."""
         if self.is_local:
             path = self.day_path(table, day)
-            if not path.exists():
-                return None
-            st = path.stat()
-            return f"{st.st_size}-{st.st_mtime_ns}"
+            return _local_version(path.stat()) if path.exists() else None
         objects = self._objects(self._day(table, day))
         return next((version for key, (version, _) in objects.items() if key.endswith("/" + PART_NAME)), None)
 
@@ -366,7 +368,7 @@ class Lake:
     def _day_files(self, table: str) -> dict[dt.date, tuple[str, int]]:
         if self.is_local:
             files = {p.parent.name: p.stat() for p in (self.root / table).glob(f"date=*/{PART_NAME}")}
-            named = {name: (f"{st.st_size}-{st.st_mtime_ns}", st.st_size) for name, st in files.items()}
+            named = {name: (_local_version(st), st.st_size) for name, st in files.items()}
         else:
             named = {k.split("/")[-2]: v for k, v in self._objects(table).items() if k.endswith("/" + PART_NAME)}
         return {dt.date.fromisoformat(n.removeprefix("date=")): v for n, v in named.items() if n.startswith("date=")}
