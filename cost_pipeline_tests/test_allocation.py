@@ -243,3 +243,12 @@ def test_kubernetes_shares_are_the_same_on_every_run(sample_dir):
         samples = read_extracts(sample_dir / "usage", day)
         runs = {tuple(kubernetes_shares(samples, pool.driver, pool.owner_team).sort(pl.all()).rows()) for _ in range(8)}
         assert len(runs) == 1 and len(next(iter(runs))) > 3, day
+
+
+def test_a_request_series_without_a_namespace_goes_to_unknown_not_a_crash():
+    """A requests series that lost its namespace label has no namespace attributes: its share goes to
+    team unknown (missing_team_label), the rest by hand: cpu only, 8 of 10 cores to namespace a."""
+    a = {"namespace": "a", "label_ml_team": "fraud-detection", "label_ml_project": "txn-scoring"}
+    samples = parse_query_range(_body([({**a, "resource": "cpu"}, 8), ({"resource": "cpu"}, 2)]), "k8s_requests", DAY, "k8s_requests")
+    got = _allocate(KubernetesDriver(kind="kubernetes", basis="requests", idle="share"), samples=samples)
+    assert got == {("fraud-detection", "txn-scoring"): D("80.00"), ("unknown", None): D("20.00")}

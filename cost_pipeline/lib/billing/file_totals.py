@@ -26,12 +26,13 @@ FILE_TOTALS = "bill_file_totals"
 
 
 def read_file_totals(lake) -> pl.DataFrame | None:
-    """The lake's per-file sums (None: none yet, or unreadable: the files are then read)."""
+    """The lake's per-file sums in :data:`FILE_SUMS_SCHEMA` (None: none yet, or unreadable or of other
+    columns or types: the files are then read)."""
     try:
         table = lake.read_table(FILE_TOTALS)
+        return None if table is None else table.select([pl.col(c).cast(t) for c, t in FILE_SUMS_SCHEMA.items()])
     except (OSError, pl.exceptions.PolarsError):
         return None
-    return table if table is not None and set(FILE_SUMS_SCHEMA) <= set(table.columns) else None
 
 
 class FileSums:
@@ -67,6 +68,5 @@ class FileSums:
             return
         new = pl.concat(self.frames)
         known = read_file_totals(lake)
-        kept = None if known is None else known.select([pl.col(c).cast(t) for c, t in FILE_SUMS_SCHEMA.items()]).filter(
-            ~pl.col("uri").is_in(new["uri"].unique().implode()))
+        kept = None if known is None else known.filter(~pl.col("uri").is_in(new["uri"].unique().implode()))
         lake.write_table(FILE_TOTALS, pl.concat([f for f in (kept, new) if f is not None]).sort("uri", "date", "currency"))

@@ -391,7 +391,7 @@ def bill_totals(source: BillingSource, storage: Storage | None = None, known: pl
 
     Computed from the delivered files themselves; ``known`` (the previous table) is reused for
     deliveries that did not change, so a steady state reads no billing file, and ``file_sums``
-    (:data:`FILE_SUMS_SCHEMA`) for files summed before in the version delivered now. ``counts``
+    (in :data:`FILE_SUMS_SCHEMA`) for files summed before in the version delivered now. ``counts``
     gains the files read (``read``) and taken from ``file_sums`` (``summed_before``).
     """
     storage = storage or Storage()
@@ -428,7 +428,7 @@ def _summed_before(file_sums: pl.DataFrame | None, files: Sequence[StoredFile]) 
     if file_sums is None or not files:
         return pl.DataFrame(schema=FILE_SUMS_SCHEMA)
     current = pl.DataFrame({"uri": [f.uri for f in files], "version": [f.version for f in files]}, schema={"uri": pl.String(), "version": pl.String()})
-    return file_sums.cast(FILE_SUMS_SCHEMA).join(current, on=["uri", "version"], how="semi")
+    return file_sums.join(current, on=["uri", "version"], how="semi")
 
 
 def files_summed(source: BillingSource, files: Sequence[StoredFile], storage: Storage) -> pl.DataFrame:

@@ -142,7 +142,9 @@ def kubernetes_shares(samples: pl.DataFrame, driver: KubernetesDriver, owner_tea
             shares[namespace] = shares.get(namespace, 0.0) + share * value / denominator
         idle += share * (1 - used / denominator)
     of_namespace = {row.pop("namespace"): row for row in dims.iter_rows(named=True)}
-    rows = [{**of_namespace[ns], "weight": w} for ns, w in shares.items()]
+    # a series without a namespace label has no attributes: its recipient's team is missing (lib/drivers.validated)
+    unlabelled = {**dict.fromkeys(DIMENSIONS), "reason": None}
+    rows = [{**of_namespace.get(ns, unlabelled), "weight": w} for ns, w in shares.items()]
     if idle > 1e-15:
         rows.append({"team": owner_team, "project": IDLE_PROJECT, "workload_type": None, "environment": None, "weight": idle, "reason": None})
     return recipients(rows)
