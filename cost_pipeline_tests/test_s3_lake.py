@@ -86,3 +86,46 @@ def test_raw_files_go_to_and_from_the_lake_as_files(tmp_path, s3):
         lake.write_file("usage_raw", START, "q.json", body)
         assert lake.fetch_file("usage_raw", START, "q.json", back) and back.read_bytes() == body.read_bytes()
         assert lake.read_file("usage_raw", START, "q.json") == body.read_bytes()
+
+
+def test_a_ranged_run_lists_the_billing_source_once_and_reads_every_line(tmp_path, sample_dir, s3, monkeypatch):
+    """A backfill lists each billing source once and each batch of days reads the files so listed: every
+    batch listed the whole source again (a year of daily files: the bucket listed 365 times, each time
+    all of it). Requests counted by moto's recorder; lines and billed cost by hand from the raw files."""
+    import datetime as dt
+    import json
+    from decimal import ROUND_HALF_EVEN, Decimal
+
+    import pyarrow.parquet as pq
+    import requests
+    from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+    from cost_pipeline.definitions import build_defs
+
+    url, client = s3
+    billing = sample_dir / "billing" / "aws"
+    for path in sorted(billing.rglob("*")):
+        if path.is_file():
+            client.put_object(Bucket="billing", Key=f"cur2/{path.relative_to(billing).as_posix()}", Body=path.read_bytes())
+    source = {"name": "aws-main", "format": "aws_cur2", "uri": "s3://billing/cur2", "endpoint_url": url}
+    config = write_config(tmp_path, sample_dir, billing_sources=[source])
+    monkeypatch.chdir(tmp_path)  # moto's recording is written to the working directory
+    requests.post(f"{url}/moto-api/recorder/start-recording", timeout=10)
+    tags = {ASSET_PARTITION_RANGE_START_TAG: START.isoformat(), ASSET_PARTITION_RANGE_END_TAG: LAST.isoformat()}
+    result = build_defs(load_settings(config)).resolve_job_def("daily_costs_job").execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(), tags=tags, asset_selection=[dg.AssetKey("cost_lines")])
+    requests.post(f"{url}/moto-api/recorder/stop-recording", timeout=10)
+    assert result.success
+    recorded = [json.loads(line) for line in requests.get(f"{url}/moto-api/recorder/download-recording", timeout=10).text.splitlines()]
+    listings = [r["url"] for r in recorded if r["method"] == "GET" and "list-type=2" in r["url"] and "/billing?" in r["url"]]
+    assert len(listings) == 1, listings
+
+    days = [START + dt.timedelta(days=i) for i in range(DAYS)]
+    raw = pl.concat([pl.from_arrow(pq.read_table(p, columns=["line_item_usage_start_date", "line_item_unblended_cost"]))
+                     for p in sorted(billing.rglob("*.parquet"))])
+    lines = pl.read_parquet(tmp_path / "lake" / "cost_lines" / "*" / "*.parquet")
+    for day in days:
+        mine = raw.filter(pl.col("line_item_usage_start_date").dt.date() == day)
+        billed = sum(Decimal(repr(v)).quantize(Decimal("1e-12"), ROUND_HALF_EVEN) for v in mine["line_item_unblended_cost"].to_list())
+        written = lines.filter(pl.col("date") == day)
+        assert mine.height > 300 and (written.height, written["billed_cost"].sum()) == (mine.height, billed)

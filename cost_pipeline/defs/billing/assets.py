@@ -50,8 +50,9 @@ def cost_lines(context: dg.AssetExecutionContext, pipeline: PipelineConfig, cost
         file_sums = FileSums(read_file_totals(lake))
 
         def ingest(batch: list) -> tuple[pl.DataFrame, pl.DataFrame]:  # on a worker thread (lib/overlap)
-            ingested = ingest_days(settings.billing_sources, batch, billing.for_source, {day: staged[day][0] for day in batch})
-            file_sums.add(batch_files(batch, files), billing.for_source)  # the bill side, while the files are at hand
+            held = batch_files(batch, files)
+            ingested = ingest_days(settings.billing_sources, batch, billing.for_source, {day: staged[day][0] for day in batch}, held)
+            file_sums.add(held, billing.for_source)  # the bill side, while the files are at hand
             return ingested
 
         # a BigQuery day has no file size to go by: such runs ingest one batch at a time

@@ -190,7 +190,8 @@ def source_day(source: BillingSource, day: dt.date, storage: Storage | None = No
 
 
 def source_days(source: BillingSource, days: list[dt.date], storage: Storage | None = None, sums_checked: bool = False,
-                keys_checked: bool = False, numbered: bool = True, maps: list[pl.DataFrame] | None = None) -> pl.LazyFrame:
+                keys_checked: bool = False, numbered: bool = True, maps: list[pl.DataFrame] | None = None,
+                held: Sequence[HeldFile] | None = None) -> pl.LazyFrame:
     """:func:`source_day` of several days at once: each file holding any of them is read once.
     ``keys_checked``: lines delivered twice are left to the caller's pass too (:data:`LINE_KEY`,
     :func:`refuse_repeated_keys`), so the files are not read once more for their keys; only then may
@@ -198,7 +199,11 @@ def source_days(source: BillingSource, days: list[dt.date], storage: Storage | N
 
     ``maps``: every line comes with its tag-set hashes (:data:`schema.HASHES`); a reader that computes
     them without decoding the maps (CUR 2.0 Parquet, :mod:`map_hashes`) leaves the lines' ``tags``
-    null and appends each file's distinct maps to ``maps``, the others hash the maps they read."""
+    null and appends each file's distinct maps to ``maps``, the others hash the maps they read.
+
+    ``held``: the run's :func:`day_files` of these days (any source's), when the caller listed the
+    source already; else the source is listed here. A backfill's every batch listed the whole source
+    again: a year of daily files, 400 files stat'ed per day (~30 ms a day, growing with the source)."""
     numbered = numbered or not keys_checked
     storage = storage or Storage()
     if source.uri.startswith("bq://"):
@@ -213,12 +218,15 @@ def source_days(source: BillingSource, days: list[dt.date], storage: Storage | N
         return pl.concat([lines for lines, _ in parts])
     wanted = set(days)
     in_days = pl.col("date") == days[0] if len(days) == 1 else pl.col("date").is_in(sorted(wanted))
+    if held is None:
+        files = [(d.period, f) for d in current_deliveries(source, storage) for f in d.files]
+    else:  # in the listing's order, as listed here
+        files = [(h.period, h.file) for h in sorted(held, key=lambda h: h.position) if h.source.name == source.name]
     parts = []
-    for delivery in current_deliveries(source, storage):
-        for file in delivery.files:
-            if wanted & file_days(source, file, storage):
-                lines = scan_file(source, file, storage, sorted(wanted), numbered=numbered, maps=maps).filter(in_days).with_columns(billing_period=pl.lit(delivery.period))
-                parts.append(_validated(lines, source, file.uri, sums_checked, keys_checked, maps is not None))
+    for period, file in files:
+        if wanted & file_days(source, file, storage):
+            lines = scan_file(source, file, storage, sorted(wanted), numbered=numbered, maps=maps).filter(in_days).with_columns(billing_period=pl.lit(period))
+            parts.append(_validated(lines, source, file.uri, sums_checked, keys_checked, maps is not None))
     if not parts:
         return _validated(empty_cost_lines().lazy(), source, source.uri, True, True, maps is not None)[0]
     _refuse_duplicates(parts, source)
@@ -227,10 +235,13 @@ def source_days(source: BillingSource, days: list[dt.date], storage: Storage | N
 
 @dataclass(frozen=True)
 class HeldFile:
-    """A current delivery's file holding some of a run's days, with the source that delivered it."""
+    """A current delivery's file holding some of a run's days, with the source that delivered it, the
+    delivery's billing period and the file's position in the source's listing."""
 
     source: BillingSource
     file: StoredFile
+    period: str = ""
+    position: int = 0
 
 
 def day_files(sources: list[BillingSource], days: list[dt.date], storage_for: Callable[[BillingSource], Storage]) -> dict[dt.date, dict[str, HeldFile]]:
@@ -240,10 +251,10 @@ def day_files(sources: list[BillingSource], days: list[dt.date], storage_for: Ca
         if source.uri.startswith("bq://"):
             continue
         storage = storage_for(source)
-        for delivery in current_deliveries(source, storage):
-            for file in delivery.files:
-                for day in file_days(source, file, storage) & held.keys():
-                    held[day][file.uri] = HeldFile(source, file)
+        listed = [(d.period, f) for d in current_deliveries(source, storage) for f in d.files]
+        for position, (period, file) in enumerate(listed):
+            for day in file_days(source, file, storage) & held.keys():
+                held[day][file.uri] = HeldFile(source, file, period, position)
     return held
 
 

@@ -23,7 +23,7 @@ maps themselves, so results stay exact.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import polars as pl
@@ -34,6 +34,7 @@ from cost_pipeline.lib.billing.schema import HASHES, MAP_ENTRIES
 from cost_pipeline.lib.billing.sources import (
     LINE_KEY,
     NO_AMOUNT,
+    HeldFile,
     explain_unreadable,
     refuse_bad_sums,
     refuse_repeated_keys,
@@ -54,7 +55,8 @@ LINES_PARQUET = {**PARQUET, "statistics": {"min": False, "max": False, "distinct
 PER_FILE = ["provider", "source", "billing_period", "source_file"]
 
 
-def ingest_days(sources: list[BillingSource], days: list[dt.date], storage_for: Callable, paths: dict[dt.date, Path]) -> tuple[pl.DataFrame, pl.DataFrame]:
+def ingest_days(sources: list[BillingSource], days: list[dt.date], storage_for: Callable, paths: dict[dt.date, Path],
+                held: Sequence[HeldFile] | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The ``cost_lines`` of ``days`` from every source, checked and written to ``paths`` in one pass
     (:func:`write_cost_lines_days`): a file that does not read, a line delivered twice, a line without
     an amount or an unknown currency fail after it, each error naming the file (the files are then
@@ -64,11 +66,12 @@ def ingest_days(sources: list[BillingSource], days: list[dt.date], storage_for: 
 
     Content ids (FOCUS, GCP, Azure: no line ids) are first left unnumbered, which spares a pass over
     every file; identical lines of a file then share a key, and only then is the pass run again with
-    ids numbered (:func:`lib.billing.sources.lazy_content_ids`)."""
-    sums, tag_sets, keys = _ingest_pass(sources, days, storage_for, paths, numbered=False)
+    ids numbered (:func:`lib.billing.sources.lazy_content_ids`). ``held``: the files of ``days`` as the
+    run listed them (:func:`lib.billing.sources.day_files`), so that each batch does not list the sources again."""
+    sums, tag_sets, keys = _ingest_pass(sources, days, storage_for, paths, numbered=False, held=held)
     if repeats(keys):
         if any(uses_content_ids(s) for s in sources):
-            sums, tag_sets, keys = _ingest_pass(sources, days, storage_for, paths, numbered=True)
+            sums, tag_sets, keys = _ingest_pass(sources, days, storage_for, paths, numbered=True, held=held)
         refuse_repeated_keys(keys, sources, days, storage_for)
     sums, tag_sets = sums.rename({"_day": "date"}), tag_sets.rename({"_day": "date"})
     for day in days:
@@ -77,12 +80,13 @@ def ingest_days(sources: list[BillingSource], days: list[dt.date], storage_for: 
 
 
 def _ingest_pass(sources: list[BillingSource], days: list[dt.date], storage_for: Callable, paths: dict[dt.date, Path],
-                 numbered: bool) -> tuple[pl.DataFrame, pl.DataFrame, pl.Series]:
+                 numbered: bool, held: Sequence[HeldFile] | None) -> tuple[pl.DataFrame, pl.DataFrame, pl.Series]:
     maps: list[pl.DataFrame] = []  # the distinct maps of lines read without theirs (see source_days)
-    plans = [source_days(s, days, storage_for(s), sums_checked=True, keys_checked=True, numbered=numbered, maps=maps) for s in sources]
+    checked = {"sums_checked": True, "keys_checked": True, "numbered": numbered, "held": held}
+    plans = [source_days(s, days, storage_for(s), maps=maps, **checked) for s in sources]
 
     def with_maps() -> pl.LazyFrame:  # the day's lines with their maps, for a day whose maps share a hash
-        return pl.concat([source_days(s, days, storage_for(s), sums_checked=True, keys_checked=True, numbered=numbered) for s in sources])
+        return pl.concat([source_days(s, days, storage_for(s), **checked) for s in sources])
 
     try:
         return _write(pl.concat(plans).with_columns(_key=LINE_KEY), pl.col("date"), paths, None, maps, with_maps)
