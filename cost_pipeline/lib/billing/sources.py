@@ -240,8 +240,8 @@ class HeldFile:
 
     source: BillingSource
     file: StoredFile
-    period: str = ""
-    position: int = 0
+    period: str
+    position: int
 
 
 def day_files(sources: list[BillingSource], days: list[dt.date], storage_for: Callable[[BillingSource], Storage]) -> dict[dt.date, dict[str, HeldFile]]:
