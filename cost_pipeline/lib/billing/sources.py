@@ -118,6 +118,11 @@ def current_deliveries(source: BillingSource, storage: Storage) -> list[Delivery
     return deliveries
 
 
+def listed_files(source: BillingSource, storage: Storage) -> list[tuple[str, StoredFile]]:
+    """Every file of the source's current deliveries, with its delivery's billing period, in listing order."""
+    return [(delivery.period, file) for delivery in current_deliveries(source, storage) for file in delivery.files]
+
+
 def _format(source: BillingSource) -> FileFormat:
     if source.format not in FORMATS:
         raise InputError(f"billing source {source.name!r}", f"format {source.format!r} is not readable")
@@ -203,7 +208,8 @@ def source_days(source: BillingSource, days: list[dt.date], storage: Storage | N
 
     ``held``: the run's :func:`day_files` of these days (any source's), when the caller listed the
     source already; else the source is listed here. A backfill's every batch listed the whole source
-    again: a year of daily files, 400 files stat'ed per day (~30 ms a day, growing with the source)."""
+    again: a year of daily files, 377 files stat'ed and 12 manifests read per day (14-20 ms a listing, growing
+    with the source; on S3 a bucket listing per day)."""
     numbered = numbered or not keys_checked
     storage = storage or Storage()
     if source.uri.startswith("bq://"):
@@ -219,7 +225,7 @@ def source_days(source: BillingSource, days: list[dt.date], storage: Storage | N
     wanted = set(days)
     in_days = pl.col("date") == days[0] if len(days) == 1 else pl.col("date").is_in(sorted(wanted))
     if held is None:
-        files = [(d.period, f) for d in current_deliveries(source, storage) for f in d.files]
+        files = listed_files(source, storage)
     else:  # in the listing's order, as listed here
         files = [(h.period, h.file) for h in sorted(held, key=lambda h: h.position) if h.source.name == source.name]
     parts = []
@@ -251,8 +257,7 @@ def day_files(sources: list[BillingSource], days: list[dt.date], storage_for: Ca
         if source.uri.startswith("bq://"):
             continue
         storage = storage_for(source)
-        listed = [(d.period, f) for d in current_deliveries(source, storage) for f in d.files]
-        for position, (period, file) in enumerate(listed):
+        for position, (period, file) in enumerate(listed_files(source, storage)):
             for day in file_days(source, file, storage) & held.keys():
                 held[day][file.uri] = HeldFile(source, file, period, position)
     return held
