@@ -89,6 +89,9 @@ ELSEWISE = {  # bodies the split leaves to the converter (or, failing that, the 
     "an empty value": lambda r: _body([{**r[0], "values": [[T0, ""]]}, *r[1:]]),
     "a value holding the samples' cut": lambda r: _body([{**r[0], "values": [[T0, "1],[2"], [T0 + 1, "3"]]}, *r[1:]]),
     "a value holding a quote": lambda r: _body([{**r[0], "values": [[T0, '1"'], [T0 + 1, "3"]]}, *r[1:]]),
+    "a value holding a series' close": lambda r: _body([{**r[0], "values": [[T0, '1]},[2'], [T0 + 1, "3"]]}, *r[1:]]),
+    "a value that is a number": lambda r: _body([{**r[0], "values": [[T0, 7], [T0 + 1, "3"]]}, *r[1:]]),
+    "a timestamp in quotes": lambda r: _body([{**r[0], "values": [[str(int(T0) + 60), "2.5"], [T0 + 120, "1"]]}, *r[1:]]),
 }
 
 
@@ -111,18 +114,18 @@ def test_a_body_laid_out_otherwise_is_left_to_the_converter_and_staged_as_in_mem
     how = {}
     streamed = _staged(tmp_path, "q.json", data, 0, how)
     assert streamed[0].equals(in_memory[0]) and streamed[1].equals(in_memory[1])
-    converted = ("spaced", "indented", "keys reordered", "values first", "a warning after the data")
+    converted = ("spaced", "indented", "keys reordered", "values first", "a warning after the data", "a value that is a number")
     assert how["q"] == ("converted to series lines" if shape in converted else "in memory")
 
 
-def test_a_timestamp_in_quotes_is_read_as_in_memory(tmp_path):
-    result = _result(6)
-    result[1]["values"] = [[str(int(T0) + 60), "2.5"], [T0 + 120, "1"]]
-    data = _body(result)
-    (tmp_path / "body.json").write_bytes(data)
-    assert split_body(tmp_path / "body.json", tmp_path / "s.arrow", DAY) is not None
-    streamed, in_memory = _staged(tmp_path, "q.json", data, 0), _staged(tmp_path, "q.json", data, 2**40)
-    assert streamed[0].equals(in_memory[0]) and streamed[0].filter(pl.col("series") == 1)["value"].to_list() == [2.5, 1.0]
+def test_a_series_closed_inside_its_values_is_not_split(tmp_path):
+    """``]},[`` closes a series' samples in the split's text: inside the values it is no JSON, and the
+    split refuses it rather than reading two series where the body has one."""
+    data = _body(_result(6)).replace(b"],[%d," % (int(T0) + 600), b"]},[%d," % (int(T0) + 600), 1)
+    (tmp_path / "q.json").write_bytes(data)
+    assert split_body(tmp_path / "q.json", tmp_path / "s.arrow", DAY) is None
+    with pytest.raises(InputError, match="q.json: not a JSON object"):
+        _staged(tmp_path, "q.json", data, 0)
 
 
 @pytest.mark.parametrize("bad, problem", [

@@ -5,18 +5,21 @@ Prometheus writes a matrix answer compactly and always alike: ``{"status":"succe
 sample's Python objects to parse it (``lib/series_lines.py``'s converter, ijson) took 10.4 s of one
 core for the 282 MB body of 20,000 pods' requests. Here Python touches each series, never a sample:
 the body is read in chunks of whole series (so memory does not grow with the body: 0.3 GiB for that
-one), each series' labels are read by orjson, and its samples become the lines of a CSV text
-(``t,"v"`` per line, one ``bytes.replace`` per series, which also counts them) that Polars' CSV reader
-parses on every core; the samples are staged as Arrow IPC for the day's sink: 3.3-3.5 s for the same
-body, the same samples and labels (4.3 s with Parquet staging, 5.3-5.4 s with a chunk's copies and
-every timestamp's check).
+one), each series' labels are read by orjson, and its samples' text is handed to Polars' CSV reader as
+it stands: lines end at ``[`` and fields at quotes, so ``t,"v"],[`` is a line of three fields (the
+timestamp and its comma, the value, ``],``), and each series' last line ends in ``]},`` (written
+after it), which numbers the series. Python neither copies nor rewrites a series' samples: the
+split held the GIL for ~70 % of its time when each series' ``],[`` were replaced by newlines (bytes.replace,
+0.5 s of the 282 MB body), so three bodies side by side waited on each other (3.6-3.9 s; 3.0-3.2 s
+so, the same samples and labels). The samples are staged as Arrow IPC for the day's sink.
 
 Only what can be read exactly this way is taken: the byte patterns that cut series from series and
 labels from values (``},{"metric":``, ``},"values":[``) hold an unescaped quote, so they never occur
-inside a label (a quote in a JSON string is always escaped); samples are cut at ``],[`` within the
-values only, and a value holding it leaves more cuts than the CSV reader finds lines (or a line it
-cannot read), so the body is refused. A body laid out otherwise (whitespace, keys in
-another order, a third field in a series), a label that is not text, a sample that is not
+inside a label (a quote in a JSON string is always escaped); within the values every line must be a
+JSON number and its comma, a value the reader takes as a number, and ``],`` (or the series' close,
+as many as series), so a value holding a cut or a quote, a timestamp in quotes or a value without
+them leaves a line of other fields and the body is refused. A body laid out otherwise (whitespace,
+keys in another order, a third field in a series), a label that is not text, a sample that is not
 ``[number, "value"]``, or a value that is not a number gives None, and the caller takes the
 converter's path, which reads any JSON and names what is wrong. Exactly the converter's samples and
 labels: the timestamps are JSON numbers (checked) cast to floats, and each value is read as the number
@@ -44,9 +47,9 @@ END = b"]}}"
 METRIC = b'{"metric":'
 VALUES = b'},"values":'
 BETWEEN = {False: b'},{"metric":', True: b'}\n{"metric":'}  # series after series: in a body, in series lines
-SAMPLE = b"],["  # the end of one [t, "v"] pair and the start of the next
-KEPT = b'0123456789.eE+-,"\nNaInf'  # what the samples' CSV may hold: numbers, quotes, NaN, +Inf, -Inf
-NUMBER = r"^-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?$"  # a JSON number
+CLOSE = b"]},["  # written after each series' samples, read as the end of its last line
+KEPT = b'0123456789.eE+-,"NaInf[]}'  # what the samples' text may hold: numbers, quotes, NaN, +Inf, -Inf, the cuts
+TIMESTAMP = r"^-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?,$"  # a JSON number, then the pair's comma
 CHUNK_BYTES = 16 << 20  # whole series read at a time (20,000 pods' 282 MB body: 18 chunks, 0.3 GiB)
 
 
@@ -123,38 +126,42 @@ def _chunks(body: BinaryIO, lines: bool, chunk_bytes: int) -> Iterator[tuple[byt
 def _chunk(chunk: bytearray, end: int, first: int, between: bytes) -> tuple[list[str], pl.DataFrame | None]:
     """The series of ``chunk[:end]``: their labels, and their samples (``series``, ``timestamp``,
     ``value``; series numbered from ``first``), None if none has any."""
-    labels, texts, counts = [], [], []
+    labels, regions, full = [], [], []  # full: the series that have samples
     at = 0
-    while at < end:
-        cut = chunk.find(between, at, end)
-        stop = end if cut < 0 else cut + 1  # the series is chunk[at:stop], '{"metric":...}'
-        split = chunk.find(VALUES, at, stop)
-        if not chunk.startswith(METRIC, at) or split < 0:
-            raise _NotCompact
-        metric = orjson.loads(chunk[at + len(METRIC):split + 1])
-        if not isinstance(metric, dict) or not all(isinstance(v, str) for v in metric.values()):
-            raise _NotCompact
-        labels.append(labels_text(metric))
-        values = split + len(VALUES)
-        if stop - values == 3 and chunk[values:stop] == b"[]}":
-            counts.append(0)
-        elif chunk.startswith(b"[[", values) and chunk.startswith(b"]]}", stop - 3) and stop - values > 5:
-            text = chunk[values + 2:stop - 3]  # t,"v"],[t,"v"],...,[t,"v"
-            texts.append(text.replace(SAMPLE, b"\n"))  # t,"v" per line; each cut 2 bytes shorter: counted so
-            counts.append((len(text) - len(texts[-1])) // 2 + 1)
-        else:
-            raise _NotCompact
-        at = stop + 1
-    if not texts:
+    with memoryview(chunk) as view:
+        try:
+            while at < end:
+                cut = chunk.find(between, at, end)
+                stop = end if cut < 0 else cut + 1  # the series is chunk[at:stop], '{"metric":...}'
+                split = chunk.find(VALUES, at, stop)
+                if not chunk.startswith(METRIC, at) or split < 0:
+                    raise _NotCompact
+                metric = orjson.loads(view[at + len(METRIC):split + 1])
+                if not isinstance(metric, dict) or not all(isinstance(v, str) for v in metric.values()):
+                    raise _NotCompact
+                values = split + len(VALUES)
+                if chunk.startswith(b"[[", values) and chunk.startswith(b"]]}", stop - 3) and stop - values > 5:
+                    regions.append(view[values + 2:stop - 3])  # t,"v"],[t,"v"],...,[t,"v"
+                    full.append(len(labels))
+                elif stop - values != 3 or chunk[values:stop] != b"[]}":
+                    raise _NotCompact
+                labels.append(labels_text(metric))
+                at = stop + 1
+            text = CLOSE.join([*regions, b""])  # each series' samples closed by CLOSE
+        finally:
+            regions.clear()  # the views released: the caller reuses the buffer
+    if not full:
         return labels, None
-    csv = b"\n".join(texts)
-    if csv.translate(None, KEPT):  # a bracket, brace, backslash or space left: not [number, "value"] pairs
+    if text.translate(None, KEPT):  # a backslash or space, say: not [number, "value"] pairs
         raise _NotCompact
-    # a quoted value is read as the number Polars casts its text to (the converter's path; no text
-    # of these characters is read otherwise), a value that is no number fails the read
-    read = pl.read_csv(csv, has_header=False, new_columns=["t", "value"], schema={"t": pl.String, "value": pl.Float64})
-    # (each distinct timestamp checked once: a day has a few hundred steps)
-    if read.height != sum(counts) or read["value"].null_count() or not read.select(pl.col("t").unique().str.contains(NUMBER).all()).item():
-        raise _NotCompact  # a timestamp that is no JSON number, or a missing value: the converter's path names it
-    return labels, read.select(pl.Series("series", np.repeat(np.arange(first, first + len(counts), dtype=np.int64), counts)),
-                               pl.col("t").cast(pl.Float64).alias("timestamp"), "value")
+    # (a value that is no number, or a line of more fields, fails the read: PolarsError)
+    read = pl.read_csv(text, has_header=False, separator='"', quote_char=None, eol_char="[", new_columns=["t", "value", "end"],
+                       schema={"t": pl.String, "value": pl.Float64, "end": pl.String})
+    last = pl.col("end") == CLOSE[:-1].decode()
+    checks = read.select(last.sum().alias("series"), (last | (pl.col("end") == "],")).all().alias("ends"),
+                         pl.col("value").null_count(), pl.col("t").unique().str.contains(TIMESTAMP).all())  # (a day has a few hundred steps)
+    if checks.row(0) != (len(full), True, 0, True):
+        raise _NotCompact  # a timestamp that is no JSON number, a missing value, a cut inside a value: the converter's path names it
+    ordinal = last.shift(1, fill_value=False).cast(pl.Int64).cum_sum()  # of the series with samples
+    series = ordinal + first if len(full) == len(labels) else pl.lit(pl.Series(np.asarray(full, dtype=np.int64) + first)).gather(ordinal)
+    return labels, read.select(series.alias("series"), pl.col("t").str.head(-1).cast(pl.Float64).alias("timestamp"), "value")
