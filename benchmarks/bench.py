@@ -292,7 +292,8 @@ DIRECT = "direct attribution (tags, no pools)"
 # DuckDB's query in a process of its own: (seconds, CPU seconds, peak RSS bytes, its rows with numbers as text)
 PEER_QUERY = """
 import duckdb, json, resource, sys, time
-con = duckdb.connect(config={"enable_progress_bar": False})
+con = duckdb.connect()
+con.sql("SET enable_progress_bar = false")
 own = lambda: sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
 t, cpu = time.perf_counter(), own()
 rows = con.sql(sys.argv[1]).fetchall()
@@ -304,7 +305,9 @@ print(json.dumps([wall, used, peak, [[str(v) for v in row] for row in rows]]))
 
 def peer_query(meter: Meter, sql: str) -> list[list[str]]:
     """DuckDB's query timed once in a process of its own, recorded in ``meter``; its rows."""
-    out = subprocess.run([sys.executable, "-c", PEER_QUERY, sql], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", PEER_QUERY, sql], capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(f"DuckDB's query failed: {out.stderr[-2000:]}")
     wall, used, peak, rows = json.loads(out.stdout.splitlines()[-1])
     if wall < meter.best.get(PEER, (float("inf"), 0))[0]:
         meter.cpu[PEER] = used
