@@ -218,6 +218,7 @@ class Meter:
             t, cpu = time.perf_counter(), _cpu()
             out = fn()
             wall, used = time.perf_counter() - t, _cpu() - cpu
+            print(f"  {wall:7.2f} s {used:6.1f} CPU-s  {name[:70]}", file=sys.stderr, flush=True)  # each try, to see the minutes' noise
             if wall < best:
                 best, self.cpu[name] = wall, used
         stop.set()
@@ -312,6 +313,7 @@ def peer_query(meter: Meter, sql: str) -> list[list[str]]:
     if out.returncode:
         raise RuntimeError(f"DuckDB's query failed: {out.stderr[-2000:]}")
     wall, used, peak, rows = json.loads(out.stdout.splitlines()[-1])
+    print(f"  {wall:7.2f} s {used:6.1f} CPU-s  {PEER}", file=sys.stderr, flush=True)
     if wall < meter.best.get(PEER, (float("inf"), 0))[0]:
         meter.cpu[PEER] = used
     meter.record(PEER, wall, peak)
