@@ -401,7 +401,7 @@ def day_benchmark(out: Path, lines_per_day: int, pods: int, step: int, repeat: i
 
     def attribution():  # as the asset: sums per combination classified, the quarantine's lines sunk
         attributed = attribute_lake_day(lake, START, settings.tagging, pools)
-        attributed.quarantine().sink_parquet(out / "untagged_spend.parquet")
+        attributed.quarantine().sink_parquet(out / "untagged_spend.parquet", **PARQUET)  # as the asset writes it
         lake.write_day("tag_compliance", START, compliance_breakdown(summary_from_sums(attributed.sums)))
         allocated = allocate_day(lake, START, settings, attributed.sums)
         lake.write_day("allocated_costs", START, allocated)
