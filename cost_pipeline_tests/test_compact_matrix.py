@@ -118,6 +118,17 @@ def test_a_body_laid_out_otherwise_is_left_to_the_converter_and_staged_as_in_mem
     assert how["q"] == ("converted to series lines" if shape in converted else "in memory")
 
 
+def test_a_value_cut_at_a_bracket_is_not_read_as_two_samples(tmp_path):
+    """``[t,"5[7,"8"]`` is no JSON, but cut at ``[`` it reads as ``t,"5`` and ``7,"8"]``, two samples
+    of plausible fields: the first line's missing end refuses it."""
+    data = _body(_result(6)).replace(b'[%d,"0.0"]' % (int(T0) + 600), b'[%d,"5[7,"8"]' % (int(T0) + 600), 1)  # not a chunk's first line
+    assert data != _body(_result(6))
+    (tmp_path / "q.json").write_bytes(data)
+    assert split_body(tmp_path / "q.json", tmp_path / "s.arrow", DAY) is None
+    with pytest.raises(InputError, match="q.json: not a JSON object"):
+        _staged(tmp_path, "q.json", data, 0)
+
+
 def test_a_series_closed_inside_its_values_is_not_split(tmp_path):
     """``]},[`` closes a series' samples in the split's text: inside the values it is no JSON, and the
     split refuses it rather than reading two series where the body has one."""
