@@ -73,13 +73,18 @@ NEEDED = [
     "reservation_unused_amortized_upfront_fee_for_billing_period", "reservation_unused_recurring_fee", "reservation_reservation_a_r_n",
 ]
 # DuckDB's version of ingest + direct attribution: amortization by line type (the Cloud Intelligence
-# Dashboards rules), the five tags out of the map, trimmed and lower-cased, summed per day and tags.
+# Dashboards rules, every branch of lib/billing/amortize.py: reservation fees and RIFee too), the five
+# tags out of the map, trimmed and lower-cased, summed per day and tags.
 EFFECTIVE_SQL = """CASE line_item_line_item_type
              WHEN 'SavingsPlanCoveredUsage' THEN CAST(savings_plan_savings_plan_effective_cost AS DECIMAL(38, 12))
              WHEN 'DiscountedUsage' THEN CAST(reservation_effective_cost AS DECIMAL(38, 12))
              WHEN 'SavingsPlanNegation' THEN 0 WHEN 'SavingsPlanUpfrontFee' THEN 0
-             WHEN 'SavingsPlanRecurringFee' THEN CAST(savings_plan_total_commitment_to_date AS DECIMAL(38, 12))
-                                                 - CAST(savings_plan_used_commitment AS DECIMAL(38, 12))
+             WHEN 'Fee' THEN CASE WHEN coalesce(reservation_reservation_a_r_n, '') <> '' THEN 0
+                                  ELSE CAST(line_item_unblended_cost AS DECIMAL(38, 12)) END
+             WHEN 'RIFee' THEN coalesce(CAST(reservation_unused_amortized_upfront_fee_for_billing_period AS DECIMAL(38, 12)), 0)
+                               + coalesce(CAST(reservation_unused_recurring_fee AS DECIMAL(38, 12)), 0)
+             WHEN 'SavingsPlanRecurringFee' THEN coalesce(CAST(savings_plan_total_commitment_to_date AS DECIMAL(38, 12)), 0)
+                                                 - coalesce(CAST(savings_plan_used_commitment AS DECIMAL(38, 12)), 0)
              ELSE CAST(line_item_unblended_cost AS DECIMAL(38, 12)) END"""
 IN_DAY_SQL = "line_item_usage_start_date >= TIMESTAMPTZ '{day} 00:00:00+00' AND line_item_usage_start_date < TIMESTAMPTZ '{next} 00:00:00+00'"
 # the four tags each line is summed by, and their key in the bench's maps (and JSON objects, and legacy columns)

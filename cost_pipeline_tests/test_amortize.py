@@ -1,7 +1,11 @@
 """Effective cost by line item type, on a hand-built frame whose answers are worked out here."""
 
+import importlib.util
+import sys
 from decimal import Decimal as D
+from pathlib import Path
 
+import duckdb
 import polars as pl
 
 from cost_pipeline.lib.billing.amortize import charge_category, effective_cost
@@ -21,6 +25,7 @@ ROWS = [
     ("Credit", -4.0, None, None, None, None, None, None, None, "-4"),
     ("EdpDiscount", -1.1, None, None, None, None, None, None, None, "-1.1"),
 ]
+ROWS_EXPECTED = [r[-1] for r in ROWS]
 COLUMNS = [
     "line_item_line_item_type",
     "line_item_unblended_cost",
@@ -47,3 +52,15 @@ def test_charge_categories_follow_focus():
     cats = frame.select(charge_category().alias("c"))["c"].to_list()
     assert cats == ["Usage", "Usage", "Usage", "Purchase", "Purchase", "Usage", "Purchase",
                     "Purchase", "Purchase", "Tax", "Credit", "Adjustment"]
+
+
+def test_the_benchmarks_peer_amortizes_every_line_type_alike():
+    """DuckDB's query in ``make bench`` is the pipeline's peer only if it does the same work: it gets
+    the hand-worked answers above too (its CASE once lacked RIFee and reservation fees, which the
+    bench's generated day happens not to hold)."""
+    spec = importlib.util.spec_from_file_location("bench", Path(__file__).parents[1] / "benchmarks" / "bench.py")
+    bench = sys.modules.setdefault("bench", importlib.util.module_from_spec(spec))  # its dataclasses look it up there
+    spec.loader.exec_module(bench)
+    frame = pl.DataFrame(ROWS, schema=COLUMNS, orient="row").with_row_index("row")  # noqa: F841 - read by DuckDB
+    got = duckdb.sql(f"SELECT {bench.EFFECTIVE_SQL} AS cost FROM frame ORDER BY row").fetchall()
+    assert [D(c) for (c,) in got] == [D(e) for e in ROWS_EXPECTED]
