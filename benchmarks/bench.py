@@ -503,8 +503,8 @@ def day_benchmark(out: Path, lines_per_day: int, pods: int, step: int, repeat: i
              "after the stages, with their CPU seconds (both cores busy: CPU seconds up to twice the wall time).", "",
              "| piece | seconds | CPU seconds |", "|---|---|---|", *profile]
     if rest:
-        missed = "missed" if whole > 3 * peer else "met"
-        rows += ["", f"Profile of the usage and attribution stages (the target whole day ≤ 3× DuckDB is {missed}): their pieces measured "
+        whole_missed = "missed" if whole > 3 * peer else "met"
+        rows += ["", f"Profile of the usage and attribution stages (the target whole day ≤ 3× DuckDB is {whole_missed}): their pieces measured "
                  "alone, after the ingest's, with their CPU seconds.", "", "| piece | seconds | CPU seconds |", "|---|---|---|", *rest]
     head = [f"One day: {count:,} CUR 2.0 lines (Savings Plan negations and fees included), {usage_samples:,} usage samples "
             f"({pods:,} pods at {step} s{', extracts one series per line' if series_lines else ''}); data generated in {generated:.0f} s. Totals checked equal to DuckDB's: {duck_total:.2f}.", "",
